@@ -1,0 +1,78 @@
+"""A transformers experts implementation that also measures every expert's down_proj output.
+
+Registered in `ALL_EXPERTS_FUNCTIONS` under `CAPTURE_IMPLEMENTATION`. It is transformers'
+`grouped_mm` forward with one extra step: after the down projection (bias included, before
+the routing weight, paper Eq. 6) the per-row maxima go to the module's `ExpertTracker`.
+Modules without an active tracker run the plain grouped_mm forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, ExpertsInterface, _grouped_linear
+
+from ..errors import UserError
+from .tracker import ExpertTracker
+
+CAPTURE_IMPLEMENTATION = "superexperts_capture"
+
+# id(experts module) -> (tracker, function returning the current batch's global token offset).
+# Filled and emptied by `capture.session.capture`; empty outside it.
+ACTIVE: dict[int, tuple[ExpertTracker, Callable[[], int]]] = {}
+
+# Hook for ablations (zero/mean): id(module) -> fn(expert_ids_sorted, down_out) -> down_out.
+OUTPUT_EDITS: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+
+
+def capture_experts_forward(
+    self: nn.Module,
+    hidden_states: torch.Tensor,  # (tokens, hidden)
+    top_k_index: torch.Tensor,  # (tokens, top_k)
+    top_k_weights: torch.Tensor,  # (tokens, top_k)
+) -> torch.Tensor:
+    if getattr(self, "_is_expert_parallel", False):
+        raise UserError("expert-parallel experts cannot be profiled in place; load the model without EP.")
+    device = hidden_states.device
+    num_top_k = top_k_index.size(-1)
+    num_tokens, hidden_dim = hidden_states.shape
+
+    # Sort (token, expert) pairs by expert so each expert's rows are contiguous for grouped_mm.
+    expert_ids, perm = torch.sort(top_k_index.reshape(-1))  # (S,)
+    token_of_row = perm // num_top_k  # (S,) row in hidden_states
+    x = hidden_states[token_of_row]  # (S, hidden)
+    counts = torch.bincount(expert_ids, minlength=self.num_experts)
+    offsets = torch.cumsum(counts, dim=0, dtype=torch.int32)
+
+    if self.has_gate:
+        weights, biases = self.gate_up_proj, getattr(self, "gate_up_proj_bias", None)
+    else:
+        weights, biases = self.up_proj, getattr(self, "up_proj_bias", None)
+    bias = biases[expert_ids] if self.has_bias else None
+    h = _grouped_linear(x, weights, offsets, bias=bias, is_transposed=self.is_transposed)
+    h = self._apply_gate(h) if self.has_gate else self.act_fn(h)  # (S, intermediate)
+
+    bias = self.down_proj_bias[expert_ids] if self.has_bias else None
+    out = _grouped_linear(h, self.down_proj, offsets, bias=bias, is_transposed=self.is_transposed)  # (S, hidden)
+
+    active = ACTIVE.get(id(self))
+    if active is not None:
+        tracker, token_offset = active
+        tracker.update(expert_ids, out, h, token_of_row + token_offset())
+    edit = OUTPUT_EDITS.get(id(self))
+    if edit is not None:
+        out = edit(expert_ids, out)
+
+    if self.has_post_expert_norm:
+        out = self.post_expert_norm(out)
+    weighted = out * top_k_weights.reshape(-1)[perm].unsqueeze(-1)  # (S, hidden)
+    inv_perm = torch.empty_like(perm)
+    inv_perm[perm] = torch.arange(perm.numel(), device=device)
+    final = weighted[inv_perm].view(num_tokens, num_top_k, hidden_dim).sum(dim=1)
+    return final.to(hidden_states.dtype)
+
+
+if CAPTURE_IMPLEMENTATION not in ALL_EXPERTS_FUNCTIONS:
+    ExpertsInterface.register(CAPTURE_IMPLEMENTATION, capture_experts_forward)

@@ -1,0 +1,170 @@
+"""`capture(model)`: one forward pass records every expert, shared expert, dense MLP and hidden state.
+
+Fused experts are measured inside the experts implementation (`experts_fn`); everything that
+is an `nn.Linear` (shared experts, dense MLPs, ModuleList experts) through forward hooks on its
+down projection; hidden states through forward hooks on the decoder layers. All of it is
+removed on exit, also on exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..models.adapters import MoEBlock, ModelMap
+from . import experts_fn
+from .tracker import ExpertTracker, MassiveTracker
+
+UnitKey = tuple[int, str]  # (layer, kind) with kind in routed | shared | dense
+
+
+@dataclass
+class Capture:
+    """What one capture session records. Set `token_offset` before each batch."""
+
+    model_map: ModelMap
+    experts: dict[UnitKey, ExpertTracker] = field(default_factory=dict)
+    massive: dict[int, MassiveTracker] = field(default_factory=dict)
+    token_offset: int = 0
+    seq_len: int = 0
+
+    def current_offset(self) -> int:
+        return self.token_offset
+
+
+def _param_device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@contextlib.contextmanager
+def _fused_implementation(blocks: list[MoEBlock]) -> Iterator[None]:
+    """Point each fused experts module's config at the capturing implementation, then restore."""
+    configs = {id(b.experts.config): b.experts.config for b in blocks if b.layout == "fused"}
+    saved = {k: c._experts_implementation_internal for k, c in configs.items()}
+    try:
+        for c in configs.values():
+            c._experts_implementation_internal = experts_fn.CAPTURE_IMPLEMENTATION
+        yield
+    finally:
+        for k, c in configs.items():
+            c._experts_implementation_internal = saved[k]
+
+
+def _linear_hook(tracker: ExpertTracker, expert: int, cap: Capture, block_input: dict | None = None):
+    """Forward hook on a down projection Linear: all its rows belong to `expert`."""
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        down_in = args[0].reshape(-1, args[0].shape[-1])
+        down_out = output.reshape(-1, output.shape[-1])
+        n = down_out.shape[0]
+        if block_input is None:  # every token passes: row r is token r of the batch
+            rows = torch.arange(n, device=down_out.device)
+        else:  # ModuleList experts see a subset of tokens; find them in the block's input
+            rows = _match_rows(block_input["x"], block_input["expert_in"].pop(expert), n)
+        ids = torch.full((n,), expert, dtype=torch.int64, device=down_out.device)
+        tracker.update(ids, down_out, down_in, rows + cap.token_offset)
+
+    return hook
+
+
+def _row_hash(x: torch.Tensor) -> torch.Tensor:
+    """An exact-bits hash per row: equal rows hash equal (int64 arithmetic wraps, which is fine)."""
+    int_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    bits = x.contiguous().view(int_type).to(torch.int64)  # (rows, hidden)
+    gen = torch.Generator().manual_seed(0)
+    coeff = torch.randint(1, 2**62, (x.shape[-1],), generator=gen, dtype=torch.int64).to(x.device)
+    return (bits * coeff).sum(-1)
+
+
+def _match_rows(block_x: torch.Tensor, expert_x: torch.Tensor, n: int) -> torch.Tensor:
+    """Token index of each row an expert received. Legacy blocks pass `hidden[top_x]`, so each
+    expert row is bit-identical to one row of the block input: match them by hash, in O(tokens)."""
+    block_hash, order = _row_hash(block_x).sort()
+    pos = torch.searchsorted(block_hash, _row_hash(expert_x)).clamp(max=block_hash.numel() - 1)
+    return order[pos]
+
+
+def _install_modulelist(block: MoEBlock, tracker: ExpertTracker, cap: Capture) -> list:
+    state: dict = {"x": None, "expert_in": {}}
+    handles = [
+        block.block.register_forward_pre_hook(
+            lambda m, args: state.update(x=args[0].reshape(-1, args[0].shape[-1]))
+        )
+    ]
+    for e in range(block.num_experts):
+        expert = block.experts[e]  # type: ignore[index]
+        handles.append(
+            expert.register_forward_pre_hook(
+                lambda m, args, e=e: state["expert_in"].__setitem__(e, args[0].reshape(-1, args[0].shape[-1]))
+            )
+        )
+        handles.append(block.expert_down(e).register_forward_hook(_linear_hook(tracker, e, cap, state)))
+    return handles
+
+
+def _install_dense_routed(block: MoEBlock, tracker: ExpertTracker, cap: Capture) -> list:
+    """Llama4: experts see (E * tokens, hidden) with the routing score folded into the input;
+    rows of an expert that was not selected are all zero and are not counted as routed."""
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        e = block.num_experts
+        x = args[0].reshape(e, -1, args[0].shape[-1])
+        out = output.reshape(e, -1, output.shape[-1])
+        routed = x.abs().amax(-1) > 0  # (E, tokens)
+        ids, rows = routed.nonzero(as_tuple=True)
+        # The down_proj input is not visible from outside the module; record the expert input.
+        tracker.update(ids, out[ids, rows], x[ids, rows], rows + cap.token_offset)
+
+    return [block.experts.register_forward_hook(hook)]
+
+
+def _layer_output_hook(tracker: MassiveTracker, cap: Capture):
+    def hook(module: nn.Module, args: tuple, output) -> None:
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
+        tracker.update(hidden, cap.token_offset)
+
+    return hook
+
+
+@contextlib.contextmanager
+def capture(model_map: ModelMap, *, top_k_massive: int = 3) -> Iterator[Capture]:
+    """Record per-expert and per-layer statistics during the forwards run inside the block.
+
+    >>> with capture(map_model(model)) as cap:
+    ...     cap.token_offset = 0; model(input_ids)
+    """
+    cap = Capture(model_map=model_map)
+    handles: list = []
+    fused = [b for b in model_map.moe if b.layout == "fused"]
+    try:
+        for b in model_map.moe:
+            tracker = ExpertTracker(b.num_experts, _param_device(b.experts))
+            cap.experts[(b.layer, "routed")] = tracker
+            if b.layout == "fused":
+                experts_fn.ACTIVE[id(b.experts)] = (tracker, cap.current_offset)
+            elif b.layout == "modulelist":
+                handles += _install_modulelist(b, tracker, cap)
+            else:
+                handles += _install_dense_routed(b, tracker, cap)
+            if b.shared_down is not None:
+                shared = ExpertTracker(1, _param_device(b.shared))
+                cap.experts[(b.layer, "shared")] = shared
+                handles.append(b.shared_down.register_forward_hook(_linear_hook(shared, 0, cap)))
+        for d in model_map.dense:
+            dense = ExpertTracker(1, _param_device(d.mlp))
+            cap.experts[(d.layer, "dense")] = dense
+            handles.append(d.down.register_forward_hook(_linear_hook(dense, 0, cap)))
+        for i, layer in enumerate(model_map.layers):
+            cap.massive[i] = MassiveTracker(top_k_massive, _param_device(layer))
+            handles.append(layer.register_forward_hook(_layer_output_hook(cap.massive[i], cap)))
+        with _fused_implementation(fused):
+            yield cap
+    finally:
+        for h in handles:
+            h.remove()
+        for b in fused:
+            experts_fn.ACTIVE.pop(id(b.experts), None)

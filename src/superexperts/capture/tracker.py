@@ -1,0 +1,108 @@
+"""Running per-expert maxima over every calibration token, kept on the device.
+
+`update` is vectorised (scatter_reduce over expert ids) and never syncs with the host, so it
+adds a few elementwise passes to a forward, not a per-expert loop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ExpertTracker:
+    """Maxima of |down_proj output| and |down_proj input| for E experts of one layer.
+
+    `token` is the global flat token index (sample * seq_len + position) of the maximum.
+    An expert that never received a token keeps max_abs_output = -1 (exported as 0, token -1).
+    """
+
+    def __init__(self, num_experts: int, device: torch.device | str) -> None:
+        e, f32, i64 = num_experts, torch.float32, torch.int64
+        self.num_experts = e
+        self.max_abs_output = torch.full((e,), -1.0, dtype=f32, device=device)
+        self.max_output = torch.zeros(e, dtype=f32, device=device)  # signed value at the max
+        self.channel = torch.full((e,), -1, dtype=i64, device=device)
+        self.token = torch.full((e,), -1, dtype=i64, device=device)
+        self.max_abs_input = torch.zeros(e, dtype=f32, device=device)
+        self.tokens_routed = torch.zeros(e, dtype=i64, device=device)
+        self.nonfinite_rows = torch.zeros(e, dtype=i64, device=device)
+
+    @torch.no_grad()
+    def update(
+        self,
+        expert_ids: torch.Tensor,  # (S,) expert of each (token, expert) row
+        down_out: torch.Tensor,  # (S, hidden) down_proj output, before the routing weight
+        down_in: torch.Tensor,  # (S, intermediate) down_proj input
+        token_index: torch.Tensor,  # (S,) global flat token index of each row
+    ) -> None:
+        e, s = self.num_experts, expert_ids.numel()
+        if s == 0:
+            return
+        row_abs, row_channel = down_out.abs().max(dim=-1)  # (S,)
+        row_abs = row_abs.float()
+        finite = torch.isfinite(row_abs)
+        # NaN/inf rows are counted, not ranked: max() over them would hide every finite value.
+        self.nonfinite_rows.scatter_add_(0, expert_ids, (~finite).long())
+        row_abs = torch.where(finite, row_abs, torch.full_like(row_abs, -1.0))
+        batch_max = torch.full((e,), -1.0, device=row_abs.device).scatter_reduce(0, expert_ids, row_abs, "amax")
+        # First row that attains each expert's maximum.
+        positions = torch.arange(s, device=row_abs.device)
+        is_max = row_abs == batch_max[expert_ids]
+        candidates = torch.where(is_max, positions, torch.full_like(positions, s))
+        first = torch.full((e,), s, device=row_abs.device, dtype=torch.int64).scatter_reduce(
+            0, expert_ids, candidates, "amin"
+        )
+        row = first.clamp(max=s - 1)
+        better = (first < s) & (batch_max > self.max_abs_output)
+        self.max_abs_output = torch.where(better, batch_max, self.max_abs_output)
+        channel = row_channel[row]
+        self.channel = torch.where(better, channel, self.channel)
+        self.max_output = torch.where(better, down_out[row, channel].float(), self.max_output)
+        self.token = torch.where(better, token_index[row], self.token)
+        in_abs = down_in.abs().amax(dim=-1).float()
+        self.max_abs_input = self.max_abs_input.scatter_reduce(0, expert_ids, in_abs, "amax")
+        self.tokens_routed += torch.bincount(expert_ids, minlength=e)
+
+    def to_rows(self) -> list[dict]:
+        """One dict per expert (host values)."""
+        cols = {k: v.cpu().tolist() for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        rows = []
+        for i in range(self.num_experts):
+            row = {k: cols[k][i] for k in cols}
+            if row["max_abs_output"] < 0:  # never routed, or only non-finite rows
+                row.update(max_abs_output=0.0, max_output=0.0, channel=-1, token=-1)
+            rows.append(row)
+        return rows
+
+
+class MassiveTracker:
+    """Top-k |hidden state| magnitudes after one decoder layer, and the median magnitude."""
+
+    MEDIAN_SAMPLE = 1 << 20  # elements; a strided subsample keeps the median cheap on long runs
+
+    def __init__(self, k: int, device: torch.device | str) -> None:
+        self.k = k
+        self.values = torch.empty(0, device=device)
+        self.flat_index = torch.empty(0, dtype=torch.int64, device=device)  # global token * hidden + channel
+        self.median_sum = torch.zeros((), device=device)
+        self.batches = 0
+        self.nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self.hidden_size = 0
+
+    @torch.no_grad()
+    def update(self, hidden: torch.Tensor, token_offset: int) -> None:
+        """`hidden`: (batch, seq, hidden) output of the decoder layer."""
+        self.hidden_size = hidden.shape[-1]
+        flat = hidden.detach().reshape(-1).abs().float()
+        finite = torch.isfinite(flat)
+        self.nonfinite += (~finite).sum()
+        flat = torch.where(finite, flat, torch.zeros_like(flat))
+        values, idx = flat.topk(min(self.k, flat.numel()))
+        idx = idx + token_offset * hidden.shape[-1]
+        merged_v = torch.cat([self.values, values])
+        merged_i = torch.cat([self.flat_index, idx])
+        keep = merged_v.topk(min(self.k, merged_v.numel())).indices
+        self.values, self.flat_index = merged_v[keep], merged_i[keep]
+        step = max(1, flat.numel() // self.MEDIAN_SAMPLE)
+        self.median_sum += flat[::step].median()
+        self.batches += 1

@@ -1,0 +1,13 @@
+"""One exception type for mistakes the user can fix; the CLI prints it as one line."""
+
+
+class UserError(Exception):
+    """Bad input: the message says what is wrong and what to do. CLI exit code 2."""
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """'Did you mean 'paper'? ' suffix for registry misses (empty when nothing is close)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"Did you mean '{close[0]}'? " if close else ""

@@ -1,0 +1,184 @@
+"""Where the experts live: one generic walk over a loaded model, driven by small tables.
+
+Structure is introspected (parameter shapes, the flags `@use_experts_implementation` sets),
+never matched on class names, so a new transformers family with the usual layout works
+unchanged. Three layouts of routed experts exist:
+
+- ``fused``: a transformers 5.x ``...Experts`` module with 3-D ``gate_up_proj``/``up_proj`` and
+  ``down_proj`` parameters, dispatched through ``ALL_EXPERTS_FUNCTIONS`` (Qwen2/3-MoE, Mixtral,
+  OLMoE, DeepSeek-V2/V3, GLM4-MoE, GPT-OSS, ...);
+- ``modulelist``: an ``nn.ModuleList`` of per-expert MLPs with a ``down_proj`` or ``w2`` Linear
+  (transformers 4.x and trust_remote_code checkpoints);
+- ``dense_routed``: Llama4's experts, which run every expert on every token with the routing
+  score already multiplied into the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+# Names tried, in order, for each role. Adding a family with other names = one entry here.
+DOWN_NAMES = ("down_proj", "w2", "fc2")
+SHARED_NAMES = ("shared_experts", "shared_expert", "shared_mlp")
+ROUTER_NAMES = ("gate", "router")
+MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe")
+
+Layout = Literal["fused", "modulelist", "dense_routed"]
+
+
+@dataclass(frozen=True)
+class MoEBlock:
+    """The routed experts of one decoder layer, and what sits beside them."""
+
+    layer: int
+    block: nn.Module  # the MoE module the decoder layer calls
+    experts: nn.Module  # fused Experts module, or nn.ModuleList of expert MLPs
+    layout: Layout
+    num_experts: int
+    router: nn.Module | None
+    shared: nn.Module | None = None  # shared expert MLP (DeepSeek, Qwen2-MoE, GLM4-MoE, Llama4)
+
+    def expert_down(self, expert: int) -> nn.Linear:
+        """The down projection Linear of one expert (modulelist layout only)."""
+        return _child(self.experts[expert], DOWN_NAMES)  # type: ignore[index,return-value]
+
+    @property
+    def shared_down(self) -> nn.Linear | None:
+        return _child(self.shared, DOWN_NAMES) if self.shared is not None else None
+
+
+@dataclass(frozen=True)
+class DenseMLP:
+    """A decoder layer whose MLP is dense (DeepSeek first_k_dense_replace, Qwen mlp_only_layers)."""
+
+    layer: int
+    mlp: nn.Module
+    down: nn.Linear
+
+
+@dataclass(frozen=True)
+class ModelMap:
+    """Every decoder layer of a model, resolved to its MoE block or dense MLP."""
+
+    layers: nn.ModuleList
+    moe: tuple[MoEBlock, ...]
+    dense: tuple[DenseMLP, ...]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def block(self, layer: int) -> MoEBlock:
+        for b in self.moe:
+            if b.layer == layer:
+                return b
+        moe_layers = [b.layer for b in self.moe]
+        raise UserError(f"layer {layer} has no routed experts; MoE layers are {moe_layers}.")
+
+
+def _child(module: nn.Module | None, names: tuple[str, ...]) -> nn.Module | None:
+    for name in names:
+        child = getattr(module, name, None)
+        if isinstance(child, nn.Module):
+            return child
+    return None
+
+
+def _is_fused_experts(module: nn.Module) -> bool:
+    down = getattr(module, "down_proj", None)
+    up = getattr(module, "gate_up_proj", getattr(module, "up_proj", None))
+    return isinstance(down, torch.Tensor) and down.dim() == 3 and isinstance(up, torch.Tensor) and up.dim() == 3
+
+
+def _is_expert_list(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.ModuleList)
+        and len(module) > 1
+        and all(isinstance(_child(m, DOWN_NAMES), nn.Linear) for m in module)
+    )
+
+
+def _find_experts(layer: nn.Module) -> tuple[nn.Module, nn.Module, Layout] | None:
+    """(block, experts, layout) of a decoder layer, or None when it has no routed experts."""
+    for name, module in layer.named_modules():
+        if not name or "attn" in name or "attention" in name:
+            continue
+        if _is_fused_experts(module) or _is_expert_list(module):
+            parent = layer.get_submodule(name.rpartition(".")[0]) if "." in name else layer
+            if _is_expert_list(module):
+                return parent, module, "modulelist"
+            # Decorated fused experts carry `has_gate`; Llama4's undecorated ones do not and
+            # take inputs already scaled by the routing score.
+            return parent, module, ("fused" if hasattr(module, "has_gate") else "dense_routed")
+    return None
+
+
+def _num_experts(experts: nn.Module, layout: Layout) -> int:
+    if layout == "modulelist":
+        return len(experts)  # type: ignore[arg-type]
+    return int(experts.down_proj.shape[0])
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers: the ModuleList whose items hold experts or MLPs, largest first."""
+    candidates = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and not _is_expert_list(module):
+            if any(_child(m, MLP_NAMES) is not None for m in module):
+                candidates.append((sum(p.numel() for p in module.parameters()), name, module))
+    if not candidates:
+        raise UserError(
+            f"{type(model).__name__}: no decoder layers with an MLP found; superexperts needs a "
+            "transformers causal LM (Qwen2/3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE, GPT-OSS, GLM4-MoE, Llama4)."
+        )
+    # Ties (a vision tower with the same depth) are broken by size: the language model is larger.
+    return max(candidates, key=lambda c: (c[0], c[1]))[2]
+
+
+def map_model(model: nn.Module) -> ModelMap:
+    """Resolve every decoder layer to its MoE block or dense MLP.
+
+    >>> mm = map_model(model)
+    >>> [(b.layer, b.num_experts, b.layout) for b in mm.moe][:1]
+    [(0, 8, 'fused')]
+    """
+    layers = find_decoder_layers(model)
+    moe, dense = [], []
+    for idx, layer in enumerate(layers):
+        found = _find_experts(layer)
+        if found is not None:
+            block, experts, layout = found
+            moe.append(
+                MoEBlock(
+                    layer=idx,
+                    block=block,
+                    experts=experts,
+                    layout=layout,
+                    num_experts=_num_experts(experts, layout),
+                    router=_child(block, ROUTER_NAMES),
+                    shared=_shared_expert(block),
+                )
+            )
+            continue
+        mlp = _child(layer, MLP_NAMES)
+        down = _child(mlp, DOWN_NAMES)
+        if isinstance(down, nn.Linear):
+            dense.append(DenseMLP(layer=idx, mlp=mlp, down=down))
+    if not moe:
+        found_mlp = type(_child(layers[0], MLP_NAMES)).__name__
+        raise UserError(
+            f"{type(model).__name__} has no routed experts (its MLP is {found_mlp}); superexperts "
+            "works on Mixture-of-Experts models such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE, GPT-OSS."
+        )
+    return ModelMap(layers=layers, moe=tuple(moe), dense=tuple(dense))
+
+
+def _shared_expert(block: nn.Module) -> nn.Module | None:
+    shared = _child(block, SHARED_NAMES)
+    return shared if isinstance(_child(shared, DOWN_NAMES), nn.Linear) else None

@@ -1,0 +1,166 @@
+"""`profile(model, input_ids)`: the calibration pass -> expert and layer tables."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .capture import Capture, capture
+from .errors import UserError
+from .models.adapters import ModelMap, map_model
+from .rules import flag_massive
+
+EXPERT_COLUMNS = [
+    "layer", "expert", "kind", "max_abs_output", "max_output", "channel", "sample", "position",
+    "token_id", "token_text", "max_abs_input", "tokens_routed", "nonfinite_rows",
+]  # fmt: skip
+
+
+@dataclass
+class Profile:
+    """Statistics of one calibration pass.
+
+    expert_stats: one row per (layer, expert) with `kind` routed | shared | dense (expert -1
+    for shared and dense); max_abs_output is the paper's a[l,e].
+    layer_stats: one row per decoder layer output (hidden state), top-k |h| and median |h|.
+    """
+
+    expert_stats: pd.DataFrame
+    layer_stats: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.meta["num_layers"])
+
+
+def _batches(input_ids: torch.Tensor | Iterable[torch.Tensor], batch_size: int) -> Iterable[torch.Tensor]:
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dim() != 2:
+            raise UserError(f"input_ids must be a LongTensor [samples, seq_len], got shape {tuple(input_ids.shape)}.")
+        yield from input_ids.split(batch_size)
+    else:
+        yield from input_ids
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.Tensor], *, progress: bool,
+                total: int | None = None) -> tuple[Capture, torch.Tensor]:
+    """Forward every batch with capture on; returns the capture and all input ids (CPU)."""
+    seen: list[torch.Tensor] = []
+    device = _device_of(model)
+    with capture(model_map) as cap, torch.inference_mode():
+        offset = 0
+        for batch in tqdm(batches, total=total, desc="profiling", unit="batch", disable=not progress):
+            if batch.dim() != 2 or batch.shape[1] < 2:
+                raise UserError(f"each batch must be [batch, seq_len >= 2] token ids, got {tuple(batch.shape)}.")
+            if seen and batch.shape[1] != seen[0].shape[1]:
+                raise UserError("all calibration windows must have the same length; use --seq-len.")
+            cap.token_offset = offset * batch.shape[1]
+            cap.seq_len = batch.shape[1]
+            model(input_ids=batch.to(device), use_cache=False)
+            seen.append(batch.cpu())
+            offset += batch.shape[0]
+    if not seen:
+        raise UserError("no calibration data: input_ids is empty; pass at least one [1, seq_len] window.")
+    return cap, torch.cat(seen)
+
+
+def _decode(tokenizer, token_id: int) -> str:
+    if tokenizer is None or token_id < 0:
+        return ""
+    return tokenizer.decode([token_id])
+
+
+def expert_table(cap: Capture, input_ids: torch.Tensor, tokenizer=None) -> pd.DataFrame:
+    seq_len = input_ids.shape[1]
+    rows = []
+    for (layer, kind), tracker in sorted(cap.experts.items()):
+        for e, r in enumerate(tracker.to_rows()):
+            token = r.pop("token")
+            sample, position = (token // seq_len, token % seq_len) if token >= 0 else (-1, -1)
+            token_id = int(input_ids[sample, position]) if token >= 0 else -1
+            rows.append({"layer": layer, "expert": e if kind == "routed" else -1, "kind": kind, **r,
+                         "sample": sample, "position": position, "token_id": token_id,
+                         "token_text": _decode(tokenizer, token_id)})  # fmt: skip
+    return pd.DataFrame(rows, columns=EXPERT_COLUMNS)
+
+
+def layer_table(cap: Capture, input_ids: torch.Tensor, tokenizer=None) -> pd.DataFrame:
+    seq_len = input_ids.shape[1]
+    rows = []
+    for layer, t in sorted(cap.massive.items()):
+        row: dict[str, Any] = {"layer": layer}
+        hidden = int(t.hidden_size)
+        for k, (v, idx) in enumerate(zip(t.values.cpu().tolist(), t.flat_index.cpu().tolist()), start=1):
+            token, channel = divmod(idx, hidden)
+            sample, position = divmod(token, seq_len)
+            row |= {f"top{k}_abs": v, f"top{k}_channel": channel, f"top{k}_sample": sample,
+                    f"top{k}_position": position,
+                    f"top{k}_token_text": _decode(tokenizer, int(input_ids[sample, position]))}  # fmt: skip
+        row["median_abs"] = float(t.median_sum) / max(t.batches, 1)
+        row["nonfinite"] = int(t.nonfinite)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["massive"] = flag_massive(table)
+    return table
+
+
+def describe_model(model: nn.Module, model_map: ModelMap) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    b0 = model_map.moe[0]
+    return {
+        "model_type": getattr(config, "model_type", type(model).__name__),
+        "model_class": type(model).__name__,
+        "name_or_path": getattr(config, "_name_or_path", ""),
+        "num_layers": model_map.num_layers,
+        "moe_layers": [b.layer for b in model_map.moe],
+        "dense_layers": [d.layer for d in model_map.dense],
+        "num_experts": b0.num_experts,
+        "num_experts_total": sum(b.num_experts for b in model_map.moe),
+        "has_shared_experts": any(b.shared is not None for b in model_map.moe),
+        "experts_layout": b0.layout,
+        "experts_implementation": getattr(getattr(b0.experts, "config", None), "_experts_implementation", None),
+        "device": str(_device_of(model)),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+
+
+def profile(
+    model: nn.Module,
+    input_ids: torch.Tensor | Iterable[torch.Tensor],
+    *,
+    batch_size: int = 1,
+    tokenizer=None,
+    progress: bool = False,
+) -> Profile:
+    """Profile a loaded transformers MoE model on calibration token ids.
+
+    >>> prof = superexperts.profile(model, input_ids)  # input_ids: LongTensor [N, T]
+    >>> prof.expert_stats.nlargest(3, "max_abs_output")[["layer", "expert", "max_abs_output"]]
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+    model_map = map_model(model)
+    total = -(-len(input_ids) // batch_size) if isinstance(input_ids, torch.Tensor) else None
+    start = time.perf_counter()
+    cap, all_ids = run_capture(model, model_map, _batches(input_ids, batch_size), progress=progress, total=total)
+    seconds = time.perf_counter() - start
+    meta = describe_model(model, model_map) | {
+        "samples": int(all_ids.shape[0]),
+        "seq_len": int(all_ids.shape[1]),
+        "tokens": int(all_ids.numel()),
+        "batch_size": batch_size,
+        "profile_seconds": round(seconds, 3),
+    }
+    return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)
