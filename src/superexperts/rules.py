@@ -2,10 +2,22 @@
 
 Each criterion takes the expert table (columns layer, expert, kind, max_abs_output, ...) and
 the model's layer count, and returns a `Verdict`. No model, no I/O.
+
+    >>> verdict = identify(table, num_layers=48, criterion="paper", percentile=99.5)
+    >>> verdict.experts
+    [(1, 68), (2, 92), (3, 82)]
+
+Criteria (all keyword parameters validated, `include_layers` a fraction or a list of layers):
+    paper          a > P_percentile(A) and a > max(A) // 10, A = experts of the judged layers
+    reap           as paper, but P and max over ALL layers' experts, then the layer filter
+    std            a > mean(A) + k * std(A)
+    mean-multiple  a > m * mean(A)
+    quantile       a > Q_q(A) (no max/10 condition)
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError, did_you_mean
+
+REQUIRED_COLUMNS = ("layer", "expert", "kind", "max_abs_output")
 
 
 @dataclass(frozen=True)
@@ -35,17 +49,26 @@ def expert_label(kind: str, expert: int) -> int | str:
     return int(expert) if kind == "routed" else kind
 
 
-def layer_filter(num_layers: int, include_layers: float | list[int]) -> list[int]:
-    """Layers judged: a fraction f keeps layers < round(f * L) (the reference's 0.75), a list is explicit."""
+def format_experts(experts: list[tuple[int, int | str]]) -> str:
+    """The CLI form of an expert list: [(1, 68), (4, 'shared')] -> '1:68,4:shared'."""
+    return ",".join(f"{layer}:{expert}" for layer, expert in experts)
+
+
+def layer_filter(num_layers: int, include_layers: float | list[int], *, floor: bool = False) -> list[int]:
+    """Layers judged: a fraction f keeps layers < round(f * L) (the reference's 0.75; REAP uses
+    floor, `int(f * L)`), a list is explicit."""
     if isinstance(include_layers, (list, tuple)):
         bad = [i for i in include_layers if not 0 <= int(i) < num_layers]
-        if bad:
-            raise UserError(f"--include-layers {bad} out of range; the model has layers 0..{num_layers - 1}.")
-        return sorted(int(i) for i in include_layers)
+        if bad or not include_layers:
+            raise UserError(f"--include-layers {bad or '[]'} out of range; the model has layers 0..{num_layers - 1}.")
+        return sorted({int(i) for i in include_layers})
+    if isinstance(include_layers, bool) or not isinstance(include_layers, (int, float)):
+        raise UserError(f"--include-layers must be a fraction like 0.75 or a list like 1,2,3; got {include_layers!r}.")
     if not 0 < include_layers <= 1:
         raise UserError(f"--include-layers fraction {include_layers} must be in (0, 1], e.g. 0.75.")
+    cut = int(include_layers * num_layers) if floor else round(include_layers * num_layers)
     # Python's round, as the reference (`round(0.75 * num_layers)`).
-    return list(range(round(include_layers * num_layers)))
+    return list(range(cut))
 
 
 def candidate_pool(table: pd.DataFrame, layers: list[int]) -> pd.DataFrame:
@@ -53,11 +76,31 @@ def candidate_pool(table: pd.DataFrame, layers: list[int]) -> pd.DataFrame:
     return table[(table["kind"] != "dense") & table["layer"].isin(layers)]
 
 
+def check_table(table: pd.DataFrame) -> None:
+    """The expert table must have the columns the rules read, with usable values."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise UserError(f"expert table lacks columns {missing}; re-run `superexperts profile`.")
+    if table.empty or table[list(REQUIRED_COLUMNS)].isna().any().any():
+        raise UserError("expert table is empty or has missing values; re-run `superexperts profile`.")
+
+
 def _check_range(name: str, value: float, low: float, high: float, high_inclusive: bool = False) -> None:
     ok = low < value <= high if high_inclusive else low < value < high
     if not ok:
         bracket = "]" if high_inclusive else ")"
         raise UserError(f"{name}={value} is out of range; it must be in ({low}, {high}{bracket}.")
+
+
+def _pool(table: pd.DataFrame, num_layers: int, include_layers: float | list[int], *, floor: bool = False
+          ) -> tuple[list[int], pd.DataFrame, np.ndarray]:
+    """(judged layers, their candidate rows, their a[l,e] as float64)."""
+    check_table(table)
+    layers = layer_filter(num_layers, include_layers, floor=floor)
+    pool = candidate_pool(table, layers)
+    if pool.empty:
+        raise UserError(f"no experts in layers {layers}; widen --include-layers.")
+    return layers, pool, pool["max_abs_output"].to_numpy(dtype=np.float64)
 
 
 def _select(pool: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
@@ -77,11 +120,7 @@ def paper(
     experts of layers < round(0.75 L); numpy's linear percentile; `max // 10` (floor) by default."""
     _check_range("percentile", percentile, 0, 100)
     _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
-    layers = layer_filter(num_layers, include_layers)
-    pool = candidate_pool(table, layers)
-    if pool.empty:
-        raise UserError(f"no experts in layers {layers}; widen --include-layers.")
-    values = pool["max_abs_output"].to_numpy(dtype=np.float64)
+    layers, pool, values = _pool(table, num_layers, include_layers)
     p_value = float(np.percentile(values, percentile))
     top = float(values.max())
     # The reference writes `max // 10`; for another fraction f that is `max // (1/f)`.
@@ -100,8 +139,81 @@ def paper(
     return Verdict(criterion, _select(pool, (values > p_value) & (values > max_value)), pool)
 
 
+def reap(
+    table: pd.DataFrame,
+    num_layers: int,
+    *,
+    percentile: float = 99.5,
+    max_fraction: float = 0.1,
+    include_layers: float | list[int] = 0.75,
+) -> Verdict:
+    """CerebrasResearch/reap `get_super_expert_indices`: the percentile (torch.quantile, linear) and
+    max(A)/10 (true division) over the experts of ALL layers, then keep layers < int(0.75 L)."""
+    _check_range("percentile", percentile, 0, 100)
+    _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
+    layers, pool, values = _pool(table, num_layers, include_layers, floor=True)
+    everything = table.loc[table["kind"] != "dense", "max_abs_output"].to_numpy(dtype=np.float64)
+    p_value = float(np.percentile(everything, percentile))
+    top = float(everything.max())
+    max_value = top * max_fraction
+    criterion = {
+        "name": "reap",
+        "percentile": percentile,
+        "max_fraction": max_fraction,
+        "include_layers": include_layers,
+        "layers_judged": layers,
+        "percentile_value": p_value,
+        "max_value": top,
+        "max_fraction_value": max_value,
+    }
+    return Verdict(criterion, _select(pool, (values > p_value) & (values > max_value)), pool)
+
+
+def std(table: pd.DataFrame, num_layers: int, *, k: float = 3.0, include_layers: float | list[int] = 0.75) -> Verdict:
+    """a > mean(A) + k * std(A) (population std), A = experts of the judged layers."""
+    if not np.isfinite(k) or k < 0:
+        raise UserError(f"k={k} is out of range; it must be a finite number >= 0, e.g. 3.")
+    layers, pool, values = _pool(table, num_layers, include_layers)
+    mean, sigma = float(values.mean()), float(values.std())
+    threshold = mean + k * sigma
+    criterion = {"name": "std", "k": k, "include_layers": include_layers, "layers_judged": layers,
+                 "mean": mean, "std": sigma, "threshold": threshold}  # fmt: skip
+    return Verdict(criterion, _select(pool, values > threshold), pool)
+
+
+def mean_multiple(
+    table: pd.DataFrame, num_layers: int, *, m: float = 10.0, include_layers: float | list[int] = 0.75
+) -> Verdict:
+    """a > m * mean(A), A = experts of the judged layers."""
+    if not np.isfinite(m) or m <= 0:
+        raise UserError(f"m={m} is out of range; it must be a finite number > 0, e.g. 10.")
+    layers, pool, values = _pool(table, num_layers, include_layers)
+    mean = float(values.mean())
+    criterion = {"name": "mean-multiple", "m": m, "include_layers": include_layers, "layers_judged": layers,
+                 "mean": mean, "threshold": m * mean}  # fmt: skip
+    return Verdict(criterion, _select(pool, values > m * mean), pool)
+
+
+def quantile(
+    table: pd.DataFrame, num_layers: int, *, q: float = 0.999, include_layers: float | list[int] = 0.75
+) -> Verdict:
+    """a > the q quantile of A (numpy linear), A = experts of the judged layers; no max/10 condition."""
+    _check_range("q", q, 0, 1)
+    layers, pool, values = _pool(table, num_layers, include_layers)
+    threshold = float(np.quantile(values, q))
+    criterion = {"name": "quantile", "q": q, "include_layers": include_layers, "layers_judged": layers,
+                 "threshold": threshold}  # fmt: skip
+    return Verdict(criterion, _select(pool, values > threshold), pool)
+
+
 Criterion = Callable[..., Verdict]
-CRITERIA: dict[str, Criterion] = {"paper": paper}
+CRITERIA: dict[str, Criterion] = {
+    "paper": paper,
+    "reap": reap,
+    "std": std,
+    "mean-multiple": mean_multiple,
+    "quantile": quantile,
+}
 
 
 def get_criterion(name: str) -> Criterion:
@@ -113,7 +225,64 @@ def get_criterion(name: str) -> Criterion:
 
 def identify(table: pd.DataFrame, num_layers: int, criterion: str = "paper", **params: Any) -> Verdict:
     """Apply a named criterion to an expert table."""
+    check_params(criterion, params)
     return get_criterion(criterion)(table, num_layers, **params)
+
+
+def criterion_defaults(name: str) -> dict[str, Any]:
+    """The keyword parameters of a criterion and their defaults: {'percentile': 99.5, ...}."""
+    signature = inspect.signature(get_criterion(name))
+    return {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """One-line error for a parameter the criterion does not take."""
+    defaults = criterion_defaults(name)
+    for key in params:
+        if key not in defaults:
+            raise UserError(f"criterion '{name}' has no parameter '{key}'. {did_you_mean(key, list(defaults))}"
+                            f"Parameters: {', '.join(defaults)}.")  # fmt: skip
+
+
+def parse_include_layers(text: str) -> float | list[int]:
+    """'0.75' -> 0.75 (fraction of layers), '1,2,3' -> [1, 2, 3], '3,' -> [3]."""
+    text = str(text).strip()
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        return float(text)
+    except ValueError:
+        raise UserError(f"--include-layers {text!r}: write a fraction like 0.75 or layers like 1,2,3 (one layer: 3,).")
+
+
+def _convert(name: str, key: str, text: str, default: Any) -> Any:
+    if key == "include_layers":
+        return parse_include_layers(text)
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise UserError(f"--param {key}={text!r} for criterion '{name}' must be true or false.")
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise UserError(f"--param {key}={text!r} for criterion '{name}' must be a {type(default).__name__}.")
+
+
+def parse_params(name: str, pairs: list[str] | None) -> dict[str, Any]:
+    """['percentile=99', 'include_layers=1,2'] -> {'percentile': 99.0, 'include_layers': [1, 2]},
+    typed by the criterion's defaults; unknown keys and bad values are one-line errors."""
+    defaults = criterion_defaults(name)
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"--param {pair!r}: write key=value, e.g. percentile=99.5.")
+        check_params(name, {key: None})
+        params[key] = _convert(name, key, text.strip(), defaults[key])
+    return params
 
 
 def flag_massive(layer_stats: pd.DataFrame, *, min_abs: float = 100.0, min_ratio: float = 1000.0) -> pd.Series:

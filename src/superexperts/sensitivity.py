@@ -1,0 +1,88 @@
+"""Sensitivity of the SE set to the rule's two thresholds (the paper's Table 9).
+
+    >>> grid = sensitivity(table, num_layers=48)
+    >>> sensitivity_verdict(grid)
+    'stable: the same 3 SEs (1:68,2:92,3:82) in all 16 cells'
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from .rules import format_experts, identify
+
+PERCENTILES = (95.0, 99.0, 99.5, 99.9)
+FRACTIONS = (0.07, 0.08, 0.09, 0.10)
+# The cell the verdict compares against: the paper's default thresholds.
+DEFAULT_CELL = (99.5, 0.10)
+
+
+def sensitivity(
+    table: pd.DataFrame,
+    num_layers: int,
+    percentiles: Sequence[float] = PERCENTILES,
+    fractions: Sequence[float] = FRACTIONS,
+    *,
+    criterion: str = "paper",
+    **params: Any,
+) -> pd.DataFrame:
+    """One row per (percentile, max_fraction) cell: the SE count and list under `criterion`
+    (one that takes `percentile` and `max_fraction`: paper or reap); other params pass through."""
+    rows = []
+    for p in percentiles:
+        for f in fractions:
+            verdict = identify(table, num_layers, criterion, percentile=p, max_fraction=f, **params)
+            experts = verdict.experts
+            rows.append({"percentile": float(p), "max_fraction": float(f), "count": len(experts),
+                         "super_experts": format_experts(experts)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["percentile", "max_fraction", "count", "super_experts"])
+
+
+def _reference(grid: pd.DataFrame) -> tuple[str, str]:
+    """(SE list the other cells are compared with, where it comes from): the paper's default cell,
+    else the most common list."""
+    at_default = grid[(grid["percentile"] == DEFAULT_CELL[0]) & (grid["max_fraction"] == DEFAULT_CELL[1])]
+    if not at_default.empty:
+        return str(at_default["super_experts"].iloc[0]), f"at P{DEFAULT_CELL[0]:g}/f{DEFAULT_CELL[1]:g}"
+    return Counter(grid["super_experts"]).most_common(1)[0][0], "found most often"
+
+
+def _diff(reference: str, other: str) -> str:
+    ref, got = set(filter(None, reference.split(","))), set(filter(None, other.split(",")))
+    added = [f"+{x}" for x in sorted(got - ref)]
+    removed = [f"-{x}" for x in sorted(ref - got)]
+    return " ".join(added + removed)
+
+
+def sensitivity_verdict(grid: pd.DataFrame) -> str:
+    """One line: 'stable: the same N SEs (...) in all 16 cells' or which cells differ and how."""
+    reference, where = _reference(grid)
+    count = len(list(filter(None, reference.split(","))))
+    differ = grid[grid["super_experts"] != reference]
+    if differ.empty:
+        return f"stable: the same {count} SEs ({reference or 'none'}) in all {len(grid)} cells"
+    cells = "; ".join(f"P{r.percentile:g}/f{r.max_fraction:g}: {r.count} ({_diff(reference, r.super_experts)})"
+                      for r in differ.itertuples())  # fmt: skip
+    return (f"unstable: {len(differ)} of {len(grid)} cells differ from the {count} SEs ({reference or 'none'}) "
+            f"{where}: {cells}")  # fmt: skip
+
+
+def sensitivity_json(grid: pd.DataFrame, *, criterion: str = "paper") -> dict[str, Any]:
+    """JSON form: {"criterion", "verdict", "stable", "cells": [{percentile, max_fraction, count,
+    super_experts: [{"layer", "expert"}]}]}."""
+    cells = []
+    for r in grid.itertuples():
+        experts = [_expert_json(x) for x in filter(None, r.super_experts.split(","))]
+        cells.append({"percentile": r.percentile, "max_fraction": r.max_fraction, "count": int(r.count),
+                      "super_experts": experts})  # fmt: skip
+    verdict = sensitivity_verdict(grid)
+    return {"criterion": criterion, "verdict": verdict, "stable": verdict.startswith("stable"), "cells": cells}
+
+
+def _expert_json(text: str) -> dict[str, Any]:
+    layer, _, expert = text.partition(":")
+    return {"layer": int(layer), "expert": int(expert) if expert.lstrip("-").isdigit() else expert}

@@ -1,0 +1,34 @@
+"""Hand-made expert tables (the profile's `expert_stats` shape) for tests of pure table functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from superexperts.profile import EXPERT_COLUMNS
+
+
+def expert_table(values: np.ndarray, shared: dict[int, float] | None = None,
+                 dense: dict[int, float] | None = None) -> pd.DataFrame:
+    """values[layer, expert] = a[l,e] for routed experts; shared/dense map layer -> a of that layer's
+    shared expert / dense MLP (expert -1). A dense layer's routed row should be NaN (skipped)."""
+    rows = []
+    for layer, row in enumerate(np.asarray(values, dtype=np.float64)):
+        for expert, a in enumerate(row):
+            if np.isfinite(a):
+                rows.append(_row(layer, expert, "routed", a))
+        for kind, extra in (("shared", shared), ("dense", dense)):
+            if extra and layer in extra:
+                rows.append(_row(layer, -1, kind, extra[layer]))
+    return pd.DataFrame(rows, columns=EXPERT_COLUMNS)
+
+
+def _row(layer: int, expert: int, kind: str, a: float) -> dict:
+    return {"layer": layer, "expert": expert, "kind": kind, "max_abs_output": float(a), "max_output": -float(a),
+            "channel": 7, "sample": 0, "position": 0, "token_id": 1, "token_text": "<s>",
+            "max_abs_input": 1.0, "tokens_routed": 10, "nonfinite_rows": 0}  # fmt: skip
+
+
+def background(layers: int, experts: int, seed: int = 0, sigma: float = 0.6) -> np.ndarray:
+    """Log-normal a[l,e] of ordinary experts (values around 1)."""
+    return np.random.default_rng(seed).lognormal(0.0, sigma, size=(layers, experts))
