@@ -36,8 +36,8 @@ class Capture:
         return self.token_offset
 
 
-def _param_device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
+def _param_device(module: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    return torch.device(device) if device is not None else next(module.parameters()).device
 
 
 @contextlib.contextmanager
@@ -131,8 +131,13 @@ def _layer_output_hook(tracker: MassiveTracker, cap: Capture):
 
 
 @contextlib.contextmanager
-def capture(model_map: ModelMap, *, top_k_massive: int = 3) -> Iterator[Capture]:
+def capture(
+    model_map: ModelMap, *, top_k_massive: int = 3, device: torch.device | str | None = None
+) -> Iterator[Capture]:
     """Record per-expert and per-layer statistics during the forwards run inside the block.
+
+    Trackers live on each module's parameter device, or on `device` when given (layer
+    streaming builds the model on the meta device and loads one layer at a time).
 
     >>> with capture(map_model(model)) as cap:
     ...     cap.token_offset = 0; model(input_ids)
@@ -142,7 +147,7 @@ def capture(model_map: ModelMap, *, top_k_massive: int = 3) -> Iterator[Capture]
     fused = [b for b in model_map.moe if b.layout == "fused"]
     try:
         for b in model_map.moe:
-            tracker = ExpertTracker(b.num_experts, _param_device(b.experts))
+            tracker = ExpertTracker(b.num_experts, _param_device(b.experts, device))
             cap.experts[(b.layer, "routed")] = tracker
             if b.layout == "fused":
                 experts_fn.ACTIVE[id(b.experts)] = (tracker, cap.current_offset)
@@ -151,15 +156,15 @@ def capture(model_map: ModelMap, *, top_k_massive: int = 3) -> Iterator[Capture]
             else:
                 handles += _install_dense_routed(b, tracker, cap)
             if b.shared_down is not None:
-                shared = ExpertTracker(1, _param_device(b.shared))
+                shared = ExpertTracker(1, _param_device(b.shared, device))
                 cap.experts[(b.layer, "shared")] = shared
                 handles.append(b.shared_down.register_forward_hook(_linear_hook(shared, 0, cap)))
         for d in model_map.dense:
-            dense = ExpertTracker(1, _param_device(d.mlp))
+            dense = ExpertTracker(1, _param_device(d.mlp, device))
             cap.experts[(d.layer, "dense")] = dense
             handles.append(d.down.register_forward_hook(_linear_hook(dense, 0, cap)))
         for i, layer in enumerate(model_map.layers):
-            cap.massive[i] = MassiveTracker(top_k_massive, _param_device(layer))
+            cap.massive[i] = MassiveTracker(top_k_massive, _param_device(layer, device))
             handles.append(layer.register_forward_hook(_layer_output_hook(cap.massive[i], cap)))
         with _fused_implementation(fused):
             yield cap
