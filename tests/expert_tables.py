@@ -32,3 +32,25 @@ def _row(layer: int, expert: int, kind: str, a: float) -> dict:
 def background(layers: int, experts: int, seed: int = 0, sigma: float = 0.6) -> np.ndarray:
     """Log-normal a[l,e] of ordinary experts (values around 1)."""
     return np.random.default_rng(seed).lognormal(0.0, sigma, size=(layers, experts))
+
+
+def layer_stats(num_layers: int) -> pd.DataFrame:
+    """A minimal layer table (the rules do not read it; the run folder needs one)."""
+    return pd.DataFrame({"layer": range(num_layers), "top1_abs": 1.0, "median_abs": 0.1, "massive": False})
+
+
+def save_table_run(out_dir, table: pd.DataFrame, num_layers: int, **meta) -> None:
+    """A run folder (profile.json, super_experts.json, expert_stats.csv/.parquet) for a hand-made table."""
+    from superexperts.profile import Profile
+    from superexperts.rules import paper
+    from superexperts.run import save_run
+
+    prof = Profile(table, layer_stats(num_layers), {"num_layers": num_layers, **meta})
+    save_run(out_dir, prof, paper(table, num_layers))
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file in a folder and its bytes: to check that bad input changed nothing."""
+    from pathlib import Path
+
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}

@@ -49,11 +49,6 @@ def expert_label(kind: str, expert: int) -> int | str:
     return int(expert) if kind == "routed" else kind
 
 
-def format_experts(experts: list[tuple[int, int | str]]) -> str:
-    """The CLI form of an expert list: [(1, 68), (4, 'shared')] -> '1:68,4:shared'."""
-    return ",".join(f"{layer}:{expert}" for layer, expert in experts)
-
-
 def layer_filter(num_layers: int, include_layers: float | list[int], *, floor: bool = False) -> list[int]:
     """Layers judged: a fraction f keeps layers < round(f * L) (the reference's 0.75; REAP uses
     floor, `int(f * L)`), a list is explicit."""

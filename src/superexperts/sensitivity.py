@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from .rules import format_experts, identify
+from .ablate.spec import experts_json, format_experts, parse_experts
+from .rules import identify
 
 PERCENTILES = (95.0, 99.0, 99.5, 99.9)
 FRACTIONS = (0.07, 0.08, 0.09, 0.10)
@@ -76,13 +77,9 @@ def sensitivity_json(grid: pd.DataFrame, *, criterion: str = "paper") -> dict[st
     super_experts: [{"layer", "expert"}]}]}."""
     cells = []
     for r in grid.itertuples():
-        experts = [_expert_json(x) for x in filter(None, r.super_experts.split(","))]
+        experts = experts_json(parse_experts(r.super_experts)) if r.super_experts else []
         cells.append({"percentile": r.percentile, "max_fraction": r.max_fraction, "count": int(r.count),
                       "super_experts": experts})  # fmt: skip
     verdict = sensitivity_verdict(grid)
     return {"criterion": criterion, "verdict": verdict, "stable": verdict.startswith("stable"), "cells": cells}
 
-
-def _expert_json(text: str) -> dict[str, Any]:
-    layer, _, expert = text.partition(":")
-    return {"layer": int(layer), "expert": int(expert) if expert.lstrip("-").isdigit() else expert}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from expert_tables import background, expert_table
-from superexperts import rules
+from superexperts.ablate.spec import format_experts
 from superexperts.sensitivity import (
     FRACTIONS,
     PERCENTILES,
@@ -35,7 +35,7 @@ def test_stable_table_gives_the_same_set_in_all_16_cells():
     assert len(grid) == 16 and set(grid["count"]) == {3}
     expected = _loop_se_sets(values, 6)
     for r in grid.itertuples():
-        assert r.super_experts == rules.format_experts(sorted(expected[(r.percentile, r.max_fraction)]))
+        assert r.super_experts == format_experts(sorted(expected[(r.percentile, r.max_fraction)]))
     assert sensitivity_verdict(grid) == "stable: the same 3 SEs (1:5,2:6,3:7) in all 16 cells"
 
 

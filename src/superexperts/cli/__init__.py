@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ["profile"]
+COMMANDS = ["profile", "identify"]
 
 
 def build_parser() -> argparse.ArgumentParser:

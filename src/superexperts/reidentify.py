@@ -1,0 +1,66 @@
+"""Re-identify the SEs of a saved run folder without the model (for `superexperts identify`).
+
+    >>> verdict, grid = reidentify_run("runs/qwen3", "reap", {"percentile": 99})
+    >>> verdict.experts
+    [(1, 68), (2, 92), (3, 82)]
+
+Rewrites super_experts.json and sensitivity.json all-or-nothing; expert_stats.csv/.parquet are
+kept, and re-created from profile.json when missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .io import json_bytes, write_files
+from .meta import base_metadata
+from .profile import Profile
+from .rules import Verdict, criterion_defaults, identify
+from .run import load_profile, run_files, super_experts_json
+from .sensitivity import sensitivity, sensitivity_json
+
+EXPORTS = ("expert_stats.csv", "expert_stats.parquet")
+
+
+def sensitivity_setup(criterion: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The Table 9 grid varies percentile and max_fraction: use the criterion when it has both
+    (paper, reap), else the paper rule over the same layers."""
+    defaults = criterion_defaults(criterion)
+    if {"percentile", "max_fraction"} <= defaults.keys():
+        name = criterion
+    else:
+        name = "paper"
+    kept = {k: v for k, v in params.items() if k not in ("percentile", "max_fraction") and k in criterion_defaults(name)}
+    return name, kept
+
+
+def identification_files(prof: Profile, verdict: Verdict, grid: pd.DataFrame, grid_criterion: str,
+                         *, command: str) -> dict[str, bytes]:
+    """super_experts.json and sensitivity.json of a verdict, with the run's and this command's metadata."""
+    provenance = base_metadata(tool=command)
+    return {
+        "super_experts.json": json_bytes(super_experts_json(verdict) | {"meta": prof.meta, "provenance": provenance}),
+        "sensitivity.json": json_bytes(sensitivity_json(grid, criterion=grid_criterion) | {"provenance": provenance}),
+    }
+
+
+def reidentify_run(run_dir: str | os.PathLike, criterion: str = "paper", params: dict[str, Any] | None = None
+                   ) -> tuple[Verdict, pd.DataFrame]:
+    """Apply `criterion` to a run folder's profile.json; write super_experts.json + sensitivity.json.
+    Everything is computed before anything is written: bad input leaves the folder untouched."""
+    params = dict(params or {})
+    prof = load_profile(run_dir)
+    verdict = identify(prof.expert_stats, prof.num_layers, criterion, **params)
+    grid_criterion, grid_params = sensitivity_setup(criterion, params)
+    grid = sensitivity(prof.expert_stats, prof.num_layers, criterion=grid_criterion, **grid_params)
+    files: dict[str, Any] = identification_files(prof, verdict, grid, grid_criterion, command="identify")
+    missing = [name for name in EXPORTS if not (Path(run_dir) / name).is_file()]
+    if missing:
+        exports = run_files(prof, verdict)
+        files |= {name: exports[name] for name in missing}
+    write_files(run_dir, files)
+    return verdict, grid

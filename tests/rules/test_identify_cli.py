@@ -1,0 +1,110 @@
+"""`superexperts identify RUN_DIR`: re-identification from a saved profile, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from expert_tables import background, expert_table, save_table_run, snapshot
+from superexperts import rules
+from superexperts.cli import main
+
+LAYERS = 8
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    values = background(LAYERS, 64, seed=4)
+    values[1, 3], values[2, 5], values[7, 0] = 800.0, 120.0, 3000.0  # late outlier: reap drops 2:5
+    table = expert_table(values, shared={3: 0.5})
+    folder = tmp_path / "run"
+    save_table_run(folder, table, LAYERS, model_type="toy")
+    return folder, table
+
+
+def test_identify_rewrites_super_experts_and_sensitivity(run_dir, capsys):
+    folder, table = run_dir
+    exports = {name: (folder / name).read_bytes() for name in ("expert_stats.csv", "expert_stats.parquet")}
+    assert main(["identify", str(folder), "--criterion", "reap", "--param", "percentile=99"]) == 0
+
+    saved = json.loads((folder / "super_experts.json").read_text())
+    expected = rules.reap(table, LAYERS, percentile=99.0)
+    assert [(r["layer"], r["expert"]) for r in saved["super_experts"]] == expected.experts == [(1, 3)]
+    assert saved["criterion"]["name"] == "reap" and saved["criterion"]["percentile"] == 99.0
+    assert saved["provenance"]["command"] == "identify" and saved["meta"]["model_type"] == "toy"
+    grid = json.loads((folder / "sensitivity.json").read_text())
+    assert grid["criterion"] == "reap" and len(grid["cells"]) == 16
+    assert {name: (folder / name).read_bytes() for name in exports} == exports  # kept as they were
+    out = capsys.readouterr().out
+    assert "1 Super Experts:" in out and "sensitivity (reap rule" in out and "'<s>'" in out
+
+
+def test_identify_include_layers_and_paper_default(run_dir):
+    folder, table = run_dir
+    assert main(["identify", str(folder), "--include-layers", "2,"]) == 0
+    saved = json.loads((folder / "super_experts.json").read_text())
+    assert saved["criterion"]["layers_judged"] == [2]
+    assert [(r["layer"], r["expert"]) for r in saved["super_experts"]] == rules.paper(table, LAYERS,
+                                                                                      include_layers=[2]).experts
+
+
+def test_identify_recreates_missing_exports(run_dir):
+    folder, table = run_dir
+    (folder / "expert_stats.csv").unlink()
+    (folder / "expert_stats.parquet").unlink()
+    assert main(["identify", str(folder)]) == 0
+    csv = pd.read_csv(folder / "expert_stats.csv")
+    parquet = pd.read_parquet(folder / "expert_stats.parquet")
+    assert len(csv) == len(parquet) == len(table)
+    np.testing.assert_allclose(parquet["max_abs_output"], table["max_abs_output"])
+
+
+def _damage(folder, how: str) -> None:
+    path = folder / "profile.json"
+    text = path.read_text()
+    if how == "truncated":
+        path.write_text(text[: len(text) // 2])
+    elif how == "other-version":
+        path.write_text(json.dumps(json.loads(text) | {"format": "superexperts.profile/0"}))
+    elif how == "partial":
+        data = json.loads(text)
+        del data["expert_stats"]
+        path.write_text(json.dumps(data))
+    elif how == "missing":
+        path.unlink()
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated", "damaged or partial JSON"),
+    ("other-version", "this tool reads 'superexperts.profile/1'"),
+    ("partial", "partial or damaged"),
+    ("missing", "profile not found"),
+])  # fmt: skip
+def test_damaged_run_folder_is_one_line_error_and_nothing_is_overwritten(run_dir, capsys, how, message):
+    folder, _ = run_dir
+    _damage(folder, how)
+    before = snapshot(folder)
+    assert main(["identify", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--criterion", "papr"], "Unknown criterion 'papr'. Did you mean 'paper'?"),
+    (["--param", "percentile=100"], "percentile=100.0 is out of range"),
+    (["--param", "max_fraction=0"], "max_fraction=0.0 is out of range"),
+    (["--param", "percentil=99"], "Did you mean 'percentile'?"),
+    (["--include-layers", "1.5"], "must be in (0, 1]"),
+    (["--include-layers", "0.5", "--param", "include_layers=0.5"], "give the layers once"),
+])  # fmt: skip
+def test_bad_arguments_are_one_line_errors_and_nothing_is_overwritten(run_dir, capsys, argv, message):
+    folder, _ = run_dir
+    before = snapshot(folder)
+    assert main(["identify", str(folder), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert snapshot(folder) == before
