@@ -15,23 +15,14 @@ from torch import nn
 
 from ..errors import UserError, did_you_mean
 from ..models.adapters import map_model
+from .mean import apply_mean
+from .skip import apply_skip
 from .spec import Expert, validate_experts
 from .zero import apply_zero
 
 Undo = Callable[[], None]
 # mode -> apply(model_map, experts, undo, means): checks what it needs before changing anything.
-MODES: dict[str, Callable] = {"zero": apply_zero}
-
-
-def _register_lazy_modes() -> None:
-    """mean/skip live in their own files and are imported on first use."""
-    if "mean" not in MODES:
-        try:
-            from .mean import apply_mean
-            from .skip import apply_skip
-        except ImportError:  # pragma: no cover - while a mode is being written
-            return
-        MODES.update(mean=apply_mean, skip=apply_skip)
+MODES: dict[str, Callable] = {"zero": apply_zero, "mean": apply_mean, "skip": apply_skip}
 
 
 class Ablation:
@@ -61,7 +52,6 @@ def apply_ablation(model: nn.Module, experts: list[Expert], *, mode: str = "zero
     >>> handle = apply_ablation(model, [(1, 68), (2, 92)], mode="zero")
     >>> ...; handle.restore()
     """
-    _register_lazy_modes()
     if mode not in MODES:
         raise UserError(f"unknown ablation mode {mode!r}. {did_you_mean(mode, list(MODES))}Available: {', '.join(MODES)}.")
     model_map = map_model(model)
