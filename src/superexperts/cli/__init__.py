@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ["profile", "identify"]
+COMMANDS = ["profile", "identify", "known", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
