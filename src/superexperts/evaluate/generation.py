@@ -1,0 +1,64 @@
+"""Greedy generation samples with repetition metrics, one prompt at a time (no padding effects).
+
+Example:
+    >>> out = generate(model, tokenizer, ["The capital of France is"], max_new_tokens=32)
+    >>> out[0]["text"], out[0]["metrics"]["loop_fraction"]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UserError
+from .repetition import repetition_metrics
+
+__all__ = ["generate", "repetition_metrics"]
+
+
+def _continuation(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
+                  eos_ids: set[int], pad_id: int | None) -> list[int]:
+    """Greedy new token ids after `prompt_ids` (1, T), cut before the first end-of-sequence token."""
+    out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids),
+                         do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                         min_new_tokens=0, pad_token_id=pad_id)
+    new = out[0, prompt_ids.shape[1] :].tolist()
+    for i, token in enumerate(new):
+        if token in eos_ids:
+            return new[:i]
+    return new
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = ids if isinstance(ids, list) else [ids]
+    return {i for i in ids + [tokenizer.eos_token_id] if i is not None}
+
+
+@torch.inference_mode()
+def generate(model: torch.nn.Module, tokenizer, prompts: list[str], *, max_new_tokens: int = 64) -> list[dict]:
+    """Greedy continuation of each prompt: [{"prompt", "text", "token_ids", "metrics"}].
+
+    `token_ids` are the new tokens only (up to, not including, an end-of-sequence token);
+    `metrics` are `repetition_metrics` over them. Runs on the model's device.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise UserError("Generation needs a list of non-empty prompts (one per line in the prompts file).")
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    device = next(model.parameters()).device
+    eos_ids = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), None)
+    was_training = model.training
+    model.eval()
+    samples = []
+    try:
+        for prompt in prompts:
+            prompt_ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+            new = _continuation(model, prompt_ids, max_new_tokens, eos_ids, pad_id)
+            samples.append({"prompt": prompt, "text": tokenizer.decode(new, skip_special_tokens=True),
+                            "token_ids": new, "metrics": repetition_metrics(new)})
+    finally:
+        model.train(was_training)
+    return samples

@@ -1,0 +1,75 @@
+"""lm-evaluation-harness end to end on an in-memory tiny model with the task shipped in lm_eval_task/."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import families
+from superexperts.errors import UserError
+from superexperts.evaluate.lm_eval import check_tasks, run_tasks
+
+TASK_DIR = Path(__file__).with_name("lm_eval_task")
+TASK = "superexperts_tiny_choice"
+
+
+def choice_loglik(model, tok, question: str, choice: str) -> float:
+    """log p(" " + choice | question), summed over the choice's tokens (lm-eval's target delimiter)."""
+    context = tok(question)["input_ids"]
+    full = tok(question + " " + choice)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([full])).logits[0].double(), dim=-1)
+    return sum(float(logp[t - 1, full[t]]) for t in range(len(context), len(full)))
+
+
+def expected_accuracy(model, tok, docs: list[dict]) -> tuple[float, float]:
+    acc, acc_norm = [], []
+    for doc in docs:
+        lls = np.array([choice_loglik(model, tok, doc["question"], c) for c in doc["choices"]])
+        lengths = np.array([len(c) for c in doc["choices"]], dtype=float)
+        acc.append(np.argmax(lls) == doc["answer"])
+        acc_norm.append(np.argmax(lls / lengths) == doc["answer"])
+    return float(np.mean(acc)), float(np.mean(acc_norm))
+
+
+@pytest.mark.slow
+def test_runs_local_task_end_to_end(char_tok, offline):
+    model = families.build("qwen3_moe")
+    docs = [json.loads(line) for line in (TASK_DIR / "tiny_choice.jsonl").read_text().splitlines()]
+    results = run_tasks(model, char_tok, [TASK], include_path=str(TASK_DIR), limit=4, batch_size=2)
+    acc, acc_norm = expected_accuracy(model, char_tok, docs[:4])
+    assert set(results) == {TASK}
+    assert results[TASK]["acc"] == pytest.approx(acc)
+    assert results[TASK]["acc_norm"] == pytest.approx(acc_norm)
+    assert "acc_stderr" in results[TASK]
+
+
+def test_lm_eval_missing(monkeypatch, tiny_qwen3, char_tok):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # makes `import lm_eval` raise ImportError
+    with pytest.raises(UserError, match=r"pip install 'superexperts\[eval\]'"):
+        run_tasks(tiny_qwen3, char_tok, [TASK], include_path=str(TASK_DIR))
+
+
+@pytest.mark.slow
+def test_unknown_task_lists_close_matches(offline):
+    with pytest.raises(UserError, match=f"Unknown lm-eval task 'superexperts_tiny_choise'.*{TASK}"):
+        check_tasks(["superexperts_tiny_choise"], include_path=str(TASK_DIR))
+
+
+def test_bad_task_arguments(tmp_path):
+    with pytest.raises(UserError, match="No lm-eval tasks"):
+        check_tasks([])
+    with pytest.raises(UserError, match="does not exist"):
+        check_tasks([TASK], include_path=str(tmp_path / "missing"))
+
+
+def test_bad_run_arguments(tiny_qwen3, char_tok):
+    with pytest.raises(UserError, match="batch_size"):
+        run_tasks(tiny_qwen3, char_tok, [TASK], batch_size=0)
+    with pytest.raises(UserError, match="limit"):
+        run_tasks(tiny_qwen3, char_tok, [TASK], limit=0)
