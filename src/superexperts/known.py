@@ -26,7 +26,7 @@ DATA_FILE = "known_super_experts.json"
 
 @lru_cache(maxsize=1)
 def _data() -> dict[str, Any]:
-    return json.loads(resources.files("superexperts").joinpath("data", DATA_FILE).read_text())
+    return json.loads(resources.files("superexperts").joinpath("resources", DATA_FILE).read_text())
 
 
 def entries() -> list[dict[str, Any]]:

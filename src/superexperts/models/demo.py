@@ -45,7 +45,7 @@ SPECIAL_TOKENS = ["<unk>", "<bos>", "<eos>", "<pad>"]
 
 def builtin_text() -> str:
     """The small calibration text shipped with the package (written for it; no licence issues)."""
-    return resources.files("superexperts.data").joinpath("builtin.txt").read_text()
+    return resources.files("superexperts").joinpath("resources", "builtin.txt").read_text()
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

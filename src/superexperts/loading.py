@@ -1,0 +1,167 @@
+"""Load a model + tokenizer from a local folder, a hub id, or (no argument) the built-in demo.
+
+Everything that can be checked from the config is checked before any weight is read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    tokenizer: Any
+    spec: str  # what the user passed ("" for the demo)
+    path: str  # local folder or hub id actually read
+    synthetic: bool  # the built-in demo
+
+    def describe(self) -> dict[str, Any]:
+        config = self.model.config
+        return {
+            "model": self.spec or "builtin demo",
+            "model_path": self.path,
+            "revision": getattr(config, "_commit_hash", None),
+            "synthetic": self.synthetic,
+        }
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device; use auto, cpu, cuda, cuda:1 or mps.")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu or auto.")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device, config) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cpu":
+            return torch.float32  # bf16 matmuls are slow on most CPUs and change the numbers little
+        saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        return saved if isinstance(saved, torch.dtype) else DTYPES.get(str(saved), torch.bfloat16)
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r} unknown; use auto, {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def _expert_count(config) -> int:
+    for cfg in (config, getattr(config, "text_config", None)):
+        for key in EXPERT_COUNT_KEYS:
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return 0
+
+
+def load_config(path: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    local = Path(path)
+    if local.exists() and not (local / "config.json").is_file():
+        raise UserError(f"{path} is not a checkpoint folder (no config.json); pass a transformers model folder.")
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise UserError(f"{path} needs its own code; re-run with --trust-remote-code if you trust it.")
+        raise UserError(f"{path}: {str(e).splitlines()[0]}")
+    except OSError:
+        raise UserError(
+            f"could not read a model config for '{path}' (not a local folder, and the hub is unreachable or the "
+            "id is wrong); pass a local checkpoint folder."
+        )
+
+
+def _checkpoint_bytes(path: str) -> int:
+    folder = Path(path)
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
+
+
+def check_fits(path: str, device: torch.device) -> None:
+    """Refuse early when the weights cannot fit the device (the caller can stream instead)."""
+    need = _checkpoint_bytes(path)
+    if need == 0:
+        return
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0] * torch.cuda.device_count()
+    elif device.type == "cpu":
+        import psutil
+
+        free = psutil.virtual_memory().available
+    else:
+        return
+    if need > free:
+        raise UserError(
+            f"the checkpoint needs {need / 2**30:.1f} GiB but {device} has {free / 2**30:.1f} GiB free; "
+            "use --stream (layer by layer) or --device-map auto."
+        )
+
+
+def load_tokenizer(path: str, trust_remote_code: bool, vocab_rows: int):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"no usable tokenizer in {path} ({type(e).__name__}); save the model's tokenizer there.")
+    if len(tokenizer) > vocab_rows:
+        raise UserError(
+            f"tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab_rows}: they do not match; "
+            "use the tokenizer saved with this model."
+        )
+    return tokenizer
+
+
+def load_model(
+    spec: str | None,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> Loaded:
+    """Load a transformers MoE causal LM and its tokenizer; `spec=None` is the built-in demo.
+
+    >>> loaded = load_model("Qwen/Qwen3-30B-A3B", device="cuda", dtype="bfloat16")
+    """
+    from transformers import AutoModelForCausalLM
+
+    synthetic = spec is None
+    if synthetic:
+        from .models.demo import demo_checkpoint
+
+        path = str(demo_checkpoint())
+    else:
+        path = os.path.expanduser(spec)
+    dev = resolve_device(device)
+    config = load_config(path, trust_remote_code)
+    if _expert_count(config) == 0:
+        raise UserError(
+            f"{spec}: {config.model_type} is not a Mixture-of-Experts model (no expert count in its config); "
+            "superexperts needs an MoE model such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE or GPT-OSS."
+        )
+    torch_dtype = resolve_dtype(dtype, dev, config)
+    check_fits(path, dev)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch_dtype, trust_remote_code=trust_remote_code, device_map={"": dev}
+    ).eval()
+    tokenizer = load_tokenizer(path, trust_remote_code, model.get_input_embeddings().weight.shape[0])
+    return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic)
