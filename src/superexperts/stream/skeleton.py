@@ -1,0 +1,103 @@
+"""The model without its weights, and the exact inputs its forward gives each decoder layer.
+
+The skeleton is built from config.json under accelerate's `init_empty_weights` (parameters on
+the meta device, buffers such as rotary frequencies real). Rather than re-deriving each
+family's masks and position embeddings, the model's own forward is run once per batch shape
+with the decoder layers swapped for recorders: they keep the first layer's input (the
+embeddings) and every layer's keyword arguments (mask for its layer type, position
+embeddings, position ids), then stop the forward before the final norm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from ..errors import UserError
+from ..models.adapters import find_decoder_layers
+
+LayerCall = tuple[tuple, dict[str, Any]]  # positional args after hidden_states, keyword args
+
+
+def build_skeleton(folder: Path, dtype: torch.dtype | None, *, trust_remote_code: bool = False,
+                   attn_implementation: str | None = None) -> tuple[nn.Module, torch.dtype]:  # fmt: skip
+    """(model on meta, dtype) from `folder/config.json`; dtype defaults to the config's, then float32.
+
+    >>> model, dtype = build_skeleton(Path("ckpt"), torch.bfloat16)
+    """
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder} has no config.json; pass a transformers checkpoint folder.")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError, KeyError) as e:
+        raise UserError(f"cannot read {folder}/config.json ({str(e).splitlines()[0]}).") from None
+    if dtype is None:
+        dtype = getattr(config, "dtype", None) or torch.float32
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    return model.eval(), dtype
+
+
+def layers_path(model: nn.Module) -> str:
+    """Dotted name of the decoder layers ModuleList, e.g. 'model.layers'."""
+    layers = find_decoder_layers(model)
+    return next(name for name, m in model.named_modules() if m is layers)
+
+
+class _Stop(Exception):
+    """Raised by the last recorder: the forward is not needed past the decoder layers."""
+
+
+class _Recorder(nn.Module):
+    def __init__(self, index: int, last: bool, calls: dict[int, LayerCall], first_input: list) -> None:
+        super().__init__()
+        self.index, self.last, self.calls, self.first_input = index, last, calls, first_input
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        self.calls[self.index] = (args, kwargs)
+        if self.index == 0:
+            self.first_input.append(hidden_states)
+        if self.last:
+            raise _Stop
+        return hidden_states
+
+
+@contextlib.contextmanager
+def _recorders(layers: nn.ModuleList, calls: dict[int, LayerCall], first_input: list) -> Iterator[None]:
+    saved = list(layers)
+    try:
+        for i in range(len(layers)):
+            layers[i] = _Recorder(i, i == len(layers) - 1, calls, first_input)
+        yield
+    finally:
+        for i, layer in enumerate(saved):
+            layers[i] = layer
+
+
+def layer_inputs(model: nn.Module, path: str, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict[int, LayerCall]]:
+    """(embeddings entering layer 0, {layer: (args, kwargs)}) as the model's forward makes them.
+
+    Needs the embeddings (and buffers) loaded on the device of `input_ids`.
+    """
+    parent = model.get_submodule(path.rpartition(".")[0]) if "." in path else model
+    layers = model.get_submodule(path)
+    calls: dict[int, LayerCall] = {}
+    first_input: list[torch.Tensor] = []
+    with _recorders(layers, calls, first_input):
+        try:
+            parent(input_ids=input_ids, use_cache=False)
+        except _Stop:
+            pass
+    if not first_input or len(calls) != len(layers):
+        raise UserError(f"{type(parent).__name__}.forward did not call its {len(layers)} decoder layers in order; "
+                        "this model cannot be streamed layer by layer.")  # fmt: skip
+    return first_input[0], calls
