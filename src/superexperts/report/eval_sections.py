@@ -1,0 +1,138 @@
+"""Report sections for files other tools add to a run folder; each is left out when its file is absent.
+
+sensitivity.json  {"verdict", "stable", "cells": [{"percentile", "max_fraction", "count", "super_experts"}]}
+prune_eval.json   {"conditions": [{"name", "experts", "mode", "perplexity", "tasks", "generations"}]}
+sinks.json        {"conditions": [{"name", "sink_mass": [per layer], "sink_rate", "d_sink": [per layer]}]}
+Other spellings (`rows`, `fraction`, `experts`) are read too. A damaged file shows its error in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import texts
+from .eval_figures import fig_perplexity, fig_sinks
+from .inputs import ReportInputs
+from .page import Raw, Section, esc, figure, number, paragraphs, table
+
+MAX_GENERATIONS = 5  # per condition; the JSON file has them all
+
+
+def experts_text(experts: Any) -> str:
+    """[{"layer": 1, "expert": 68}, ...] -> '1:68, ...' (the CLI's spelling); other forms as text."""
+    if isinstance(experts, list):
+        parts = [f"{e.get('layer')}:{e.get('expert')}" if isinstance(e, dict) else str(e) for e in experts]
+        return ", ".join(parts) if parts else "none"
+    return "none" if experts in (None, "") else str(experts)
+
+
+def _read(inputs: ReportInputs, name: str, section_id: str, title: str) -> tuple[dict | None, Section | None]:
+    """(data, None) to build the section from; (None, a section showing the error) for a damaged
+    file; (None, None) when the file is absent."""
+    data, error = inputs.optional(name)
+    if error:
+        return None, Section(section_id, title, Raw(f'<p class="warn">{esc(error)}</p>'))
+    return data, None
+
+
+def _conditions(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in data.get("conditions") or [] if isinstance(c, dict)]
+
+
+def sensitivity(inputs: ReportInputs) -> Section | None:
+    title = "Sensitivity to the thresholds"
+    data, failed = _read(inputs, "sensitivity.json", "sensitivity", title)
+    if data is None:
+        return failed
+    grid = {}
+    for c in data.get("cells") or data.get("rows") or []:
+        try:
+            grid[float(c["percentile"]), float(c.get("max_fraction", c.get("fraction")))] = c
+        except (KeyError, TypeError, ValueError):
+            continue  # a cell without its two thresholds cannot be placed
+    percentiles, fractions = sorted({p for p, _ in grid}), sorted({f for _, f in grid})
+    rows = [[f"P{p:g}"] + [_cell_text(grid.get((p, f))) for f in fractions] for p in percentiles]
+    css = "answer" if data.get("stable") is not False else "warn"
+    verdict = Raw(f'<p class="{css}">{esc(data.get("verdict", ""))}</p>')
+    columns = ["percentile \\ max fraction"] + [f"max x {f:g}" for f in fractions]
+    return Section("sensitivity", title, Raw(paragraphs(texts.SENSITIVITY) + verdict + table(columns, rows)))
+
+
+def _cell_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return ""
+    return f"{cell.get('count', '?')}: {experts_text(cell.get('super_experts', cell.get('experts')))}"
+
+
+def _perplexity(value: Any) -> Any:
+    return value.get("perplexity") if isinstance(value, dict) else value
+
+
+def _task_table(conditions: list[dict[str, Any]]) -> Raw:
+    """Rows (task, metric), one column per condition: fits many tasks on a laptop screen."""
+    keys: list[tuple[str, str]] = []
+    for c in conditions:
+        for task, metrics in (c.get("tasks") or {}).items():
+            for metric in metrics if isinstance(metrics, dict) else {"value": metrics}:
+                if (task, metric) not in keys and "stderr" not in metric:
+                    keys.append((task, metric))
+    if not keys:
+        return Raw("")
+    rows = []
+    for task, metric in keys:
+        values = []
+        for c in conditions:
+            metrics = (c.get("tasks") or {}).get(task)
+            value = metrics.get(metric) if isinstance(metrics, dict) else metrics
+            values.append("" if value is None else number(value))
+        rows.append([task, metric] + values)
+    columns = ["task", "metric"] + [str(c.get("name", "")) for c in conditions]
+    return Raw("<h3>Task scores</h3>" + table(columns, rows))
+
+
+def _generations(conditions: list[dict[str, Any]]) -> Raw:
+    parts = []
+    for c in conditions:
+        gens = [g for g in c.get("generations") or [] if isinstance(g, dict)][:MAX_GENERATIONS]
+        for g in gens:
+            summary = f"{esc(c.get('name', ''))}: {esc(str(g.get('prompt', ''))[:80])}"
+            text = esc(g.get("text", ""))
+            parts.append(f"<details><summary>{summary}</summary><pre>{text}</pre></details>")
+    return Raw("<h3>Generations</h3>" + "".join(parts)) if parts else Raw("")
+
+
+def prune_eval(inputs: ReportInputs) -> Section | None:
+    title = "Pruning experiments"
+    data, failed = _read(inputs, "prune_eval.json", "prune-eval", title)
+    if data is None:
+        return failed
+    conditions = _conditions(data)
+    rows = [[c.get("name", ""), experts_text(c.get("experts")), c.get("mode", ""),
+             number(_perplexity(c.get("perplexity")))] for c in conditions]  # fmt: skip
+    body = paragraphs(texts.PRUNE_EVAL) + table(["condition", "experts pruned", "mode", "perplexity"], rows)
+    files: dict[str, bytes] = {}
+    if any(_perplexity(c.get("perplexity")) is not None for c in conditions):
+        bars = fig_perplexity([c | {"perplexity": _perplexity(c.get("perplexity"))} for c in conditions])
+        html, files = figure(bars, "perplexity", texts.CAPTIONS["perplexity"], "Perplexity per condition")
+        body += html
+    return Section("prune-eval", title, Raw(body + _task_table(conditions) + _generations(conditions)), files)
+
+
+def sinks(inputs: ReportInputs) -> Section | None:
+    title = "Attention sinks"
+    data, failed = _read(inputs, "sinks.json", "sinks", title)
+    if data is None:
+        return failed
+    conditions = _conditions(data)
+    rows = [[c.get("name", ""), experts_text(c.get("experts")), number(c.get("sink_rate")),
+             number(_mean(c.get("sink_mass"))), number(_mean(c.get("d_sink"))) if c.get("d_sink") else ""]
+            for c in conditions]  # fmt: skip
+    explain = paragraphs(texts.SINKS.format(epsilon=data.get("epsilon", 0.3)))
+    html, files = figure(fig_sinks(conditions), "sinks", texts.CAPTIONS["sinks"], "Attention sink per layer")
+    columns = ["condition", "experts pruned", "sink rate", "mean sink mass", "mean D_sink"]
+    return Section("sinks", title, Raw(explain + table(columns, rows) + html), files)
+
+
+def _mean(values: Any) -> float | None:
+    nums = [float(v) for v in values or [] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return sum(nums) / len(nums) if nums else None

@@ -1,0 +1,95 @@
+"""What a report is made from: a run folder read back into a Profile, a Verdict and optional files.
+
+>>> inputs = load_inputs("runs/qwen3")
+>>> inputs.verdict.experts
+[(1, 68), (2, 92), (3, 82)]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import UserError
+from ..io import read_json
+from ..profile import Profile
+from ..rules import Verdict, identify
+from ..run import load_profile
+
+
+@dataclass
+class ReportInputs:
+    run_dir: Path
+    profile: Profile
+    verdict: Verdict
+    notes: list[str] = field(default_factory=list)  # caveats shown in the summary
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def optional(self, name: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(content, error) of an optional JSON file of the run; (None, None) when absent.
+
+        A damaged optional file does not stop the report: its section shows the error instead.
+        """
+        if name not in self._cache:
+            path = self.run_dir / name
+            if not path.is_file():
+                self._cache[name] = (None, None)
+            else:
+                try:
+                    data = read_json(path, name)
+                    self._cache[name] = (
+                        (data, None) if isinstance(data, dict) else (None, f"{name} is not an object")
+                    )
+                except UserError as e:
+                    self._cache[name] = (None, str(e))
+        return self._cache[name]
+
+
+def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:
+    """The Verdict of super_experts.json, with rows taken from the expert table (no re-identification)."""
+    try:
+        criterion = dict(saved["criterion"])
+        listed = {(int(e["layer"]), str(e["expert"])) for e in saved["super_experts"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"super_experts.json is damaged ({e!r}); re-run `superexperts identify RUN_DIR`.")
+    key = (
+        table["layer"].astype(int).astype(str)
+        + ":"
+        + table["expert"].astype(str).where(table["kind"] == "routed", table["kind"])
+    )
+    mask = key.isin({f"{layer}:{expert}" for layer, expert in listed})
+    if int(mask.sum()) != len(listed):
+        raise UserError("super_experts.json lists experts that are not in profile.json; "
+                        "re-run `superexperts identify RUN_DIR`.")  # fmt: skip
+    ses = table[mask].sort_values("max_abs_output", ascending=False, kind="stable").reset_index(drop=True)
+    judged = criterion.get("layers_judged")
+    pool = table[table["kind"] != "dense"]
+    if isinstance(judged, list) and judged:
+        pool = pool[pool["layer"].isin(judged)]
+    return Verdict(criterion, ses, pool)
+
+
+def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
+    """Validate and read a run folder; raises UserError with a one-line fix when it is not one."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run} is not a folder; pass a run folder written by `superexperts profile --out`.")
+    if not (run / "profile.json").is_file():
+        raise UserError(
+            f"{run} holds no profile.json; pass a run folder written by `superexperts profile --out`."
+        )
+    prof = load_profile(run)
+    notes = []
+    if (run / "super_experts.json").is_file():
+        verdict = verdict_from_saved(
+            prof.expert_stats, read_json(run / "super_experts.json", "super_experts.json")
+        )
+    else:
+        verdict = identify(prof.expert_stats, prof.num_layers)
+        notes.append("super_experts.json is missing: the Super Experts were re-identified with the default "
+                     "'paper' rule.")  # fmt: skip
+    return ReportInputs(run, prof, verdict, notes)
