@@ -6,7 +6,7 @@
     >>> agreement(verdict, entry)["agrees"]
     True
 
-The data lives in `superexperts/data/known_super_experts.json`, each entry with its source.
+The data lives in `superexperts/resources/known_super_experts.json`, each entry with its source.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Re-identify the SEs of a saved run folder without the model (for `superexperts identify`).
+"""Re-identify the SEs of a saved run folder without the model (`superexperts identify`, `compare`).
 
     >>> verdict, grid = reidentify_run("runs/qwen3", "reap", {"percentile": 99})
     >>> verdict.experts
@@ -16,11 +16,13 @@ from typing import Any
 
 import pandas as pd
 
+from .ablate.spec import experts_from_records
+from .compare import RunSEs
 from .io import json_bytes, write_files
 from .meta import base_metadata
 from .profile import Profile
 from .rules import Verdict, criterion_defaults, identify
-from .run import load_profile, run_files, super_experts_json
+from .run import load_profile, load_super_experts, run_files, super_experts_json
 from .sensitivity import sensitivity, sensitivity_json
 
 EXPORTS = ("expert_stats.csv", "expert_stats.parquet")
@@ -64,3 +66,15 @@ def reidentify_run(run_dir: str | os.PathLike, criterion: str = "paper", params:
         files |= {name: exports[name] for name in missing}
     write_files(run_dir, files)
     return verdict, grid
+
+
+def load_run_ses(run_dir: str | os.PathLike, name: str, criterion: str | None = None,
+                 params: dict[str, Any] | None = None) -> RunSEs:
+    """A run folder as `compare` input: its expert table and SEs - those saved in super_experts.json,
+    or, with `criterion`, re-identified from profile.json (nothing is written)."""
+    prof = load_profile(run_dir)
+    if criterion is None:
+        experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
+    else:
+        experts = identify(prof.expert_stats, prof.num_layers, criterion, **(params or {})).experts
+    return RunSEs(name, prof.expert_stats, experts)

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ["profile", "identify", "known", "report"]
+COMMANDS = ["profile", "identify", "known", "report", "compare"]
 
 
 def build_parser() -> argparse.ArgumentParser:
