@@ -108,3 +108,32 @@ def test_bad_arguments_are_one_line_errors_and_nothing_is_overwritten(run_dir, c
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert snapshot(folder) == before
+
+
+def test_identify_reports_agreement_with_the_published_ses(tmp_path, capsys):
+    values = background(8, 128, seed=6)
+    values[1, 68], values[2, 92], values[3, 82] = 744.0, 540.0, 430.0
+    save_table_run(tmp_path, expert_table(values), 8, model="Qwen/Qwen3-30B-A3B-Base")
+    assert main(["identify", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "super_experts.json").read_text())
+    assert saved["known"]["agrees"] is True and saved["known"]["model"] == "Qwen3-30B-A3B"
+    assert "paper: agrees with the published SEs of Qwen3-30B-A3B" in capsys.readouterr().out
+    assert main(["identify", str(tmp_path), "--include-layers", "1,2"]) == 0
+    saved = json.loads((tmp_path / "super_experts.json").read_text())
+    assert saved["known"]["missing"] == [{"layer": 3, "expert": 82}]
+
+
+def test_identify_on_a_profiled_tiny_model(tmp_path):
+    """End to end on a real profile: DeepSeek-V2 (dense layer 0, shared experts)."""
+    import families
+    from superexperts.profile import profile
+    from superexperts.run import save_run
+
+    prof = profile(families.build("deepseek_v2"), families.random_ids(samples=2, seq_len=8))
+    save_run(tmp_path, prof, rules.paper(prof.expert_stats, prof.num_layers))
+    assert main(["identify", str(tmp_path), "--criterion", "quantile", "--param", "q=0.9",
+                 "--include-layers", "1.0"]) == 0
+    saved = json.loads((tmp_path / "super_experts.json").read_text())
+    expected = rules.quantile(prof.expert_stats, prof.num_layers, q=0.9, include_layers=1.0)
+    assert [(r["layer"], r["expert"]) for r in saved["super_experts"]] == expected.experts
+    assert len(expected.experts) > 0 and all(layer != 0 for layer, _ in expected.experts)  # layer 0 is dense

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from ..errors import UserError
-from ..reidentify import reidentify_run, sensitivity_setup
+from ..known import agreement_line
+from ..reidentify import reidentify_run
 from ..rules import CRITERIA, Verdict, get_criterion, parse_include_layers, parse_params
 from ..sensitivity import sensitivity_verdict
 
@@ -57,11 +58,14 @@ def thresholds_line(criterion: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     criterion, params = criterion_args(args)
-    verdict, grid = reidentify_run(args.run_dir, criterion, params)
+    result = reidentify_run(args.run_dir, criterion, params)
+    verdict = result.verdict
     print(thresholds_line(verdict.criterion))
     print(f"{len(verdict.super_experts)} Super Experts:")
     print(se_table(verdict))
-    grid_criterion = sensitivity_setup(criterion, params)[0]
-    print(f"sensitivity ({grid_criterion} rule, percentile x max_fraction): {sensitivity_verdict(grid)}")
+    print(f"sensitivity ({result.grid_criterion} rule, percentile x max_fraction): "
+          f"{sensitivity_verdict(result.grid)}")
+    if result.known is not None:
+        print(f"paper: {agreement_line(result.known)}")
     print(f"wrote {args.run_dir}/super_experts.json and sensitivity.json")
     return 0
