@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import families  # noqa: E402
+import families
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -10,8 +10,8 @@ import torch
 import transformers as tf
 
 VOCAB = 128
-COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-              max_position_embeddings=256, tie_word_embeddings=False)  # fmt: skip
+COMMON = {"vocab_size": VOCAB, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 256, "tie_word_embeddings": False}  # fmt: skip
 
 
 def _qwen3_moe():

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..models.adapters import MoEBlock, ModelMap
+from ..models.adapters import ModelMap, MoEBlock
 from . import experts_fn
 from .tracker import ExpertTracker, MassiveTracker
 

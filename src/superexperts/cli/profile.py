@@ -6,8 +6,8 @@ import argparse
 
 from ..data import calibration
 from ..io import prepare_out_dir
-from ..loading import load_model
 from ..known import agreement_line
+from ..loading import load_model
 from .identify import criterion_args, se_table, thresholds_line
 
 # Without a MODEL the demo runs on the built-in text, which holds ~1.3k demo tokens.

@@ -129,9 +129,9 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder layers: the ModuleList whose items hold experts or MLPs, largest first."""
     candidates = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and not _is_expert_list(module):
-            if any(_child(m, MLP_NAMES) is not None for m in module):
-                candidates.append((sum(p.numel() for p in module.parameters()), name, module))
+        is_layer_list = isinstance(module, nn.ModuleList) and len(module) > 0 and not _is_expert_list(module)
+        if is_layer_list and any(_child(m, MLP_NAMES) is not None for m in module):
+            candidates.append((sum(p.numel() for p in module.parameters()), name, module))
     if not candidates:
         raise UserError(
             f"{type(model).__name__}: no decoder layers with an MLP found; superexperts needs a "
