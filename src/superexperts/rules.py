@@ -78,6 +78,8 @@ def check_table(table: pd.DataFrame) -> None:
         raise UserError(f"expert table lacks columns {missing}; re-run `superexperts profile`.")
     if table.empty or table[list(REQUIRED_COLUMNS)].isna().any().any():
         raise UserError("expert table is empty or has missing values; re-run `superexperts profile`.")
+    if pd.to_numeric(table["max_abs_output"], errors="coerce").isna().any():
+        raise UserError("expert table has non-numeric max_abs_output values; re-run `superexperts profile`.")
 
 
 def _check_range(name: str, value: float, low: float, high: float, high_inclusive: bool = False) -> None:

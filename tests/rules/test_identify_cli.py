@@ -75,6 +75,14 @@ def _damage(folder, how: str) -> None:
         path.write_text(json.dumps(data))
     elif how == "missing":
         path.unlink()
+    elif how in ("rows", "values"):
+        data = json.loads(text)
+        for record in data["expert_stats"][:3]:
+            if how == "rows":
+                del record["kind"]
+            else:
+                record["max_abs_output"] = "nan"
+        path.write_text(json.dumps(data))
 
 
 @pytest.mark.parametrize("how, message", [
@@ -82,6 +90,8 @@ def _damage(folder, how: str) -> None:
     ("other-version", "this tool reads 'superexperts.profile/1'"),
     ("partial", "partial or damaged"),
     ("missing", "profile not found"),
+    ("rows", "has missing values"),
+    ("values", "non-numeric max_abs_output"),
 ])  # fmt: skip
 def test_damaged_run_folder_is_one_line_error_and_nothing_is_overwritten(run_dir, capsys, how, message):
     folder, _ = run_dir
