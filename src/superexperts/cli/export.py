@@ -1,0 +1,54 @@
+"""`superexperts export MODEL --prune super|LIST --out DIR`: write a pruned checkpoint, shard by shard."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="write a checkpoint with experts pruned (zeroed), without loading the model",
+        description="Copy the safetensors checkpoint MODEL to --out with the down projections of the given "
+        "experts zeroed (the paper's pruning); config, tokenizer and index are copied untouched, so the "
+        "result can be served or evaluated with vLLM, SGLang, lm-eval or transformers at any scale.",
+    )  # fmt: skip
+    p.add_argument("model", metavar="MODEL", help="local checkpoint folder (config.json + *.safetensors)")
+    p.add_argument("--prune", required=True, metavar="super|LIST|FILE",
+                   help="'super' (the SEs of --from RUN_DIR), a list like 1:68,2:92,4:shared, or a JSON file")
+    p.add_argument("--from", dest="run_dir", metavar="RUN_DIR", help="run folder of `superexperts profile`")
+    p.add_argument("--mode", default="zero", choices=["zero"], help="how experts are pruned (default zero)")
+    p.add_argument("--out", required=True, help="folder to write (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
+    p.set_defaults(run=run)
+
+
+def experts_to_prune(prune: str, run_dir: str | None) -> list:
+    from ..ablate.spec import experts_from_records, load_experts
+    from ..run import load_super_experts
+
+    if prune == "super":
+        if run_dir is None:
+            raise UserError("--prune super needs --from RUN_DIR (a folder written by `superexperts profile`).")
+        experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
+        if not experts:
+            raise UserError(f"{run_dir} lists no Super Experts; nothing to prune. Pass an explicit list instead.")
+        return experts
+    if run_dir is not None:
+        raise UserError("--from is only used with --prune super; drop it or use --prune super.")
+    return load_experts(prune)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..ablate.spec import format_experts
+    from ..export import export_pruned
+
+    experts = experts_to_prune(args.prune, args.run_dir)
+    record = export_pruned(args.model, experts, args.out, mode=args.mode, overwrite=args.overwrite,
+                           trust_remote_code=args.trust_remote_code)  # fmt: skip
+    mib = record["zeroed_bytes"] / 2**20
+    print(f"pruned {format_experts(experts)} ({args.mode}): {mib:.3g} MiB zeroed in "
+          f"{len(record['zeroed_shards'])} shard(s); wrote {args.out}")  # fmt: skip
+    return 0
