@@ -21,6 +21,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,6 +45,7 @@ class LayerSinks:
     visible: torch.Tensor  # (batch, heads, queries, sets) bool
     norms: dict[str, torch.Tensor]  # q/k/v -> (batch, heads, 2): [sink keys mean, others mean]
     key_mass: torch.Tensor | None = None  # (batch, heads, keys): sum over queries t > 0
+    probs: torch.Tensor | None = None  # (batch, heads, queries, keys): only for layers in `maps`
 
 
 @dataclass
@@ -54,6 +56,7 @@ class SinkRecording:
     key_mass: bool = False
     chunk_elements: int = CHUNK_ELEMENTS
     implementation: str = ""
+    maps: frozenset[int] = frozenset()  # layers whose full attention map is kept (short inputs)
     layers: dict[int, LayerSinks] = field(default_factory=dict)
 
 
@@ -90,30 +93,23 @@ def _chunk_logits(q: torch.Tensor, k: torch.Tensor, mask_chunk: torch.Tensor | N
     return logits.masked_fill(~allowed, float("-inf"))
 
 
-def sink_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                       sink_keys: Sequence[Sequence[int]], scaling: float | None = None,
-                       softcap: float | None = None, sliding_window: int | None = None,
-                       sink_logits: torch.Tensor | None = None, causal: bool = True,
-                       chunk_elements: int = CHUNK_ELEMENTS, key_mass: bool = False):
-    """Attention probability on each key set, per query, computed chunk by chunk.
+def chunked_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, *,
+                          scaling: float | None = None, softcap: float | None = None,
+                          sliding_window: int | None = None, sink_logits: torch.Tensor | None = None,
+                          causal: bool = True, chunk_elements: int = CHUNK_ELEMENTS) -> Iterator[tuple]:
+    """Yield (rows, query positions, probs (b, h, rows, Tk) float32, allowed) one query chunk at a time.
 
     query (batch, heads, Tq, d), key (batch, kv_heads, Tk, d); queries are the last Tq positions.
-    Returns (mass (b, h, Tq, sets), visible (b, h, Tq, sets), key_mass (b, h, Tk) or None).
     """
     b, h, tq, d = query.shape
     kvh, tk = key.shape[1], key.shape[2]
     scaling = d**-0.5 if scaling is None else scaling
     q = query.float().reshape(b, kvh, h // kvh, tq, d)  # heads of one kv group are contiguous
     k = key.float().unsqueeze(2)
-    q_offset = tk - tq
     step = max(1, chunk_elements // max(1, b * h * tk))
-    mass = query.new_zeros(b, h, tq, len(sink_keys), dtype=torch.float32)
-    visible = torch.zeros(b, h, tq, len(sink_keys), dtype=torch.bool, device=query.device)
-    column_mass = query.new_zeros(b, h, tk, dtype=torch.float32) if key_mass else None
-    sets = [torch.as_tensor(list(s), device=query.device, dtype=torch.long) for s in sink_keys]
     for start in range(0, tq, step):
         rows = slice(start, min(tq, start + step))
-        q_pos = torch.arange(rows.start, rows.stop, device=query.device) + q_offset
+        q_pos = torch.arange(rows.start, rows.stop, device=query.device) + (tk - tq)
         allowed = _allowed(attention_mask, rows, q_pos, tk, causal=causal, window=sliding_window)
         mask_chunk = None if attention_mask is None else attention_mask[..., rows, :tk]
         logits = _chunk_logits(q[..., rows, :], k, mask_chunk, allowed, scaling, softcap)
@@ -121,6 +117,23 @@ def sink_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: t
         if sink_logits is not None:  # GPT-OSS: a learned per-head logit joins the denominator
             lse = torch.logaddexp(lse, sink_logits.float().view(1, h, 1))
         probs = torch.exp(logits - lse.unsqueeze(-1)).nan_to_num_(0.0)  # rows with nothing visible -> 0
+        yield rows, q_pos, probs, allowed
+
+
+def sink_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, *,
+                       sink_keys: Sequence[Sequence[int]], key_mass: bool = False, **softmax_args: Any):
+    """Attention probability on each key set, per query, computed chunk by chunk.
+
+    `softmax_args` are those of `chunked_probabilities`. Returns (mass (b, h, Tq, sets),
+    visible (b, h, Tq, sets), key_mass (b, h, Tk) summed over queries t > 0, or None).
+    """
+    b, h, tq, _ = query.shape
+    tk = key.shape[2]
+    mass = query.new_zeros(b, h, tq, len(sink_keys), dtype=torch.float32)
+    visible = torch.zeros(b, h, tq, len(sink_keys), dtype=torch.bool, device=query.device)
+    column_mass = query.new_zeros(b, h, tk, dtype=torch.float32) if key_mass else None
+    sets = [torch.as_tensor(list(s), device=query.device, dtype=torch.long) for s in sink_keys]
+    for rows, q_pos, probs, allowed in chunked_probabilities(query, key, attention_mask, **softmax_args):
         for j, s in enumerate(sets):
             mass[..., rows, j] = probs[..., s].sum(-1)
             visible[..., rows, j] = allowed[..., s].any(-1)  # broadcasts over batch/heads
@@ -128,6 +141,12 @@ def sink_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: t
             counted = (q_pos > 0).float()  # the aggregation excludes query 0, which can only see itself
             column_mass += torch.einsum("bhrk,r->bhk", probs, counted)
     return mass, visible, column_mass
+
+
+def full_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                       **softmax_args: Any) -> torch.Tensor:
+    """The whole (b, h, Tq, Tk) attention map: for short inputs only (attention maps)."""
+    return torch.cat([p for _, _, p, _ in chunked_probabilities(query, key, attention_mask, **softmax_args)], 2)
 
 
 def _norms(x: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
@@ -140,18 +159,19 @@ def _norms(x: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
 
 
 def _record(rec: SinkRecording, layer: int, module: nn.Module, query, key, value, attention_mask, kwargs) -> None:
-    softcap = kwargs.get("softcap")
-    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
     causal = kwargs.get("is_causal")
-    causal = getattr(module, "is_causal", True) if causal is None else causal
+    softmax_args = {
+        "scaling": kwargs.get("scaling"), "softcap": kwargs.get("softcap"), "sink_logits": kwargs.get("s_aux"),
+        "sliding_window": kwargs.get("sliding_window", getattr(module, "sliding_window", None)),
+        "causal": getattr(module, "is_causal", True) if causal is None else causal,
+        "chunk_elements": rec.chunk_elements}
     with torch.no_grad():
         mass, visible, column_mass = sink_probabilities(
-            query, key, attention_mask, sink_keys=rec.sink_keys, scaling=kwargs.get("scaling"),
-            softcap=softcap, sliding_window=window, sink_logits=kwargs.get("s_aux"), causal=causal,
-            chunk_elements=rec.chunk_elements, key_mass=rec.key_mass)
+            query, key, attention_mask, sink_keys=rec.sink_keys, key_mass=rec.key_mass, **softmax_args)
         sink = torch.as_tensor(rec.sink_keys[0], device=query.device)
         norms = {"q": _norms(query, sink), "k": _norms(key, sink), "v": _norms(value, sink)}  # prefill: Tq == Tk
-    rec.layers[layer] = LayerSinks(mass=mass, visible=visible, norms=norms, key_mass=column_mass)
+        probs = full_probabilities(query, key, attention_mask, **softmax_args) if layer in rec.maps else None
+    rec.layers[layer] = LayerSinks(mass=mass, visible=visible, norms=norms, key_mass=column_mass, probs=probs)
 
 
 def _module_eager(module: nn.Module) -> Callable:
@@ -219,11 +239,12 @@ def attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def record_sinks(model: nn.Module, sink_keys: Sequence[Sequence[int]] = ((0,),), *, key_mass: bool = False,
-                 chunk_elements: int = CHUNK_ELEMENTS) -> Iterator[SinkRecording]:
-    """Record, for every decoder layer, each query's attention mass on each key set in `sink_keys`."""
+                 chunk_elements: int = CHUNK_ELEMENTS, maps: Sequence[int] = ()) -> Iterator[SinkRecording]:
+    """Record, for every decoder layer, each query's attention mass on each key set in `sink_keys`
+    (and the full attention map of the layers in `maps`: T x T, for short inputs only)."""
     base = base_implementation(model)
     rec = SinkRecording(sink_keys=tuple(tuple(int(i) for i in s) for s in sink_keys), key_mass=key_mass,
-                        chunk_elements=chunk_elements, implementation=base)
+                        chunk_elements=chunk_elements, implementation=base, maps=frozenset(maps))
     modules = {id(m): (rec, i) for i, layer in enumerate(find_decoder_layers(model)) for m in layer.modules()}
     if modules.keys() & _ACTIVE.keys():
         raise RuntimeError("record_sinks is already active on this model; nesting is not supported.")

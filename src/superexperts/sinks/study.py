@@ -1,0 +1,100 @@
+"""The whole chain on one page: sink metrics, D_sink, layer-wise chain, attention maps, router view.
+
+    >>> study = sinks_study(model, ids, super_experts=[(1, 68), (2, 92)], controls={"random-0": [(5, 3), (9, 7)]},
+    ...                     map_layers=[4], map_heads=[0], tokens=tok.convert_ids_to_tokens(ids[0]))
+    >>> io.write_files("runs/sinks", study_files(study, meta))
+"""
+
+from __future__ import annotations
+
+import io as _io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from ..ablate import Expert
+from ..io import json_bytes
+from . import metrics
+from .chain import layerwise_conditions, plot_chain, plot_d_sink
+from .maps import attention_maps, plot_maps
+from .recipe import SinkResult, measure_sinks, result_json
+from .router import router_view
+
+MAP_TOKENS = 32  # default length of the attention-map input (maps are T x T)
+
+
+@dataclass
+class SinkStudy:
+    result: SinkResult
+    router: pd.DataFrame
+    figures: dict[str, Figure]
+    warnings: list[str] = field(default_factory=list)
+
+
+def sink_warnings(result: SinkResult) -> list[str]:
+    """Plain-language caveats: no first-token sink in the original model, or no sink left to decay."""
+    original = result["original"]
+    rate = original.sink_rate(result.epsilon)
+    if math.isnan(rate) or rate == 0.0:
+        return [(f"the original model has no first-token sink on this input: no head puts more than "
+                f"{result.epsilon} of its attention on token 0 (sink rate {rate}); D_sink is not meaningful. "
+                "Try longer inputs (sinks form over hundreds of tokens) or check the model.")]
+    return []
+
+
+def sinks_study(model: nn.Module, input_ids: torch.Tensor, *, super_experts: Sequence[Expert],
+                controls: Mapping[str, list[Expert]], map_layers: Sequence[int], map_heads: Sequence[int],
+                tokens: Sequence[str] | None = None, sink_keys: Sequence[int] = (0,), top_k: int | None = None,
+                mode: str = "zero", epsilon: float = metrics.EPSILON) -> SinkStudy:
+    """Run every condition: the original, the SEs layer by layer then all, and each control."""
+    conditions = layerwise_conditions(list(super_experts)) | dict(controls)
+    result = measure_sinks(model, input_ids, conditions, sink_keys=sink_keys, top_k=top_k, mode=mode,
+                           epsilon=epsilon)
+    map_ids = input_ids[:1, :MAP_TOKENS]
+    maps = attention_maps(model, map_ids, map_layers, {"super": list(super_experts)}, mode=mode)
+    chain_names = ["original", *layerwise_conditions(list(super_experts))]
+    figures = {
+        "sinks_chain": plot_chain(result, chain_names),
+        "sinks_d_sink": plot_d_sink(result),
+        "sinks_maps": plot_maps(maps, map_layers, map_heads, None if tokens is None else tokens[:MAP_TOKENS]),
+    }
+    router = router_view(model, input_ids, list(super_experts))
+    return SinkStudy(result=result, router=router, figures=figures, warnings=sink_warnings(result))
+
+
+def _figure_writer(fig: Figure, fmt: str) -> Callable:
+    return lambda path: fig.savefig(path, format=fmt, dpi=150)
+
+
+def study_files(study: SinkStudy, meta: dict[str, Any]) -> dict[str, Any]:
+    """sinks.json, router.csv and each figure as PNG and SVG, for `io.write_files` (all-or-nothing)."""
+    csv = _io.StringIO()
+    study.router.to_csv(csv, index=False)
+    body = result_json(study.result) | {"router": study.router.to_dict(orient="records"),
+                                        "warnings": study.warnings} | meta
+    files: dict[str, Any] = {"sinks.json": json_bytes(body), "sinks_router.csv": csv.getvalue().encode()}
+    for name, fig in study.figures.items():
+        for fmt in ("png", "svg"):
+            files[f"{name}.{fmt}"] = _figure_writer(fig, fmt)
+    return files
+
+
+def summary_lines(study: SinkStudy) -> list[str]:
+    """A few lines for the terminal: sink mass, sink rate and mean D_sink per condition."""
+    lines = []
+    for c in study.result.conditions:
+        mass = ", ".join(f"{v:.2f}" for v in c.sink_mass)
+        line = f"{c.name:>18}: sink rate {c.sink_rate(study.result.epsilon):.2f}; sink mass per layer [{mass}]"
+        if c.d_sink is not None:
+            line += f"; mean D_sink {metrics.mean_or_nan(c.d_sink):.2f}"
+        lines.append(line)
+    for r in study.router.itertuples():
+        lines.append(f"router L{r.layer}/E{r.expert} ({r.scoring}): score at sink {r.sink_score:.3g}, "
+                     f"other tokens mean {r.other_mean:.3g}, max {r.other_max:.3g}")
+    return lines + [f"WARNING: {w}" for w in study.warnings]
