@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -39,8 +40,15 @@ def sensitivity(
             verdict = identify(table, num_layers, criterion, percentile=p, max_fraction=f, **params)
             experts = verdict.experts
             rows.append({"percentile": float(p), "max_fraction": float(f), "count": len(experts),
-                         "super_experts": format_experts(experts)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["percentile", "max_fraction", "count", "super_experts"])
+                         "super_experts": format_experts(experts), "pool": len(verdict.candidates)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["percentile", "max_fraction", "count", "super_experts", "pool"])
+
+
+def percentile_cap(pool: int, percentile: float) -> int:
+    """At most this many of `pool` values can lie strictly above their linear P_percentile: those
+    ranked above the interpolation position (pool - 1) * p / 100. With few experts a high percentile
+    alone caps the SE count (P99.9 of 384 experts passes at most 1)."""
+    return pool - 1 - math.floor((pool - 1) * percentile / 100)
 
 
 def _reference(grid: pd.DataFrame) -> tuple[str, str]:
@@ -68,6 +76,11 @@ def sensitivity_verdict(grid: pd.DataFrame) -> str:
         return f"stable: the same {count} SEs ({reference or 'none'}) in all {len(grid)} cells"
     cells = "; ".join(f"P{r.percentile:g}/f{r.max_fraction:g}: {r.count} ({_diff(reference, r.super_experts)})"
                       for r in differ.itertuples())  # fmt: skip
+    capped = sorted({(r.percentile, r.pool) for r in differ.itertuples()
+                     if r.count < count and r.count == percentile_cap(r.pool, r.percentile)})  # fmt: skip
+    if capped:
+        notes = ", ".join(f"P{p:g} of {n} experts passes at most {percentile_cap(n, p)}" for p, n in capped)
+        cells += f" [the percentile alone caps these: {notes}]"
     return (f"unstable: {len(differ)} of {len(grid)} cells differ from the {count} SEs ({reference or 'none'}) "
             f"{where}: {cells}")  # fmt: skip
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from expert_tables import background, expert_table
 from superexperts.ablate.spec import format_experts
 from superexperts.sensitivity import (
     FRACTIONS,
     PERCENTILES,
+    percentile_cap,
     sensitivity,
     sensitivity_json,
     sensitivity_verdict,
@@ -62,3 +64,18 @@ def test_sensitivity_json_is_serialisable_and_complete():
     assert json.loads(json.dumps(data)) == data
     assert data["stable"] is True and len(data["cells"]) == 16
     assert data["cells"][0]["super_experts"] == [{"layer": 1, "expert": 5}, {"layer": 2, "expert": "shared"}]
+
+
+@pytest.mark.parametrize("pool", [10, 200, 384, 1000, 4608])
+@pytest.mark.parametrize("p", PERCENTILES)
+def test_percentile_cap_matches_numpy(pool, p):
+    values = np.arange(pool, dtype=float)  # distinct values: the cap is reached
+    assert percentile_cap(pool, p) == int((values > np.percentile(values, p)).sum())
+
+
+def test_small_pool_verdict_says_the_percentile_caps_the_count():
+    values = background(8, 64, seed=2)  # 384 judged experts: P99.9 passes at most 1
+    values[1, 5], values[2, 6] = 900.0, 700.0
+    line = sensitivity_verdict(sensitivity(expert_table(values), 8))
+    assert line.startswith("unstable: 4 of 16 cells")
+    assert line.endswith("[the percentile alone caps these: P99.9 of 384 experts passes at most 1]")
