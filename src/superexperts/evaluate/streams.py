@@ -1,0 +1,47 @@
+"""Perplexity data: a `--data` spec -> the token stream the reference's protocol scores.
+
+Text loading is `superexperts.data.load_texts`; this module only applies the evaluation protocol:
+- C4 (`c4`): the first 1100 validation documents joined by " ", first 256 windows (GPTQ's C4 eval);
+- everything else (WikiText-2, files, folders, datasets): documents joined by "\\n\\n".
+
+Example:
+    >>> stream = eval_stream("wikitext2", tokenizer)
+    >>> perplexity(model, stream.token_ids, seq_len=2048, max_windows=stream.max_windows)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..meta import tensor_sha256
+from .perplexity import C4_WINDOWS, c4_text, token_stream, wikitext2_text
+
+
+@dataclass(frozen=True)
+class EvalStream:
+    """A tokenized evaluation text, with how it was made (goes into every output's metadata)."""
+
+    token_ids: torch.Tensor  # (tokens,)
+    spec: str
+    protocol: str
+    max_windows: int | None = None
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "protocol": self.protocol, "tokens": int(self.token_ids.numel()),
+                "max_windows": self.max_windows, "sha256": tensor_sha256(self.token_ids)}
+
+
+def eval_stream(spec: str | None, tokenizer) -> EvalStream:
+    """Load `spec` (see `superexperts.data`) and tokenize it as one stream for `perplexity`."""
+    from ..data import load_texts
+
+    docs, joiner = load_texts(spec)
+    name = spec or "builtin"
+    if joiner == "":  # data.py marks C4-style document collections with an empty joiner
+        text = c4_text(docs)
+        return EvalStream(token_stream(text, tokenizer), name,
+                          f"first 1100 documents joined by ' ', first {C4_WINDOWS} windows (GPTQ C4)",
+                          max_windows=C4_WINDOWS)
+    return EvalStream(token_stream(wikitext2_text(docs), tokenizer), name, "documents joined by '\\n\\n'")
