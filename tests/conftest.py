@@ -28,3 +28,28 @@ def tiny_qwen3():
 @pytest.fixture
 def calib_ids():
     return families.random_ids(samples=4, seq_len=16)
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """(model, tokenizer) of the built-in demo, with its planted Super Experts (DEMO_SUPER_EXPERTS,
+    DEMO_OUTLIER in superexperts.models.demo). Treat as read-only; ablations must restore it."""
+    from superexperts.models.demo import build_demo
+
+    return build_demo()
+
+
+@pytest.fixture(scope="session")
+def demo_calib(demo):
+    """16 windows of 64 tokens of the built-in text, BOS first (the demo's default calibration)."""
+    from superexperts.data import calibration
+
+    return calibration(None, demo[1], seq_len=64, samples=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """The demo saved as a local checkpoint folder (what `superexperts profile` with no MODEL loads)."""
+    from superexperts.models.demo import demo_checkpoint
+
+    return demo_checkpoint(tmp_path_factory.mktemp("cache") / "demo")

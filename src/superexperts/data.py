@@ -170,6 +170,16 @@ def _document_windows(docs: list[str], tokenizer, seq_len: int, samples: int, se
     return torch.stack(out)
 
 
+def check_window_args(seq_len: int, samples: int | None, batch_size: int = 1) -> None:
+    """Validate window arguments before anything is loaded."""
+    if seq_len < 2:
+        raise UserError(f"--seq-len must be >= 2 (attention sinks need a first token and others), got {seq_len}.")
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples must be >= 1, got {samples}.")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+
+
 def calibration(spec: str | None, tokenizer, *, seq_len: int, samples: int | None, seed: int = 0) -> Calibration:
     """Token windows for profiling.
 
@@ -177,10 +187,7 @@ def calibration(spec: str | None, tokenizer, *, seq_len: int, samples: int | Non
     >>> calib.input_ids.shape
     torch.Size([128, 2048])
     """
-    if seq_len < 2:
-        raise UserError(f"--seq-len must be >= 2 (attention sinks need a first token and others), got {seq_len}.")
-    if samples is not None and samples < 1:
-        raise UserError(f"--samples must be >= 1, got {samples}.")
+    check_window_args(seq_len, samples)
     docs, joiner = load_texts(spec)
     name = spec or "builtin"
     if not any(d.strip() for d in docs):

@@ -52,14 +52,18 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def check_dtype(dtype: str) -> None:
+    if dtype != "auto" and dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r} unknown; use auto, {', '.join(DTYPES)}.")
+
+
 def resolve_dtype(dtype: str, device: torch.device, config) -> torch.dtype:
+    check_dtype(dtype)
     if dtype == "auto":
         if device.type == "cpu":
             return torch.float32  # bf16 matmuls are slow on most CPUs and change the numbers little
         saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
         return saved if isinstance(saved, torch.dtype) else DTYPES.get(str(saved), torch.bfloat16)
-    if dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype!r} unknown; use auto, {', '.join(DTYPES)}.")
     return DTYPES[dtype]
 
 
@@ -123,6 +127,8 @@ def load_tokenizer(path: str, trust_remote_code: bool, vocab_rows: int):
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"no usable tokenizer in {path} ({type(e).__name__}); save the model's tokenizer there.")
+    if len(tokenizer) < 2 or not tokenizer("The model").input_ids:
+        raise UserError(f"the tokenizer in {path} is empty (missing tokenizer files?); save the model's tokenizer there.")
     if len(tokenizer) > vocab_rows:
         raise UserError(
             f"tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab_rows}: they do not match; "
@@ -143,7 +149,11 @@ def load_model(
     >>> loaded = load_model("Qwen/Qwen3-30B-A3B", device="cuda", dtype="bfloat16")
     """
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # ours is the only progress bar on the terminal
+    check_dtype(dtype)
+    dev = resolve_device(device)
     synthetic = spec is None
     if synthetic:
         from .models.demo import demo_checkpoint
@@ -151,7 +161,6 @@ def load_model(
         path = str(demo_checkpoint())
     else:
         path = os.path.expanduser(spec)
-    dev = resolve_device(device)
     config = load_config(path, trust_remote_code)
     if _expert_count(config) == 0:
         raise UserError(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import calibration
+from ..data import calibration, check_window_args
 from ..io import prepare_out_dir
 from ..known import agreement_line
-from ..loading import load_model
+from ..loading import check_dtype, load_model, resolve_device
 from .identify import criterion_args, se_table, thresholds_line
 
 # Without a MODEL the demo runs on the built-in text, which holds ~1.3k demo tokens.
@@ -47,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     defaults = DEMO_DEFAULTS if args.model is None else MODEL_DEFAULTS
     seq_len = args.seq_len if args.seq_len is not None else defaults["seq_len"]
     samples = args.samples if args.samples is not None else defaults["samples"]
-    criterion, params = criterion_args(args)  # validated before the model is loaded
+    # Everything that can be checked is checked before the model is loaded.
+    check_window_args(seq_len, samples, args.batch_size)
+    check_dtype(args.dtype)
+    resolve_device(args.device)
+    criterion, params = criterion_args(args)
     out = prepare_out_dir(args.out, args.overwrite)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     calib = calibration(args.data, loaded.tokenizer, seq_len=seq_len, samples=samples, seed=args.seed)
