@@ -23,11 +23,13 @@ def _scatter_panel(ax, a: RunSEs, b: RunSEs) -> None:
     keys, xa, xb = common_values(a, b)
     sa, sb = set(a.experts), set(b.experts)
     title = f"Spearman {spearman(xa, xb):.3f}, Jaccard of SEs {jaccard(sa, sb):.2f}"
-    # Log axes need positive values: experts that saw no token (a = 0) sit at the smallest positive.
-    positive = np.concatenate([xa[xa > 0], xb[xb > 0], [1e-6]])
-    floor = positive.min()
+    # Log axes need positive values: experts that saw no token (a = 0) sit at a floor below the rest.
+    positive = np.concatenate([xa[xa > 0], xb[xb > 0]])
+    floor = positive.min() / 2 if positive.size else 1.0
+    unused = bool(((xa <= 0) | (xb <= 0)).any())
     xa, xb = np.maximum(xa, floor), np.maximum(xb, floor)
-    ax.scatter(xa, xb, s=6, color="#999999", alpha=0.5, linewidths=0, label="other experts", rasterized=True)
+    label = "other experts" + (f" (a = 0 drawn at {floor:.2g})" if unused else "")
+    ax.scatter(xa, xb, s=6, color="#999999", alpha=0.5, linewidths=0, label=label, rasterized=True)
     members = (sa - sb, sb - sa, sa & sb)
     for (label, color, marker), group in zip(SE_CLASSES, members):
         idx = [i for i, k in enumerate(keys) if k in group]
@@ -35,11 +37,13 @@ def _scatter_panel(ax, a: RunSEs, b: RunSEs) -> None:
             continue
         ax.scatter(xa[idx], xb[idx], s=60, color=color, marker=marker, edgecolors="black", linewidths=0.6,
                    label=plain(label.format(a=a.name, b=b.name)), zorder=3)  # fmt: skip
-        for i in idx:
+        for n, i in enumerate(sorted(idx, key=lambda i: -xa[i])):
             layer, expert = keys[i]
             name = f"L{layer} E{expert}" if isinstance(expert, int) else f"L{layer} {expert}"
-            ax.annotate(name, (xa[i], xb[i]), xytext=(5, 4), textcoords="offset points",
-                        fontsize=9)  # fmt: skip
+            # SEs lie near the diagonal: alternate labels above-left / below-right of it.
+            above = n % 2 == 0
+            ax.annotate(name, (xa[i], xb[i]), xytext=(-7, 5) if above else (7, -12), textcoords="offset points",
+                        ha="right" if above else "left", fontsize=9)  # fmt: skip
     low, high = min(xa.min(), xb.min()), max(xa.max(), xb.max())
     ax.plot([low, high], [low, high], ls="--", lw=1, color="black", alpha=0.6, label="equal")
     ax.set(xscale="log", yscale="log", xlabel=f"a[l,e] in {plain(a.name)}", ylabel=f"a[l,e] in {plain(b.name)}")
