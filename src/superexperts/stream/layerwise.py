@@ -145,6 +145,7 @@ def stream_profile(
                                      attn_implementation=attn_implementation)  # fmt: skip
     model_map, path = map_model(skeleton), layers_path(skeleton)
     ckpt = Checkpoint.open(folder, skeleton, layers_prefix=path)
+    distributed.init_from_env()  # under torchrun: join the process group it describes
     rank, world = distributed.rank_and_world()
     batches, offsets = _shard(list(input_ids.split(batch_size)), rank, world)
     settings = {"dtype": str(dtype), "batch_size": batch_size, "rank": rank, "world": world,
