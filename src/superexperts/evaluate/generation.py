@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import UserError
 from .repetition import repetition_metrics
@@ -35,7 +36,8 @@ def _eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:
 
 
 @torch.inference_mode()
-def generate(model: torch.nn.Module, tokenizer, prompts: list[str], *, max_new_tokens: int = 64) -> list[dict]:
+def generate(model: torch.nn.Module, tokenizer, prompts: list[str], *, max_new_tokens: int = 64,
+             progress: bool = False) -> list[dict]:
     """Greedy continuation of each prompt: [{"prompt", "text", "token_ids", "metrics"}].
 
     `token_ids` are the new tokens only (up to, not including, an end-of-sequence token);
@@ -47,14 +49,14 @@ def generate(model: torch.nn.Module, tokenizer, prompts: list[str], *, max_new_t
         raise UserError("Generation needs a list of non-empty prompts (one per line in the prompts file).")
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # where input ids go, also with a device map
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), None)
     was_training = model.training
     model.eval()
     samples = []
     try:
-        for prompt in prompts:
+        for prompt in tqdm(prompts, desc="generate", unit="prompt", disable=not progress):
             prompt_ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
             new = _continuation(model, prompt_ids, max_new_tokens, eos_ids, pad_id)
             samples.append({"prompt": prompt, "text": tokenizer.decode(new, skip_special_tokens=True),

@@ -99,7 +99,7 @@ def window_nll(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=windows, use_cache=False).logits  # (B, T, V)
     # Shift: position t predicts token t+1, as in the model's own loss.
     pred = logits[:, :-1].float()
-    target = windows[:, 1:]
+    target = windows[:, 1:].to(pred.device)  # with a device map the logits may live elsewhere
     nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
     return nll.view(target.shape).sum(dim=1).double()
 
@@ -126,7 +126,7 @@ def perplexity(
         raise UserError(f"batch_size must be at least 1, got {batch_size}.")
     windows = _windows(token_ids, seq_len, max_windows)
     _check_vocab(model, windows)
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # where input ids go, also with a device map
     was_training = model.training
     model.eval()  # dropout would make the number depend on the RNG
     nll_sum = 0.0
