@@ -24,7 +24,8 @@ def expert_table(values: np.ndarray, shared: dict[int, float] | None = None,
 
 
 def _row(layer: int, expert: int, kind: str, a: float) -> dict:
-    return {"layer": layer, "expert": expert, "kind": kind, "max_abs_output": float(a), "max_output": -float(a),
+    return {"layer": layer, "expert": expert, "kind": kind, "max_abs_output": float(a),
+            "max_output": -float(a),
             "channel": 7, "sample": 0, "position": 0, "token_id": 1, "token_text": "<s>",
             "max_abs_input": 1.0, "tokens_routed": 10, "nonfinite_rows": 0}  # fmt: skip
 

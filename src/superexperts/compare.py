@@ -86,7 +86,8 @@ def _pair_row(a: RunSEs, b: RunSEs) -> dict[str, Any]:
     sa, sb = set(a.experts), set(b.experts)
     return {"run_a": a.name, "run_b": b.name, "jaccard": jaccard(sa, sb), "spearman": spearman(xa, xb),
             "common_experts": len(keys), "se_a": len(sa), "se_b": len(sb),
-            "only_a": format_experts(_ordered(sa - sb)), "only_b": format_experts(_ordered(sb - sa))}  # fmt: skip
+            "only_a": format_experts(_ordered(sa - sb)),
+            "only_b": format_experts(_ordered(sb - sa))}  # fmt: skip
 
 
 def _expert_rows(runs: Sequence[RunSEs]) -> pd.DataFrame:
@@ -128,5 +129,6 @@ def comparison_text(result: Comparison) -> str:
     for row in result.experts.to_dict(orient="records"):
         cells = "".join(f" {row[f'a[{n}]']:>14.4g}{'*' if row[f'se[{n}]'] else ' '}" for n in result.names)
         lines.append(f"{row['layer']}:{row['expert']!s:<8}"[:10].ljust(10) + cells)
-    lines.append("agree: the same SEs in every run" if result.agree else "differ: the runs found different SEs")
+    agreement = "agree: the same SEs in every run" if result.agree else "differ: the runs found different SEs"
+    lines.append(agreement)
     return "\n".join(lines)

@@ -42,11 +42,12 @@ def _scatter_panel(ax, a: RunSEs, b: RunSEs) -> None:
             name = f"L{layer} E{expert}" if isinstance(expert, int) else f"L{layer} {expert}"
             # SEs lie near the diagonal: alternate labels above-left / below-right of it.
             above = n % 2 == 0
-            ax.annotate(name, (xa[i], xb[i]), xytext=(-7, 5) if above else (7, -12), textcoords="offset points",
-                        ha="right" if above else "left", fontsize=9)  # fmt: skip
+            ax.annotate(name, (xa[i], xb[i]), xytext=(-7, 5) if above else (7, -12),
+                        textcoords="offset points", ha="right" if above else "left", fontsize=9)  # fmt: skip
     low, high = min(xa.min(), xb.min()), max(xa.max(), xb.max())
     ax.plot([low, high], [low, high], ls="--", lw=1, color="black", alpha=0.6, label="equal")
-    ax.set(xscale="log", yscale="log", xlabel=f"a[l,e] in {plain(a.name)}", ylabel=f"a[l,e] in {plain(b.name)}")
+    ax.set(xscale="log", yscale="log",
+           xlabel=f"a[l,e] in {plain(a.name)}", ylabel=f"a[l,e] in {plain(b.name)}")  # fmt: skip
     ax.set_title(title)
     ax.legend(loc="upper left", frameon=False)
 

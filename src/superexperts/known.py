@@ -102,7 +102,8 @@ def agreement_line(result: dict[str, Any]) -> str:
     source = f"{result['source']['paper']} {result['source']['version'].split()[0]}"
     known, found = result["known"], result["found"]
     if result["agrees"]:
-        return f"agrees with the published SEs of {result['model']} ({source}): {len(found)} of {len(known)} found"
+        return (f"agrees with the published SEs of {result['model']} ({source}): "
+                f"{len(found)} of {len(known)} found")  # fmt: skip
     if result.get("matches_alternative"):
         return (f"matches the {result['model']} list of the paper's {result['matches_alternative']}, "
                 f"not the current {source} list")  # fmt: skip

@@ -37,7 +37,8 @@ def sensitivity_setup(criterion: str, params: dict[str, Any]) -> tuple[str, dict
         name = criterion
     else:
         name = "paper"
-    kept = {k: v for k, v in params.items() if k not in ("percentile", "max_fraction") and k in criterion_defaults(name)}
+    accepted = criterion_defaults(name).keys() - {"percentile", "max_fraction"}
+    kept = {k: v for k, v in params.items() if k in accepted}
     return name, kept
 
 
@@ -46,10 +47,12 @@ def identification_files(prof: Profile, verdict: Verdict, grid: pd.DataFrame, gr
     """super_experts.json and sensitivity.json of a verdict, with the run's and this command's metadata
     (and the agreement with the paper's published SEs when the model has an entry)."""
     provenance = base_metadata(tool=command)
-    ses = super_experts_json(verdict) | {"known": known_agreement, "meta": prof.meta, "provenance": provenance}
+    extra = {"known": known_agreement, "meta": prof.meta, "provenance": provenance}
+    ses = super_experts_json(verdict) | extra
+    grid_json = sensitivity_json(grid, criterion=grid_criterion) | {"provenance": provenance}
     return {
         "super_experts.json": json_bytes(ses),
-        "sensitivity.json": json_bytes(sensitivity_json(grid, criterion=grid_criterion) | {"provenance": provenance}),
+        "sensitivity.json": json_bytes(grid_json),
     }
 
 

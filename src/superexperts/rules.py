@@ -55,10 +55,12 @@ def layer_filter(num_layers: int, include_layers: float | list[int], *, floor: b
     if isinstance(include_layers, (list, tuple)):
         bad = [i for i in include_layers if not 0 <= int(i) < num_layers]
         if bad or not include_layers:
-            raise UserError(f"--include-layers {bad or '[]'} out of range; the model has layers 0..{num_layers - 1}.")
+            raise UserError(f"--include-layers {bad or '[]'} out of range; "
+                            f"the model has layers 0..{num_layers - 1}.")
         return sorted({int(i) for i in include_layers})
     if isinstance(include_layers, bool) or not isinstance(include_layers, (int, float)):
-        raise UserError(f"--include-layers must be a fraction like 0.75 or a list like 1,2,3; got {include_layers!r}.")
+        raise UserError(f"--include-layers must be a fraction like 0.75 or a list like 1,2,3; "
+                        f"got {include_layers!r}.")
     if not 0 < include_layers <= 1:
         raise UserError(f"--include-layers fraction {include_layers} must be in (0, 1], e.g. 0.75.")
     cut = int(include_layers * num_layers) if floor else round(include_layers * num_layers)
@@ -166,7 +168,9 @@ def reap(
     return Verdict(criterion, _select(pool, (values > p_value) & (values > max_value)), pool)
 
 
-def std(table: pd.DataFrame, num_layers: int, *, k: float = 3.0, include_layers: float | list[int] = 0.75) -> Verdict:
+def std(
+    table: pd.DataFrame, num_layers: int, *, k: float = 3.0, include_layers: float | list[int] = 0.75
+) -> Verdict:
     """a > mean(A) + k * std(A) (population std), A = experts of the judged layers."""
     if not np.isfinite(k) or k < 0:
         raise UserError(f"k={k} is out of range; it must be a finite number >= 0, e.g. 3.")
@@ -216,7 +220,8 @@ CRITERIA: dict[str, Criterion] = {
 def get_criterion(name: str) -> Criterion:
     if name not in CRITERIA:
         choices = sorted(CRITERIA)
-        raise UserError(f"Unknown criterion '{name}'. {did_you_mean(name, choices)}Available: {', '.join(choices)}.")
+        raise UserError(f"Unknown criterion '{name}'. {did_you_mean(name, choices)}"
+                        f"Available: {', '.join(choices)}.")
     return CRITERIA[name]
 
 
@@ -237,7 +242,8 @@ def check_params(name: str, params: dict[str, Any]) -> None:
     defaults = criterion_defaults(name)
     for key in params:
         if key not in defaults:
-            raise UserError(f"criterion '{name}' has no parameter '{key}'. {did_you_mean(key, list(defaults))}"
+            hint = did_you_mean(key, list(defaults))
+            raise UserError(f"criterion '{name}' has no parameter '{key}'. {hint}"
                             f"Parameters: {', '.join(defaults)}.")  # fmt: skip
 
 
@@ -249,7 +255,8 @@ def parse_include_layers(text: str) -> float | list[int]:
             return [int(part) for part in text.split(",") if part.strip()]
         return float(text)
     except ValueError:
-        raise UserError(f"--include-layers {text!r}: write a fraction like 0.75 or layers like 1,2,3 (one layer: 3,).")
+        raise UserError(f"--include-layers {text!r}: write a fraction like 0.75 "
+                        "or layers like 1,2,3 (one layer: 3,).")
 
 
 def _convert(name: str, key: str, text: str, default: Any) -> Any:
@@ -282,7 +289,9 @@ def parse_params(name: str, pairs: list[str] | None) -> dict[str, Any]:
     return params
 
 
-def flag_massive(layer_stats: pd.DataFrame, *, min_abs: float = 100.0, min_ratio: float = 1000.0) -> pd.Series:
+def flag_massive(
+    layer_stats: pd.DataFrame, *, min_abs: float = 100.0, min_ratio: float = 1000.0
+) -> pd.Series:
     """Sun et al. 2024: a massive activation exceeds `min_abs` and `min_ratio` x the median magnitude."""
     top = layer_stats["top1_abs"]
     return (top > min_abs) & (top > min_ratio * layer_stats["median_abs"])

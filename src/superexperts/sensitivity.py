@@ -40,7 +40,8 @@ def sensitivity(
             verdict = identify(table, num_layers, criterion, percentile=p, max_fraction=f, **params)
             experts = verdict.experts
             rows.append({"percentile": float(p), "max_fraction": float(f), "count": len(experts),
-                         "super_experts": format_experts(experts), "pool": len(verdict.candidates)})  # fmt: skip
+                         "super_experts": format_experts(experts),
+                         "pool": len(verdict.candidates)})  # fmt: skip
     return pd.DataFrame(rows, columns=["percentile", "max_fraction", "count", "super_experts", "pool"])
 
 
@@ -74,25 +75,27 @@ def sensitivity_verdict(grid: pd.DataFrame) -> str:
     differ = grid[grid["super_experts"] != reference]
     if differ.empty:
         return f"stable: the same {count} SEs ({reference or 'none'}) in all {len(grid)} cells"
-    cells = "; ".join(f"P{r.percentile:g}/f{r.max_fraction:g}: {r.count} ({_diff(reference, r.super_experts)})"
-                      for r in differ.itertuples())  # fmt: skip
+    cells = "; ".join(f"P{r.percentile:g}/f{r.max_fraction:g}: {r.count} "
+                      f"({_diff(reference, r.super_experts)})" for r in differ.itertuples())  # fmt: skip
     capped = sorted({(r.percentile, r.pool) for r in differ.itertuples()
                      if r.count < count and r.count == percentile_cap(r.pool, r.percentile)})  # fmt: skip
     if capped:
         notes = ", ".join(f"P{p:g} of {n} experts passes at most {percentile_cap(n, p)}" for p, n in capped)
         cells += f" [the percentile alone caps these: {notes}]"
-    return (f"unstable: {len(differ)} of {len(grid)} cells differ from the {count} SEs ({reference or 'none'}) "
+    return (f"unstable: {len(differ)} of {len(grid)} cells differ "
+            f"from the {count} SEs ({reference or 'none'}) "
             f"{where}: {cells}")  # fmt: skip
 
 
 def sensitivity_json(grid: pd.DataFrame, *, criterion: str = "paper") -> dict[str, Any]:
     """JSON form: {"criterion", "verdict", "stable", "cells": [{percentile, max_fraction, count,
-    super_experts: [{"layer", "expert"}]}]}."""
+    pool (experts judged), super_experts: [{"layer", "expert"}]}]}."""
     cells = []
     for r in grid.itertuples():
         experts = experts_json(parse_experts(r.super_experts)) if r.super_experts else []
         cells.append({"percentile": r.percentile, "max_fraction": r.max_fraction, "count": int(r.count),
-                      "super_experts": experts})  # fmt: skip
+                      "pool": int(r.pool), "super_experts": experts})  # fmt: skip
     verdict = sensitivity_verdict(grid)
-    return {"criterion": criterion, "verdict": verdict, "stable": verdict.startswith("stable"), "cells": cells}
+    stable = verdict.startswith("stable")
+    return {"criterion": criterion, "verdict": verdict, "stable": stable, "cells": cells}
 

@@ -117,8 +117,9 @@ def test_cli_bad_arguments_write_nothing(run_dirs, capsys, extra, message):
 def test_cli_damaged_run_is_one_line_error(run_dirs, capsys):
     (run_dirs / "wiki" / "super_experts.json").write_text("{\"super_experts\": [")
     before = snapshot(run_dirs / "wiki")
-    assert main(["compare", str(run_dirs / "c4"), str(run_dirs / "wiki"), "--out", str(run_dirs / "cmp")]) == 2
-    assert "damaged" in capsys.readouterr().err and not (run_dirs / "cmp").exists()
+    out = run_dirs / "cmp"
+    assert main(["compare", str(run_dirs / "c4"), str(run_dirs / "wiki"), "--out", str(out)]) == 2
+    assert "damaged" in capsys.readouterr().err and not out.exists()
     assert snapshot(run_dirs / "wiki") == before
     assert main(["compare", str(run_dirs / "c4")]) == 2
     assert "at least two" in capsys.readouterr().err

@@ -38,7 +38,9 @@ def test_lookup_matches_hub_ids_and_paths(query, name):
     assert known.lookup(query)["name"] == name
 
 
-@pytest.mark.parametrize("query", ["Qwen/Qwen3-30B-A3B-FP8", "mistralai/Mixtral-8x22B-v0.1", "", None, "/models/x"])
+@pytest.mark.parametrize(
+    "query", ["Qwen/Qwen3-30B-A3B-FP8", "mistralai/Mixtral-8x22B-v0.1", "", None, "/models/x"]
+)
 def test_lookup_misses_return_none(query):
     assert known.lookup(query) is None
 

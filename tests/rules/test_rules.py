@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -125,7 +127,7 @@ def test_include_layers_list_restricts_the_pool():
 ])  # fmt: skip
 def test_out_of_range_parameters_are_one_line_errors(params, message):
     table = expert_table(background(4, 8))
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace("]", r"\]").replace("?", r"\?")) as e:
+    with pytest.raises(UserError, match=re.escape(message)) as e:
         rules.identify(table, 4, "paper", **params)
     assert "\n" not in str(e.value)
 

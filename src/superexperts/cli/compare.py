@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `superexperts profile`")
     p.add_argument("--out", metavar="DIR", help="write compare.json and compare_scatter.png/.svg here")
     p.add_argument("--criterion", help=f"re-identify every run with one of {', '.join(sorted(CRITERIA))} "
-                                       "(default: the SEs saved in each run's super_experts.json)")  # fmt: skip
+                   "(default: the SEs saved in each run's super_experts.json)")  # fmt: skip
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="criterion parameter")
     p.add_argument("--include-layers", metavar="FRACTION|LIST", help="layers judged, with --criterion")
     p.set_defaults(run=run)
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     result = compare(runs)
     print(comparison_text(result))
     if args.out:
-        meta = base_metadata(tool="compare", run_dirs=[str(d) for d in args.run_dirs],
-                             criterion={"name": criterion, **params} if criterion else "saved super_experts.json")
+        how = {"name": criterion, **params} if criterion else "saved super_experts.json"
+        meta = base_metadata(tool="compare", run_dirs=[str(d) for d in args.run_dirs], criterion=how)
         write_files(args.out, {"compare.json": json_bytes(result.to_json() | {"meta": meta}),
                                **compare_figure_files(runs)})  # fmt: skip
         print(f"wrote {args.out}/compare.json and compare_scatter.png/.svg")

@@ -17,10 +17,12 @@ THRESHOLD_KEYS = ("percentile_value", "max_fraction_value", "max_value", "mean",
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "identify", help="re-identify Super Experts from a saved run folder (no model needed)",
-        description="Apply a criterion to RUN_DIR/profile.json; rewrite super_experts.json and sensitivity.json.",
+        description="Apply a criterion to RUN_DIR/profile.json; "
+                    "rewrite super_experts.json and sensitivity.json.",
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `superexperts profile`")
-    p.add_argument("--criterion", default="paper", help=f"one of {', '.join(sorted(CRITERIA))} (default: paper)")
+    p.add_argument("--criterion", default="paper",
+                   help=f"one of {', '.join(sorted(CRITERIA))} (default: paper)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="criterion parameter, e.g. percentile=99 max_fraction=0.08 k=3 (repeatable)")
     p.add_argument("--include-layers", metavar="FRACTION|LIST",
@@ -52,7 +54,8 @@ def se_table(verdict: Verdict) -> str:
 def thresholds_line(criterion: dict[str, Any]) -> str:
     values = ", ".join(f"{k}={criterion[k]:.4g}" for k in THRESHOLD_KEYS if k in criterion)
     layers = criterion.get("layers_judged", [])
-    span = f"layers {layers[0]}..{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else f"layers {layers}"
+    contiguous = layers == list(range(layers[0], layers[-1] + 1))
+    span = f"layers {layers[0]}..{layers[-1]}" if contiguous else f"layers {layers}"
     return f"criterion {criterion['name']} over {span}: {values}"
 
 

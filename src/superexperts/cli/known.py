@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
         "known", help="list the Super Experts published in the paper (arXiv 2507.23279)",
         description="List all published SE entries, or show one MODEL (hub id, local path or folder name).",
     )  # fmt: skip
-    p.add_argument("model", nargs="?", metavar="MODEL", help="e.g. Qwen/Qwen3-30B-A3B or /models/Mixtral-8x7B-v0.1")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="e.g. Qwen/Qwen3-30B-A3B or /models/Mixtral-8x7B-v0.1")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
     p.set_defaults(run=run)
 
@@ -33,8 +34,8 @@ def _detail(entry: dict[str, Any]) -> str:
                      f"P99.5 {t['percentile_99_5']:g}, max/10 {t['max_over_10']:g}")  # fmt: skip
     if "alternative_super_experts" in entry:
         alt = entry["alternative_super_experts"]
-        lines.append(f"  paper {alt['version']} listed: "
-                     f"{format_experts(experts_from_records(alt['super_experts'], entry['name']))}")  # fmt: skip
+        listed = format_experts(experts_from_records(alt["super_experts"], entry["name"]))
+        lines.append(f"  paper {alt['version']} listed: {listed}")
     lines.append(f"  notes: {entry['notes']}")
     return "\n".join(lines)
 
@@ -47,5 +48,6 @@ def run(args: argparse.Namespace) -> int:
         print(_detail(chosen[0]))
     else:
         for entry in chosen:
-            print(f"{entry['name']:<18} {format_experts(known_experts(entry)):<40} {', '.join(entry['hub_ids'])}")
+            experts = format_experts(known_experts(entry))
+            print(f"{entry['name']:<18} {experts:<40} {', '.join(entry['hub_ids'])}")
     return 0
