@@ -41,7 +41,7 @@ def build_sections(inputs: ReportInputs, builders: list[SectionBuilder] | None =
 
 def report_title(inputs: ReportInputs) -> str:
     meta = inputs.profile.meta
-    model = meta.get("name_or_path") or meta.get("model_type") or "model"
+    model = meta.get("model") or meta.get("name_or_path") or meta.get("model_type") or "model"
     return f"Super Experts of {model}"
 
 

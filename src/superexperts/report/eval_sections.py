@@ -16,6 +16,7 @@ from .inputs import ReportInputs
 from .page import Raw, Section, esc, figure, number, paragraphs, table
 
 MAX_GENERATIONS = 5  # per condition; the JSON file has them all
+PAPER_CELL = (99.5, 0.1)  # the paper's thresholds: other cells of the grid are compared with it
 
 
 def experts_text(experts: Any) -> str:
@@ -51,11 +52,18 @@ def sensitivity(inputs: ReportInputs) -> Section | None:
         except (KeyError, TypeError, ValueError):
             continue  # a cell without its two thresholds cannot be placed
     percentiles, fractions = sorted({p for p, _ in grid}), sorted({f for _, f in grid})
-    rows = [[f"P{p:g}"] + [_cell_text(grid.get((p, f))) for f in fractions] for p in percentiles]
+    reference = _cell_text(grid.get(PAPER_CELL))
+    rows = [[f"P{p:g}"] + [_marked(_cell_text(grid.get((p, f))), reference) for f in fractions]
+            for p in percentiles]  # fmt: skip
     css = "answer" if data.get("stable") is not False else "warn"
     verdict = Raw(f'<p class="{css}">{esc(data.get("verdict", ""))}</p>')
     columns = ["percentile \\ max fraction"] + [f"max x {f:g}" for f in fractions]
     return Section("sensitivity", title, Raw(paragraphs(texts.SENSITIVITY) + verdict + table(columns, rows)))
+
+
+def _marked(text: str, reference: str) -> Any:
+    """Cells whose SE set differs from the paper's cell stand out (bold, dark orange)."""
+    return Raw(f'<span class="warn">{esc(text)}</span>') if reference and text != reference else text
 
 
 def _cell_text(cell: dict[str, Any] | None) -> str:

@@ -178,7 +178,9 @@ def fig_expert_lines(expert_stats: pd.DataFrame, verdict: Verdict | None = None,
     with style():
         fig = Figure(figsize=(11, 5.2), layout="constrained")
         ax = fig.subplots()
-        median = moe[moe["kind"] == "routed"].groupby("layer")["max_abs_output"].median()
+        # Median over experts that saw a token: a[l,e] = 0 only means "never routed".
+        seen = moe[(moe["kind"] == "routed") & (moe["max_abs_output"] > 0)]
+        median = seen.groupby("layer")["max_abs_output"].median()
         ax.plot(median.index, median.to_numpy(), color="#7f7f7f", linestyle="--", linewidth=1.5,
                 label="median over the layer's experts")  # fmt: skip
         for i, (kind, expert) in enumerate(_tracked_experts(moe, verdict, top)):
@@ -291,7 +293,7 @@ def fig_distribution(expert_stats: pd.DataFrame, verdict: Verdict | None = None)
             ax.plot([], [], color="black", linewidth=2.5, label="Super Experts")
         ax.set_xlabel("a[l,e] = max |down_proj output| of an expert  (log scale)")
         ax.set_ylabel("number of experts  (log scale)")
-        ax.legend(loc="upper right", frameon=True)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
         ax.set_title("Distribution of expert maxima: Super Experts sit far right of both thresholds")
     return fig
 

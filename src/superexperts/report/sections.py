@@ -91,12 +91,13 @@ def answer(inputs: ReportInputs) -> Section:
 
 
 META_FIELDS = (  # key, label; shown first when present, all keys under "all metadata"
-    ("name_or_path", "model"), ("model_type", "model type"), ("model_class", "model class"),
+    ("model", "model"), ("name_or_path", "model path"), ("revision", "revision"),
+    ("model_type", "model type"), ("model_class", "model class"),
     ("num_layers", "layers"), ("num_experts", "experts per MoE layer"),
     ("num_experts_total", "experts in total"), ("dense_layers", "dense (non-MoE) layers"),
-    ("has_shared_experts", "shared experts"), ("data", "calibration data"),
-    ("data_spec", "calibration data"), ("dataset", "calibration data"), ("data_sha256", "data hash"),
-    ("data_hash", "data hash"), ("samples", "windows"), ("seq_len", "tokens per window"),
+    ("has_shared_experts", "shared experts"), ("data.spec", "calibration data"),
+    ("data.sampling", "sampling"), ("data.sha256", "data hash (sha256)"),
+    ("data.seed", "data seed"), ("samples", "windows"), ("seq_len", "tokens per window"),
     ("tokens", "tokens"), ("batch_size", "batch size"), ("seed", "seed"), ("device", "device"),
     ("dtype", "dtype"), ("profile_seconds", "profiling time (s)"), ("seconds", "time (s)"),
     ("timings", "timings"), ("tool_version", "superexperts version"), ("created_unix", "created (UTC)"),
@@ -111,9 +112,19 @@ def _meta_value(key: str, value: Any) -> str:
     return str(value)
 
 
+def _flat(meta: dict[str, Any]) -> dict[str, Any]:
+    """{"data": {"spec": ...}} -> {"data.spec": ...}, one level deep (the run's data record)."""
+    flat = dict(meta)
+    for key, value in meta.items():
+        if isinstance(value, dict) and key != "versions":
+            flat |= {f"{key}.{k}": v for k, v in value.items()}
+    return flat
+
+
 def metadata(inputs: ReportInputs) -> Section:
     meta = inputs.profile.meta
-    rows = [[label, _meta_value(key, meta[key])] for key, label in META_FIELDS if key in meta]
+    flat = _flat(meta)
+    rows = [[label, _meta_value(key, flat[key])] for key, label in META_FIELDS if flat.get(key) is not None]
     if isinstance(meta.get("versions"), dict):
         rows.append(["versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())])
     full = esc(json.dumps(meta, indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,179 @@
+"""report.html: escaping, the tables read back against the hand-built profile, optional sections,
+bad run folders leaving nothing behind."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+import pytest
+from report_helpers import HOSTILE, HOSTILE_NAME, NUM_LAYERS, PLANTED, QUOTES, parse_page
+
+import families  # tests/families.py, on sys.path through tests/conftest.py
+from superexperts import report
+from superexperts.errors import UserError
+from superexperts.io import atomic_write_json
+from superexperts.profile import profile
+from superexperts.report import eval_sections, load_inputs, sections, write_report
+from superexperts.report.page import Section
+from superexperts.rules import paper
+from superexperts.run import save_run
+
+
+def _expert(layer: int, kind: str, expert: int) -> str:
+    return str(expert) if kind == "routed" else kind
+
+
+def test_data_text_is_escaped(full_report):
+    _, page = full_report
+    assert "<script" not in page.lower()  # the page has no scripts, so any would come from data
+    assert "<img src=x" not in page
+    assert html.escape(HOSTILE) in page
+    assert html.escape(json.dumps(QUOTES, ensure_ascii=False)) in page  # token text shown as a literal
+    assert html.escape(HOSTILE_NAME) in page  # condition names from prune_eval.json / sinks.json
+
+
+def test_page_loads_nothing_from_outside(full_report):
+    tags = parse_page(full_report[1]).tags
+    images = [attrs["src"] for tag, attrs in tags if tag == "img"]
+    assert len(images) == 6  # 4 profile figures + perplexity + sinks, all inlined
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    links = [attrs["href"] for tag, attrs in tags if tag == "a"]
+    assert links and all(href.startswith("#") for href in links)
+    assert not [tag for tag, _ in tags if tag in ("script", "link", "iframe", "object")]
+
+
+def test_se_table_lists_the_planted_experts(full_report):
+    rows = parse_page(full_report[1]).tables["super-experts"]
+    planted = sorted(PLANTED.items(), key=lambda item: -item[1])
+    assert [r[:3] for r in rows[1:]] == [[str(layer), _expert(layer, kind, e), f"{v:g}"]
+                                         for (layer, kind, e), v in planted]  # fmt: skip
+    assert all(r[5] == json.dumps(HOSTILE) for r in rows[1:])  # token text, read back unescaped
+
+
+def test_candidate_table_checks_each_threshold(full_report, hand_profile):
+    parsed = parse_page(full_report[1])
+    header, *rows = parsed.tables["candidates"]
+    table = hand_profile.expert_stats
+    judged = table[(table.layer < round(0.75 * NUM_LAYERS)) & (table.kind != "dense")]
+    ranked = sorted(judged.itertuples(), key=lambda r: -r.max_abs_output)[:10]
+    p_value = np.percentile(judged.max_abs_output, 99.5)
+    max_value = judged.max_abs_output.max() // 10
+    assert header[6].startswith("> P99.5") and header[7].startswith("> max x 0.1")
+    for row, r in zip(rows, ranked, strict=True):
+        assert row[1:4] == [str(r.layer), _expert(r.layer, r.kind, r.expert), f"{r.max_abs_output:.4g}"]
+        assert row[6].endswith("yes") == (r.max_abs_output > p_value)
+        assert row[7].endswith("yes") == (r.max_abs_output > max_value)
+    assert parsed.highlighted["candidates"][1:] == [(r.layer, r.kind, r.expert) in PLANTED for r in ranked]
+
+
+def test_massive_table_has_one_row_per_layer(full_report, hand_profile):
+    parsed = parse_page(full_report[1])
+    rows = parsed.tables["massive-activations"][1:]
+    assert [int(r[0]) for r in rows] == list(range(NUM_LAYERS))
+    assert [float(r[1]) for r in rows] == pytest.approx(hand_profile.layer_stats.top1_abs.tolist(), rel=1e-3)
+    se_layers = {layer for layer, _, _ in PLANTED}
+    assert parsed.highlighted["massive-activations"][1:] == [
+        layer in se_layers for layer in range(NUM_LAYERS)
+    ]
+
+
+def test_all_sections_and_figure_files(full_report):
+    run, page = full_report
+    ids = [attrs.get("id") for tag, attrs in parse_page(page).tags if tag == "section"]
+    assert ids == ["synthetic", "intro", "answer", "metadata", "super-experts", "candidates", "figures",
+                   "sensitivity", "massive-activations", "prune-eval", "sinks"]  # fmt: skip
+    assert "SYNTHETIC DEMO MODEL" in page
+    names = {"heatmap", "experts", "massive", "distribution", "perplexity", "sinks"}
+    assert {p.name for p in (run / "figures").iterdir()} == {
+        f"{n}.{ext}" for n in names for ext in ("png", "svg")
+    }
+
+
+def test_sensitivity_grid_is_read_from_its_file(full_report):
+    run, page = full_report
+    saved = json.loads((run / "sensitivity.json").read_text())
+    rows = parse_page(page).tables["sensitivity"]
+    cells = [cell for row in rows[1:] for cell in row[1:]]
+    expected = []
+    for c in sorted(saved["cells"], key=lambda c: (c["percentile"], c["max_fraction"])):
+        experts = ", ".join(f"{e['layer']}:{e['expert']}" for e in c["super_experts"])
+        expected.append(f"{c['count']}: {experts or 'none'}")
+    assert cells == expected
+    assert html.escape(saved["verdict"]) in page
+
+
+def test_optional_sections_are_left_out_without_their_files(hand_run):
+    inputs = load_inputs(hand_run)
+    builders = (eval_sections.sensitivity, eval_sections.prune_eval, eval_sections.sinks)
+    assert [build(inputs) for build in builders] == [None, None, None]
+    assert sections.synthetic_banner(inputs) is None  # meta has no synthetic flag
+
+
+def test_damaged_optional_file_shows_its_error(hand_run):
+    (hand_run / "sinks.json").write_text("{not json")
+    section = eval_sections.sinks(load_inputs(hand_run))
+    assert section is not None and "damaged" in section.body and 'class="warn"' in section.body
+
+
+def test_report_shows_the_saved_verdict_not_a_recomputed_one(hand_run, hand_profile):
+    saved = json.loads((hand_run / "super_experts.json").read_text())
+    saved["super_experts"] = saved["super_experts"][:1]  # e.g. written by `identify` with another rule
+    atomic_write_json(hand_run / "super_experts.json", saved)
+    assert load_inputs(hand_run).verdict.experts == [(2, 5)]
+
+
+def test_missing_verdict_file_is_reidentified_with_a_note(hand_run):
+    (hand_run / "super_experts.json").unlink()
+    inputs = load_inputs(hand_run)
+    assert sorted(inputs.verdict.experts, key=str) == sorted([(2, 5), (3, "shared"), (4, 9)], key=str)
+    assert "re-identified" in sections.answer(inputs).body
+
+
+@pytest.mark.parametrize("damage", ["no folder", "no profile", "damaged profile", "foreign experts"])
+def test_bad_run_folder_writes_nothing(tmp_path, hand_run, damage):
+    target = hand_run
+    if damage == "no folder":
+        target = tmp_path / "missing"
+    elif damage == "no profile":
+        (hand_run / "profile.json").unlink()
+    elif damage == "damaged profile":
+        (hand_run / "profile.json").write_text('{"format": "superexperts.profile/1", "meta": ')
+    else:
+        saved = json.loads((hand_run / "super_experts.json").read_text())
+        saved["super_experts"].append({"layer": 99, "expert": 1})
+        atomic_write_json(hand_run / "super_experts.json", saved)
+    if target.exists():
+        (target / "report.html").write_text("previous report")
+    before = sorted(p.name for p in target.rglob("*")) if target.exists() else None
+    with pytest.raises(UserError) as error:
+        write_report(target)
+    assert "\n" not in str(error.value)
+    assert (sorted(p.name for p in target.rglob("*")) if target.exists() else None) == before
+    if target.exists():
+        assert (target / "report.html").read_text() == "previous report"
+
+
+def test_a_module_can_add_a_section(hand_run, monkeypatch):
+    def hostile_section(inputs):
+        return Section("extra", "Extra <b>", sections.paragraphs(HOSTILE))
+
+    monkeypatch.setattr(report, "SECTIONS", [sections.intro, hostile_section])
+    page = write_report(hand_run, figures=False).read_text()
+    assert 'id="extra"' in page and "Extra &lt;b&gt;" in page and html.escape(HOSTILE) in page
+    assert not (hand_run / "figures").exists()
+
+
+def test_report_of_a_real_tiny_model(tmp_path):
+    """deepseek_v2: a dense first layer and shared experts, through profile -> save_run -> report."""
+    prof = profile(families.build("deepseek_v2"), families.random_ids(samples=2, seq_len=12))
+    verdict = paper(prof.expert_stats, prof.num_layers)
+    save_run(tmp_path, prof, verdict)
+    parsed = parse_page(write_report(tmp_path, figures=False).read_text())
+    se_rows = parsed.tables.get("super-experts", [])
+    expected = [
+        [str(r.layer), _expert(r.layer, r.kind, r.expert)] for r in verdict.super_experts.itertuples()
+    ]
+    assert [r[:2] for r in se_rows[1:]] == expected
+    assert len([t for t, a in parsed.tags if t == "img"]) == 4
