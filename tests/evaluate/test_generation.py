@@ -41,3 +41,12 @@ def test_greedy_matches_argmax_loop(family, char_tok):
 def test_bad_input(tiny_qwen3, char_tok, prompts, kwargs):
     with pytest.raises(UserError):
         generate(tiny_qwen3, char_tok, prompts, **kwargs)
+
+
+def test_ignores_checkpoint_sampling_and_penalties(tiny_qwen3, char_tok):
+    """A checkpoint's repetition_penalty / sampling must not hide loops: output stays the argmax loop."""
+    saved = tiny_qwen3.generation_config
+    saved.update(do_sample=True, temperature=0.6, top_p=0.9, repetition_penalty=1000.0, no_repeat_ngram_size=2)
+    out = generate(tiny_qwen3, char_tok, ["hello"], max_new_tokens=10)
+    assert out[0]["token_ids"] == argmax_loop(tiny_qwen3, char_tok, "hello", 10)
+    assert tiny_qwen3.generation_config is saved and saved.repetition_penalty == 1000.0

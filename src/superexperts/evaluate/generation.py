@@ -7,8 +7,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from ..errors import UserError
 from .repetition import repetition_metrics
@@ -19,14 +23,29 @@ __all__ = ["generate", "repetition_metrics"]
 def _continuation(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
                   eos_ids: set[int], pad_id: int | None) -> list[int]:
     """Greedy new token ids after `prompt_ids` (1, T), cut before the first end-of-sequence token."""
-    out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids),
-                         do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                         min_new_tokens=0, pad_token_id=pad_id)
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                              eos_token_id=sorted(eos_ids) or None, pad_token_id=pad_id)
+    with _only_config(model, config):
+        out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids),
+                             generation_config=config)
     new = out[0, prompt_ids.shape[1] :].tolist()
     for i, token in enumerate(new):
         if token in eos_ids:
             return new[:i]
     return new
+
+
+@contextlib.contextmanager
+def _only_config(model: torch.nn.Module, config: GenerationConfig) -> Iterator[None]:
+    """Generate with `config` alone. transformers fills every unset field from the checkpoint's
+    generation_config, whose sampling settings, repetition_penalty or no_repeat_ngram_size would
+    hide the very loops these samples are meant to show; so that config is swapped out meanwhile."""
+    saved = model.generation_config
+    model.generation_config = config
+    try:
+        yield
+    finally:
+        model.generation_config = saved
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:
