@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -144,6 +145,7 @@ class Checkpoint:
     mapping: list  # transformers WeightRenaming/WeightConverter rules of this model family
     layer_keys: dict[int, list[str]] = field(default_factory=dict)  # checkpoint keys per layer
     outer_keys: list[str] = field(default_factory=list)  # embeddings, final norm (not lm_head)
+    target_of: dict[str, str] = field(default_factory=dict)  # checkpoint key -> model parameter
 
     @classmethod
     def open(cls, folder: str | os.PathLike, skeleton: nn.Module, *, layers_prefix: str) -> Checkpoint:
@@ -167,6 +169,7 @@ class Checkpoint:
             target, _ = rename_source_key(key, renamings, converters, skeleton.base_model_prefix, model_keys)
             if target not in model_keys:
                 continue  # e.g. DeepSeek-V3's multi-token-prediction layer, not part of the model
+            self.target_of[key] = target
             match = layer_re.match(target)
             if match:
                 grouped[int(match.group(1))].append(key)
@@ -182,24 +185,34 @@ class Checkpoint:
                             "quantized checkpoints other than FP8 are not supported for streaming.")  # fmt: skip
 
     def load(self, model: nn.Module, keys: list[str], *, device: torch.device | str, dtype: torch.dtype) -> None:
-        """Read `keys` from the shards and set them (converted) on `model`, on `device`."""
+        """Read `keys` from the shards and set them (converted) on `model`, on `device`.
+
+        One parameter at a time, largest first: converting per-expert tensors to a fused one
+        briefly holds both, so this bounds the peak at about 4/3 of the layer instead of 2x.
+        Tensors are read with pread, not mmap, so file pages do not count as resident memory.
+        """
+        self.check_dtypes(keys)
+        groups: dict[str, list[str]] = defaultdict(list)
+        for k in keys:
+            groups[self.target_of.get(k, k)].append(k)
+        size = {t: sum(self.tensors[k].end - self.tensors[k].start for k in ks) for t, ks in groups.items()}
+        with contextlib.ExitStack() as files, quiet_loading():
+            handles: dict[Path, Any] = {}
+            for target in sorted(groups, key=lambda t: -size[t]):
+                state = {}
+                for k in groups[target]:
+                    path = self.tensors[k].file
+                    if path not in handles:
+                        handles[path] = files.enter_context(_open(path))
+                    state[k] = handles[path].get_slice(k)
+                self._convert(model, state, device, dtype)
+
+    def _convert(self, model: nn.Module, state: dict, device: torch.device | str, dtype: torch.dtype) -> None:
         # Imported here: transformers' loader lives in a large module we only need while loading.
         from transformers.core_model_loading import convert_and_load_state_dict_in_model
 
-        self.check_dtypes(keys)
-        by_file: dict[Path, list[str]] = defaultdict(list)
-        for k in keys:
-            by_file[self.tensors[k].file].append(k)
         config = LoadStateDictConfig(device_map={"": device}, dtype=dtype, weight_mapping=copy.deepcopy(self.mapping))
-        with contextlib.ExitStack() as files, quiet_loading():
-            state = {}
-            for path, names in by_file.items():
-                try:
-                    f = files.enter_context(safe_open(path, framework="pt", device="cpu"))
-                except (SafetensorError, OSError) as e:
-                    raise UserError(f"cannot read {path} ({e}); re-download or re-save the checkpoint.") from None
-                state.update({name: f.get_slice(name) for name in names})
-            info, _ = convert_and_load_state_dict_in_model(model, state, config)
+        info, _ = convert_and_load_state_dict_in_model(model, state, config)
         if info.mismatched_keys:
             name, found, expected = min(info.mismatched_keys)
             raise UserError(f"{self.folder}: {name} has shape {tuple(found)} but config.json implies "
@@ -207,3 +220,10 @@ class Checkpoint:
         if info.conversion_errors:
             name, message = next(iter(info.conversion_errors.items()))
             raise UserError(f"{self.folder}: cannot convert {name}: {message.strip().splitlines()[-1]}")
+
+
+def _open(path: Path):
+    try:
+        return safe_open(path, framework="pt", device="cpu", backend="pread")
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"cannot read {path} ({e}); re-download or re-save the checkpoint.") from None
