@@ -36,8 +36,12 @@ def background(layers: int, experts: int, seed: int = 0, sigma: float = 0.6) -> 
 
 
 def layer_stats(num_layers: int) -> pd.DataFrame:
-    """A minimal layer table (the rules do not read it; the run folder needs one)."""
-    return pd.DataFrame({"layer": range(num_layers), "top1_abs": 1.0, "median_abs": 0.1, "massive": False})
+    """A layer table with the profile's columns (the rules do not read it; run folder and report do)."""
+    table = pd.DataFrame({"layer": range(num_layers)})
+    for k in (1, 2, 3):
+        table[[f"top{k}_abs", f"top{k}_channel", f"top{k}_sample", f"top{k}_position"]] = [1.0 / k, k, 0, 0]
+        table[f"top{k}_token_text"] = "<s>"
+    return table.assign(median_abs=0.1, nonfinite=0, massive=False)
 
 
 def save_table_run(out_dir, table: pd.DataFrame, num_layers: int, **meta) -> None:

@@ -161,6 +161,7 @@ def reap(
         "max_fraction": max_fraction,
         "include_layers": include_layers,
         "layers_judged": layers,
+        "percentile_pool": len(everything),  # experts the percentile is taken over (all layers)
         "percentile_value": p_value,
         "max_value": top,
         "max_fraction_value": max_value,

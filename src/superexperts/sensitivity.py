@@ -39,9 +39,9 @@ def sensitivity(
         for f in fractions:
             verdict = identify(table, num_layers, criterion, percentile=p, max_fraction=f, **params)
             experts = verdict.experts
+            pool = verdict.criterion.get("percentile_pool", len(verdict.candidates))
             rows.append({"percentile": float(p), "max_fraction": float(f), "count": len(experts),
-                         "super_experts": format_experts(experts),
-                         "pool": len(verdict.candidates)})  # fmt: skip
+                         "super_experts": format_experts(experts), "pool": pool})  # fmt: skip
     return pd.DataFrame(rows, columns=["percentile", "max_fraction", "count", "super_experts", "pool"])
 
 
@@ -89,7 +89,7 @@ def sensitivity_verdict(grid: pd.DataFrame) -> str:
 
 def sensitivity_json(grid: pd.DataFrame, *, criterion: str = "paper") -> dict[str, Any]:
     """JSON form: {"criterion", "verdict", "stable", "cells": [{percentile, max_fraction, count,
-    pool (experts judged), super_experts: [{"layer", "expert"}]}]}."""
+    pool (experts the percentile is taken over), super_experts: [{"layer", "expert"}]}]}."""
     cells = []
     for r in grid.itertuples():
         experts = experts_json(parse_experts(r.super_experts)) if r.super_experts else []

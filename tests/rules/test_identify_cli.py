@@ -147,3 +147,14 @@ def test_identify_on_a_profiled_tiny_model(tmp_path):
     expected = rules.quantile(prof.expert_stats, prof.num_layers, q=0.9, include_layers=1.0)
     assert [(r["layer"], r["expert"]) for r in saved["super_experts"]] == expected.experts
     assert len(expected.experts) > 0 and all(layer != 0 for layer, _ in expected.experts)  # layer 0 is dense
+
+
+def test_identify_re_renders_an_existing_report(run_dir, capsys):
+    folder, _ = run_dir
+    (folder / "report.html").write_text("<html>old</html>")
+    assert main(["identify", str(folder), "--no-report"]) == 0
+    assert (folder / "report.html").read_text() == "<html>old</html>"
+    assert main(["identify", str(folder), "--criterion", "reap"]) == 0
+    page = (folder / "report.html").read_text()
+    assert page != "<html>old</html>" and "reap" in page
+    assert "updated " in capsys.readouterr().out

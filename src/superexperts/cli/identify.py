@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -27,6 +28,8 @@ def add_parser(subparsers) -> None:
                    help="criterion parameter, e.g. percentile=99 max_fraction=0.08 k=3 (repeatable)")
     p.add_argument("--include-layers", metavar="FRACTION|LIST",
                    help="layers judged: a fraction (0.75 = layers < round(0.75 L)) or a list 1,2,3")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not re-render an existing report.html (it would show the old SEs)")
     p.set_defaults(run=run)
 
 
@@ -71,4 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if result.known is not None:
         print(f"paper: {agreement_line(result.known)}")
     print(f"wrote {args.run_dir}/super_experts.json and sensitivity.json")
+    if (Path(args.run_dir) / "report.html").is_file() and not args.no_report:
+        from ..report import write_report  # matplotlib and the page builders: only when needed
+
+        print(f"updated {write_report(args.run_dir)}")
     return 0
