@@ -12,10 +12,12 @@ import torch
 
 import families
 from superexperts.errors import UserError
+from superexperts.evaluate.generation import generate
 from superexperts.evaluate.lm_eval import check_tasks, run_tasks
 
 TASK_DIR = Path(__file__).with_name("lm_eval_task")
 TASK = "superexperts_tiny_choice"
+GEN_TASK = "superexperts_tiny_gen"  # generate_until, the path GSM8K takes
 
 
 def choice_loglik(model, tok, question: str, choice: str) -> float:
@@ -37,16 +39,23 @@ def expected_accuracy(model, tok, docs: list[dict]) -> tuple[float, float]:
     return float(np.mean(acc)), float(np.mean(acc_norm))
 
 
+def expected_exact_match(model, tok, docs: list[dict]) -> float:
+    """Greedy continuation (6 tokens, cut at the first newline) equal to the right choice."""
+    outputs = generate(model, tok, [d["question"] for d in docs], max_new_tokens=6)
+    return float(np.mean([o["text"].split("\n")[0] == d["choices"][d["answer"]] for o, d in zip(outputs, docs)]))
+
+
 @pytest.mark.slow
-def test_runs_local_task_end_to_end(char_tok, offline):
+def test_runs_local_tasks_end_to_end(char_tok, offline):
     model = families.build("qwen3_moe")
     docs = [json.loads(line) for line in (TASK_DIR / "tiny_choice.jsonl").read_text().splitlines()]
-    results = run_tasks(model, char_tok, [TASK], include_path=str(TASK_DIR), limit=4, batch_size=2)
+    results = run_tasks(model, char_tok, [TASK, GEN_TASK], include_path=str(TASK_DIR), limit=4, batch_size=2)
     acc, acc_norm = expected_accuracy(model, char_tok, docs[:4])
-    assert set(results) == {TASK}
+    assert set(results) == {TASK, GEN_TASK}
     assert results[TASK]["acc"] == pytest.approx(acc)
     assert results[TASK]["acc_norm"] == pytest.approx(acc_norm)
     assert "acc_stderr" in results[TASK]
+    assert results[GEN_TASK]["exact_match"] == pytest.approx(expected_exact_match(model, char_tok, docs[:4]))
 
 
 def test_lm_eval_missing(monkeypatch, tiny_qwen3, char_tok):
