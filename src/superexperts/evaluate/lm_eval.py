@@ -35,7 +35,7 @@ def _unknown_task_message(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
     hint = f"Did you mean: {', '.join(close)}? " if close else ""
     return (f"Unknown lm-eval task '{name}'. {hint}List all tasks with `lm-eval ls tasks`; "
-            "local task YAMLs need --tasks-path.")
+            "a folder of your own task YAMLs goes in --tasks-include.")
 
 
 def check_tasks(tasks: list[str], *, include_path: str | None = None):
