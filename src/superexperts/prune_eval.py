@@ -1,0 +1,228 @@
+"""The `prune-eval` recipe: evaluate a model with and without its Super Experts (issue 4).
+
+Conditions: `original`; `super` (the run's SEs) or `custom` (a given list); `random-<seed>`
+(as many random non-SE experts, any MoE layer) and `layer-controlled-<seed>` (random non-SEs
+inside the SEs' layers, paper v3). Each condition is measured on the same perplexity tokens,
+lm-eval tasks and generation prompts, with the experts ablated in memory (`ablate`), and the
+model is restored exactly before the next one. Random conditions are summarised as mean and
+spread. Thin wiring: ablation, evaluation and I/O live in their own modules.
+
+>>> conds = build_conditions(map_model(model), [(1, 68), (2, 92)], n_random=3)
+>>> results = run_conditions(model, tokenizer, conds, EvalPlan(ppl_ids=stream, seq_len=2048))
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .ablate import Expert, ablate, experts_json, format_experts, validate_experts
+from .ablate.controls import random_controls
+from .evaluate import generate, perplexity
+from .io import atomic_write_json
+from .models.adapters import ModelMap
+
+FORMAT = "superexperts.prune_eval/1"
+CONTROL_GROUPS = ("random", "layer-controlled")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str  # original | super | custom | random-<seed> | layer-controlled-<seed>
+    experts: list[Expert]
+    mode: str  # "none" for the original model
+
+
+@dataclass
+class EvalPlan:
+    """What each condition is measured on; a part left at its default is skipped."""
+
+    ppl_ids: torch.Tensor | None = None  # one token stream
+    seq_len: int = 2048
+    max_windows: int | None = None
+    batch_size: int = 1
+    tasks: list[str] = field(default_factory=list)
+    task_manager: Any = None  # from evaluate.lm_eval.check_tasks
+    limit: int | None = None
+    num_fewshot: int | None = None
+    prompts: list[str] = field(default_factory=list)
+    max_new_tokens: int = 64
+
+
+def build_conditions(model_map: ModelMap, experts: list[Expert], *, name: str = "super", mode: str = "zero",
+                     n_random: int = 0, layer_controlled: bool = False, seed: int = 0) -> list[Condition]:
+    """original, the pruned set, then the random controls (validated against the model)."""
+    experts = validate_experts(model_map, experts)
+    conditions = [Condition("original", [], "none"), Condition(name, experts, mode)]
+    groups = [("random", False)] + ([("layer-controlled", True)] if layer_controlled else [])
+    for group, controlled in groups if n_random else []:
+        drawn = random_controls(model_map, experts, n_random, layer_controlled=controlled, seed=seed)
+        conditions += [Condition(f"{group}-{seed + i}", chosen, mode) for i, chosen in enumerate(drawn)]
+    return conditions
+
+
+def _mean_metrics(generations: list[dict]) -> dict[str, float]:
+    keys = generations[0]["metrics"].keys() if generations else []
+    return {k: float(np.mean([g["metrics"][k] for g in generations])) for k in keys}
+
+
+def evaluate_model(model: torch.nn.Module, tokenizer, plan: EvalPlan) -> dict[str, Any]:
+    """Perplexity, task scores and generations of the model as it is now."""
+    out: dict[str, Any] = {"perplexity": None, "perplexity_detail": None, "tasks": {}, "generations": []}
+    if plan.ppl_ids is not None:
+        detail = perplexity(model, plan.ppl_ids, seq_len=plan.seq_len, batch_size=plan.batch_size,
+                            max_windows=plan.max_windows)  # fmt: skip
+        out |= {"perplexity": detail["perplexity"], "perplexity_detail": detail}
+    if plan.tasks:
+        from .evaluate.lm_eval import run_tasks
+
+        out["tasks"] = run_tasks(model, tokenizer, plan.tasks, batch_size=plan.batch_size, limit=plan.limit,
+                                 num_fewshot=plan.num_fewshot, task_manager=plan.task_manager)  # fmt: skip
+    if plan.prompts:
+        out["generations"] = generate(model, tokenizer, plan.prompts, max_new_tokens=plan.max_new_tokens)
+        out["generation_metrics"] = _mean_metrics(out["generations"])
+    return out
+
+
+def run_conditions(model: torch.nn.Module, tokenizer, conditions: list[Condition], plan: EvalPlan, *,
+                   means=None, progress: bool = False) -> list[dict[str, Any]]:
+    """Evaluate every condition; the model is restored after each (also on errors)."""
+    results = []
+    for cond in tqdm(conditions, desc="conditions", unit="condition", disable=not progress):
+        start = time.perf_counter()
+        if cond.experts:
+            with ablate(model, cond.experts, mode=cond.mode, means=means):
+                measured = evaluate_model(model, tokenizer, plan)
+        else:
+            measured = evaluate_model(model, tokenizer, plan)
+        results.append({"name": cond.name, "experts": experts_json(cond.experts), "mode": cond.mode, **measured,
+                        "seconds": round(time.perf_counter() - start, 3)})  # fmt: skip
+    return results
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None
+    arr = np.array(values)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+            "min": float(arr.min()), "max": float(arr.max()), "n": len(arr)}  # fmt: skip
+
+
+def _numeric_keys(dicts: list[dict]) -> list[str]:
+    keys = []
+    for d in dicts:
+        keys += [k for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys]
+    return keys
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread (sample std, min, max) of each control group's measures.
+
+    >>> summarize(results)["random"]["perplexity"]
+    {'mean': 8.71, 'std': 0.01, 'min': 8.70, 'max': 8.72, 'n': 5}
+    """
+    summary = {}
+    for group in CONTROL_GROUPS:
+        members = [r for r in results if r["name"].startswith(group + "-")]
+        if not members:
+            continue
+        tasks: dict[str, dict] = {}
+        for task in {t for r in members for t in r.get("tasks", {})}:
+            per = [r["tasks"].get(task, {}) for r in members]
+            tasks[task] = {m: _spread([p.get(m) for p in per]) for m in _numeric_keys(per)}
+        gens = [r.get("generation_metrics", {}) for r in members]
+        summary[group] = {
+            "conditions": [r["name"] for r in members],
+            "perplexity": _spread([r.get("perplexity") for r in members]),
+            "tasks": tasks,
+            "generation_metrics": {m: _spread([g.get(m) for g in gens]) for m in _numeric_keys(gens)},
+        }
+    return summary
+
+
+def prune_eval_json(results: list[dict[str, Any]], metadata: dict[str, Any]) -> dict[str, Any]:
+    """The prune_eval.json document: conditions, control summaries, then the run metadata."""
+    return {"format": FORMAT, "conditions": results, "summary": summarize(results), **metadata}
+
+
+def write_prune_eval(out_dir: str | os.PathLike, document: dict[str, Any]) -> Path:
+    path = Path(out_dir) / "prune_eval.json"
+    atomic_write_json(path, document)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _first_metric(metrics: dict) -> Any:
+    return next((v for k, v in metrics.items() if "stderr" not in k), None)
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """One console line per condition: experts, mode, perplexity, first metric of each task, loops."""
+    tasks = sorted({t for r in results for t in r.get("tasks", {})})
+    header = ["condition", "experts", "mode", "perplexity", *tasks, "loop_fraction"]
+    rows = [header]
+    for r in results:
+        experts = format_experts([(e["layer"], e["expert"]) for e in r["experts"]]) or "-"
+        cells = [r["name"], experts if len(experts) <= 32 else experts[:29] + "...", r["mode"], _fmt(r["perplexity"])]
+        cells += [_fmt(_first_metric(r["tasks"].get(t, {}))) for t in tasks]
+        cells.append(_fmt(r.get("generation_metrics", {}).get("loop_fraction")))
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    for group, s in summary.items():
+        ppl = s.get("perplexity")
+        if ppl:
+            lines.append(f"{group} controls ({ppl['n']} seeds): perplexity {ppl['mean']:.4g} +- {ppl['std']:.2g} "
+                         f"(min {ppl['min']:.4g}, max {ppl['max']:.4g})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def read_experts(spec: str, from_dir: str | os.PathLike | None) -> tuple[list[Expert] | None, str]:
+    """(experts, source) before any model is loaded; experts None means "profile the model first".
+
+    `spec` is "super" (the SEs of `from_dir`/super_experts.json, or found by profiling), a LIST
+    like 1:68,2:92,4:shared, or a file.
+    """
+    from .ablate import load_experts
+    from .ablate.spec import experts_from_records
+    from .errors import UserError
+    from .run import load_super_experts
+
+    if spec != "super":
+        return load_experts(spec), "custom"
+    if from_dir is None:
+        return None, "profiled"
+    experts = experts_from_records(load_super_experts(from_dir), f"{from_dir}/super_experts.json")
+    if not experts:
+        raise UserError(f"{from_dir}/super_experts.json lists no Super Experts; pass --experts LIST to prune others.")
+    return experts, f"{from_dir}/super_experts.json"
+
+
+def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, batch_size: int = 1,
+                           progress: bool = False) -> list[Expert]:
+    """The paper rule's SEs of `model` on `calib_ids` (for --experts super without --from)."""
+    from .errors import UserError
+    from .profile import profile
+    from .rules import identify
+
+    prof = profile(model, calib_ids, batch_size=batch_size, progress=progress)
+    experts = identify(prof.expert_stats, prof.num_layers, "paper").experts
+    if not experts:
+        raise UserError("profiling found no Super Experts with the paper's rule; pass --experts LIST, "
+                        "or `superexperts profile` with another --criterion and use --from RUN_DIR.")
+    return experts
