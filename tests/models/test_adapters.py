@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import families
 import pytest
 import transformers as tf
 
+import families
 from superexperts.errors import UserError
 from superexperts.models.adapters import map_model
 
