@@ -55,9 +55,8 @@ def test_heatmap_boxes_the_super_experts(hand_profile, hand_verdict):
 def test_expert_lines_follow_each_index_across_layers(hand_profile, hand_verdict):
     table = hand_profile.expert_stats
     fig = fig_expert_lines(table, hand_verdict, top=3)
-    lines = {
-        line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")
-    }
+    labelled = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    lines = {line.get_label().split("  (")[0]: line for line in labelled}  # "expert 5  (SE in L2)"
     # The SEs' indices first, then the 3 strongest other indices of the judged layers, by a plain sort.
     judged = table[(table.layer < round(0.75 * NUM_LAYERS)) & (table.kind != "dense")]
     ranked = sorted(judged.itertuples(), key=lambda r: -r.max_abs_output)
@@ -75,6 +74,8 @@ def test_expert_lines_follow_each_index_across_layers(hand_profile, hand_verdict
         np.testing.assert_allclose(lines[name].get_xdata(), rows.layer)
         np.testing.assert_allclose(np.nan_to_num(lines[name].get_ydata().astype(float)),
                                    rows.max_abs_output.where(rows.max_abs_output > 0, 0.0))  # fmt: skip
+    se_labels = {line.get_label() for line in labelled if "SE in" in line.get_label()}
+    assert se_labels == {"expert 5  (SE in L2)", "shared  (SE in L3)", "expert 9  (SE in L4)"}
     assert fig.axes[0].get_yscale() == "log"
 
 

@@ -25,19 +25,22 @@ def _number(value: Any) -> float:
 
 
 def fig_perplexity(conditions: list[dict[str, Any]]) -> Figure:
-    """Bar chart of perplexity per condition; log y when the values span a decade or more."""
+    """Bar chart of perplexity per condition; log x when the values span a decade or more. An
+    infinite perplexity (a collapsed model) is drawn past the largest finite bar and labelled inf."""
     names = [plain(c.get("name", f"condition {i}")) for i, c in enumerate(conditions)]
     values = np.array([_number(c.get("perplexity")) for c in conditions])
     finite = values[np.isfinite(values) & (values > 0)]
+    cap = float(finite.max()) * 1.5 if finite.size else 1.0
+    widths = np.nan_to_num(np.where(np.isposinf(values), cap, values), nan=0.0)
     with style():
         fig = Figure(figsize=(10, 0.9 + 0.5 * max(len(names), 3)), layout="constrained")
         ax = fig.subplots()
         rows = np.arange(len(names))
-        ax.barh(rows, np.nan_to_num(values, nan=0.0), color=[OKABE_ITO[i % 6] for i in rows])
+        ax.barh(rows, widths, color=[OKABE_ITO[i % 6] for i in rows])
         ax.set_yticks(rows, names)
         ax.invert_yaxis()  # first condition on top, as in the table
-        for y, v in zip(rows, values):
-            ax.text(v if np.isfinite(v) else 0, y, f" {v:.4g}" if np.isfinite(v) else " n/a", va="center")
+        for y, v, w in zip(rows, values, widths):
+            ax.text(w, y, f" {v:.4g}" if np.isfinite(v) or np.isposinf(v) else " n/a", va="center")
         if finite.size and finite.max() / finite.min() >= 10:
             ax.set_xscale("log")
         ax.set_xlabel("perplexity (lower is better)" + ("  (log scale)" if ax.get_xscale() == "log" else ""))

@@ -98,6 +98,21 @@ def _task_table(conditions: list[dict[str, Any]]) -> Raw:
     return Raw("<h3>Task scores</h3>" + table(columns, rows))
 
 
+def _control_summary(summary: Any) -> Raw:
+    """Random control groups: perplexity as mean +- sample std (min - max) over the seeds."""
+    if not isinstance(summary, dict) or not summary:
+        return Raw("")
+    rows = []
+    for group, s in summary.items():
+        ppl = s.get("perplexity") if isinstance(s, dict) else None
+        if isinstance(ppl, dict):
+            spread = f"{number(ppl.get('mean'))} +- {number(ppl.get('std'))} ({number(ppl.get('min'))} - " \
+                     f"{number(ppl.get('max'))})"  # fmt: skip
+            rows.append([group, ppl.get("n", ""), spread])
+    columns = ["control group", "seeds", "perplexity mean +- std (min - max)"]
+    return Raw(table(columns, rows)) if rows else Raw("")
+
+
 def _generations(conditions: list[dict[str, Any]]) -> Raw:
     parts = []
     for c in conditions:
@@ -115,9 +130,13 @@ def prune_eval(inputs: ReportInputs) -> Section | None:
     if data is None:
         return failed
     conditions = _conditions(data)
+    metrics = list(dict.fromkeys(k for c in conditions for k in (c.get("generation_metrics") or {})))
     rows = [[c.get("name", ""), experts_text(c.get("experts")), c.get("mode", ""),
-             number(_perplexity(c.get("perplexity")))] for c in conditions]  # fmt: skip
-    body = paragraphs(texts.PRUNE_EVAL) + table(["condition", "experts pruned", "mode", "perplexity"], rows)
+             number(_perplexity(c.get("perplexity")))]
+            + [number((c.get("generation_metrics") or {}).get(m)) for m in metrics]
+            for c in conditions]  # fmt: skip
+    columns = ["condition", "experts pruned", "mode", "perplexity"] + [f"generation {m}" for m in metrics]
+    body = paragraphs(texts.PRUNE_EVAL) + table(columns, rows) + _control_summary(data.get("summary"))
     files: dict[str, bytes] = {}
     if any(_perplexity(c.get("perplexity")) is not None for c in conditions):
         bars = fig_perplexity([c | {"perplexity": _perplexity(c.get("perplexity"))} for c in conditions])

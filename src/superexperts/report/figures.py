@@ -143,7 +143,8 @@ def fig_heatmap(expert_stats: pd.DataFrame, verdict: Verdict | None = None) -> F
             _box(target, 0 if r.kind == "shared" else int(r.expert), row[int(r.layer)],
                  expert_name(r.layer, r.kind, r.expert))  # fmt: skip
         _mark_judged_layers(ax, verdict, layers)
-        fig.colorbar(image, ax=list(axes), label="max |down_proj output|  (log scale)", pad=0.01)
+        fig.colorbar(image, ax=list(axes), label="max |down_proj output|  (log scale)", pad=0.01,
+                     fraction=0.04, aspect=30)  # fmt: skip
         fig.suptitle("Largest output of each expert, a[l,e]  (boxed: Super Experts; grey: no token / dense)")
     return fig
 
@@ -160,14 +161,19 @@ def _mark_judged_layers(ax, verdict: Verdict | None, layers: list[int]) -> None:
 
 
 def _tracked_experts(expert_stats: pd.DataFrame, verdict: Verdict | None, top: int) -> list[tuple[str, int]]:
-    """(kind, expert index) of every SE, then of the `top` best other candidates by a[l,e]."""
+    """(kind, expert index) of every SE, then of up to `top` best other candidates by a[l,e], as
+    long as the palette has distinct colours left for them."""
     pool = verdict.candidates if verdict is not None and not verdict.candidates.empty else expert_stats
     pool = pool[pool["kind"] != "dense"].sort_values("max_abs_output", ascending=False, kind="stable")
     ses = list(dict.fromkeys((str(r.kind), int(r.expert)) for r in _se_rows(verdict).itertuples()))
-    others = [
-        k for k in dict.fromkeys((str(r.kind), int(r.expert)) for r in pool.itertuples()) if k not in ses
-    ]
-    return ses + others[:top]
+    ranked = dict.fromkeys((str(r.kind), int(r.expert)) for r in pool.itertuples())
+    others = [k for k in ranked if k not in ses]
+    return ses + others[: max(0, min(top, len(OKABE_ITO) - len(ses)))]
+
+
+def _line_label(kind: str, expert: int, se_layers: list[int]) -> str:
+    name = f"expert {expert}" if kind == "routed" else kind
+    return f"{name}  (SE in L{', L'.join(map(str, se_layers))})" if se_layers else name
 
 
 def fig_expert_lines(expert_stats: pd.DataFrame, verdict: Verdict | None = None, *, top: int = 4) -> Figure:
@@ -185,16 +191,14 @@ def fig_expert_lines(expert_stats: pd.DataFrame, verdict: Verdict | None = None,
                 label="median over the layer's experts")  # fmt: skip
         for i, (kind, expert) in enumerate(_tracked_experts(moe, verdict, top)):
             line = moe[(moe["kind"] == kind) & (moe["expert"] == expert)].sort_values("layer")
-            name = f"expert {expert}" if kind == "routed" else kind
-            color = OKABE_ITO[i % len(OKABE_ITO)]
+            starred = line[[(int(r.layer), kind, expert) in se_keys for r in line.itertuples()]]
+            color, dash = OKABE_ITO[i % len(OKABE_ITO)], ("-", "--", ":")[i // len(OKABE_ITO) % 3]
+            label = _line_label(kind, expert, starred["layer"].tolist())
             ax.plot(line["layer"], line["max_abs_output"].where(line["max_abs_output"] > 0), marker="o",
-                    markersize=4, linewidth=1.8, color=color, label=name)  # fmt: skip
-            for r in line.itertuples():
-                if (int(r.layer), kind, expert) in se_keys:
-                    ax.plot(r.layer, r.max_abs_output, marker="*", markersize=18, color=color,
-                            markeredgecolor="black", linestyle="none", zorder=4)  # fmt: skip
-                    ax.annotate(expert_name(r.layer, kind, expert), (r.layer, r.max_abs_output),
-                                xytext=(10, 4), textcoords="offset points", fontsize=10)  # fmt: skip
+                    markersize=4, linewidth=2.2 if len(starred) else 1.2, linestyle=dash, color=color,
+                    alpha=1.0 if len(starred) else 0.8, label=label)  # fmt: skip
+            ax.plot(starred["layer"], starred["max_abs_output"], marker="*", markersize=18, color=color,
+                    markeredgecolor="black", linestyle="none", zorder=4)  # fmt: skip
         if se_keys:
             ax.plot([], [], marker="*", markersize=14, color="white", markeredgecolor="black", ls="none",
                     label="Super Expert")  # fmt: skip
