@@ -12,13 +12,13 @@ from typing import Any
 
 from . import known
 from .data import Calibration
-from .io import json_bytes, write_files
+from .io import write_files
 from .loading import Loaded
 from .meta import base_metadata
 from .profile import Profile, profile
 from .reidentify import identification_files, sensitivity_setup
 from .rules import Verdict, identify
-from .run import run_files, super_experts_json
+from .run import run_files
 from .sensitivity import sensitivity
 
 
@@ -58,8 +58,7 @@ def profile_run(
     grid = sensitivity(prof.expert_stats, prof.num_layers, criterion=grid_criterion, **grid_params)
     agreement = _known_agreement(loaded, verdict)
     files: dict[str, Any] = run_files(prof, verdict)
-    files |= identification_files(prof, verdict, grid, grid_criterion, command="profile")
-    files["super_experts.json"] = json_bytes(super_experts_json(verdict) | {"known": agreement, "meta": prof.meta})
+    files |= identification_files(prof, verdict, grid, grid_criterion, command="profile", known_agreement=agreement)
     write_files(out_dir, files)
     if report:
         from .report import write_report
