@@ -32,11 +32,14 @@ def layerwise_conditions(experts: Sequence[Expert], name: str = "super") -> dict
 def plot_chain(result: SinkResult, names: Sequence[str] | None = None) -> Figure:
     """Max |hidden| per layer (log scale) on top, sink mass per layer below, one line per condition."""
     chosen = [c for c in result.conditions if names is None or c.name in names]
-    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    fig = Figure(figsize=(7.5, 6.5))
     top, bottom = fig.subplots(2, 1, sharex=True)
-    for c in chosen:
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.94, bottom=0.09, hspace=0.2)
+    dashes = ["--", ":", "-.", (0, (5, 1, 1, 1))]  # conditions often coincide: keep each line visible
+    for i, c in enumerate(chosen):
         layers = range(len(c.max_hidden))
-        style = {"linewidth": 2.5, "color": "black"} if c.name == "original" else {"linewidth": 1.5}
+        style = ({"linewidth": 3, "color": "black", "alpha": 0.6} if c.name == "original"
+                 else {"linewidth": 1.8, "linestyle": dashes[i % len(dashes)]})
         top.plot(layers, c.max_hidden, marker="o", label=c.name, **style)
         bottom.plot(layers, c.sink_mass, marker="o", label=c.name, **style)
     top.set_yscale("log")
@@ -53,8 +56,9 @@ def plot_chain(result: SinkResult, names: Sequence[str] | None = None) -> Figure
 
 def plot_d_sink(result: SinkResult) -> Figure:
     """D_sink per layer for every ablated condition (paper Eq. 7; 1 = sink gone, 0 = unchanged)."""
-    fig = Figure(figsize=(7.5, 3.5), layout="constrained")
+    fig = Figure(figsize=(7.5, 3.5))
     ax = fig.subplots()
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.9, bottom=0.15)
     for c in result.conditions:
         if c.d_sink is not None:
             ax.plot(range(len(c.d_sink)), c.d_sink, marker="o", label=c.name)
