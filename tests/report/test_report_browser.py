@@ -4,6 +4,7 @@ the rendered DOM holding the Super Expert table. Skipped where chromium is not i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -13,6 +14,9 @@ import pytest
 from report_helpers import HOSTILE, PLANTED, parse_page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# CI sets SUPEREXPERTS_REQUIRE_BROWSER=1 (and installs chromium): there a missing browser is a failure.
+if CHROMIUM is None and os.environ.get("SUPEREXPERTS_REQUIRE_BROWSER") == "1":
+    raise RuntimeError("SUPEREXPERTS_REQUIRE_BROWSER=1 but no chromium on PATH; apt-get install chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 
 
