@@ -13,7 +13,7 @@ import torch
 import families
 from superexperts.errors import UserError
 from superexperts.evaluate.generation import generate
-from superexperts.evaluate.lm_eval import check_tasks, run_tasks
+from superexperts.evaluate.lm_eval import _metric_table, check_tasks, run_tasks
 
 TASK_DIR = Path(__file__).with_name("lm_eval_task")
 TASK = "superexperts_tiny_choice"
@@ -82,3 +82,13 @@ def test_bad_run_arguments(tiny_qwen3, char_tok):
         run_tasks(tiny_qwen3, char_tok, [TASK], batch_size=0)
     with pytest.raises(UserError, match="limit"):
         run_tasks(tiny_qwen3, char_tok, [TASK], limit=0)
+
+
+def test_metric_table_keeps_metrics_only():
+    raw = {"gsm8k": {"alias": "gsm8k", "sample_len": 5, "exact_match,strict-match": 0.25,
+                     "exact_match_stderr,strict-match": "N/A", "exact_match,flexible-extract": 0.5},
+           "arc_easy": {"acc,none": 0.75, "acc_stderr,none": 0.1, "acc_norm,none": float("nan")}}
+    assert _metric_table(raw) == {
+        "gsm8k": {"exact_match,strict-match": 0.25, "exact_match,flexible-extract": 0.5},
+        "arc_easy": {"acc": 0.75, "acc_stderr": 0.1},
+    }

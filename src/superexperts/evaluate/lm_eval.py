@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import UserError
 
 INSTALL_HINT = "pip install 'superexperts[eval]'"
+NOT_METRICS = {"sample_len", "alias"}  # bookkeeping lm-eval puts next to the metrics
 
 
 def require_lm_eval() -> None:
@@ -71,13 +72,14 @@ def _metric_table(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, flo
     """lm-eval's {"task": {"acc,none": 0.5, "alias": ...}} -> {"task": {"acc": 0.5}}.
 
     The ",none" filter suffix is dropped; other filters stay (e.g. "exact_match,strict-match").
-    Non-numeric entries (alias, "N/A" stderr) and NaN are left out, so the table is valid JSON.
+    Bookkeeping (alias, sample_len), "N/A" stderrs and NaN are left out: metrics only, valid JSON.
     """
     table: dict[str, dict[str, float]] = {}
     for task, metrics in results.items():
         row = {}
         for key, value in metrics.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key in NOT_METRICS or not numeric or math.isnan(value):
                 continue
             metric, _, filter_name = key.partition(",")
             row[metric if filter_name in ("", "none") else key] = float(value)
