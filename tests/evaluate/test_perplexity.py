@@ -39,6 +39,15 @@ def test_matches_reference_loop(family, batch_size):
     assert got["perplexity"] == pytest.approx(math.exp(nll / scored), rel=1e-5)
 
 
+def test_matches_models_own_loss(tiny_qwen3):
+    """GPTQ's formula exp(mean over windows of the model's loss) on equal windows is the same number."""
+    stream = families.random_ids(samples=1, seq_len=48, seed=2)[0]
+    with torch.no_grad():
+        losses = [float(tiny_qwen3(input_ids=w[None], labels=w[None]).loss) for w in stream.view(3, 16)]
+    got = perplexity(tiny_qwen3, stream, seq_len=16, batch_size=2)
+    assert got["perplexity"] == pytest.approx(math.exp(sum(losses) / 3), rel=1e-5)
+
+
 def test_accepts_batch_row_and_max_windows(tiny_qwen3):
     stream = families.random_ids(samples=1, seq_len=64)
     one_row = perplexity(tiny_qwen3, stream, seq_len=16)
