@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import families
-import legacy
 import pytest
 import torch
 from ablate_helpers import assert_same_state, state_snapshot
 
+import families
+import legacy
 from superexperts.ablate import ablate, expert_mean_outputs
 from superexperts.models.adapters import map_model
 

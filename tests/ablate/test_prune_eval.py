@@ -78,7 +78,8 @@ def test_summarize_matches_statistics():
 def test_cli_end_to_end_on_the_demo(tmp_path, capsys):
     out = tmp_path / "pe"
     argv = ["prune-eval", "--random", "1", "--layer-controlled", "--seq-len", "32", "--max-windows", "2",
-            "--samples", "2", "--generate", "The", "--max-new-tokens", "4", "--device", "cpu", "--out", str(out)]
+            "--samples", "2", "--generate", "The", "--max-new-tokens", "4", "--causal", "1", "--device", "cpu",
+            "--out", str(out)]
     assert main(argv) == 0
     doc = json.loads((out / "prune_eval.json").read_text())
     names = [c["name"] for c in doc["conditions"]]
@@ -90,6 +91,8 @@ def test_cli_end_to_end_on_the_demo(tmp_path, capsys):
         assert c["mode"] == ("none" if c["name"] == "original" else "zero")
         assert c["generations"][0]["prompt"] == "The" and "loop_fraction" in c["generations"][0]["metrics"]
     assert set(doc["summary"]) == {"random", "layer-controlled"}
+    causal = {(c["layer"], c["expert"]): c for c in doc["causal"]["candidates"]}
+    assert len(causal) == 3 and {k for k, c in causal.items() if c["causal"]} == set(DEMO_SUPER_EXPERTS)
     assert doc["command"] == "prune-eval" and "torch" in doc["versions"] and doc["data"]["perplexity"]["sha256"]
     printed = capsys.readouterr().out
     assert "layer-controlled-0" in printed and "prune_eval.json" in printed
@@ -113,3 +116,40 @@ def test_cli_bad_input_writes_nothing(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (out / "prune_eval.json").exists()
+
+
+def test_from_run_dir_adds_the_report_section(tmp_path, demo, capsys):
+    from superexperts.profile import profile
+    from superexperts.rules import identify
+    from superexperts.run import save_run
+
+    model, _, ids = demo
+    prof = profile(model, ids[:64].view(2, 32))
+    prof.meta["synthetic"] = True  # as `superexperts profile` records for the demo
+    save_run(tmp_path, prof, identify(prof.expert_stats, prof.num_layers, "paper"))
+    argv = ["prune-eval", "--from", str(tmp_path), "--mode", "skip", "--seq-len", "32", "--max-windows", "1",
+            "--device", "cpu"]
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "prune_eval.json").read_text())
+    assert doc["experts_source"].endswith("super_experts.json")
+    assert {(e["layer"], e["expert"]) for e in doc["conditions"][1]["experts"]} == set(DEMO_SUPER_EXPERTS)
+    assert doc["conditions"][1]["mode"] == "skip"
+    assert "Pruning experiments" in (tmp_path / "report.html").read_text()
+
+
+def test_cli_tasks_per_condition(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    tasks_dir = Path(__file__).parents[1] / "evaluate" / "lm_eval_task"  # the evaluate tests' local task
+    argv = ["prune-eval", "--experts", "1:13,2:41", "--random", "2", "--tasks", "superexperts_tiny_choice",
+            "--tasks-include", str(tasks_dir), "--limit", "2", "--seq-len", "32", "--max-windows", "1",
+            "--device", "cpu", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "prune_eval.json").read_text())
+    assert [c["name"] for c in doc["conditions"]] == ["original", "custom", "random-0", "random-1"]
+    accs = [c["tasks"]["superexperts_tiny_choice"]["acc"] for c in doc["conditions"]]
+    assert all(0.0 <= a <= 1.0 for a in accs)
+    summary = doc["summary"]["random"]["tasks"]["superexperts_tiny_choice"]["acc"]
+    assert summary["mean"] == pytest.approx(statistics.mean(accs[2:]))
