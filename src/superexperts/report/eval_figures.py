@@ -56,16 +56,16 @@ def fig_sinks(conditions: list[dict[str, Any]]) -> Figure:
         fig = Figure(figsize=(12, 4.8), layout="constrained")
         mass_ax, decay_ax = fig.subplots(1, 2)
         for i, c in enumerate(conditions):
-            color, name = OKABE_ITO[i % len(OKABE_ITO)], plain(c.get("name", f"condition {i}"))
+            name = plain(c.get("name", f"condition {i}"))
+            # Conditions often coincide (a control equal to the original): dashes keep both visible.
+            look = {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": ("-", "--", ":", "-.")[i % 4],
+                    "marker": "o", "markersize": 4, "linewidth": 2, "label": name}  # fmt: skip
             mass = [_number(v) for v in c.get("sink_mass") or []]
             if mass:
-                mass_ax.plot(
-                    range(len(mass)), mass, marker="o", markersize=4, linewidth=2, color=color, label=name
-                )
+                mass_ax.plot(range(len(mass)), mass, **look)
             decay = [_number(v) for v in c.get("d_sink") or []]
             if decay:
-                decay_ax.plot(range(len(decay)), decay, marker="o", markersize=4, linewidth=2, color=color,
-                              label=name)  # fmt: skip
+                decay_ax.plot(range(len(decay)), decay, **look)
         mass_ax.set_title("Attention mass on the first token")
         mass_ax.set_ylabel("mean attention to token 0")
         decay_ax.set_title("Sink decay rate D_sink (1 = sink gone)")
