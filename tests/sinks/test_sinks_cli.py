@@ -55,3 +55,36 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, messag
 def test_prune_super_on_a_real_model_needs_the_se_list(tmp_path, capsys):
     assert main(["sinks", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "--from RUN_DIR" in capsys.readouterr().err
+
+
+def test_from_run_dir_gives_model_and_super_experts(tmp_path):
+    from superexperts.cli.sinks import _experts, _model_spec, build_args
+    from superexperts.models.adapters import map_model
+    from superexperts.models.demo import build_demo
+
+    (tmp_path / "profile.json").write_text(json.dumps({"meta": {"synthetic": False, "model_path": "/ckpt/qwen"}}))
+    (tmp_path / "super_experts.json").write_text(json.dumps({"super_experts": [{"layer": 2, "expert": 41}]}))
+    args = build_args(["--from", str(tmp_path)])
+    assert _model_spec(args) == "/ckpt/qwen"
+    assert _model_spec(build_args(["/other", "--from", str(tmp_path)])) == "/other"
+    model, _ = build_demo()
+    assert _experts(args, map_model(model), synthetic=False) == [(2, 41)]
+    assert _experts(build_args(["--prune", "1:13,1:13"]), map_model(model), synthetic=False) == [(1, 13)]
+
+
+def test_attention_that_bypasses_the_registry_is_explained():
+    """Remote-code models may hard-code their attention: nothing is recorded, and the user is told why."""
+    import types
+
+    import torch
+
+    import families
+    from superexperts.errors import UserError
+    from superexperts.sinks.recipe import measure_sinks
+
+    model = families.build("qwen3_moe")
+    for layer in model.model.layers:
+        layer.self_attn.forward = types.MethodType(lambda self, hidden_states, **kw: (hidden_states * 0, None),
+                                                   layer.self_attn)
+    with pytest.raises(UserError, match="never called the attention registry"):
+        measure_sinks(model, torch.ones(1, 6, dtype=torch.long))

@@ -41,8 +41,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
-    p.add_argument("--out", default="runs/sinks", help="folder to write (default runs/sinks)")
+    p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
+                   "sinks section; else runs/sinks)")  # fmt: skip
     p.set_defaults(run=run)
+
+
+def build_args(argv: list[str]) -> argparse.Namespace:
+    """Parse `sinks` arguments alone (for tests and notebooks)."""
+    parser = argparse.ArgumentParser(prog="superexperts")
+    add_parser(parser.add_subparsers())
+    return parser.parse_args(["sinks", *argv])
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:
@@ -84,9 +92,10 @@ def _model_spec(args: argparse.Namespace) -> str | None:
     """MODEL, else the model the --from run profiled (None = the built-in demo)."""
     if args.model is not None or args.run_dir is None:
         return args.model
-    from ..run import load_profile
+    from ..io import read_json
 
-    meta = load_profile(args.run_dir).meta
+    data = read_json(Path(args.run_dir) / "profile.json", "profile")
+    meta = data.get("meta", {}) if isinstance(data, dict) else {}
     return None if meta.get("synthetic") else meta.get("model_path") or meta.get("model")
 
 
@@ -161,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
     meta = base_metadata(tool="sinks", seed=args.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
                          random_controls="layer-controlled" if args.layer_controlled else "global")
-    write_files(args.out, study_files(study, meta))
+    out = args.out or args.run_dir or "runs/sinks"
+    write_files(out, study_files(study, meta))
     for line in summary_lines(study):
         print(line)
-    print(f"wrote {args.out}/ (sinks.json, sinks_router.csv, sinks_chain/d_sink/maps .png + .svg)")
+    print(f"wrote {out}/ (sinks.json, sinks_router.csv, sinks_chain/d_sink/maps .png + .svg)")
     return 0

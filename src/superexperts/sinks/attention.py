@@ -55,7 +55,8 @@ class SinkRecording:
     sink_keys: tuple[tuple[int, ...], ...]
     key_mass: bool = False
     chunk_elements: int = CHUNK_ELEMENTS
-    implementation: str = ""
+    implementation: str = ""  # "eager" or "sdpa": whose mask and output the recording reuses
+    configured: str = ""  # what the model was set to (flash/flex models are recorded through sdpa)
     maps: frozenset[int] = frozenset()  # layers whose full attention map is kept (short inputs)
     layers: dict[int, LayerSinks] = field(default_factory=dict)
 
@@ -244,7 +245,8 @@ def record_sinks(model: nn.Module, sink_keys: Sequence[Sequence[int]] = ((0,),),
     (and the full attention map of the layers in `maps`: T x T, for short inputs only)."""
     base = base_implementation(model)
     rec = SinkRecording(sink_keys=tuple(tuple(int(i) for i in s) for s in sink_keys), key_mass=key_mass,
-                        chunk_elements=chunk_elements, implementation=base, maps=frozenset(maps))
+                        chunk_elements=chunk_elements, implementation=base, maps=frozenset(maps),
+                        configured=str(getattr(model.config, "_attn_implementation", None)))
     modules = {id(m): (rec, i) for i, layer in enumerate(find_decoder_layers(model)) for m in layer.modules()}
     if modules.keys() & _ACTIVE.keys():
         raise RuntimeError("record_sinks is already active on this model; nesting is not supported.")

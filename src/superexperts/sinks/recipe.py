@@ -152,7 +152,7 @@ def measure_sinks(model: nn.Module, input_ids: torch.Tensor, conditions: Mapping
     implementation = ""
     for batch in batches:
         original, peaks = _forward(model, batch.to(_device(model)), key_sets)
-        implementation = original.implementation
+        implementation = f"{original.implementation} (model configured: {original.configured})"
         _accumulate(sums["original"], original.layers, peaks, None)
         for name, experts in named.items():
             if name == "original":
