@@ -177,3 +177,15 @@ def test_report_of_a_real_tiny_model(tmp_path):
     ]
     assert [r[:2] for r in se_rows[1:]] == expected
     assert len([t for t, a in parsed.tags if t == "img"]) == 4
+
+
+def test_answer_says_whether_the_published_ses_were_found(hand_run):
+    from superexperts import known
+
+    inputs = load_inputs(hand_run)
+    agreement = known.agreement(inputs.verdict, known.get("Qwen3-30B-A3B"))
+    saved = json.loads((hand_run / "super_experts.json").read_text()) | {"known": agreement}
+    atomic_write_json(hand_run / "super_experts.json", saved)
+    body = sections.answer(load_inputs(hand_run)).body
+    assert agreement["agrees"] is False  # the hand-built SEs are not Qwen3's 1:68, 2:92, 3:82
+    assert html.escape(known.agreement_line(agreement)) in body

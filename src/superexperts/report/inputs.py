@@ -27,6 +27,7 @@ class ReportInputs:
     profile: Profile
     verdict: Verdict
     notes: list[str] = field(default_factory=list)  # caveats shown in the summary
+    saved: dict[str, Any] = field(default_factory=dict)  # super_experts.json as written (e.g. "known")
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def optional(self, name: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -83,13 +84,12 @@ def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
             f"{run} holds no profile.json; pass a run folder written by `superexperts profile --out`."
         )
     prof = load_profile(run)
-    notes = []
+    notes, saved = [], {}
     if (run / "super_experts.json").is_file():
-        verdict = verdict_from_saved(
-            prof.expert_stats, read_json(run / "super_experts.json", "super_experts.json")
-        )
+        saved = read_json(run / "super_experts.json", "super_experts.json")
+        verdict = verdict_from_saved(prof.expert_stats, saved)
     else:
         verdict = identify(prof.expert_stats, prof.num_layers)
         notes.append("super_experts.json is missing: the Super Experts were re-identified with the default "
                      "'paper' rule.")  # fmt: skip
-    return ReportInputs(run, prof, verdict, notes)
+    return ReportInputs(run, prof, verdict, notes, saved if isinstance(saved, dict) else {})

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import known
 from . import texts
 from .figures import THRESHOLDS, expert_name, fig_distribution, fig_expert_lines, fig_heatmap, fig_massive
 from .inputs import ReportInputs
@@ -78,6 +79,16 @@ def _massive_phrase(layers: pd.DataFrame) -> str:
     )
 
 
+def _known_phrase(agreement: Any) -> list[str]:
+    """Whether the run found the SEs the paper published for this model (when it is a known model)."""
+    if not isinstance(agreement, dict):
+        return []
+    try:
+        return [f"Compared with the paper: this run {known.agreement_line(agreement)}."]
+    except (KeyError, TypeError, AttributeError, ValueError):  # an agreement record of another version
+        return []
+
+
 def answer(inputs: ReportInputs) -> Section:
     ses = inputs.verdict.super_experts
     if ses.empty:
@@ -85,7 +96,8 @@ def answer(inputs: ReportInputs) -> Section:
     else:
         plural = "s" if len(ses) > 1 else ""
         found = f"Found {len(ses)} Super Expert{plural}: {'; '.join(map(_se_phrase, ses.itertuples()))}."
-    lines = paragraphs(found, _massive_phrase(inputs.profile.layer_stats))
+    known_line = _known_phrase(inputs.saved.get("known"))
+    lines = paragraphs(found, *known_line, _massive_phrase(inputs.profile.layer_stats))
     notes = "".join(f'<p class="warn">{esc(n)}</p>' for n in inputs.notes)
     return Section("answer", "Answer", Raw(f'<div class="answer">{lines}</div>{notes}'))
 
