@@ -29,17 +29,23 @@ def layerwise_conditions(experts: Sequence[Expert], name: str = "super") -> dict
     return conditions | {name: list(experts)}
 
 
+def _style(index: int, name: str) -> dict:
+    """Conditions often coincide (a control leaves the sink intact): dashes keep every line visible."""
+    if name == "original":
+        return {"linewidth": 3, "color": "black", "alpha": 0.6}
+    dashes = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    return {"linewidth": 1.8, "linestyle": dashes[index % len(dashes)]}
+
+
 def plot_chain(result: SinkResult, names: Sequence[str] | None = None) -> Figure:
     """Max |hidden| per layer (log scale) on top, sink mass per layer below, one line per condition."""
     chosen = [c for c in result.conditions if names is None or c.name in names]
     fig = Figure(figsize=(7.5, 6.5))
     top, bottom = fig.subplots(2, 1, sharex=True)
     fig.subplots_adjust(left=0.11, right=0.97, top=0.94, bottom=0.09, hspace=0.2)
-    dashes = ["--", ":", "-.", (0, (5, 1, 1, 1))]  # conditions often coincide: keep each line visible
     for i, c in enumerate(chosen):
         layers = range(len(c.max_hidden))
-        style = ({"linewidth": 3, "color": "black", "alpha": 0.6} if c.name == "original"
-                 else {"linewidth": 1.8, "linestyle": dashes[i % len(dashes)]})
+        style = _style(i, c.name)
         top.plot(layers, c.max_hidden, marker="o", label=c.name, **style)
         bottom.plot(layers, c.sink_mass, marker="o", label=c.name, **style)
     top.set_yscale("log")
@@ -59,9 +65,9 @@ def plot_d_sink(result: SinkResult) -> Figure:
     fig = Figure(figsize=(7.5, 3.5))
     ax = fig.subplots()
     fig.subplots_adjust(left=0.11, right=0.97, top=0.9, bottom=0.15)
-    for c in result.conditions:
+    for i, c in enumerate(result.conditions):
         if c.d_sink is not None:
-            ax.plot(range(len(c.d_sink)), c.d_sink, marker="o", label=c.name)
+            ax.plot(range(len(c.d_sink)), c.d_sink, marker="o", label=c.name, **_style(i, c.name))
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("layer")
     ax.set_ylabel("D_sink")

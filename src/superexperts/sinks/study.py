@@ -94,6 +94,10 @@ def summary_lines(study: SinkStudy) -> list[str]:
         if c.d_sink is not None:
             line += f"; mean D_sink {metrics.mean_or_nan(c.d_sink):.2f}"
         lines.append(line)
+    original = study.result["original"]
+    for name, per_layer in original.norms.items():  # the paper's mechanism: the sink token's q/k/v are small
+        ratios = ", ".join(f"{sink / other:.2f}" if other else "nan" for sink, other in per_layer)
+        lines.append(f"original |{name}| at sink / mean of other tokens, per layer: [{ratios}]")
     for r in study.router.itertuples():
         lines.append(f"router L{r.layer}/E{r.expert} ({r.scoring}): score at sink {r.sink_score:.3g}, "
                      f"other tokens mean {r.other_mean:.3g}, max {r.other_max:.3g}")
