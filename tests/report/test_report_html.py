@@ -189,3 +189,15 @@ def test_answer_says_whether_the_published_ses_were_found(hand_run):
     body = sections.answer(load_inputs(hand_run)).body
     assert agreement["agrees"] is False  # the hand-built SEs are not Qwen3's 1:68, 2:92, 3:82
     assert html.escape(known.agreement_line(agreement)) in body
+
+
+def test_overflowed_values_are_read_back_as_numbers(tmp_path, hand_profile):
+    """profile.json stores inf as the string "inf"; the report still sorts and draws it."""
+    hand_profile.expert_stats.loc[100, "max_abs_output"] = float("inf")
+    hand_profile.layer_stats.loc[5, "top1_abs"] = float("inf")
+    save_run(tmp_path, hand_profile, paper(hand_profile.expert_stats, hand_profile.num_layers))
+    assert '"max_abs_output": "inf"' in (tmp_path / "profile.json").read_text()
+    parsed = parse_page(write_report(tmp_path, figures=False).read_text())
+    row = hand_profile.expert_stats.loc[100]
+    assert parsed.tables["candidates"][1][1:4] == [str(row.layer), str(row.expert), "inf"]
+    assert parsed.tables["massive-activations"][6][1] == "inf"

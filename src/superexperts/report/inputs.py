@@ -74,6 +74,21 @@ def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:
     return Verdict(criterion, ses, pool)
 
 
+def _numeric(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    table = table.copy()
+    for column in columns:
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table
+
+
+def numeric_tables(prof: Profile) -> Profile:
+    """profile.json stores inf/nan as strings ("inf") to stay valid JSON; read them back as floats
+    so an overflowed expert (bf16) sorts and plots instead of turning its column into text."""
+    experts = _numeric(prof.expert_stats, ["max_abs_output", "max_output", "max_abs_input"])
+    value_columns = [c for c in prof.layer_stats.columns if c.endswith("_abs")]
+    return Profile(experts, _numeric(prof.layer_stats, value_columns), prof.meta)
+
+
 def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
     """Validate and read a run folder; raises UserError with a one-line fix when it is not one."""
     run = Path(run_dir)
@@ -83,7 +98,7 @@ def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
         raise UserError(
             f"{run} holds no profile.json; pass a run folder written by `superexperts profile --out`."
         )
-    prof = load_profile(run)
+    prof = numeric_tables(load_profile(run))
     notes, saved = [], {}
     if (run / "super_experts.json").is_file():
         saved = read_json(run / "super_experts.json", "super_experts.json")
