@@ -100,38 +100,47 @@ def _box(ax, x: float, y: float, label: str) -> None:
     )
 
 
-def fig_heatmap(expert_stats: pd.DataFrame, verdict: Verdict | None = None) -> Figure:
-    """Layers x experts heatmap of max |down_proj output| (log colour); SEs boxed, shared
-    experts in their own column, dense layers hatched grey."""
+def expert_grid(expert_stats: pd.DataFrame) -> tuple[list[int], np.ndarray, np.ndarray, set[int]]:
+    """(layers, routed a[l,e] as (layers, experts), shared a[l] as (layers, 1), dense layers); NaN
+    where there is no expert or it saw no token (a = 0)."""
     layers = sorted(int(x) for x in expert_stats["layer"].unique())
     row = {layer: i for i, layer in enumerate(layers)}
     routed = expert_stats[expert_stats["kind"] == "routed"]
     shared = expert_stats[expert_stats["kind"] == "shared"]
     dense = {int(x) for x in expert_stats.loc[expert_stats["kind"] == "dense", "layer"]}
     num_experts = int(routed["expert"].max()) + 1 if not routed.empty else 1
-    grid = np.full((len(layers), num_experts), np.nan)  # (layers, experts)
+    grid = np.full((len(layers), num_experts), np.nan)
     grid[routed["layer"].map(row).to_numpy(), routed["expert"].to_numpy(dtype=int)] = routed["max_abs_output"]
     shared_col = np.full((len(layers), 1), np.nan)
     shared_col[shared["layer"].map(row).to_numpy(), 0] = shared["max_abs_output"]
-    grid[grid <= 0] = np.nan  # a[l,e] = 0: the expert saw no token
+    grid[grid <= 0] = np.nan
     shared_col[shared_col <= 0] = np.nan
+    return layers, grid, shared_col, dense
+
+
+def fig_heatmap(expert_stats: pd.DataFrame, verdict: Verdict | None = None) -> Figure:
+    """Layers x experts heatmap of max |down_proj output| (log colour); SEs boxed, shared
+    experts in their own column, dense layers hatched grey."""
+    layers, grid, shared_col, dense = expert_grid(expert_stats)
+    row = {layer: i for i, layer in enumerate(layers)}
+    has_shared = bool((expert_stats["kind"] == "shared").any())
+    num_experts = grid.shape[1]
     norm = _log_norm(np.concatenate([grid.ravel(), shared_col.ravel()]))
     cmap = matplotlib.colormaps[HEATMAP_CMAP].with_extremes(bad=MISSING)
 
     with style():
         height = float(np.clip(1.6 + 0.28 * len(layers), 3.8, 13))
         fig = Figure(figsize=(11.5, height), layout="constrained")
-        ratios = [max(num_experts, 8), max(num_experts / 14, 1)] if not shared.empty else [1]
-        axes = fig.subplots(1, len(ratios), sharey=True, gridspec_kw={"width_ratios": ratios}, squeeze=False)[
-            0
-        ]
+        ratios = [max(num_experts, 8), max(num_experts / 14, 1)] if has_shared else [1]
+        grid_spec = {"width_ratios": ratios}
+        axes = fig.subplots(1, len(ratios), sharey=True, gridspec_kw=grid_spec, squeeze=False)[0]
         ax = axes[0]
         image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_xlabel("expert index")
         ax.set_ylabel("layer")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(num_experts, 24)))
         _layer_ticks(ax, layers, dense)
-        if not shared.empty:
+        if has_shared:
             axes[1].imshow(shared_col, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
             axes[1].set_xticks([0], ["shared"])
         for a in axes:
