@@ -86,12 +86,12 @@ def _chunk_logits(q: torch.Tensor, k: torch.Tensor, mask_chunk: torch.Tensor | N
     """(batch, heads, rows, keys) float32 logits of one query chunk, blocked keys at -inf.
     q: (batch, kv_heads, groups, rows, d); k: (batch, kv_heads, 1, keys, d) - GQA without repeat_kv."""
     b, kvh, g, rows, _ = q.shape
-    logits = (q @ k.transpose(-1, -2)).reshape(b, kvh * g, rows, -1) * scaling
+    logits = (q @ k.transpose(-1, -2)).reshape(b, kvh * g, rows, -1).mul_(scaling)  # in place: one chunk alive
     if softcap is not None:  # as eager does, before the mask
         logits = torch.tanh(logits / softcap) * softcap
     if mask_chunk is not None and mask_chunk.dtype != torch.bool:
-        logits = logits + mask_chunk.float()  # keep any additive bias the model put in its mask
-    return logits.masked_fill(~allowed, float("-inf"))
+        logits += mask_chunk  # keep any additive bias the model put in its mask
+    return logits.masked_fill_(~allowed, float("-inf"))
 
 
 def chunked_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None, *,
@@ -117,7 +117,7 @@ def chunked_probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask
         lse = torch.logsumexp(logits, dim=-1)  # (b, h, rows)
         if sink_logits is not None:  # GPT-OSS: a learned per-head logit joins the denominator
             lse = torch.logaddexp(lse, sink_logits.float().view(1, h, 1))
-        probs = torch.exp(logits - lse.unsqueeze(-1)).nan_to_num_(0.0)  # rows with nothing visible -> 0
+        probs = logits.sub_(lse.unsqueeze(-1)).exp_().nan_to_num_(0.0)  # rows with nothing visible -> 0
         yield rows, q_pos, probs, allowed
 
 
