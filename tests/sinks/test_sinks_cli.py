@@ -88,3 +88,17 @@ def test_attention_that_bypasses_the_registry_is_explained():
                                                    layer.self_attn)
     with pytest.raises(UserError, match="never called the attention registry"):
         measure_sinks(model, torch.ones(1, 6, dtype=torch.long))
+
+
+def test_text_of_one_token_is_refused():
+    import types
+
+    import torch
+
+    from superexperts.cli.sinks import _input_ids, build_args
+    from superexperts.errors import UserError
+
+    one_token = types.SimpleNamespace  # a tokenizer without BOS that turns "Hi" into one id
+    tokenizer = lambda text, return_tensors: one_token(input_ids=torch.tensor([[7]]))
+    with pytest.raises(UserError, match="at least 2"):
+        _input_ids(build_args(["--text", "Hi"]), tokenizer, synthetic=True)
