@@ -6,6 +6,7 @@ Thin wiring of library pieces; the CLI parses arguments and calls `profile_run`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,16 @@ def profile_run(
     params: dict[str, Any] | None = None,
     progress: bool = False,
     report: bool = True,
+    profiler: Callable[..., Profile] = profile,
 ) -> ProfileRun:
-    """Profile, identify, and write the run folder all-or-nothing (then the report)."""
+    """Profile, identify, and write the run folder all-or-nothing (then the report).
+
+    `profiler` replaces `superexperts.profile` (same signature), e.g. layer streaming (`--stream`).
+    """
     from .sensitivity import sensitivity_verdict
 
     params = dict(params or {})
-    prof = profile(loaded.model, calib.input_ids, batch_size=batch_size, tokenizer=loaded.tokenizer, progress=progress)
+    prof = profiler(loaded.model, calib.input_ids, batch_size=batch_size, tokenizer=loaded.tokenizer, progress=progress)
     prof.meta |= loaded.describe() | {"data": calib.describe()} | base_metadata(tool="profile", seed=calib.seed)
     verdict = identify(prof.expert_stats, prof.num_layers, criterion, **params)
     grid_criterion, grid_params = sensitivity_setup(criterion, params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import calibration, check_window_args
+from ..errors import UserError
 from ..io import prepare_out_dir
 from ..known import agreement_line
 from ..loading import check_dtype, load_model, resolve_device
@@ -38,6 +39,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="criterion parameter")
     p.add_argument("--include-layers", metavar="FRACTION|LIST", help="layers judged (default 0.75)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--stream", action="store_true", help="read the checkpoint one decoder layer at a time "
+                   "(models larger than memory; under torchrun each rank takes a share of the data)")  # fmt: skip
+    p.add_argument("--state-dir", help="with --stream: save per-layer progress here (for --resume)")
+    p.add_argument("--resume", action="store_true", help="with --stream --state-dir: continue an interrupted run")
     p.set_defaults(run=run)
 
 
@@ -53,15 +58,44 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     criterion, params = criterion_args(args)
     out = prepare_out_dir(args.out, args.overwrite)
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    loaded, profiler = _load(args)
     calib = calibration(args.data, loaded.tokenizer, seq_len=seq_len, samples=samples, seed=args.seed)
     if loaded.synthetic:
         print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
     print(f"data: {calib.spec}: {calib.input_ids.shape[0]} x {calib.input_ids.shape[1]} tokens ({calib.sampling})")
+    if profiler is not None and _rank() != 0:  # data-parallel streaming: rank 0 writes the run
+        profiler(loaded.model, calib.input_ids, batch_size=args.batch_size)
+        return 0
     result = profile_run(loaded, calib, out, batch_size=args.batch_size, criterion=criterion, params=params,
-                         progress=True, report=not args.no_report)  # fmt: skip
+                         progress=True, report=not args.no_report, **({"profiler": profiler} if profiler else {}))  # fmt: skip
     _print_summary(result)
     return 0
+
+
+def _load(args: argparse.Namespace):
+    """(loaded, None) in memory, or (loaded skeleton, streaming profiler) with --stream."""
+    if not args.stream:
+        if args.resume or args.state_dir:
+            raise UserError("--state-dir/--resume only apply with --stream; add --stream.")
+        loaded = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+        return loaded, None
+    if args.model is None:
+        raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
+    if args.resume and not args.state_dir:
+        raise UserError("--resume needs --state-dir, the folder an earlier --stream run saved its progress in.")
+    from ..stream.distributed import init_from_env
+    from ..stream.loading import load_skeleton, streaming_profiler
+
+    init_from_env()
+    loaded, device, dtype = load_skeleton(args.model, device=args.device, dtype=args.dtype,
+                                          trust_remote_code=args.trust_remote_code)  # fmt: skip
+    return loaded, streaming_profiler(loaded, device, dtype, state_dir=args.state_dir, resume=args.resume)
+
+
+def _rank() -> int:
+    from ..stream.distributed import rank_and_world
+
+    return rank_and_world()[0]
 
 
 def _print_summary(result) -> None:

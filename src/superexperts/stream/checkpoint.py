@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import json
 import math
 import os
@@ -206,6 +207,8 @@ class Checkpoint:
                         handles[path] = files.enter_context(_open(path))
                     state[k] = handles[path].get_slice(k)
                 self._convert(model, state, device, dtype)
+                del state
+                release_freed_memory()
 
     def _convert(self, model: nn.Module, state: dict, device: torch.device | str, dtype: torch.dtype) -> None:
         # Imported here: transformers' loader lives in a large module we only need while loading.
@@ -220,6 +223,15 @@ class Checkpoint:
         if info.conversion_errors:
             name, message = next(iter(info.conversion_errors.items()))
             raise UserError(f"{self.folder}: cannot convert {name}: {message.strip().splitlines()[-1]}")
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc): loading per-expert tensors fragments the
+    heap, and without this the resident size creeps up layer after layer."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
 
 
 def _open(path: Path):

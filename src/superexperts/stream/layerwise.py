@@ -26,7 +26,7 @@ from ..models.adapters import map_model
 from ..profile import Profile, describe_model, expert_table, layer_table
 from . import distributed
 from .activations import ActivationStore
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, release_freed_memory
 from .resume import RunState, fingerprint
 from .skeleton import LayerCall, build_skeleton, layer_inputs, layers_path
 from .state import layer_state, restore_layer
@@ -173,6 +173,7 @@ def stream_profile(
             _load_layer(ckpt, skeleton, layer, index, device, dtype)
             medians = _run_layer(layer, index, cap, batches, offsets, calls, store)
             layer.to("meta")  # free the weights before the next layer loads
+            release_freed_memory()
             states[index] = layer_state(cap, index, medians)
             if state is not None:
                 state.save_layer(index, states[index], complete=index == todo[-1])
