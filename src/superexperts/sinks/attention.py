@@ -7,8 +7,9 @@ output, computed by the implementation the model would have used, and on the sid
 decoder layer, the probability that each query puts on the sink keys. The probabilities are
 computed in chunks of queries: logits of the chunk against all keys with the model's mask,
 scaling, softcap, sliding window and learned sink logits (GPT-OSS `s_aux`, which enter the
-softmax denominator), a logsumexp, then the mass on the sink keys. Peak extra memory is one
-chunk, `chunk_elements` floats, whatever the sequence length.
+softmax denominator), a logsumexp, then the mass on the sink keys. Peak extra memory is a
+few chunk-sized temporaries (`chunk_elements` floats each) plus O(T) per layer, whatever the
+sequence length (measured: +48 MiB over sdpa at T=16384, where eager needs GiBs).
 
     >>> with record_sinks(model, sink_keys=[(0,)]) as rec:
     ...     model(input_ids)
