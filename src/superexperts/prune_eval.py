@@ -159,8 +159,8 @@ def write_prune_eval(out_dir: str | os.PathLike, document: dict[str, Any]) -> Pa
     return path
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 def _first_metric(metrics: dict) -> Any:
@@ -174,7 +174,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
     rows = [header]
     for r in results:
         experts = format_experts([(e["layer"], e["expert"]) for e in r["experts"]]) or "-"
-        cells = [r["name"], experts if len(experts) <= 32 else experts[:29] + "...", r["mode"], _fmt(r["perplexity"])]
+        cells = [r["name"], experts if len(experts) <= 32 else experts[:29] + "...", r["mode"], _fmt(r["perplexity"], 6)]
         cells += [_fmt(_first_metric(r["tasks"].get(t, {}))) for t in tasks]
         cells.append(_fmt(r.get("generation_metrics", {}).get("loop_fraction")))
         rows.append(cells)
@@ -214,8 +214,9 @@ def read_experts(spec: str, from_dir: str | os.PathLike | None) -> tuple[list[Ex
 
 
 def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, batch_size: int = 1,
-                           progress: bool = False) -> list[Expert]:
-    """The paper rule's SEs of `model` on `calib_ids` (for --experts super without --from)."""
+                           progress: bool = False) -> tuple[list[Expert], Any]:
+    """The paper rule's SEs of `model` on `calib_ids` (for --experts super without --from), with
+    the profile's expert table (for picking causal-check candidates)."""
     from .errors import UserError
     from .profile import profile
     from .rules import identify
@@ -225,4 +226,15 @@ def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, b
     if not experts:
         raise UserError("profiling found no Super Experts with the paper's rule; pass --experts LIST, "
                         "or `superexperts profile` with another --criterion and use --from RUN_DIR.")
-    return experts
+    return experts, prof.expert_stats
+
+
+def format_causal(causal: dict[str, Any]) -> str:
+    """The causal check as console lines, most causal first."""
+    lines = [(f"causal check (ablate one expert, {causal['samples']} windows; causal = MA drop >= "
+             f"{causal['threshold']:.0%}):")]  # fmt: skip
+    for r in causal["candidates"]:
+        flag = "CAUSAL" if r["causal"] else "-"
+        lines.append(f"  {r['layer']}:{r['expert']:<8} MA {r['ma_original']:.4g} -> {r['ma_ablated']:.4g} "
+                     f"(drop {r['ma_drop']:.0%})  loss {r['loss_delta']:+.4g}  {flag}")  # fmt: skip
+    return "\n".join(lines)
