@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ablate import Expert, expert_mean_outputs
+from .ablate import Expert, confirm_candidates, default_candidates, expert_mean_outputs
 from .data import calibration, token_stream
 from .errors import UserError
 from .io import RUN_MARKER
-from .loading import Loaded
+from .loading import EXPERT_COUNT_KEYS, Loaded
 from .meta import base_metadata, tensor_sha256
 from .models.adapters import map_model
 from .prune_eval import (
@@ -30,12 +30,15 @@ from .prune_eval import (
 # The demo runs on the built-in text (~1.3k tokens): short windows.
 DEMO_DEFAULTS = {"seq_len": 64, "samples": 16}
 MODEL_DEFAULTS = {"seq_len": 2048, "samples": 128}
+CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
+CAUSAL_THRESHOLD = 0.5  # causal = the MA drops by at least half
 
 
 @dataclass
 class PruneEvalRequest:
     experts: list[Expert] | None  # None: profile the model and take the paper rule's SEs
     experts_source: str  # custom | profiled | <run>/super_experts.json
+    from_dir: str | None = None  # a profile run folder (its expert table picks causal candidates)
     mode: str = "zero"
     n_random: int = 0
     layer_controlled: bool = False
@@ -52,6 +55,7 @@ class PruneEvalRequest:
     num_fewshot: int | None = None
     prompts: list[str] = field(default_factory=list)
     max_new_tokens: int = 64
+    causal: int | None = None  # confirm the pruned experts + this many top other candidates
 
     def check(self, synthetic: bool | None = None) -> None:
         """Argument checks that need no model."""
@@ -63,7 +67,8 @@ class PruneEvalRequest:
                             f"Available: {', '.join(MODES)}.")  # fmt: skip
         for name, value, low in [("--random", self.n_random, 0), ("--seq-len", self.seq_len, 2),
                                  ("--batch-size", self.batch_size, 1), ("--max-new-tokens", self.max_new_tokens, 1),
-                                 ("--samples", self.samples, 1), ("--max-windows", self.max_windows, 1)]:  # fmt: skip
+                                 ("--samples", self.samples, 1), ("--max-windows", self.max_windows, 1),
+                                 ("--causal", self.causal, 0)]:  # fmt: skip
             if value is not None and value < low:
                 raise UserError(f"{name} must be >= {low}, got {value}.")
         if self.layer_controlled and self.n_random < 1:
@@ -93,6 +98,28 @@ def _metadata(req: PruneEvalRequest, loaded: Loaded, ppl: dict | None, calib, ex
     )  # fmt: skip
 
 
+def _experts_and_stats(req: PruneEvalRequest, loaded: Loaded, calib, progress: bool):
+    """(experts to prune, an expert table or None): given, read from --from, or profiled now."""
+    if req.experts is None:
+        return profiled_super_experts(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
+    stats = None
+    if req.from_dir is not None and req.causal:
+        from .run import load_profile
+
+        stats = load_profile(req.from_dir).expert_stats
+    return req.experts, stats
+
+
+def _causal(req: PruneEvalRequest, loaded: Loaded, calib, experts: list[Expert], stats, progress: bool) -> dict:
+    candidates = default_candidates(stats, experts, req.causal) if stats is not None else experts
+    ids = calib.input_ids[:CAUSAL_SAMPLES]
+    table = confirm_candidates(loaded.model, ids, candidates, threshold=CAUSAL_THRESHOLD,
+                               batch_size=req.batch_size, progress=progress)  # fmt: skip
+    return {"mode": "zero", "threshold": CAUSAL_THRESHOLD, "samples": int(ids.shape[0]),
+            "measure": "ma_drop = 1 - max|hidden| after the candidate's layer (ablated / original)",
+            "candidates": table.to_dict(orient="records")}  # fmt: skip
+
+
 def prune_eval_run(loaded: Loaded, req: PruneEvalRequest, out_dir: str | os.PathLike, *,
                    progress: bool = False) -> dict[str, Any]:
     """Evaluate every condition, write `out_dir`/prune_eval.json, refresh the run's report."""
@@ -103,11 +130,10 @@ def prune_eval_run(loaded: Loaded, req: PruneEvalRequest, out_dir: str | os.Path
     if req.experts is not None:  # fail on a bad list before any long computation
         build_conditions(model_map, req.experts, mode=req.mode)
     calib = None
-    if req.experts is None or req.mode == "mean":
+    if req.experts is None or req.mode == "mean" or req.causal is not None:
         calib = calibration(req.data, loaded.tokenizer, seq_len=seq_len, samples=req.samples or defaults["samples"],
                             seed=req.seed)  # fmt: skip
-    experts = req.experts or profiled_super_experts(loaded.model, calib.input_ids, batch_size=req.batch_size,
-                                                    progress=progress)  # fmt: skip
+    experts, stats = _experts_and_stats(req, loaded, calib, progress)
     name = "custom" if req.experts_source == "custom" else "super"
     conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
                                   layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
@@ -115,6 +141,8 @@ def prune_eval_run(loaded: Loaded, req: PruneEvalRequest, out_dir: str | os.Path
     means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
     results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
     document = prune_eval_json(results, _metadata(req, loaded, ppl, calib, experts))
+    if req.causal is not None:
+        document["causal"] = _causal(req, loaded, calib, experts, stats, progress)
     write_prune_eval(out_dir, document)
     if (Path(out_dir) / RUN_MARKER).is_file():  # a profile run folder: add the section to its report
         from .report import write_report
@@ -129,3 +157,16 @@ def model_of_run(run_dir: str | os.PathLike) -> str | None:
 
     meta = load_profile(run_dir).meta
     return None if meta.get("synthetic") else meta.get("model_path") or meta.get("model") or None
+
+
+def check_experts_in_config(experts: list[Expert], config) -> None:
+    """Range-check an expert list from the model config alone, before the weights are read.
+    (Dense layers and shared experts need the model; `validate_experts` checks them after loading.)"""
+    text = getattr(config, "text_config", None) or config
+    layers = getattr(text, "num_hidden_layers", None)
+    per_layer = next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)), None)
+    for layer, expert in experts:
+        if isinstance(layers, int) and not 0 <= layer < layers:
+            raise UserError(f"layer {layer} is out of range; the model has layers 0..{layers - 1}.")
+        if isinstance(expert, int) and isinstance(per_layer, int) and not 0 <= expert < per_layer:
+            raise UserError(f"expert {layer}:{expert} is out of range; the model has experts 0..{per_layer - 1}.")

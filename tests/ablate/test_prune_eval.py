@@ -153,3 +153,16 @@ def test_cli_tasks_per_condition(tmp_path, monkeypatch):
     assert all(0.0 <= a <= 1.0 for a in accs)
     summary = doc["summary"]["random"]["tasks"]["superexperts_tiny_choice"]["acc"]
     assert summary["mean"] == pytest.approx(statistics.mean(accs[2:]))
+
+
+def test_expert_range_checked_from_the_config():
+    from superexperts.errors import UserError
+    from superexperts.models.demo import demo_config
+    from superexperts.prune_eval_run import check_experts_in_config
+
+    config = demo_config(100)  # 8 layers x 64 experts
+    check_experts_in_config([(7, 63), (1, "shared")], config)
+    with pytest.raises(UserError, match="layers 0..7"):
+        check_experts_in_config([(8, 0)], config)
+    with pytest.raises(UserError, match="experts 0..63"):
+        check_experts_in_config([(1, 64)], config)

@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--generate", action="append", default=[], metavar="PROMPTS",
                    help="a prompts file (one per line) or a prompt; repeatable")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default 64)")
+    p.add_argument("--causal", type=int, nargs="?", const=5, metavar="TOP_N",
+                   help="also ablate each pruned expert alone (+ the TOP_N next candidates of the run's profile, "
+                   "default 5) and report the massive-activation drop and loss change")
     p.add_argument("--data", help="calibration data for --experts super without --from and --mode mean "
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
@@ -85,11 +88,11 @@ def _request(args: argparse.Namespace):
         raise UserError("--tasks is empty; pass task names such as arc_easy,piqa.")
     experts, source = read_experts(args.experts, args.from_dir)
     req = PruneEvalRequest(
-        experts=experts, experts_source=source, mode=args.mode, n_random=args.random,
+        experts=experts, experts_source=source, from_dir=args.from_dir, mode=args.mode, n_random=args.random,
         layer_controlled=args.layer_controlled, seed=args.seed, ppl=args.ppl, seq_len=args.seq_len,
         max_windows=args.max_windows, data=args.data, samples=args.samples, batch_size=args.batch_size,
         tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot, prompts=read_prompts(args.generate),
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, causal=args.causal,
     )  # fmt: skip
     req.check()
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads
@@ -100,13 +103,15 @@ def _request(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loading import load_model
-    from ..prune_eval import format_summary, format_table
-    from ..prune_eval_run import model_of_run, prune_eval_run
+    from ..loading import load_config, load_model
+    from ..prune_eval import format_causal, format_summary, format_table
+    from ..prune_eval_run import check_experts_in_config, model_of_run, prune_eval_run
 
     req = _request(args)
     out = _out_dir(args)
     spec = args.model if args.model is not None or args.from_dir is None else model_of_run(args.from_dir)
+    if spec is not None and req.experts is not None:  # before reading the weights
+        check_experts_in_config(req.experts, load_config(spec, args.trust_remote_code))
     loaded = load_model(spec, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     req.check(loaded.synthetic)
     if loaded.synthetic:
@@ -116,5 +121,7 @@ def run(args: argparse.Namespace) -> int:
     summary = format_summary(document["summary"])
     if summary:
         print(summary)
+    if "causal" in document:
+        print(format_causal(document["causal"]))
     print(f"wrote {out}/prune_eval.json")
     return 0
