@@ -89,3 +89,20 @@ def confirm_candidates(
     table = table.sort_values(["ma_drop", "loss_delta"], ascending=False, kind="stable").reset_index(drop=True)
     table["rank"] = range(1, len(table) + 1)
     return table[COLUMNS]
+
+
+def default_candidates(expert_stats: pd.DataFrame, experts: list[Expert], top: int = 5) -> list[Expert]:
+    """`experts` plus the `top` other routed/shared experts with the largest a[l,e] (profile table).
+
+    >>> default_candidates(prof.expert_stats, [(1, 68)], top=2)
+    [(1, 68), (2, 92), (3, 82)]
+    """
+    others = expert_stats[expert_stats["kind"] != "dense"].sort_values("max_abs_output", ascending=False)
+    chosen = list(experts)
+    for r in others.itertuples():
+        if len(chosen) >= len(experts) + top:
+            break
+        expert = (int(r.layer), int(r.expert) if r.kind == "routed" else "shared")
+        if expert not in chosen:
+            chosen.append(expert)
+    return chosen
