@@ -78,3 +78,18 @@ def test_mean_needs_means(tiny_qwen3):
     with pytest.raises(UserError, match="no mean output for 0:1"), ablate(tiny_qwen3, [(0, 1)], mode="mean",
                                                                            means={}):
         pass
+
+
+@torch.no_grad()
+def test_nested_mean_ablations_compose_and_unwind(tiny_qwen3, calib_ids):
+    means = expert_mean_outputs(tiny_qwen3, calib_ids)
+    with ablate(tiny_qwen3, [(0, 1), (0, 2)], mode="mean", means=means):
+        both = tiny_qwen3(calib_ids).logits
+    with ablate(tiny_qwen3, [(0, 1)], mode="mean", means=means):
+        inner_means = expert_mean_outputs(tiny_qwen3, calib_ids)  # must not drop the active edit
+        with ablate(tiny_qwen3, [(0, 2)], mode="mean", means=means):
+            nested = tiny_qwen3(calib_ids).logits
+        assert experts_fn.OUTPUT_EDITS  # the outer edit is still there
+    assert not experts_fn.OUTPUT_EDITS
+    torch.testing.assert_close(nested, both)
+    torch.testing.assert_close(inner_means[(0, 1)], means[(0, 1)])  # replaced rows average to the mean

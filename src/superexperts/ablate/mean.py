@@ -58,8 +58,7 @@ def _linear_sum_hook(sums: _Sums, index: int):
 
 def _install_sums(block: MoEBlock, sums: _Sums, stack: contextlib.ExitStack) -> None:
     if block.layout == "fused":
-        experts_fn.OUTPUT_EDITS[id(block.experts)] = lambda ids, out: (sums.add(ids, out), out)[1]
-        stack.callback(experts_fn.OUTPUT_EDITS.pop, id(block.experts), None)
+        _set_output_edit(block, lambda ids, out: (sums.add(ids, out), out)[1], stack)
     elif block.layout == "modulelist":
         for e in range(block.num_experts):
             stack.callback(block.expert_down(e).register_forward_hook(_linear_sum_hook(sums, e)).remove)
@@ -107,16 +106,23 @@ def _replace_rows(ids: torch.Tensor, out: torch.Tensor, table: torch.Tensor, cho
     return torch.where(chosen[ids].unsqueeze(-1), table[ids].to(out.dtype), out)
 
 
-def _edit_fused(block: MoEBlock, table: torch.Tensor, chosen: torch.Tensor, stack: contextlib.ExitStack) -> None:
+def _set_output_edit(block: MoEBlock, edit: Callable, stack: contextlib.ExitStack) -> Callable | None:
+    """Install `edit` for a fused experts module until `stack` closes; returns the edit it replaces."""
     key = id(block.experts)
-    previous = experts_fn.OUTPUT_EDITS.get(key)  # compose with an ablation already active here
+    previous = experts_fn.OUTPUT_EDITS.get(key)
+    experts_fn.OUTPUT_EDITS[key] = edit
+    stack.callback(lambda: experts_fn.OUTPUT_EDITS.__setitem__(key, previous) if previous
+                   else experts_fn.OUTPUT_EDITS.pop(key, None))
+    return previous
+
+
+def _edit_fused(block: MoEBlock, table: torch.Tensor, chosen: torch.Tensor, stack: contextlib.ExitStack) -> None:
+    previous = experts_fn.OUTPUT_EDITS.get(id(block.experts))  # compose with an ablation already active here
 
     def edit(ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return _replace_rows(ids, previous(ids, out) if previous else out, table, chosen)
 
-    experts_fn.OUTPUT_EDITS[key] = edit
-    stack.callback(lambda: experts_fn.OUTPUT_EDITS.__setitem__(key, previous) if previous
-                   else experts_fn.OUTPUT_EDITS.pop(key, None))
+    _set_output_edit(block, edit, stack)
     stack.enter_context(_fused_implementation([block]))
 
 
