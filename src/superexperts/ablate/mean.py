@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..capture import experts_fn
-from ..capture.session import _fused_implementation
+from ..capture.session import _fused_implementation, _param_device
 from ..errors import UserError
 from ..models.adapters import ModelMap, MoEBlock, map_model
 from .spec import Expert
@@ -83,8 +83,9 @@ def expert_mean_outputs(model: nn.Module, input_ids: torch.Tensor | Iterable[tor
     model_map = map_model(model)
     device = next(model.parameters()).device
     hidden = model.get_input_embeddings().weight.shape[-1]
-    routed = {b.layer: _Sums(b.num_experts, hidden, device) for b in model_map.moe}
-    shared = {b.layer: _Sums(1, hidden, device) for b in model_map.moe if b.shared is not None}
+    # Sums live beside each block's weights (models split over devices keep working).
+    routed = {b.layer: _Sums(b.num_experts, hidden, _param_device(b.experts)) for b in model_map.moe}
+    shared = {b.layer: _Sums(1, hidden, _param_device(b.shared)) for b in model_map.moe if b.shared is not None}
     batches = input_ids.split(batch_size) if isinstance(input_ids, torch.Tensor) else input_ids
     with contextlib.ExitStack() as stack:
         for b in model_map.moe:
@@ -131,7 +132,7 @@ def _edit_dense_routed(block: MoEBlock, table: torch.Tensor, chosen: torch.Tenso
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         routed = _dense_routed_rows(args[0], block.num_experts) & chosen.unsqueeze(-1)  # (E, tokens)
         out = output.reshape(block.num_experts, -1, output.shape[-1])
-        out = torch.where(routed.unsqueeze(-1), table.unsqueeze(1).to(out.dtype), out)
+        out = torch.where(routed.unsqueeze(-1), table.unsqueeze(1).to(out.device, out.dtype), out)
         return out.reshape(output.shape)
 
     stack.callback(block.experts.register_forward_hook(hook).remove)
@@ -139,7 +140,7 @@ def _edit_dense_routed(block: MoEBlock, table: torch.Tensor, chosen: torch.Tenso
 
 def _constant_output_hook(mean: torch.Tensor):
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return mean.to(output.dtype).expand_as(output)
+        return mean.to(device=output.device, dtype=output.dtype).expand_as(output)
 
     return hook
 
