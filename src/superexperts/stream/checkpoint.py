@@ -188,8 +188,8 @@ class Checkpoint:
     def load(self, model: nn.Module, keys: list[str], *, device: torch.device | str, dtype: torch.dtype) -> None:
         """Read `keys` from the shards and set them (converted) on `model`, on `device`.
 
-        One parameter at a time, largest first: converting per-expert tensors to a fused one
-        briefly holds both, so this bounds the peak at about 4/3 of the layer instead of 2x.
+        Large parameters one at a time, largest first: converting per-expert tensors to a fused
+        one briefly holds both, so this bounds the peak at about 4/3 of the layer instead of 2x.
         Tensors are read with pread, not mmap, so file pages do not count as resident memory.
         """
         self.check_dtypes(keys)
@@ -197,24 +197,29 @@ class Checkpoint:
         for k in keys:
             groups[self.target_of.get(k, k)].append(k)
         size = {t: sum(self.tensors[k].end - self.tensors[k].start for k in ks) for t, ks in groups.items()}
+        total = sum(size.values())
+        big = sorted((t for t in groups if size[t] >= total / 10), key=lambda t: -size[t])
+        small = [k for t in groups if t not in big for k in groups[t]]  # norms, router, attention: one call
+        mapping = copy.deepcopy(self.mapping)
         with contextlib.ExitStack() as files, quiet_loading():
             handles: dict[Path, Any] = {}
-            for target in sorted(groups, key=lambda t: -size[t]):
+            for chunk in [groups[t] for t in big] + ([small] if small else []):
                 state = {}
-                for k in groups[target]:
+                for k in chunk:
                     path = self.tensors[k].file
                     if path not in handles:
                         handles[path] = files.enter_context(_open(path))
                     state[k] = handles[path].get_slice(k)
-                self._convert(model, state, device, dtype)
+                self._convert(model, state, device, dtype, mapping)
                 del state
                 release_freed_memory()
 
-    def _convert(self, model: nn.Module, state: dict, device: torch.device | str, dtype: torch.dtype) -> None:
+    def _convert(self, model: nn.Module, state: dict, device: torch.device | str, dtype: torch.dtype,
+                 mapping: list) -> None:  # fmt: skip
         # Imported here: transformers' loader lives in a large module we only need while loading.
         from transformers.core_model_loading import convert_and_load_state_dict_in_model
 
-        config = LoadStateDictConfig(device_map={"": device}, dtype=dtype, weight_mapping=copy.deepcopy(self.mapping))
+        config = LoadStateDictConfig(device_map={"": device}, dtype=dtype, weight_mapping=mapping)
         info, _ = convert_and_load_state_dict_in_model(model, state, config)
         if info.mismatched_keys:
             name, found, expected = min(info.mismatched_keys)

@@ -177,7 +177,7 @@ def stream_profile(
             states[index] = layer_state(cap, index, medians)
             if state is not None:
                 state.save_layer(index, states[index], complete=index == todo[-1])
-                store.drop_old(keep_current=index != todo[-1])
+            store.drop_old(keep_current=index != todo[-1])  # spilled/persisted inputs of this layer
         if world > 1:
             for index, merged in distributed.merge_across_ranks(states, cap).items():
                 restore_layer(cap, index, merged)

@@ -1,0 +1,175 @@
+"""Layer streaming benchmarks (issue 6): peak memory vs checkpoint size, throughput vs in-memory.
+
+    python benchmarks/bench_stream.py memory      # (a) peak RSS, synthetic ~1.7 GB checkpoint
+    python benchmarks/bench_stream.py throughput  # (b) streaming vs in-memory tokens/s
+    python benchmarks/bench_stream.py all
+
+The synthetic checkpoint is a random Qwen3-MoE written layer by layer in the hub per-expert
+layout (keys produced by transformers' own `revert_weight_conversion`), so it never exists in
+memory as a whole. Memory is measured in a fresh subprocess: peak RSS (getrusage) minus the RSS
+after imports, against the largest decoder layer plus all calibration hidden states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+WORKDIR = Path("/tmp/superexperts-bench")
+BIG = {"hidden_size": 1024, "moe_intermediate_size": 512, "intermediate_size": 2048, "num_experts": 64,
+       "num_experts_per_tok": 4, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
+       "head_dim": 128, "vocab_size": 4096, "max_position_embeddings": 4096, "tie_word_embeddings": False}
+SMALL = BIG | {"hidden_size": 256, "moe_intermediate_size": 128, "num_experts": 32, "num_hidden_layers": 6,
+               "head_dim": 32, "vocab_size": 2048}
+
+
+def write_synthetic(folder: Path, dims: dict, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """A random Qwen3-MoE checkpoint, one shard per decoder layer, hub per-expert keys."""
+    from accelerate import init_empty_weights
+    from safetensors.torch import save_file
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+    from transformers.core_model_loading import revert_weight_conversion
+
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    config = Qwen3MoeConfig(**dims, dtype=str(dtype).removeprefix("torch."))
+    with init_empty_weights():
+        model = Qwen3MoeForCausalLM(config)
+    torch.manual_seed(seed)
+    parts = [(f"model.layers.{i}.", layer) for i, layer in enumerate(model.model.layers)]
+    parts += [("model.embed_tokens.", model.model.embed_tokens), ("model.norm.", model.model.norm),
+              ("lm_head.", model.lm_head)]  # fmt: skip
+    weight_map = {}
+    for n, (prefix, module) in enumerate(parts):
+        module.to_empty(device="cpu")
+        state = {}
+        for name, p in module.named_parameters():
+            scale = 0.3 if "experts" in name or "gate" in name else 0.02
+            state[prefix + name] = torch.ones_like(p) if "norm" in name else torch.randn(p.shape) * scale
+        state = {k: v.to(dtype).contiguous() for k, v in revert_weight_conversion(model, state).items()}
+        shard = f"model-{n:05d}-of-{len(parts):05d}.safetensors"
+        save_file(state, folder / shard, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(state, shard))
+        module.to("meta")
+        del state
+    config.save_pretrained(folder)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> None:
+    """Runs in a fresh process: prints RSS before the first layer loads and the peak RSS."""
+    from superexperts.stream import layerwise
+
+    torch.set_num_threads(2)
+    ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
+    before_layers: list[int] = []
+    load_peaks: list[int] = []
+    real_load = layerwise._load_layer
+
+    def load_layer(*args):  # benchmark instrumentation: fixed costs end where layers start
+        if not before_layers:
+            before_layers.append(_rss())
+        real_load(*args)
+        if not load_peaks:  # peak while loading (converting) the first layer, before any compute
+            load_peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+    layerwise._load_layer = load_layer
+    start = time.perf_counter()
+    prof = layerwise.stream_profile(folder, ids, batch_size=batch_size, dtype=torch.bfloat16)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"baseline": before_layers[0], "peak": peak, "load_peak": load_peaks[0], "seconds": time.perf_counter() - start,
+                      "layers": prof.meta["num_layers"]}))  # fmt: skip
+
+
+def layer_bytes(folder: Path) -> tuple[int, int]:
+    """(checkpoint bytes, largest decoder layer's bytes) from the shard headers."""
+    from superexperts.stream.checkpoint import read_tensor_index
+
+    tensors = read_tensor_index(folder)
+    per_layer: dict[str, int] = {}
+    for key, info in tensors.items():
+        if ".layers." in key:
+            layer = key.split(".layers.")[1].split(".")[0]
+            per_layer[layer] = per_layer.get(layer, 0) + info.end - info.start
+    total = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return total, max(per_layer.values())
+
+
+def bench_memory(samples: int = 8, seq_len: int = 128, batch_size: int = 4) -> dict:
+    """Peak RSS of streaming, with glibc's default malloc and with a 64 KiB mmap threshold
+    (MALLOC_MMAP_THRESHOLD_, which makes freed tensors go straight back to the OS)."""
+    import os
+
+    folder = write_synthetic(WORKDIR / "big", BIG)
+    total, largest = layer_bytes(folder)
+    activations = samples * seq_len * BIG["hidden_size"] * 2  # bf16 hidden states of all batches
+    budget = largest + activations
+    result = {"checkpoint_GB": total / 1e9, "largest_layer_MB": largest / 1e6, "activations_MB": activations / 1e6,
+              "checkpoint_over_budget": total / budget}  # fmt: skip
+    for name, env in (("default_malloc", {}), ("mmap_threshold_64k", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
+        out = subprocess.run([sys.executable, __file__, "_child", str(folder), str(samples), str(seq_len),
+                              str(batch_size)], capture_output=True, text=True, check=True,
+                             env=os.environ | env)  # fmt: skip
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        result |= {f"{name}_rss_before_layers_MB": r["baseline"] / 1e6, f"{name}_peak_rss_MB": r["peak"] / 1e6,
+                   f"{name}_peak_minus_before_over_budget": (r["peak"] - r["baseline"]) / budget,
+                   f"{name}_first_load_peak_minus_before_over_layer": (r["load_peak"] - r["baseline"]) / largest,
+                   f"{name}_peak_over_checkpoint": r["peak"] / total, f"{name}_seconds": r["seconds"]}  # fmt: skip
+    print("(a) memory:", json.dumps({k: round(v, 3) for k, v in result.items()}, indent=1))
+    return result
+
+
+def bench_throughput(samples: int = 32, seq_len: int = 256, batch_size: int = 8) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    from superexperts.profile import profile
+    from superexperts.stream import stream_profile
+
+    folder = write_synthetic(WORKDIR / "small", SMALL, dtype=torch.float32)
+    ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    loaded = time.perf_counter()
+    profile(model, ids, batch_size=batch_size)
+    in_memory = time.perf_counter()
+    stream_profile(folder, ids, batch_size=batch_size, dtype=torch.float32)
+    streamed = time.perf_counter()
+    tokens = ids.numel()
+    result = {"tokens": tokens, "load_s": loaded - start, "in_memory_profile_s": in_memory - loaded,
+              "stream_s": streamed - in_memory,
+              "stream_over_in_memory_throughput": (in_memory - loaded) / (streamed - in_memory),
+              "stream_over_load_plus_profile_throughput": (in_memory - start) / (streamed - in_memory)}  # fmt: skip
+    print("(b) throughput:", json.dumps({k: round(v, 3) for k, v in result.items()}))
+    return result
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["_child"]:
+        folder, samples, seq_len, batch_size = sys.argv[2], *map(int, sys.argv[3:6])
+        return child_memory(folder, samples, seq_len, batch_size)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["memory", "throughput", "all"])
+    args = parser.parse_args()
+    if args.what in ("memory", "all"):
+        bench_memory()
+    if args.what in ("throughput", "all"):
+        bench_throughput()
+
+
+if __name__ == "__main__":
+    main()
