@@ -134,7 +134,7 @@ def bench_memory(samples: int = 8, seq_len: int = 128, batch_size: int = 4) -> d
     return result
 
 
-def bench_throughput(samples: int = 32, seq_len: int = 256, batch_size: int = 8) -> dict:
+def bench_throughput(samples: int = 64, seq_len: int = 256, batch_size: int = 8) -> dict:
     from transformers import AutoModelForCausalLM
 
     from superexperts.profile import profile

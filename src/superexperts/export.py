@@ -108,8 +108,6 @@ def _zero(path: Path, ranges: list[ByteRange], chunk: int = 64 << 20) -> None:
                 n = min(chunk, end - start)
                 f.write(bytes(n))
                 start += n
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _write_tree(source: Path, staging: Path, ranges: dict[Path, list[ByteRange]]) -> None:
@@ -145,7 +143,7 @@ def export_pruned(model_dir: str | os.PathLike, experts: list[Expert], out_dir: 
         raise UserError(f"--out {out} is inside the source checkpoint; choose another folder.")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"--out {out} exists and is not empty; pass --overwrite or choose another folder.")
-    skeleton, _ = build_skeleton(source, None, trust_remote_code=trust_remote_code)
+    skeleton, _ = build_skeleton(source, None, trust_remote_code=trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     experts = validate_experts(model_map, list(experts))
     ckpt = Checkpoint(source, read_tensor_index(source), get_model_conversion_mapping(skeleton))

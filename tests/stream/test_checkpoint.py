@@ -97,3 +97,12 @@ def test_read_header_positions(checkpoints):
         for name in list(infos)[:5]:
             t = f.get_tensor(name)
             assert raw[infos[name].start : infos[name].end] == t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+
+def test_quantized_checkpoint_is_refused(checkpoints, tmp_path):
+    _, folder = checkpoints("qwen3_moe", "hub")
+    folder = shutil.copytree(folder, tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    (folder / "config.json").write_text(json.dumps(config))
+    _fails(folder, "quantized")

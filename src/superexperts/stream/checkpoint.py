@@ -183,7 +183,7 @@ class Checkpoint:
         if bad:
             info = self.tensors[bad[0]]
             raise UserError(f"{info.file.name}: {bad[0]!r} is {info.dtype}, not a float type; "
-                            "quantized checkpoints other than FP8 are not supported for streaming.")  # fmt: skip
+                            "quantized checkpoints are not supported for streaming.")  # fmt: skip
 
     def load(self, model: nn.Module, keys: list[str], *, device: torch.device | str, dtype: torch.dtype) -> None:
         """Read `keys` from the shards and set them (converted) on `model`, on `device`.

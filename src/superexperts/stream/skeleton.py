@@ -27,8 +27,11 @@ LayerCall = tuple[tuple, dict[str, Any]]  # positional args after hidden_states,
 
 
 def build_skeleton(folder: Path, dtype: torch.dtype | None, *, trust_remote_code: bool = False,
-                   attn_implementation: str | None = None) -> tuple[nn.Module, torch.dtype]:  # fmt: skip
+                   attn_implementation: str | None = None,
+                   allow_quantized: bool = False) -> tuple[nn.Module, torch.dtype]:  # fmt: skip
     """(model on meta, dtype) from `folder/config.json`; dtype defaults to the config's, then float32.
+
+    Quantized checkpoints are refused unless `allow_quantized` (export only needs the structure).
 
     >>> model, dtype = build_skeleton(Path("ckpt"), torch.bfloat16)
     """
@@ -38,6 +41,11 @@ def build_skeleton(folder: Path, dtype: torch.dtype | None, *, trust_remote_code
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError) as e:
         raise UserError(f"cannot read {folder}/config.json ({str(e).splitlines()[0]}).") from None
+    quant = getattr(config, "quantization_config", None)
+    if quant is not None and not allow_quantized:  # loading without the quantizer would read raw FP8/int weights as numbers
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else getattr(quant, "quant_method", "?")
+        raise UserError(f"{folder} is quantized ({method}); layer streaming reads unquantized bf16/fp16/fp32 "
+                        "checkpoints only; dequantize it first or profile it in memory.")  # fmt: skip
     if dtype is None:
         dtype = getattr(config, "dtype", None) or torch.float32
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
