@@ -147,6 +147,7 @@ class Checkpoint:
     layer_keys: dict[int, list[str]] = field(default_factory=dict)  # checkpoint keys per layer
     outer_keys: list[str] = field(default_factory=list)  # embeddings, final norm (not lm_head)
     target_of: dict[str, str] = field(default_factory=dict)  # checkpoint key -> model parameter
+    head_keys: list[str] = field(default_factory=list)  # lm_head (absent when tied to the embeddings)
 
     @classmethod
     def open(cls, folder: str | os.PathLike, skeleton: nn.Module, *, layers_prefix: str) -> Checkpoint:
@@ -174,7 +175,9 @@ class Checkpoint:
             match = layer_re.match(target)
             if match:
                 grouped[int(match.group(1))].append(key)
-            elif not any(target.startswith(h) for h in head_names):
+            elif any(target.startswith(h) for h in head_names):
+                self.head_keys.append(key)
+            else:
                 self.outer_keys.append(key)
         self.layer_keys = dict(grouped)
 

@@ -67,18 +67,21 @@ def _embed(skeleton: nn.Module, path: str, batches: list[torch.Tensor], store: A
     return calls
 
 
-def _run_layer(layer: nn.Module, index: int, cap: Capture, batches: list[torch.Tensor], offsets: list[int],
+def _run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[torch.Tensor], offsets: list[int],
                calls: dict[tuple, dict[int, LayerCall]], store: ActivationStore) -> list[torch.Tensor]:  # fmt: skip
     """All batches through one layer; returns the per-batch median magnitudes (for exact merging)."""
-    tracker = cap.massive[index]
     medians = []
     for b, ids in enumerate(batches):
-        cap.token_offset = offsets[b] * ids.shape[1]
         args, kwargs = calls[tuple(ids.shape)][index]
-        saved, tracker.median_sum = tracker.median_sum, torch.zeros_like(tracker.median_sum)
-        out = layer(store.read(b), *args, **kwargs)
-        medians.append(tracker.median_sum)  # 0 + this batch's median, exactly
-        tracker.median_sum = saved + tracker.median_sum  # the same float32 addition the tracker does
+        if cap is None:  # plain forward (evaluation)
+            out = layer(store.read(b), *args, **kwargs)
+        else:
+            cap.token_offset = offsets[b] * ids.shape[1]
+            tracker = cap.massive[index]
+            saved, tracker.median_sum = tracker.median_sum, torch.zeros_like(tracker.median_sum)
+            out = layer(store.read(b), *args, **kwargs)
+            medians.append(tracker.median_sum)  # 0 + this batch's median, exactly
+            tracker.median_sum = saved + tracker.median_sum  # the same float32 addition the tracker does
         store.write(b, out[0] if isinstance(out, (tuple, list)) else out)
     store.commit()
     return medians
