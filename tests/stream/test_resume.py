@@ -71,3 +71,14 @@ def test_state_dir_with_foreign_files_is_refused(checkpoints, tmp_path):
     with pytest.raises(UserError, match="holds other files"):
         stream_profile(folder, IDS, state_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_run_killed_inside_the_first_layer_resumes(checkpoints, tmp_path, monkeypatch):
+    _, folder = checkpoints("qwen3_moe", "hub")
+    with monkeypatch.context() as m:
+        _interrupt_inside(m, layer_index=0, after_batches=1)
+        with pytest.raises(Interrupted):
+            stream_profile(folder, IDS, batch_size=1, state_dir=tmp_path / "state")
+    resumed = stream_profile(folder, IDS, batch_size=1, state_dir=tmp_path / "state", resume=True)
+    full = stream_profile(folder, IDS, batch_size=1)
+    pd.testing.assert_frame_equal(full.expert_stats, resumed.expert_stats)

@@ -107,6 +107,25 @@ def _load_outer(ckpt: Checkpoint, skeleton: nn.Module, path: str, device: torch.
             child.to(device)
 
 
+def _stream_layers(ckpt: Checkpoint, skeleton: nn.Module, model_map, cap: Capture, batches: list[torch.Tensor],
+                   offsets: list[int], calls: dict, store: ActivationStore, state: RunState | None, done: dict,
+                   *, device: torch.device, dtype: torch.dtype, progress: bool) -> dict[int, dict]:  # fmt: skip
+    """Load, run, record and free every layer not in `done`; {layer: tracker state} of all layers."""
+    states = dict(done)  # small: a few numbers per expert
+    todo = range(len(done), model_map.num_layers)
+    for index in tqdm(todo, desc="streaming layers", unit="layer", disable=not progress):
+        layer = model_map.layers[index]
+        _load_layer(ckpt, skeleton, layer, index, device, dtype)
+        medians = _run_layer(layer, index, cap, batches, offsets, calls, store)
+        layer.to("meta")  # free the weights before the next layer loads
+        release_freed_memory()
+        states[index] = layer_state(cap, index, medians)
+        if state is not None:
+            state.save_layer(index, states[index], complete=index == todo[-1])
+        store.drop_old(keep_current=index != todo[-1])  # spilled/persisted inputs of this layer
+    return states
+
+
 def _shard(batches: list[torch.Tensor], rank: int, world: int) -> tuple[list[torch.Tensor], list[int]]:
     """This rank's contiguous block of batches and their global sample offsets."""
     starts = [0]
@@ -169,18 +188,8 @@ def stream_profile(
                                 spill_dir=spill, persist=state is not None, generation=len(done) if done else -1)  # fmt: skip
         _load_outer(ckpt, skeleton, path, device, dtype)
         calls = _embed(skeleton, path, batches, store, write=not done)
-        states = dict(done)  # layer -> tracker state (small: a few numbers per expert)
-        todo = range(len(done), model_map.num_layers)
-        for index in tqdm(todo, desc="streaming layers", unit="layer", disable=not progress):
-            layer = model_map.layers[index]
-            _load_layer(ckpt, skeleton, layer, index, device, dtype)
-            medians = _run_layer(layer, index, cap, batches, offsets, calls, store)
-            layer.to("meta")  # free the weights before the next layer loads
-            release_freed_memory()
-            states[index] = layer_state(cap, index, medians)
-            if state is not None:
-                state.save_layer(index, states[index], complete=index == todo[-1])
-            store.drop_old(keep_current=index != todo[-1])  # spilled/persisted inputs of this layer
+        states = _stream_layers(ckpt, skeleton, model_map, cap, batches, offsets, calls, store, state, done,
+                                device=device, dtype=dtype, progress=progress)  # fmt: skip
         if world > 1:
             for index, merged in distributed.merge_across_ranks(states, cap).items():
                 restore_layer(cap, index, merged)

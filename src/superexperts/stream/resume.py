@@ -70,7 +70,7 @@ class RunState:
         data = self._read()
         if data is None and self.folder.is_dir() and any(self.folder.iterdir()):
             raise UserError(f"--state-dir {self.folder} holds other files; pass an empty or new folder.")
-        if data is not None and resume:
+        if data is not None and resume and int(data["last_layer"]) >= 0:
             if data["fingerprint"] != self.fingerprint:
                 raise UserError(f"state in {self.folder} is from another model, data or settings; "
                                 "delete it or run without --resume.")  # fmt: skip
@@ -78,6 +78,9 @@ class RunState:
         if data is not None:  # a fresh run replaces our own old state
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        # Marks the folder as ours from the start, so a run killed inside layer 0 can be resumed.
+        atomic_write_json(self.folder / STATE_FILE, {"format": FORMAT, "fingerprint": self.fingerprint,
+                                                      "last_layer": -1, "complete": False})  # fmt: skip
         return {}
 
     def _layer_path(self, layer: int) -> Path:
