@@ -1,5 +1,11 @@
-"""Profile checkpoints larger than memory: layer streaming, resume, data-parallel ranks (issue 6)."""
+"""Profile checkpoints larger than memory: layer streaming, resume, data-parallel ranks (issue 6).
 
+    >>> prof = stream_profile("ckpt/", input_ids, device="cuda", dtype=torch.bfloat16, state_dir="state/")
+    >>> ppl = stream_perplexity("ckpt/", token_ids, experts=[(1, 68)], seq_len=2048)["perplexity"]
+"""
+
+from .distributed import spawn_stream_profile
+from .evaluate import stream_perplexity
 from .layerwise import stream_profile
 
-__all__ = ["stream_profile"]
+__all__ = ["spawn_stream_profile", "stream_perplexity", "stream_profile"]
