@@ -39,6 +39,7 @@ SINGLE_NAME = "model.safetensors"
 # Bytes per element of every dtype the safetensors format defines.
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+SYNC_LOAD_ENV = "HF_DEACTIVATE_ASYNC_LOAD"  # read by transformers on every load call
 FLOAT_DTYPES = {"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32", "F64"}
 
 
@@ -123,12 +124,21 @@ def read_tensor_index(folder: Path) -> dict[str, TensorInfo]:
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Silence transformers' per-call 'Loading weights' bar while layers stream in, then restore."""
+    """While a layer loads: no per-call 'Loading weights' bar, and transformers' synchronous
+    loading (its documented switch HF_DEACTIVATE_ASYNC_LOAD, which it uses itself under memory
+    constraints). Its 4 reader threads otherwise fragment the heap: measured peak 1.95x the layer
+    instead of 1.3x. Both are restored on exit."""
     was_enabled = hf_logging.is_progress_bar_enabled()
+    saved = os.environ.get(SYNC_LOAD_ENV)
     hf_logging.disable_progress_bar()
+    os.environ[SYNC_LOAD_ENV] = "1"
     try:
         yield
     finally:
+        if saved is None:
+            os.environ.pop(SYNC_LOAD_ENV, None)
+        else:
+            os.environ[SYNC_LOAD_ENV] = saved
         if was_enabled:
             hf_logging.enable_progress_bar()
 
