@@ -22,7 +22,7 @@ from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, ExpertsInterface
 
 import superexperts
-from superexperts.meta import library_versions
+from superexperts.runfolder import library_versions
 
 NAIVE_MAXIMA: dict[tuple[int, int], float] = {}
 

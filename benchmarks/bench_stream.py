@@ -79,7 +79,7 @@ def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> No
     ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
     before_layers: list[int] = []
     load_peaks: list[int] = []
-    real_load = layerwise._load_layer
+    real_load = layerwise.load_layer
 
     def load_layer(*args):  # benchmark instrumentation: fixed costs end where layers start
         if not before_layers:
@@ -89,7 +89,7 @@ def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> No
             load_peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
     workspace: list[int] = []
-    real_run = layerwise._run_layer
+    real_run = layerwise.run_layer
 
     def run_layer(*args):  # what the first forward keeps (thread pools, kernel caches): paid once
         before = _rss()
@@ -98,7 +98,7 @@ def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> No
             workspace.append(_rss() - before)
         return out
 
-    layerwise._load_layer, layerwise._run_layer = load_layer, run_layer
+    layerwise.load_layer, layerwise.run_layer = load_layer, run_layer
     start = time.perf_counter()
     prof = layerwise.stream_profile(folder, ids, batch_size=batch_size, dtype=torch.bfloat16)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

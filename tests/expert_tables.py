@@ -48,7 +48,7 @@ def save_table_run(out_dir, table: pd.DataFrame, num_layers: int, **meta) -> Non
     """A run folder (profile.json, super_experts.json, expert_stats.csv/.parquet) for a hand-made table."""
     from superexperts.profile import Profile
     from superexperts.rules import paper
-    from superexperts.run import save_run
+    from superexperts.runfolder import save_run
 
     prof = Profile(table, layer_stats(num_layers), {"num_layers": num_layers, **meta})
     save_run(out_dir, prof, paper(table, num_layers))

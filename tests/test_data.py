@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from superexperts.data import calibration, load_texts, token_stream
+from superexperts.data import calibration, load_texts
 from superexperts.errors import UserError
-from superexperts.models.demo import build_tokenizer, builtin_text
+from superexperts.models.demo import build_tokenizer
 
 TEXT = "one two three four five six seven eight nine ten . " * 20
 
@@ -67,7 +67,6 @@ def test_builtin_text_is_default_and_sampling_is_seeded(tok):
     rows = {tuple(r.tolist()) for r in all_windows}
     assert all(tuple(r.tolist()) in rows for r in a)  # a subset of the non-overlapping windows
     assert (a[:, 0] == tok.bos_token_id).all()
-    assert token_stream(None, tok).numel() == len(tok(builtin_text(), add_special_tokens=False).input_ids)
 
 
 @pytest.mark.parametrize(

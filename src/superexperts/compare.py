@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .ablate.spec import Expert, experts_json, format_experts
 from .errors import UserError
+from .experts import Expert, experts_json, format_experts
 from .rules import expert_label
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .meta import tensor_sha256
+from .runfolder import tensor_sha256
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
@@ -137,20 +137,25 @@ def _prepend_bos(tokenizer) -> bool:
     return bos is not None and tokenizer("a").input_ids[:1] == [bos]
 
 
-def _stream_windows(ids: torch.Tensor, seq_len: int, samples: int | None, seed: int, bos: int | None) -> torch.Tensor:
-    body = seq_len - (bos is not None)
-    count = ids.numel() // body
+def cut_windows(stream: torch.Tensor, length: int, max_windows: int | None = None) -> torch.Tensor:
+    """(windows, length): consecutive non-overlapping windows of a 1-D token stream, tail dropped.
+    The one window cutter of calibration and perplexity."""
+    count = stream.numel() // length
     if count == 0:
-        raise UserError(
-            f"the data has {ids.numel()} tokens, fewer than one window of --seq-len {seq_len}; "
-            "lower --seq-len or pass more --data."
-        )
-    starts = list(range(count))
-    if samples is not None and samples < count:
-        starts = sorted(random.Random(seed).sample(starts, samples))
-    windows = torch.stack([ids[s * body : (s + 1) * body] for s in starts])
+        raise UserError(f"the data has {stream.numel()} tokens, fewer than one window of {length}; "
+                        "lower --seq-len or pass more data.")
+    if max_windows is not None:
+        count = min(count, max_windows)
+    return stream[: count * length].view(count, length)
+
+
+def _stream_windows(ids: torch.Tensor, seq_len: int, samples: int | None, seed: int, bos: int | None) -> torch.Tensor:
+    """Calibration windows: a seeded subset of the stream's windows, each led by BOS when the tokenizer adds one."""
+    windows = cut_windows(ids, seq_len - (bos is not None))
+    if samples is not None and samples < len(windows):
+        windows = windows[sorted(random.Random(seed).sample(range(len(windows)), samples))]
     if bos is not None:
-        windows = torch.cat([torch.full((len(starts), 1), bos, dtype=windows.dtype), windows], dim=1)
+        windows = torch.cat([torch.full((len(windows), 1), bos, dtype=windows.dtype), windows], dim=1)
     return windows
 
 
@@ -200,9 +205,3 @@ def calibration(spec: str | None, tokenizer, *, seq_len: int, samples: int | Non
     ids = _stream_windows(stream, seq_len, samples, seed, bos)
     how = "non-overlapping windows" + (", seeded random subset" if samples else "") + (", BOS first" if bos else "")
     return Calibration(ids, name, seed, how)
-
-
-def token_stream(spec: str | None, tokenizer) -> torch.Tensor:
-    """The whole data as one token stream (documents joined by "\\n\\n"), for perplexity."""
-    docs, joiner = load_texts(spec)
-    return tokenizer((joiner or "\n\n").join(docs), add_special_tokens=False, return_tensors="pt").input_ids[0]

@@ -11,3 +11,9 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
     close = difflib.get_close_matches(name, choices, n=1)
     return f"Did you mean '{close[0]}'? " if close else ""
+
+
+def check_at_least(flag: str, value: int | None, low: int) -> None:
+    """The one wording of every lower-bound check on a count argument (None = not given)."""
+    if value is not None and value < low:
+        raise UserError(f"{flag} must be >= {low}, got {value}.")

@@ -32,11 +32,10 @@ from torch import nn
 from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
-from .ablate.spec import Expert, experts_json, validate_experts
 from .errors import UserError
-from .io import atomic_write_json
-from .meta import base_metadata
+from .experts import Expert, experts_json, validate_experts
 from .models.adapters import ModelMap, map_model
+from .runfolder import atomic_write_json, base_metadata
 from .stream.checkpoint import Checkpoint, TensorInfo, read_tensor_index
 from .stream.skeleton import build_skeleton
 

@@ -17,8 +17,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from .ablate.spec import Expert, experts_from_records, experts_json, format_experts
 from .errors import UserError, did_you_mean
+from .experts import Expert, experts_from_records, experts_json, format_experts
 from .rules import Verdict
 
 DATA_FILE = "known_super_experts.json"

@@ -106,6 +106,25 @@ def _select(pool: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
     return pool[mask].sort_values("max_abs_output", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def _thresholds(values: np.ndarray, percentile: float, max_fraction: float, *, floor_division: bool
+                ) -> dict[str, float]:
+    """The two thresholds of paper Eq. 6 (and REAP's copy of it) over the values A they are taken from:
+    P_percentile(A) (numpy's linear percentile) and a fraction of max(A). The reference writes
+    `max // 10`; for another fraction f that is `max // (1/f)` (`floor_division`), else max * f."""
+    _check_range("percentile", percentile, 0, 100)
+    _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
+    top = float(values.max())
+    return {
+        "percentile_value": float(np.percentile(values, percentile)),
+        "max_value": top,
+        "max_fraction_value": top // (1.0 / max_fraction) if floor_division else top * max_fraction,
+    }
+
+
+def _above(values: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    return (values > thresholds["percentile_value"]) & (values > thresholds["max_fraction_value"])
+
+
 def paper(
     table: pd.DataFrame,
     num_layers: int,
@@ -117,25 +136,12 @@ def paper(
 ) -> Verdict:
     """Paper Eq. 6 with the reference's semantics: a > P_percentile(A) and a > max(A)/10, over the
     experts of layers < round(0.75 L); numpy's linear percentile; `max // 10` (floor) by default."""
-    _check_range("percentile", percentile, 0, 100)
-    _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
     layers, pool, values = _pool(table, num_layers, include_layers)
-    p_value = float(np.percentile(values, percentile))
-    top = float(values.max())
-    # The reference writes `max // 10`; for another fraction f that is `max // (1/f)`.
-    max_value = top // (1.0 / max_fraction) if floor_division else top * max_fraction
-    criterion = {
-        "name": "paper",
-        "percentile": percentile,
-        "max_fraction": max_fraction,
-        "include_layers": include_layers,
-        "floor_division": floor_division,
-        "layers_judged": layers,
-        "percentile_value": p_value,
-        "max_value": top,
-        "max_fraction_value": max_value,
-    }
-    return Verdict(criterion, _select(pool, (values > p_value) & (values > max_value)), pool)
+    limits = _thresholds(values, percentile, max_fraction, floor_division=floor_division)
+    criterion = {"name": "paper", "percentile": percentile, "max_fraction": max_fraction,
+                 "include_layers": include_layers, "floor_division": floor_division, "layers_judged": layers,
+                 **limits}  # fmt: skip
+    return Verdict(criterion, _select(pool, _above(values, limits)), pool)
 
 
 def reap(
@@ -148,25 +154,14 @@ def reap(
 ) -> Verdict:
     """CerebrasResearch/reap `get_super_expert_indices`: the percentile (torch.quantile, linear) and
     max(A)/10 (true division) over the experts of ALL layers, then keep layers < int(0.75 L)."""
-    _check_range("percentile", percentile, 0, 100)
-    _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
     layers, pool, values = _pool(table, num_layers, include_layers, floor=True)
     everything = table.loc[table["kind"] != "dense", "max_abs_output"].to_numpy(dtype=np.float64)
-    p_value = float(np.percentile(everything, percentile))
-    top = float(everything.max())
-    max_value = top * max_fraction
-    criterion = {
-        "name": "reap",
-        "percentile": percentile,
-        "max_fraction": max_fraction,
-        "include_layers": include_layers,
-        "layers_judged": layers,
-        "percentile_pool": len(everything),  # experts the percentile is taken over (all layers)
-        "percentile_value": p_value,
-        "max_value": top,
-        "max_fraction_value": max_value,
-    }
-    return Verdict(criterion, _select(pool, (values > p_value) & (values > max_value)), pool)
+    limits = _thresholds(everything, percentile, max_fraction, floor_division=False)
+    criterion = {"name": "reap", "percentile": percentile, "max_fraction": max_fraction,
+                 "include_layers": include_layers, "layers_judged": layers,
+                 "percentile_pool": len(everything),  # experts the percentile is taken over (all layers)
+                 **limits}  # fmt: skip
+    return Verdict(criterion, _select(pool, _above(values, limits)), pool)
 
 
 def std(

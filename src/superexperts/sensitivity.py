@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from .ablate.spec import experts_json, format_experts, parse_experts
+from .experts import experts_json, format_experts, parse_experts
 from .rules import identify
 
 PERCENTILES = (95.0, 99.0, 99.5, 99.9)

@@ -48,7 +48,7 @@ def test_mean_replaces_output_by_its_mean(family, calib_ids):
     with ablate(model, [(block.layer, e)], mode="mean", means=means), record_block(block) as rec2:
         model(calib_ids)
     torch.testing.assert_close(rec2["out"], expected, atol=1e-4, rtol=1e-4)
-    assert not experts_fn.OUTPUT_EDITS
+    assert experts_fn.active_output_edits() == 0
 
 
 @torch.no_grad()
@@ -89,7 +89,7 @@ def test_nested_mean_ablations_compose_and_unwind(tiny_qwen3, calib_ids):
         inner_means = expert_mean_outputs(tiny_qwen3, calib_ids)  # must not drop the active edit
         with ablate(tiny_qwen3, [(0, 2)], mode="mean", means=means):
             nested = tiny_qwen3(calib_ids).logits
-        assert experts_fn.OUTPUT_EDITS  # the outer edit is still there
-    assert not experts_fn.OUTPUT_EDITS
+        assert experts_fn.active_output_edits() == 1  # the outer edit is still there
+    assert experts_fn.active_output_edits() == 0
     torch.testing.assert_close(nested, both)
     torch.testing.assert_close(inner_means[(0, 1)], means[(0, 1)])  # replaced rows average to the mean

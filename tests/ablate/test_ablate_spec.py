@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from superexperts.ablate.spec import format_experts, load_experts, parse_experts
 from superexperts.errors import UserError
+from superexperts.experts import format_experts, load_experts, parse_experts
 
 
 def test_parse_list_roundtrip():

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from superexperts.ablate import expert_mean_outputs
+from superexperts.ablate.conditions import EvalPlan, build_conditions, run_conditions, summarize
 from superexperts.cli import main
 from superexperts.models.adapters import map_model
 from superexperts.models.demo import DEMO_SUPER_EXPERTS, build_demo, builtin_text
-from superexperts.prune_eval import EvalPlan, build_conditions, run_conditions, summarize
 
 
 def state_hash(model: torch.nn.Module) -> str:
@@ -121,7 +121,7 @@ def test_cli_bad_input_writes_nothing(tmp_path, capsys, extra, message):
 def test_from_run_dir_adds_the_report_section(tmp_path, demo, capsys):
     from superexperts.profile import profile
     from superexperts.rules import identify
-    from superexperts.run import save_run
+    from superexperts.runfolder import save_run
 
     model, _, ids = demo
     prof = profile(model, ids[:64].view(2, 32))
@@ -157,8 +157,8 @@ def test_cli_tasks_per_condition(tmp_path, monkeypatch):
 
 def test_expert_range_checked_from_the_config():
     from superexperts.errors import UserError
+    from superexperts.experts import check_experts_in_config
     from superexperts.models.demo import demo_config
-    from superexperts.prune_eval_run import check_experts_in_config
 
     config = demo_config(100)  # 8 layers x 64 experts
     check_experts_in_config([(7, 63), (1, "shared")], config)

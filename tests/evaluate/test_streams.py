@@ -9,7 +9,7 @@ import pytest
 import superexperts.data
 from superexperts.evaluate.perplexity import C4_DOCUMENTS, C4_WINDOWS
 from superexperts.evaluate.streams import eval_stream
-from superexperts.meta import tensor_sha256
+from superexperts.runfolder import tensor_sha256
 
 
 def test_local_file_joined_by_blank_line(tmp_path, char_tok):

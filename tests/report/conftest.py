@@ -6,7 +6,7 @@ import pytest
 from report_helpers import make_profile, write_optional_files
 
 from superexperts.rules import paper
-from superexperts.run import save_run
+from superexperts.runfolder import save_run
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ HOSTILE_NAME = "<img src=x onerror=alert(1)> $x$"
 
 def write_optional_files(run, prof) -> None:
     """sensitivity.json from the real grid; prune_eval.json and sinks.json by hand, hostile names."""
-    from superexperts.io import atomic_write_json
+    from superexperts.runfolder import atomic_write_json
     from superexperts.sensitivity import sensitivity, sensitivity_json
 
     atomic_write_json(

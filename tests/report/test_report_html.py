@@ -13,12 +13,11 @@ from report_helpers import HOSTILE, HOSTILE_NAME, NUM_LAYERS, PLANTED, QUOTES, p
 import families  # tests/families.py, on sys.path through tests/conftest.py
 from superexperts import report
 from superexperts.errors import UserError
-from superexperts.io import atomic_write_json
 from superexperts.profile import profile
 from superexperts.report import eval_sections, load_inputs, sections, write_report
 from superexperts.report.page import Section
 from superexperts.rules import paper
-from superexperts.run import save_run
+from superexperts.runfolder import atomic_write_json, save_run
 
 
 def _expert(layer: int, kind: str, expert: int) -> str:

@@ -137,7 +137,7 @@ def test_identify_on_a_profiled_tiny_model(tmp_path):
     """End to end on a real profile: DeepSeek-V2 (dense layer 0, shared experts)."""
     import families
     from superexperts.profile import profile
-    from superexperts.run import save_run
+    from superexperts.runfolder import save_run
 
     prof = profile(families.build("deepseek_v2"), families.random_ids(samples=2, seq_len=8))
     save_run(tmp_path, prof, rules.paper(prof.expert_stats, prof.num_layers))

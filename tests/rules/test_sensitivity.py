@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from expert_tables import background, expert_table
-from superexperts.ablate.spec import format_experts
+from superexperts.experts import format_experts
 from superexperts.sensitivity import (
     FRACTIONS,
     PERCENTILES,

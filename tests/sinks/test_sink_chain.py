@@ -13,7 +13,7 @@ from superexperts.models.adapters import map_model
 from superexperts.models.demo import DEMO_SUPER_EXPERTS, build_demo
 from superexperts.sinks.chain import layerwise_conditions
 from superexperts.sinks.maps import MAX_MAP_TOKENS, attention_maps
-from superexperts.sinks.recipe import measure_sinks
+from superexperts.sinks.measure import measure_sinks
 from superexperts.sinks.router import router_view
 from superexperts.sinks.study import sink_warnings
 

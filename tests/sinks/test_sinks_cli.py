@@ -58,18 +58,20 @@ def test_prune_super_on_a_real_model_needs_the_se_list(tmp_path, capsys):
 
 
 def test_from_run_dir_gives_model_and_super_experts(tmp_path):
-    from superexperts.cli.sinks import _experts, _model_spec, build_args
+    from superexperts.cli.sinks import build_args, request
+    from superexperts.experts import validate_experts
     from superexperts.models.adapters import map_model
     from superexperts.models.demo import build_demo
 
     (tmp_path / "profile.json").write_text(json.dumps({"meta": {"synthetic": False, "model_path": "/ckpt/qwen"}}))
     (tmp_path / "super_experts.json").write_text(json.dumps({"super_experts": [{"layer": 2, "expert": 41}]}))
-    args = build_args(["--from", str(tmp_path)])
-    assert _model_spec(args) == "/ckpt/qwen"
-    assert _model_spec(build_args(["/other", "--from", str(tmp_path)])) == "/other"
+    req = request(build_args(["--from", str(tmp_path)]))
+    assert req.model == "/ckpt/qwen"
+    assert request(build_args(["/other", "--from", str(tmp_path)])).model == "/other"
     model, _ = build_demo()
-    assert _experts(args, map_model(model), synthetic=False) == [(2, 41)]
-    assert _experts(build_args(["--prune", "1:13,1:13"]), map_model(model), synthetic=False) == [(1, 13)]
+    assert req.experts() == [(2, 41)]
+    listed = request(build_args(["--prune", "1:13,1:13"])).experts()
+    assert validate_experts(map_model(model), listed) == [(1, 13)]
 
 
 def test_attention_that_bypasses_the_registry_is_explained():
@@ -80,7 +82,7 @@ def test_attention_that_bypasses_the_registry_is_explained():
 
     import families
     from superexperts.errors import UserError
-    from superexperts.sinks.recipe import measure_sinks
+    from superexperts.sinks.measure import measure_sinks
 
     model = families.build("qwen3_moe")
     for layer in model.model.layers:
@@ -95,10 +97,11 @@ def test_text_of_one_token_is_refused():
 
     import torch
 
-    from superexperts.cli.sinks import _input_ids, build_args
+    from superexperts.cli.sinks import build_args, request
     from superexperts.errors import UserError
+    from superexperts.recipes.attention_sinks import input_ids
 
     one_token = types.SimpleNamespace  # a tokenizer without BOS that turns "Hi" into one id
     tokenizer = lambda text, return_tensors: one_token(input_ids=torch.tensor([[7]]))
     with pytest.raises(UserError, match="at least 2"):
-        _input_ids(build_args(["--text", "Hi"]), tokenizer, synthetic=True)
+        input_ids(request(build_args(["--text", "Hi"])), tokenizer)

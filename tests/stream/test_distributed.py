@@ -7,7 +7,7 @@ import torch
 
 import families
 from superexperts.profile import profile
-from superexperts.stream.distributed import spawn_stream_profile
+from superexperts.stream.spawn import spawn_stream_profile
 from superexperts.stream.state import merge_expert_states
 
 

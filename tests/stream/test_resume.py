@@ -18,7 +18,7 @@ class Interrupted(Exception):
 
 def _interrupt_inside(monkeypatch, layer_index: int, after_batches: int) -> None:
     """Make the run die inside `layer_index`, after some of its batches were written."""
-    real = layerwise._run_layer
+    real = layerwise.run_layer
 
     def run_layer(layer, index, *args):
         if index != layer_index:
@@ -33,7 +33,7 @@ def _interrupt_inside(monkeypatch, layer_index: int, after_batches: int) -> None
 
         return real(dying, index, *args)
 
-    monkeypatch.setattr(layerwise, "_run_layer", run_layer)
+    monkeypatch.setattr(layerwise, "run_layer", run_layer)
 
 
 def test_resume_equals_uninterrupted(checkpoints, tmp_path, monkeypatch):
@@ -46,8 +46,8 @@ def test_resume_equals_uninterrupted(checkpoints, tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "state").glob("layer-*.pt")) == ["layer-00000.pt", "layer-00001.pt"]
 
     loaded = []
-    real_load = layerwise._load_layer
-    monkeypatch.setattr(layerwise, "_load_layer", lambda *a: (loaded.append(a[3]), real_load(*a)))
+    real_load = layerwise.load_layer
+    monkeypatch.setattr(layerwise, "load_layer", lambda *a: (loaded.append(a[3]), real_load(*a)))
     resumed = stream_profile(folder, IDS, batch_size=1, state_dir=tmp_path / "state", resume=True)
     assert loaded == [2, 3]  # layers 0 and 1 were not recomputed
     pd.testing.assert_frame_equal(full.expert_stats, resumed.expert_stats)

@@ -8,7 +8,7 @@ import torch
 import families
 from superexperts.ablate import ablate
 from superexperts.evaluate.perplexity import perplexity
-from superexperts.stream.evaluate import stream_perplexity
+from superexperts.stream.scoring import stream_perplexity
 
 STREAM = families.random_ids(samples=1, seq_len=96, seed=5)[0]
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from torch import nn
 
 from ..errors import UserError, did_you_mean
+from ..experts import Expert, validate_experts
 from ..models.adapters import map_model
 from .mean import apply_mean
 from .skip import apply_skip
-from .spec import Expert, validate_experts
 from .zero import apply_zero
 
 Undo = Callable[[], None]

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..evaluate.perplexity import window_nll
+from ..experts import Expert, validate_experts
 from ..models.adapters import ModelMap, map_model
 from .ablation import ablate
-from .spec import Expert, validate_experts
 
 COLUMNS = ["rank", "layer", "expert", "ma_original", "ma_ablated", "ma_drop", "loss_original", "loss_ablated",
            "loss_delta", "causal"]  # fmt: skip

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import UserError
+from ..experts import Expert
 from ..models.adapters import ModelMap
-from .spec import Expert
 
 
 def experts_per_layer(model_map: ModelMap | Mapping[int, int]) -> dict[int, int]:

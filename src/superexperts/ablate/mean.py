@@ -5,7 +5,7 @@ catastrophic, so `zero` overstates what lossy compression of an SE costs. "Outpu
 down projection output (bias included) before the routing weight, the quantity the paper
 measures (Eq. 6); the routing weight still multiplies the mean.
 
-Fused experts are edited through `capture.experts_fn.OUTPUT_EDITS` (the capturing experts
+Fused experts are edited through `capture.experts_fn.output_edit` (the capturing experts
 implementation is switched on while the ablation is active); Linear down projections
 (ModuleList experts, shared experts) through forward hooks; Llama4's dense-routed experts
 through a forward hook on the experts module, on the rows of tokens routed to the expert.
@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from ..capture import experts_fn
-from ..capture.session import _fused_implementation, _param_device
 from ..errors import UserError
-from ..models.adapters import ModelMap, MoEBlock, map_model
-from .spec import Expert
+from ..experts import Expert
+from ..models.adapters import ModelMap, MoEBlock, map_model, param_device
 
 Means = dict[Expert, torch.Tensor]  # (layer, expert | "shared") -> (hidden,) float32
 
@@ -58,7 +57,8 @@ def _linear_sum_hook(sums: _Sums, index: int):
 
 def _install_sums(block: MoEBlock, sums: _Sums, stack: contextlib.ExitStack) -> None:
     if block.layout == "fused":
-        _set_output_edit(block, lambda ids, out: (sums.add(ids, out), out)[1], stack)
+        # Measures the raw output: an edit already active here is replaced while the sums are taken.
+        stack.enter_context(experts_fn.output_edit(block.experts, lambda ids, out, _prev: (sums.add(ids, out), out)[1]))
     elif block.layout == "modulelist":
         for e in range(block.num_experts):
             stack.callback(block.expert_down(e).register_forward_hook(_linear_sum_hook(sums, e)).remove)
@@ -84,15 +84,15 @@ def expert_mean_outputs(model: nn.Module, input_ids: torch.Tensor | Iterable[tor
     device = next(model.parameters()).device
     hidden = model.get_input_embeddings().weight.shape[-1]
     # Sums live beside each block's weights (models split over devices keep working).
-    routed = {b.layer: _Sums(b.num_experts, hidden, _param_device(b.experts)) for b in model_map.moe}
-    shared = {b.layer: _Sums(1, hidden, _param_device(b.shared)) for b in model_map.moe if b.shared is not None}
+    routed = {b.layer: _Sums(b.num_experts, hidden, param_device(b.experts)) for b in model_map.moe}
+    shared = {b.layer: _Sums(1, hidden, param_device(b.shared)) for b in model_map.moe if b.shared is not None}
     batches = input_ids.split(batch_size) if isinstance(input_ids, torch.Tensor) else input_ids
     with contextlib.ExitStack() as stack:
         for b in model_map.moe:
             _install_sums(b, routed[b.layer], stack)
             if b.layer in shared:
                 stack.callback(b.shared_down.register_forward_hook(_linear_sum_hook(shared[b.layer], 0)).remove)
-        stack.enter_context(_fused_implementation([b for b in model_map.moe if b.layout == "fused"]))
+        stack.enter_context(experts_fn.fused_implementation([b.experts for b in model_map.moe if b.layout == "fused"]))
         for batch in batches:
             model(input_ids=batch.to(device), use_cache=False)
     means: Means = {}
@@ -107,24 +107,12 @@ def _replace_rows(ids: torch.Tensor, out: torch.Tensor, table: torch.Tensor, cho
     return torch.where(chosen[ids].unsqueeze(-1), table[ids].to(out.dtype), out)
 
 
-def _set_output_edit(block: MoEBlock, edit: Callable, stack: contextlib.ExitStack) -> Callable | None:
-    """Install `edit` for a fused experts module until `stack` closes; returns the edit it replaces."""
-    key = id(block.experts)
-    previous = experts_fn.OUTPUT_EDITS.get(key)
-    experts_fn.OUTPUT_EDITS[key] = edit
-    stack.callback(lambda: experts_fn.OUTPUT_EDITS.__setitem__(key, previous) if previous
-                   else experts_fn.OUTPUT_EDITS.pop(key, None))
-    return previous
-
-
 def _edit_fused(block: MoEBlock, table: torch.Tensor, chosen: torch.Tensor, stack: contextlib.ExitStack) -> None:
-    previous = experts_fn.OUTPUT_EDITS.get(id(block.experts))  # compose with an ablation already active here
-
-    def edit(ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def edit(ids: torch.Tensor, out: torch.Tensor, previous) -> torch.Tensor:  # composes with an active ablation
         return _replace_rows(ids, previous(ids, out) if previous else out, table, chosen)
 
-    _set_output_edit(block, edit, stack)
-    stack.enter_context(_fused_implementation([block]))
+    stack.enter_context(experts_fn.output_edit(block.experts, edit))
+    stack.enter_context(experts_fn.fused_implementation([block.experts]))
 
 
 def _edit_dense_routed(block: MoEBlock, table: torch.Tensor, chosen: torch.Tensor,

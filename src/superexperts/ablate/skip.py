@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UserError
+from ..experts import Expert
 from ..models.adapters import ModelMap, MoEBlock
-from .spec import Expert
 
 _TOPK = (torch.topk, torch.Tensor.topk)
 

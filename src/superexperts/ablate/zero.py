@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..experts import Expert
 from ..models.adapters import ModelMap
-from .spec import Expert
 
 
 def down_slices(model_map: ModelMap, expert: Expert) -> list[torch.Tensor]:

@@ -8,7 +8,8 @@ Modules without an active tracker run the plain grouped_mm forward.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -23,8 +24,48 @@ CAPTURE_IMPLEMENTATION = "superexperts_capture"
 # Filled and emptied by `capture.session.capture`; empty outside it.
 ACTIVE: dict[int, tuple[ExpertTracker, Callable[[], int]]] = {}
 
-# Hook for ablations (zero/mean): id(module) -> fn(expert_ids_sorted, down_out) -> down_out.
-OUTPUT_EDITS: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+# Output edits (ablations, measurements): id(module) -> fn(expert_ids_sorted, down_out) -> down_out.
+# Installed and removed only through `output_edit`.
+OutputEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_OUTPUT_EDITS: dict[int, OutputEdit] = {}
+
+
+@contextlib.contextmanager
+def output_edit(experts: nn.Module, edit: Callable[[torch.Tensor, torch.Tensor, OutputEdit | None], torch.Tensor]
+                ) -> Iterator[None]:
+    """Apply `edit(expert_ids, down_out, previous)` to a fused experts module's down_proj output (before
+    the routing weight) while the context is open; `previous` is the edit already active there (or None),
+    so nested ablations compose. Restored on exit, also on exceptions. Takes effect with
+    `fused_implementation` (the stock transformers forwards have no edit point)."""
+    key = id(experts)
+    previous = _OUTPUT_EDITS.get(key)
+    _OUTPUT_EDITS[key] = lambda ids, out: edit(ids, out, previous)
+    try:
+        yield
+    finally:
+        if previous is None:
+            _OUTPUT_EDITS.pop(key, None)
+        else:
+            _OUTPUT_EDITS[key] = previous
+
+
+def active_output_edits() -> int:
+    """How many experts modules have an output edit installed (0 outside every ablation)."""
+    return len(_OUTPUT_EDITS)
+
+
+@contextlib.contextmanager
+def fused_implementation(experts_modules: list[nn.Module]) -> Iterator[None]:
+    """Point each fused experts module's config at this implementation, then restore."""
+    configs = {id(m.config): m.config for m in experts_modules}
+    saved = {k: c._experts_implementation_internal for k, c in configs.items()}
+    try:
+        for c in configs.values():
+            c._experts_implementation_internal = CAPTURE_IMPLEMENTATION
+        yield
+    finally:
+        for k, c in configs.items():
+            c._experts_implementation_internal = saved[k]
 
 
 def capture_experts_forward(
@@ -61,7 +102,7 @@ def capture_experts_forward(
     if active is not None:
         tracker, token_offset = active
         tracker.update(expert_ids, out, h, token_of_row + token_offset())
-    edit = OUTPUT_EDITS.get(id(self))
+    edit = _OUTPUT_EDITS.get(id(self))
     if edit is not None:
         out = edit(expert_ids, out)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..models.adapters import ModelMap, MoEBlock
+from ..models.adapters import ModelMap, MoEBlock, param_device
 from . import experts_fn
 from .tracker import ExpertTracker, MassiveTracker
 
@@ -34,24 +34,6 @@ class Capture:
 
     def current_offset(self) -> int:
         return self.token_offset
-
-
-def _param_device(module: nn.Module, device: torch.device | str | None = None) -> torch.device:
-    return torch.device(device) if device is not None else next(module.parameters()).device
-
-
-@contextlib.contextmanager
-def _fused_implementation(blocks: list[MoEBlock]) -> Iterator[None]:
-    """Point each fused experts module's config at the capturing implementation, then restore."""
-    configs = {id(b.experts.config): b.experts.config for b in blocks if b.layout == "fused"}
-    saved = {k: c._experts_implementation_internal for k, c in configs.items()}
-    try:
-        for c in configs.values():
-            c._experts_implementation_internal = experts_fn.CAPTURE_IMPLEMENTATION
-        yield
-    finally:
-        for k, c in configs.items():
-            c._experts_implementation_internal = saved[k]
 
 
 def _linear_hook(tracker: ExpertTracker, expert: int, cap: Capture, block_input: dict | None = None):
@@ -147,7 +129,7 @@ def capture(
     fused = [b for b in model_map.moe if b.layout == "fused"]
     try:
         for b in model_map.moe:
-            tracker = ExpertTracker(b.num_experts, _param_device(b.experts, device))
+            tracker = ExpertTracker(b.num_experts, param_device(b.experts, device))
             cap.experts[(b.layer, "routed")] = tracker
             if b.layout == "fused":
                 experts_fn.ACTIVE[id(b.experts)] = (tracker, cap.current_offset)
@@ -156,17 +138,17 @@ def capture(
             else:
                 handles += _install_dense_routed(b, tracker, cap)
             if b.shared_down is not None:
-                shared = ExpertTracker(1, _param_device(b.shared, device))
+                shared = ExpertTracker(1, param_device(b.shared, device))
                 cap.experts[(b.layer, "shared")] = shared
                 handles.append(b.shared_down.register_forward_hook(_linear_hook(shared, 0, cap)))
         for d in model_map.dense:
-            dense = ExpertTracker(1, _param_device(d.mlp, device))
+            dense = ExpertTracker(1, param_device(d.mlp, device))
             cap.experts[(d.layer, "dense")] = dense
             handles.append(d.down.register_forward_hook(_linear_hook(dense, 0, cap)))
         for i, layer in enumerate(model_map.layers):
-            cap.massive[i] = MassiveTracker(top_k_massive, _param_device(layer, device))
+            cap.massive[i] = MassiveTracker(top_k_massive, param_device(layer, device))
             handles.append(layer.register_forward_hook(_layer_output_hook(cap.massive[i], cap)))
-        with _fused_implementation(fused):
+        with experts_fn.fused_implementation([b.experts for b in fused]):
             yield cap
     finally:
         for h in handles:

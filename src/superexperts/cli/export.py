@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -25,29 +23,13 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def experts_to_prune(prune: str, run_dir: str | None) -> list:
-    from ..ablate.spec import experts_from_records, load_experts
-    from ..run import load_super_experts
-
-    if prune == "super":
-        if run_dir is None:
-            raise UserError("--prune super needs --from RUN_DIR (a folder written by `superexperts profile`).")
-        experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
-        if not experts:
-            raise UserError(f"{run_dir} lists no Super Experts; nothing to prune. Pass an explicit list instead.")
-        return experts
-    if run_dir is not None:
-        raise UserError("--from is only used with --prune super; drop it or use --prune super.")
-    return load_experts(prune)
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..ablate.spec import format_experts
-    from ..export import export_pruned
+    from ..experts import format_experts
+    from ..recipes.exporting import ExportRequest, run_export
 
-    experts = experts_to_prune(args.prune, args.run_dir)
-    record = export_pruned(args.model, experts, args.out, mode=args.mode, overwrite=args.overwrite,
-                           trust_remote_code=args.trust_remote_code)  # fmt: skip
+    req = ExportRequest(model=args.model, prune=args.prune, out=args.out, from_dir=args.run_dir, mode=args.mode,
+                        overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)  # fmt: skip
+    experts, record = run_export(req)
     mib = record["zeroed_bytes"] / 2**20
     print(f"pruned {format_experts(experts)} ({args.mode}): {mib:.3g} MiB zeroed in "
           f"{len(record['zeroed_shards'])} shard(s); wrote {args.out}")  # fmt: skip

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..known import agreement_line
-from ..reidentify import reidentify_run
-from ..rules import CRITERIA, Verdict, get_criterion, parse_include_layers, parse_params
+from ..rules import Verdict
 from ..sensitivity import sensitivity_verdict
+from .common import add_criterion_args, criterion_args, criterion_names
 
 THRESHOLD_KEYS = ("percentile_value", "max_fraction_value", "max_value", "mean", "std", "threshold")
 
@@ -22,26 +20,10 @@ def add_parser(subparsers) -> None:
                     "rewrite super_experts.json and sensitivity.json.",
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `superexperts profile`")
-    p.add_argument("--criterion", default="paper",
-                   help=f"one of {', '.join(sorted(CRITERIA))} (default: paper)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="criterion parameter, e.g. percentile=99 max_fraction=0.08 k=3 (repeatable)")
-    p.add_argument("--include-layers", metavar="FRACTION|LIST",
-                   help="layers judged: a fraction (0.75 = layers < round(0.75 L)) or a list 1,2,3")
+    add_criterion_args(p, f"one of {criterion_names()} (default: paper)")
     p.add_argument("--no-report", action="store_true",
                    help="do not re-render an existing report.html (it would show the old SEs)")
     p.set_defaults(run=run)
-
-
-def criterion_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """Validated (criterion, params) from --criterion/--param/--include-layers (shared with compare)."""
-    get_criterion(args.criterion)
-    params = parse_params(args.criterion, args.param)
-    if args.include_layers is not None:
-        if "include_layers" in params:
-            raise UserError("give the layers once: --include-layers or --param include_layers=..., not both.")
-        params["include_layers"] = parse_include_layers(args.include_layers)
-    return args.criterion, params
 
 
 def se_table(verdict: Verdict) -> str:
@@ -63,19 +45,18 @@ def thresholds_line(criterion: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..recipes.identifying import IdentifyRequest, run_identify
+
     criterion, params = criterion_args(args)
-    result = reidentify_run(args.run_dir, criterion, params)
-    verdict = result.verdict
+    ident, report = run_identify(IdentifyRequest(args.run_dir, criterion, params, report=not args.no_report))
+    verdict = ident.verdict
     print(thresholds_line(verdict.criterion))
     print(f"{len(verdict.super_experts)} Super Experts:")
     print(se_table(verdict))
-    print(f"sensitivity ({result.grid_criterion} rule, percentile x max_fraction): "
-          f"{sensitivity_verdict(result.grid)}")
-    if result.known is not None:
-        print(f"paper: {agreement_line(result.known)}")
+    print(f"sensitivity ({ident.grid_criterion} rule, percentile x max_fraction): {sensitivity_verdict(ident.grid)}")
+    if ident.known is not None:
+        print(f"paper: {agreement_line(ident.known)}")
     print(f"wrote {args.run_dir}/super_experts.json and sensitivity.json")
-    if (Path(args.run_dir) / "report.html").is_file() and not args.no_report:
-        from ..report import write_report  # matplotlib and the page builders: only when needed
-
-        print(f"updated {write_report(args.run_dir)}")
+    if report is not None:
+        print(f"updated {report}")
     return 0

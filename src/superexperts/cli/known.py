@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..ablate.spec import experts_from_records, format_experts
+from ..experts import experts_from_records, format_experts
 from ..known import entries, get, known_experts
 
 

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import calibration, check_window_args
-from ..errors import UserError
-from ..io import prepare_out_dir
 from ..known import agreement_line
-from ..loading import check_dtype, load_model, resolve_device
-from .identify import criterion_args, se_table, thresholds_line
-
-# Without a MODEL the demo runs on the built-in text, which holds ~1.3k demo tokens.
-DEMO_DEFAULTS = {"seq_len": 64, "samples": 16}
-MODEL_DEFAULTS = {"seq_len": 2048, "samples": 128}
+from .common import add_criterion_args, add_model_args, criterion_args, window_defaults
+from .identify import se_table, thresholds_line
 
 
 def add_parser(subparsers) -> None:
@@ -23,21 +16,16 @@ def add_parser(subparsers) -> None:
         "synthetic demo), record every expert's max |down_proj output|, apply the paper's rule, and write "
         "a run folder with profile.json, super_experts.json, CSV/Parquet tables and report.html.",
     )  # fmt: skip
-    p.add_argument("model", nargs="?", metavar="MODEL", help="local checkpoint folder or hub id (default: demo)")
+    add_model_args(p, "local checkpoint folder or hub id (default: demo)")
     p.add_argument("--data", help="calibration data: file, folder, wikitext2, c4 or a dataset name "
                    "(default: built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="number of windows (default 128; demo 16)")
     p.add_argument("--seq-len", type=int, help="tokens per window (default 2048; demo 64)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="seed for window sampling (default 0)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--out", default="runs/profile", help="run folder to write (default runs/profile)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    p.add_argument("--criterion", default="paper", help="SE criterion (default paper; see `identify`)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="criterion parameter")
-    p.add_argument("--include-layers", metavar="FRACTION|LIST", help="layers judged (default 0.75)")
+    add_criterion_args(p, "SE criterion (default paper; see `identify`)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--stream", action="store_true", help="read the checkpoint one decoder layer at a time "
                    "(models larger than memory; under torchrun each rank takes a share of the data)")  # fmt: skip
@@ -46,60 +34,30 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..profile_run import profile_run
+def request(args: argparse.Namespace):
+    from ..recipes.profiling import ProfileRequest
 
-    defaults = DEMO_DEFAULTS if args.model is None else MODEL_DEFAULTS
-    seq_len = args.seq_len if args.seq_len is not None else defaults["seq_len"]
-    samples = args.samples if args.samples is not None else defaults["samples"]
-    # Everything that can be checked is checked before the model is loaded.
-    check_window_args(seq_len, samples, args.batch_size)
-    check_dtype(args.dtype)
-    resolve_device(args.device)
+    seq_len, samples = window_defaults(args.model is None, args.seq_len, args.samples)
     criterion, params = criterion_args(args)
-    out = prepare_out_dir(args.out, args.overwrite)
-    loaded, profiler = _load(args)
-    calib = calibration(args.data, loaded.tokenizer, seq_len=seq_len, samples=samples, seed=args.seed)
-    if loaded.synthetic:
-        print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
-    print(f"data: {calib.spec}: {calib.input_ids.shape[0]} x {calib.input_ids.shape[1]} tokens ({calib.sampling})")
-    if profiler is not None and _rank() != 0:  # data-parallel streaming: rank 0 writes the run
-        profiler(loaded.model, calib.input_ids, batch_size=args.batch_size)
-        return 0
-    result = profile_run(loaded, calib, out, batch_size=args.batch_size, criterion=criterion, params=params,
-                         progress=True, report=not args.no_report, **({"profiler": profiler} if profiler else {}))  # fmt: skip
-    _print_summary(result)
+    return ProfileRequest(
+        model=args.model, out=args.out, seq_len=seq_len, samples=samples, data=args.data, batch_size=args.batch_size,
+        seed=args.seed, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        overwrite=args.overwrite, criterion=criterion, params=params, report=not args.no_report, stream=args.stream,
+        state_dir=args.state_dir, resume=args.resume,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..recipes.profiling import run_profile
+
+    result = run_profile(request(args), echo=print, progress=True)
+    if result is not None:  # None: a non-zero rank of a data-parallel stream (rank 0 reports)
+        _print_summary(result, report=not args.no_report)
     return 0
 
 
-def _load(args: argparse.Namespace):
-    """(loaded, None) in memory, or (loaded skeleton, streaming profiler) with --stream."""
-    if not args.stream:
-        if args.resume or args.state_dir:
-            raise UserError("--state-dir/--resume only apply with --stream; add --stream.")
-        loaded = load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-        return loaded, None
-    if args.model is None:
-        raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
-    if args.resume and not args.state_dir:
-        raise UserError("--resume needs --state-dir, the folder an earlier --stream run saved its progress in.")
-    from ..stream.distributed import init_from_env
-    from ..stream.loading import load_skeleton, streaming_profiler
-
-    init_from_env()
-    loaded, device, dtype = load_skeleton(args.model, device=args.device, dtype=args.dtype,
-                                          trust_remote_code=args.trust_remote_code)  # fmt: skip
-    return loaded, streaming_profiler(loaded, device, dtype, state_dir=args.state_dir, resume=args.resume)
-
-
-def _rank() -> int:
-    from ..stream.distributed import rank_and_world
-
-    return rank_and_world()[0]
-
-
-def _print_summary(result) -> None:
-    verdict, prof = result.verdict, result.profile
+def _print_summary(result, report: bool) -> None:
+    verdict, prof = result.identification.verdict, result.profile
     print(thresholds_line(verdict.criterion))
     print(f"{len(verdict.super_experts)} Super Experts among {prof.meta['num_experts_total']} experts:")
     print(se_table(verdict))
@@ -115,6 +73,7 @@ def _print_summary(result) -> None:
         print(f"massive activations (Sun et al.: >100 and >1000x median) after layers {massive['layer'].tolist()}, "
               f"channel {int(massive['top1_channel'].mode()[0])}")  # fmt: skip
     print(f"sensitivity (percentile x max_fraction): {result.sensitivity_verdict}")
-    if result.known is not None:
-        print(agreement_line(result.known))
-    print(f"wrote {result.out_dir}/ (profile.json, super_experts.json, expert_stats.csv/.parquet, report.html)")
+    if result.identification.known is not None:
+        print(agreement_line(result.identification.known))
+    extra = ", report.html" if report else ""
+    print(f"wrote {result.out_dir}/ (profile.json, super_experts.json, expert_stats.csv/.parquet{extra})")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
+from ..experts import format_experts
+from .common import add_model_args, model_of, window_defaults
 
 
 def add_parser(subparsers) -> None:
@@ -15,8 +18,7 @@ def add_parser(subparsers) -> None:
         "(random non-SEs of the same count). Each is measured on perplexity (--ppl), lm-eval tasks (--tasks) "
         "and greedy generations with repetition metrics (--generate); writes prune_eval.json.",
     )  # fmt: skip
-    p.add_argument("model", nargs="?", metavar="MODEL", help="local checkpoint folder or hub id (default: the "
-                   "model of --from, else the built-in demo)")  # fmt: skip
+    add_model_args(p, "local checkpoint folder or hub id (default: the model of --from, else the built-in demo)")
     p.add_argument("--experts", default="super", metavar="super|LIST|FILE",
                    help="experts to ablate: 'super' (from --from, else profiled now), a list such as "
                    "1:68,2:92,4:shared, or a file (JSON records or super_experts.json) (default super)")
@@ -45,9 +47,6 @@ def add_parser(subparsers) -> None:
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--out", metavar="DIR", help="folder for prune_eval.json (default: --from RUN_DIR, else "
                    "runs/prune-eval)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing prune_eval.json")
@@ -70,31 +69,26 @@ def read_prompts(values: list[str]) -> list[str]:
     return prompts
 
 
-def _out_dir(args: argparse.Namespace) -> Path:
-    out = Path(args.out or args.from_dir or "runs/prune-eval")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
-    if (out / "prune_eval.json").exists() and not args.overwrite:
-        raise UserError(f"{out}/prune_eval.json exists; pass --overwrite or choose another --out.")
-    return out
-
-
-def _request(args: argparse.Namespace):
-    from ..prune_eval import read_experts
-    from ..prune_eval_run import PruneEvalRequest
+def request(args: argparse.Namespace):
+    """The validated request (nothing loaded yet; lm-eval tasks are checked here too)."""
+    from ..experts import resolve_experts
+    from ..recipes.pruning import PruneEvalRequest
 
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     if args.tasks is not None and not tasks:
         raise UserError("--tasks is empty; pass task names such as arc_easy,piqa.")
-    experts, source = read_experts(args.experts, args.from_dir)
+    experts, source = resolve_experts(args.experts, args.from_dir)
+    model = model_of(args, args.from_dir)
+    seq_len, samples = window_defaults(model is None, args.seq_len, args.samples)
     req = PruneEvalRequest(
-        experts=experts, experts_source=source, from_dir=args.from_dir, mode=args.mode, n_random=args.random,
-        layer_controlled=args.layer_controlled, seed=args.seed, ppl=args.ppl, seq_len=args.seq_len,
-        max_windows=args.max_windows, data=args.data, samples=args.samples, batch_size=args.batch_size,
-        tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot, prompts=read_prompts(args.generate),
-        max_new_tokens=args.max_new_tokens, causal=args.causal,
+        model=model, experts=experts, experts_source=source, out=args.out or args.from_dir or "runs/prune-eval",
+        seq_len=seq_len, samples=samples, from_dir=args.from_dir, mode=args.mode, n_random=args.random,
+        layer_controlled=args.layer_controlled, seed=args.seed,
+        ppl=args.ppl if args.ppl is not None or model is not None else "builtin", max_windows=args.max_windows,
+        data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
+        prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,
+        device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
     )  # fmt: skip
-    req.check()
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads
         from ..evaluate.lm_eval import check_tasks
 
@@ -103,25 +97,61 @@ def _request(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loading import load_config, load_model
-    from ..prune_eval import format_causal, format_summary, format_table
-    from ..prune_eval_run import check_experts_in_config, model_of_run, prune_eval_run
+    from ..recipes.pruning import run_prune_eval
 
-    req = _request(args)
-    out = _out_dir(args)
-    spec = args.model if args.model is not None or args.from_dir is None else model_of_run(args.from_dir)
-    if spec is not None and req.experts is not None:  # before reading the weights
-        check_experts_in_config(req.experts, load_config(spec, args.trust_remote_code))
-    loaded = load_model(spec, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    req.check(loaded.synthetic)
-    if loaded.synthetic:
-        print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
-    document = prune_eval_run(loaded, req, out, progress=True)
+    req = request(args)
+    document = run_prune_eval(req, echo=print, progress=True)
     print(format_table(document["conditions"]))
     summary = format_summary(document["summary"])
     if summary:
         print(summary)
     if "causal" in document:
         print(format_causal(document["causal"]))
-    print(f"wrote {out}/prune_eval.json")
+    print(f"wrote {req.out}/prune_eval.json")
     return 0
+
+
+# -- console formatting --
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _first_metric(metrics: dict) -> Any:
+    return next((v for k, v in metrics.items() if "stderr" not in k), None)
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """One console line per condition: experts, mode, perplexity, first metric of each task, loops."""
+    tasks = sorted({t for r in results for t in r.get("tasks", {})})
+    header = ["condition", "experts", "mode", "perplexity", *tasks, "loop_fraction"]
+    rows = [header]
+    for r in results:
+        experts = format_experts([(e["layer"], e["expert"]) for e in r["experts"]]) or "-"
+        cells = [r["name"], experts if len(experts) <= 32 else experts[:29] + "...", r["mode"], _fmt(r["perplexity"], 6)]
+        cells += [_fmt(_first_metric(r["tasks"].get(t, {}))) for t in tasks]
+        cells.append(_fmt(r.get("generation_metrics", {}).get("loop_fraction")))
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    for group, s in summary.items():
+        ppl = s.get("perplexity")
+        if ppl:
+            lines.append(f"{group} controls ({ppl['n']} seeds): perplexity {ppl['mean']:.4g} +- {ppl['std']:.2g} "
+                         f"(min {ppl['min']:.4g}, max {ppl['max']:.4g})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def format_causal(causal: dict[str, Any]) -> str:
+    """The causal check as console lines, most causal first."""
+    lines = [(f"causal check (ablate one expert, {causal['samples']} windows; causal = MA drop >= "
+             f"{causal['threshold']:.0%}):")]  # fmt: skip
+    for r in causal["candidates"]:
+        flag = "CAUSAL" if r["causal"] else "-"
+        lines.append(f"  {r['layer']}:{r['expert']:<8} MA {r['ma_original']:.4g} -> {r['ma_ablated']:.4g} "
+                     f"(drop {r['ma_drop']:.0%})  loss {r['loss_delta']:+.4g}  {flag}")  # fmt: skip
+    return "\n".join(lines)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import UserError
+from .common import add_model_args, model_of, window_defaults
 
-DEMO_DEFAULTS = {"seq_len": 64, "samples": 4}
-MODEL_DEFAULTS = {"seq_len": 1024, "samples": 4}
+MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
 
 
 def add_parser(subparsers) -> None:
@@ -18,8 +17,7 @@ def add_parser(subparsers) -> None:
         "pruning, the layer-wise chain (massive activation + sink per layer), attention maps and the "
         "router's score for each SE at the sink token. Writes sinks.json and figures (PNG + SVG).",
     )  # fmt: skip
-    p.add_argument("model", nargs="?", metavar="MODEL", help="local checkpoint folder or hub id (default: "
-                   "the model of --from, else the built-in demo)")  # fmt: skip
+    add_model_args(p, "local checkpoint folder or hub id (default: the model of --from, else the built-in demo)")
     p.add_argument("--from", dest="run_dir", metavar="RUN_DIR", help="a profile run folder: its SEs are 'super'")
     p.add_argument("--prune", default="super", metavar="super|LIST",
                    help="experts to prune: 'super' (from --from or the demo) or e.g. 1:68,2:92 (default super)")
@@ -38,9 +36,6 @@ def add_parser(subparsers) -> None:
                    help="sink tokens: the first token, or the K most attended keys, e.g. top3 (default first)")
     p.add_argument("--epsilon", type=float, default=0.3, help="sink-rate threshold (Gu et al.; default 0.3)")
     p.add_argument("--seed", type=int, default=0, help="seed of windows and random controls (default 0)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
     p.set_defaults(run=run)
@@ -73,106 +68,28 @@ def _top_k(text: str) -> int | None:
     raise UserError(f"--sink-keys {text!r}: use 'first' or 'topK' with K >= 1, e.g. top3.")
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    if args.random < 0:
-        raise UserError(f"--random must be >= 0, got {args.random}.")
-    if not 0.0 < args.epsilon < 1.0:
-        raise UserError(f"--epsilon must be in (0, 1), got {args.epsilon}.")
-    if args.text is not None and not args.text.strip():
-        raise UserError("--text is empty; pass a sentence (at least 2 tokens).")
-    if args.run_dir is not None and not (Path(args.run_dir) / "super_experts.json").is_file():
-        raise UserError(f"--from {args.run_dir}: no super_experts.json there; run `superexperts profile --out "
-                        f"{args.run_dir}` first.")
-    if args.prune == "super" and args.run_dir is None and args.model is not None:
-        raise UserError("--prune super needs the SE list: pass --from RUN_DIR (a profile run of this model) "
-                        "or list the experts, e.g. --prune 1:68,2:92.")
+def request(args: argparse.Namespace):
+    from ..recipes.attention_sinks import SinksRequest
 
-
-def _model_spec(args: argparse.Namespace) -> str | None:
-    """MODEL, else the model the --from run profiled (None = the built-in demo)."""
-    if args.model is not None or args.run_dir is None:
-        return args.model
-    from ..io import read_json
-
-    data = read_json(Path(args.run_dir) / "profile.json", "profile")
-    meta = data.get("meta", {}) if isinstance(data, dict) else {}
-    return None if meta.get("synthetic") else meta.get("model_path") or meta.get("model")
-
-
-def _experts(args: argparse.Namespace, model_map, synthetic: bool) -> list:
-    from ..ablate import parse_experts, validate_experts
-    from ..ablate.spec import experts_from_records
-    from ..models.demo import DEMO_SUPER_EXPERTS
-    from ..run import load_super_experts
-
-    if args.prune != "super":
-        experts = parse_experts(args.prune)
-    elif args.run_dir is not None:
-        experts = experts_from_records(load_super_experts(args.run_dir), f"{args.run_dir}/super_experts.json")
-    elif synthetic:
-        experts = list(DEMO_SUPER_EXPERTS)
-    else:
-        raise UserError("--prune super needs --from RUN_DIR or an explicit list such as 1:68,2:92.")
-    if not experts:
-        raise UserError("the run found no Super Experts, so there is nothing to prune; pass --prune LIST.")
-    return validate_experts(model_map, experts)
-
-
-def _input_ids(args: argparse.Namespace, tokenizer, synthetic: bool):
-    from ..data import calibration
-
-    if args.text is not None:
-        ids = tokenizer(args.text, return_tensors="pt").input_ids
-        if ids.shape[1] < 2:
-            raise UserError(f"--text gives {ids.shape[1]} token(s); sink metrics need at least 2.")
-        return ids, {"text": args.text}
-    defaults = DEMO_DEFAULTS if synthetic else MODEL_DEFAULTS
-    seq_len = args.seq_len if args.seq_len is not None else defaults["seq_len"]
-    samples = args.samples if args.samples is not None else defaults["samples"]
-    calib = calibration(args.data, tokenizer, seq_len=seq_len, samples=samples, seed=args.seed)
-    return calib.input_ids, {"data": calib.spec, "sampling": calib.sampling}
-
-
-def _check_sizes(sizes: tuple[int, int], layers: list[int] | None, heads: list[int]) -> None:
-    from ..sinks.validate import check_heads, check_layers
-
-    check_layers(sizes[0], layers or [])
-    check_heads(sizes[1], heads)
+    model = model_of(args, args.run_dir)
+    seq_len, samples = window_defaults(model is None, args.seq_len, args.samples, model_seq_len=MODEL_SEQ_LEN,
+                                       default_samples=SAMPLES)  # fmt: skip
+    return SinksRequest(
+        model=model, out=args.out or args.run_dir or "runs/sinks", seq_len=seq_len, samples=samples,
+        from_dir=args.run_dir, prune=args.prune, n_random=args.random, layer_controlled=args.layer_controlled,
+        layers=_int_list(args.layers, "--layers"), heads=_int_list(args.heads, "--heads") or [], text=args.text,
+        data=args.data, top_k=_top_k(args.sink_keys), epsilon=args.epsilon, seed=args.seed, device=args.device,
+        dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ablate.controls import random_controls
-    from ..io import write_files
-    from ..loading import load_config, load_model
-    from ..meta import base_metadata, tensor_sha256
-    from ..models.adapters import map_model
-    from ..sinks.study import sinks_study, study_files, summary_lines
-    from ..sinks.validate import config_sizes, default_map_layers
+    from ..recipes.attention_sinks import run_sinks
+    from ..sinks.study import summary_lines
 
-    _check_args(args)
-    layers, heads = _int_list(args.layers, "--layers"), _int_list(args.heads, "--heads") or []
-    top_k = _top_k(args.sink_keys)
-    spec = _model_spec(args)
-    if spec is not None:  # range checks from the config alone, before loading the weights
-        _check_sizes(config_sizes(load_config(spec, args.trust_remote_code)), layers, heads)
-    loaded = load_model(spec, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    model, mm = loaded.model, map_model(loaded.model)
-    _check_sizes(config_sizes(model.config), layers, heads)
-    experts = _experts(args, mm, loaded.synthetic)
-    layers = layers if layers is not None else default_map_layers(mm.num_layers, experts)
-    ids, source = _input_ids(args, loaded.tokenizer, loaded.synthetic)
-    controls = random_controls(mm, experts, args.random, layer_controlled=args.layer_controlled, seed=args.seed)
-    named = {f"random-{args.seed + i}": c for i, c in enumerate(controls)}
-    if loaded.synthetic:
-        print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
-    study = sinks_study(model, ids, super_experts=experts, controls=named, map_layers=layers, map_heads=heads,
-                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=top_k, epsilon=args.epsilon)
-    meta = base_metadata(tool="sinks", seed=args.seed, **loaded.describe(), input=source,
-                         input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
-                         random_controls="layer-controlled" if args.layer_controlled else "global")
-    out = args.out or args.run_dir or "runs/sinks"
-    write_files(out, study_files(study, meta))
+    req = request(args)
+    study = run_sinks(req, echo=print)
     for line in summary_lines(study):
         print(line)
-    print(f"wrote {out}/ (sinks.json, sinks_router.csv, sinks_chain/d_sink/maps .png + .svg)")
+    print(f"wrote {req.out}/ (sinks.json, sinks_router.csv, sinks_chain/d_sink/maps .png + .svg)")
     return 0

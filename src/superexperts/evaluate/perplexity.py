@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..data import cut_windows
 from ..errors import UserError
 
 C4_DOCUMENTS = 1100  # GPTQ's C4 evaluation: first 1100 validation documents ...
@@ -67,23 +68,14 @@ def _as_stream(token_ids: torch.Tensor) -> torch.Tensor:
     return token_ids.long()
 
 
-def _windows(token_ids: torch.Tensor, seq_len: int, max_windows: int | None) -> torch.Tensor:
+def perplexity_windows(token_ids: torch.Tensor, seq_len: int, max_windows: int | None) -> torch.Tensor:
     """(windows, seq_len) non-overlapping windows; the incomplete tail is dropped."""
     if seq_len < 2:
         raise UserError(f"seq_len must be at least 2 (one context token and one predicted), got {seq_len}.")
-    stream = _as_stream(token_ids)
-    count = stream.numel() // seq_len
-    if count == 0:
-        raise UserError(
-            f"Only {stream.numel()} tokens, fewer than one window of seq_len={seq_len}; "
-            "use more text or a smaller --seq-len."
-        )
-    if max_windows is not None:
-        count = min(count, max_windows)
-    return stream[: count * seq_len].view(count, seq_len)
+    return cut_windows(_as_stream(token_ids), seq_len, max_windows)
 
 
-def _check_vocab(model: torch.nn.Module, windows: torch.Tensor) -> None:
+def check_vocab(model: torch.nn.Module, windows: torch.Tensor) -> None:
     vocab = model.get_input_embeddings().num_embeddings
     low, high = int(windows.min()), int(windows.max())
     if low < 0 or high >= vocab:
@@ -124,8 +116,8 @@ def perplexity(
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}.")
-    windows = _windows(token_ids, seq_len, max_windows)
-    _check_vocab(model, windows)
+    windows = perplexity_windows(token_ids, seq_len, max_windows)
+    check_vocab(model, windows)
     device = model.get_input_embeddings().weight.device  # where input ids go, also with a device map
     was_training = model.training
     model.eval()  # dropout would make the number depend on the RNG

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..meta import tensor_sha256
+from ..runfolder import tensor_sha256
 from .perplexity import C4_WINDOWS, c4_text, token_stream, wikitext2_text
 
 

@@ -182,3 +182,8 @@ def map_model(model: nn.Module) -> ModelMap:
 def _shared_expert(block: nn.Module) -> nn.Module | None:
     shared = _child(block, SHARED_NAMES)
     return shared if isinstance(_child(shared, DOWN_NAMES), nn.Linear) else None
+
+
+def param_device(module: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """`device` when given, else where the module's first parameter lives (per block under a device map)."""
+    return torch.device(device) if device is not None else next(module.parameters()).device

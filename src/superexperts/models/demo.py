@@ -173,3 +173,6 @@ def demo_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def is_demo(model: torch.nn.Module) -> bool:
     return getattr(getattr(model, "config", None), "_name_or_path", "") in (DEMO_NAME, str(default_cache_dir()))
+
+
+BANNER = "model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..io import write_files
+from ..runfolder import write_files
 from . import eval_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Section, render_page

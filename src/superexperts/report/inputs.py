@@ -15,10 +15,9 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UserError
-from ..io import read_json
 from ..profile import Profile
 from ..rules import Verdict, identify
-from ..run import load_profile
+from ..runfolder import load_profile, read_json
 
 
 @dataclass

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from ..ablate import Expert
-from .recipe import SinkResult
+from ..experts import Expert
+from .measure import SinkResult
 
 
 def layerwise_conditions(experts: Sequence[Expert], name: str = "super") -> dict[str, list[Expert]]:

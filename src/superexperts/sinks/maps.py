@@ -17,8 +17,9 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..ablate import Expert, ablate
+from ..ablate import ablate
 from ..errors import UserError
+from ..experts import Expert
 from .attention import record_sinks
 
 MAX_MAP_TOKENS = 128

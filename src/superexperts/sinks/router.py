@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..ablate import Expert
+from ..experts import Expert
 from ..models.adapters import map_model
 
 COLUMNS = ["layer", "expert", "scoring", "sink_score", "other_mean", "other_max", "sink_selected", "other_selected"]

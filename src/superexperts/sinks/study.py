@@ -18,12 +18,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..ablate import Expert
-from ..io import json_bytes
+from ..experts import Expert
+from ..runfolder import json_bytes
 from . import metrics
 from .chain import layerwise_conditions, plot_chain, plot_d_sink
 from .maps import attention_maps, plot_maps
-from .recipe import SinkResult, measure_sinks, result_json
+from .measure import SinkResult, measure_sinks, result_json
 from .router import router_view
 
 MAP_TOKENS = 32  # default length of the attention-map input (maps are T x T)

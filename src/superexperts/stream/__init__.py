@@ -4,8 +4,8 @@
     >>> ppl = stream_perplexity("ckpt/", token_ids, experts=[(1, 68)], seq_len=2048)["perplexity"]
 """
 
-from .distributed import spawn_stream_profile
-from .evaluate import stream_perplexity
 from .layerwise import stream_profile
+from .scoring import stream_perplexity
+from .spawn import spawn_stream_profile
 
 __all__ = ["spawn_stream_profile", "stream_perplexity", "stream_profile"]

@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..capture import Capture, capture
 from ..errors import UserError
+from ..loading import Loaded
 from ..models.adapters import map_model
 from ..profile import Profile, describe_model, expert_table, layer_table
 from . import distributed
@@ -53,7 +55,7 @@ def _check_ids(input_ids: torch.Tensor, batch_size: int) -> None:
         raise UserError("no calibration data: input_ids is empty; pass at least one [1, seq_len] window.")
 
 
-def _embed(skeleton: nn.Module, path: str, batches: list[torch.Tensor], store: ActivationStore,
+def embed(skeleton: nn.Module, path: str, batches: list[torch.Tensor], store: ActivationStore,
            write: bool) -> dict[tuple, dict[int, LayerCall]]:  # fmt: skip
     """Write each batch's layer-0 input into `store` (when `write`); the layer calls per batch shape."""
     calls: dict[tuple, dict[int, LayerCall]] = {}
@@ -67,7 +69,7 @@ def _embed(skeleton: nn.Module, path: str, batches: list[torch.Tensor], store: A
     return calls
 
 
-def _run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[torch.Tensor], offsets: list[int],
+def run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[torch.Tensor], offsets: list[int],
                calls: dict[tuple, dict[int, LayerCall]], store: ActivationStore) -> list[torch.Tensor]:  # fmt: skip
     """All batches through one layer; returns the per-batch median magnitudes (for exact merging)."""
     medians = []
@@ -87,7 +89,7 @@ def _run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[
     return medians
 
 
-def _load_layer(ckpt: Checkpoint, skeleton: nn.Module, layer: nn.Module, index: int,
+def load_layer(ckpt: Checkpoint, skeleton: nn.Module, layer: nn.Module, index: int,
                 device: torch.device, dtype: torch.dtype) -> None:  # fmt: skip
     ckpt.load(skeleton, ckpt.layer_keys.get(index, []), device=device, dtype=dtype)
     missing = [n for n, p in layer.named_parameters() if p.is_meta]
@@ -97,7 +99,7 @@ def _load_layer(ckpt: Checkpoint, skeleton: nn.Module, layer: nn.Module, index: 
     layer.to(device)  # buffers that are not in the checkpoint
 
 
-def _load_outer(ckpt: Checkpoint, skeleton: nn.Module, path: str, device: torch.device, dtype: torch.dtype) -> None:
+def load_outer(ckpt: Checkpoint, skeleton: nn.Module, path: str, device: torch.device, dtype: torch.dtype) -> None:
     """Embeddings and everything beside the decoder layers that the base model's forward touches."""
     ckpt.load(skeleton, ckpt.outer_keys, device=device, dtype=dtype)
     parent = skeleton.get_submodule(path.rpartition(".")[0]) if "." in path else skeleton
@@ -115,8 +117,8 @@ def _stream_layers(ckpt: Checkpoint, skeleton: nn.Module, model_map, cap: Captur
     todo = range(len(done), model_map.num_layers)
     for index in tqdm(todo, desc="streaming layers", unit="layer", disable=not progress):
         layer = model_map.layers[index]
-        _load_layer(ckpt, skeleton, layer, index, device, dtype)
-        medians = _run_layer(layer, index, cap, batches, offsets, calls, store)
+        load_layer(ckpt, skeleton, layer, index, device, dtype)
+        medians = run_layer(layer, index, cap, batches, offsets, calls, store)
         layer.to("meta")  # free the weights before the next layer loads
         release_freed_memory()
         states[index] = layer_state(cap, index, medians)
@@ -186,8 +188,8 @@ def stream_profile(
             restore_layer(cap, index, s)
         store = ActivationStore(device=device, budget_bytes=activation_budget or default_budget(device),
                                 spill_dir=spill, persist=state is not None, generation=len(done) if done else -1)  # fmt: skip
-        _load_outer(ckpt, skeleton, path, device, dtype)
-        calls = _embed(skeleton, path, batches, store, write=not done)
+        load_outer(ckpt, skeleton, path, device, dtype)
+        calls = embed(skeleton, path, batches, store, write=not done)
         states = _stream_layers(ckpt, skeleton, model_map, cap, batches, offsets, calls, store, state, done,
                                 device=device, dtype=dtype, progress=progress)  # fmt: skip
         if world > 1:
@@ -205,3 +207,14 @@ def _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store,
         "batch_size": batch_size, "profile_seconds": round(seconds, 3), "streamed": True,
         "world_size": world, "spilled_batches": store.spilled_batches,
     }  # fmt: skip
+
+
+def streaming_profiler(loaded: Loaded, device: torch.device, dtype: torch.dtype, *, state_dir: str | None = None,
+                       resume: bool = False) -> Callable[..., Profile]:  # fmt: skip
+    """A drop-in for `superexperts.profile(model, input_ids, ...)` that streams `loaded.path`."""
+
+    def profiler(model, input_ids, *, batch_size: int = 1, tokenizer=None, progress: bool = False) -> Profile:
+        return stream_profile(loaded.path, input_ids, device=device, dtype=dtype, batch_size=batch_size,
+                              state_dir=state_dir, resume=resume, tokenizer=tokenizer, progress=progress)  # fmt: skip
+
+    return profiler

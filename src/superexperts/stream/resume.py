@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write, atomic_write_json
-from ..meta import tensor_sha256
+from ..runfolder import atomic_write, atomic_write_json, tensor_sha256
 from .checkpoint import weight_files
 
 FORMAT = "superexperts.stream-state/1"

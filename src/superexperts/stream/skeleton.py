@@ -11,6 +11,7 @@ embeddings, position ids), then stop the forward before the final norm.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..errors import UserError
+from ..loading import Loaded, load_tokenizer, resolve_device, resolve_dtype
 from ..models.adapters import find_decoder_layers
 
 LayerCall = tuple[tuple, dict[str, Any]]  # positional args after hidden_states, keyword args
@@ -109,3 +111,19 @@ def layer_inputs(model: nn.Module, path: str, input_ids: torch.Tensor) -> tuple[
         raise UserError(f"{type(parent).__name__}.forward did not call its {len(layers)} decoder layers in order; "
                         "this model cannot be streamed layer by layer.")  # fmt: skip
     return first_input[0], calls
+
+
+def load_skeleton(spec: str, *, device: str = "auto", dtype: str = "auto",
+                  trust_remote_code: bool = False) -> tuple[Loaded, torch.device, torch.dtype]:  # fmt: skip
+    """(Loaded with the meta skeleton as model, device, dtype) for a local checkpoint folder.
+
+    >>> loaded, device, dtype = load_skeleton("Qwen3-30B-A3B/", device="cuda", dtype="bfloat16")
+    """
+    path = Path(os.path.expanduser(spec))
+    if not path.is_dir():
+        raise UserError(f"--stream reads a local checkpoint folder; {spec} is not one (download it first).")
+    dev = resolve_device(device)
+    skeleton, _ = build_skeleton(path, None, trust_remote_code=trust_remote_code)
+    torch_dtype = resolve_dtype(dtype, dev, skeleton.config)
+    tokenizer = load_tokenizer(str(path), trust_remote_code, skeleton.get_input_embeddings().weight.shape[0])
+    return Loaded(model=skeleton, tokenizer=tokenizer, spec=spec, path=str(path), synthetic=False), dev, torch_dtype

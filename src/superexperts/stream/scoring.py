@@ -25,11 +25,11 @@ from tqdm.auto import tqdm
 from ..ablate import ablate
 from ..ablate.zero import apply_zero
 from ..errors import UserError
-from ..evaluate.perplexity import _check_vocab, _windows, window_nll
+from ..evaluate.perplexity import check_vocab, perplexity_windows, window_nll
 from ..models.adapters import map_model
 from .activations import ActivationStore
 from .checkpoint import Checkpoint, release_freed_memory
-from .layerwise import _embed, _load_layer, _load_outer, _run_layer, default_budget
+from .layerwise import default_budget, embed, load_layer, load_outer, run_layer
 from .skeleton import build_skeleton, layers_path
 
 
@@ -74,8 +74,8 @@ def stream_perplexity(checkpoint_dir: str | os.PathLike, token_ids: torch.Tensor
         raise UserError(f"batch_size must be at least 1, got {batch_size}.")
     folder, device = Path(checkpoint_dir), torch.device(device or "cpu")
     skeleton, dtype = build_skeleton(folder, dtype)
-    windows = _windows(token_ids, seq_len, max_windows)
-    _check_vocab(skeleton, windows)
+    windows = perplexity_windows(token_ids, seq_len, max_windows)
+    check_vocab(skeleton, windows)
     model_map, path = map_model(skeleton), layers_path(skeleton)
     ckpt = Checkpoint.open(folder, skeleton, layers_prefix=path)
     batches = list(windows.split(batch_size))
@@ -85,14 +85,14 @@ def stream_perplexity(checkpoint_dir: str | os.PathLike, token_ids: torch.Tensor
         handle = stack.enter_context(ablate(skeleton, experts, mode=mode, means=means)) if experts else None
         spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="se-spill-")))
         store = ActivationStore(device=device, budget_bytes=default_budget(device), spill_dir=spill)
-        _load_outer(ckpt, skeleton, path, device, dtype)
-        calls = _embed(skeleton, path, batches, store, write=True)
+        load_outer(ckpt, skeleton, path, device, dtype)
+        calls = embed(skeleton, path, batches, store, write=True)
         for index in tqdm(range(model_map.num_layers), desc="streaming layers", unit="layer", disable=not progress):
             layer = model_map.layers[index]
-            _load_layer(ckpt, skeleton, layer, index, device, dtype)
+            load_layer(ckpt, skeleton, layer, index, device, dtype)
             if handle is not None and mode == "zero":
                 apply_zero(model_map, [e for e in handle.experts if e[0] == index], [], None)
-            _run_layer(layer, index, None, batches, [], calls, store)
+            run_layer(layer, index, None, batches, [], calls, store)
             layer.to("meta")
             release_freed_memory()
             store.drop_old()

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..ablate import Expert, ablate
+from ..ablate import ablate
 from ..errors import UserError
+from ..experts import Expert
 from . import metrics
 from .attention import LayerSinks, record_sinks
 from .hidden import max_hidden

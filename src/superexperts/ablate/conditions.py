@@ -1,11 +1,11 @@
-"""The `prune-eval` recipe: evaluate a model with and without its Super Experts (issue 4).
+"""Pruning conditions and their evaluation: the components of `prune-eval` (recipes/pruning.py).
 
 Conditions: `original`; `super` (the run's SEs) or `custom` (a given list); `random-<seed>`
 (as many random non-SE experts, any MoE layer) and `layer-controlled-<seed>` (random non-SEs
 inside the SEs' layers, paper v3). Each condition is measured on the same perplexity tokens,
 lm-eval tasks and generation prompts, with the experts ablated in memory (`ablate`), and the
 model is restored exactly before the next one. Random conditions are summarised as mean and
-spread. Thin wiring: ablation, evaluation and I/O live in their own modules.
+spread.
 
 >>> conds = build_conditions(map_model(model), [(1, 68), (2, 92)], n_random=3)
 >>> results = run_conditions(model, tokenizer, conds, EvalPlan(ppl_ids=stream, seq_len=2048))
@@ -13,23 +13,20 @@ spread. Thin wiring: ablation, evaluation and I/O live in their own modules.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ablate import Expert, ablate, experts_json, format_experts, validate_experts
-from .ablate.controls import random_controls
-from .evaluate import generate, perplexity
-from .io import atomic_write_json
-from .models.adapters import ModelMap
+from ..evaluate import generate, perplexity
+from ..experts import Expert, experts_json, validate_experts
+from ..models.adapters import ModelMap
+from .ablation import ablate
+from .controls import random_controls
 
-FORMAT = "superexperts.prune_eval/1"
 CONTROL_GROUPS = ("random", "layer-controlled")
 
 
@@ -81,7 +78,7 @@ def evaluate_model(model: torch.nn.Module, tokenizer, plan: EvalPlan) -> dict[st
                             max_windows=plan.max_windows)  # fmt: skip
         out |= {"perplexity": detail["perplexity"], "perplexity_detail": detail}
     if plan.tasks:
-        from .evaluate.lm_eval import run_tasks
+        from ..evaluate.lm_eval import run_tasks
 
         out["tasks"] = run_tasks(model, tokenizer, plan.tasks, batch_size=plan.batch_size, limit=plan.limit,
                                  num_fewshot=plan.num_fewshot, task_manager=plan.task_manager)  # fmt: skip
@@ -146,95 +143,3 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "generation_metrics": {m: _spread([g.get(m) for g in gens]) for m in _numeric_keys(gens)},
         }
     return summary
-
-
-def prune_eval_json(results: list[dict[str, Any]], metadata: dict[str, Any]) -> dict[str, Any]:
-    """The prune_eval.json document: conditions, control summaries, then the run metadata."""
-    return {"format": FORMAT, "conditions": results, "summary": summarize(results), **metadata}
-
-
-def write_prune_eval(out_dir: str | os.PathLike, document: dict[str, Any]) -> Path:
-    path = Path(out_dir) / "prune_eval.json"
-    atomic_write_json(path, document)
-    return path
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
-
-
-def _first_metric(metrics: dict) -> Any:
-    return next((v for k, v in metrics.items() if "stderr" not in k), None)
-
-
-def format_table(results: list[dict[str, Any]]) -> str:
-    """One console line per condition: experts, mode, perplexity, first metric of each task, loops."""
-    tasks = sorted({t for r in results for t in r.get("tasks", {})})
-    header = ["condition", "experts", "mode", "perplexity", *tasks, "loop_fraction"]
-    rows = [header]
-    for r in results:
-        experts = format_experts([(e["layer"], e["expert"]) for e in r["experts"]]) or "-"
-        cells = [r["name"], experts if len(experts) <= 32 else experts[:29] + "...", r["mode"], _fmt(r["perplexity"], 6)]
-        cells += [_fmt(_first_metric(r["tasks"].get(t, {}))) for t in tasks]
-        cells.append(_fmt(r.get("generation_metrics", {}).get("loop_fraction")))
-        rows.append(cells)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    lines = []
-    for group, s in summary.items():
-        ppl = s.get("perplexity")
-        if ppl:
-            lines.append(f"{group} controls ({ppl['n']} seeds): perplexity {ppl['mean']:.4g} +- {ppl['std']:.2g} "
-                         f"(min {ppl['min']:.4g}, max {ppl['max']:.4g})")  # fmt: skip
-    return "\n".join(lines)
-
-
-def read_experts(spec: str, from_dir: str | os.PathLike | None) -> tuple[list[Expert] | None, str]:
-    """(experts, source) before any model is loaded; experts None means "profile the model first".
-
-    `spec` is "super" (the SEs of `from_dir`/super_experts.json, or found by profiling), a LIST
-    like 1:68,2:92,4:shared, or a file.
-    """
-    from .ablate import load_experts
-    from .ablate.spec import experts_from_records
-    from .errors import UserError
-    from .run import load_super_experts
-
-    if spec != "super":
-        return load_experts(spec), "custom"
-    if from_dir is None:
-        return None, "profiled"
-    experts = experts_from_records(load_super_experts(from_dir), f"{from_dir}/super_experts.json")
-    if not experts:
-        raise UserError(f"{from_dir}/super_experts.json lists no Super Experts; pass --experts LIST to prune others.")
-    return experts, f"{from_dir}/super_experts.json"
-
-
-def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, batch_size: int = 1,
-                           progress: bool = False) -> tuple[list[Expert], Any]:
-    """The paper rule's SEs of `model` on `calib_ids` (for --experts super without --from), with
-    the profile's expert table (for picking causal-check candidates)."""
-    from .errors import UserError
-    from .profile import profile
-    from .rules import identify
-
-    prof = profile(model, calib_ids, batch_size=batch_size, progress=progress)
-    experts = identify(prof.expert_stats, prof.num_layers, "paper").experts
-    if not experts:
-        raise UserError("profiling found no Super Experts with the paper's rule; pass --experts LIST, "
-                        "or `superexperts profile` with another --criterion and use --from RUN_DIR.")
-    return experts, prof.expert_stats
-
-
-def format_causal(causal: dict[str, Any]) -> str:
-    """The causal check as console lines, most causal first."""
-    lines = [(f"causal check (ablate one expert, {causal['samples']} windows; causal = MA drop >= "
-             f"{causal['threshold']:.0%}):")]  # fmt: skip
-    for r in causal["candidates"]:
-        flag = "CAUSAL" if r["causal"] else "-"
-        lines.append(f"  {r['layer']}:{r['expert']:<8} MA {r['ma_original']:.4g} -> {r['ma_ablated']:.4g} "
-                     f"(drop {r['ma_drop']:.0%})  loss {r['loss_delta']:+.4g}  {flag}")  # fmt: skip
-    return "\n".join(lines)

@@ -1,8 +1,9 @@
-"""Expert lists: parse `1:68,2:92,4:shared` or a file, and check them against a model.
+"""Expert lists: the Expert type; parse `1:68,2:92,4:shared` or a file; resolve `super`; validate.
 
 An expert is `(layer, expert)` with `expert` an int (a routed expert) or `"shared"` (the shared
-expert of that layer). Validation runs before anything touches the model, so bad input never
-leaves a half-ablated model behind.
+expert of that layer). Every subcommand that takes experts goes through `resolve_experts`, then
+`check_experts_in_config` (before the weights are read) and `validate_experts` (against the
+loaded model), so bad input never leaves a half-ablated model behind.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..models.adapters import ModelMap
+from .errors import UserError
+from .models.adapters import ModelMap
 
 Expert = tuple[int, int | str]  # (layer, expert index | "shared")
 
@@ -114,3 +115,45 @@ def experts_json(experts: list[Expert]) -> list[dict[str, Any]]:
 def format_experts(experts: list[Expert]) -> str:
     """The LIST form, e.g. '1:68,2:92,4:shared'."""
     return ",".join(f"{layer}:{expert}" for layer, expert in experts)
+
+
+def check_experts_in_config(experts: list[Expert], config) -> None:
+    """Range-check an expert list from the model config alone, before the weights are read.
+    (Dense layers and shared experts need the model; `validate_experts` checks them after loading.)"""
+    from .loading import EXPERT_COUNT_KEYS
+
+    text = getattr(config, "text_config", None) or config
+    layers = getattr(text, "num_hidden_layers", None)
+    per_layer = next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)), None)
+    for layer, expert in experts:
+        if isinstance(layers, int) and not 0 <= layer < layers:
+            raise UserError(f"layer {layer} is out of range; the model has layers 0..{layers - 1}.")
+        if isinstance(expert, int) and isinstance(per_layer, int) and not 0 <= expert < per_layer:
+            raise UserError(f"expert {layer}:{expert} is out of range; the model has experts 0..{per_layer - 1}.")
+
+
+def run_super_experts(run_dir: str | os.PathLike) -> list[Expert]:
+    """The SEs a profile run folder saved (its super_experts.json); refuses an empty list."""
+    from .runfolder import load_super_experts
+
+    experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
+    if not experts:
+        raise UserError(f"{run_dir}/super_experts.json lists no Super Experts; nothing to prune. "
+                        "List the experts instead, e.g. 1:68,2:92.")
+    return experts
+
+
+def resolve_experts(spec: str, from_dir: str | os.PathLike | None) -> tuple[list[Expert] | None, str]:
+    """(experts, source) for `super|LIST|FILE`, before any model is loaded.
+
+    "super" takes the SEs of `from_dir`; without a run folder it gives (None, "profiled") and the
+    recipe decides (profile the model now, the demo's planted list, or an error).
+
+    >>> resolve_experts("1:68,2:92", None)
+    ([(1, 68), (2, 92)], 'custom')
+    """
+    if spec != "super":
+        return load_experts(spec), "custom"
+    if from_dir is None:
+        return None, "profiled"
+    return run_super_experts(from_dir), f"{from_dir}/super_experts.json"

@@ -1,0 +1,110 @@
+"""The sinks recipe: attention sinks of a model before and after pruning its Super Experts.
+
+Conditions: the original model, the SEs pruned layer by layer then all together, and random
+controls of the same size. Writes sinks.json, sinks_router.csv and the figures (PNG + SVG).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..ablate.controls import random_controls
+from ..data import calibration
+from ..errors import UserError, check_at_least
+from ..experts import Expert, resolve_experts, validate_experts
+from ..loading import check_dtype, load_config, load_model, resolve_device
+from ..models.adapters import map_model
+from ..runfolder import base_metadata, tensor_sha256, write_files
+from ..sinks.study import SinkStudy, sinks_study, study_files
+from ..sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
+
+
+@dataclass(frozen=True)
+class SinksRequest:
+    model: str | None  # None = the built-in demo
+    out: str | os.PathLike
+    seq_len: int
+    samples: int
+    from_dir: str | None = None
+    prune: str = "super"  # super | LIST | FILE
+    n_random: int = 3
+    layer_controlled: bool = False
+    layers: list[int] | None = None  # attention-map layers (None: after the SEs, and the last)
+    heads: list[int] = field(default_factory=lambda: [0])
+    text: str | None = None  # measure on this text instead of data windows
+    data: str | None = None
+    top_k: int | None = None  # sink keys: None = the first token, K = the K most attended keys
+    epsilon: float = 0.3
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        check_at_least("--random", self.n_random, 0)
+        if not 0.0 < self.epsilon < 1.0:
+            raise UserError(f"--epsilon must be in (0, 1), got {self.epsilon}.")
+        if self.text is not None and not self.text.strip():
+            raise UserError("--text is empty; pass a sentence (at least 2 tokens).")
+        if self.prune == "super" and self.from_dir is None and self.model is not None:
+            raise UserError("--prune super needs the SE list: pass --from RUN_DIR (a profile run of this model) "
+                            "or list the experts, e.g. --prune 1:68,2:92.")
+        check_dtype(self.dtype)
+        resolve_device(self.device)
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UserError(f"--out {self.out} is a file, not a folder; pass a folder path.")
+
+    def experts(self) -> list[Expert]:
+        """The experts to prune (not yet checked against a model); `super` without --from is the demo's."""
+        experts, _ = resolve_experts(self.prune, self.from_dir)
+        if experts is None:  # only the demo reaches here (checked on construction)
+            from ..models.demo import DEMO_SUPER_EXPERTS
+
+            experts = list(DEMO_SUPER_EXPERTS)
+        return experts
+
+
+def input_ids(req: SinksRequest, tokenizer) -> tuple[torch.Tensor, dict]:
+    """The measured tokens: --text, or seeded windows of --data (built-in text by default)."""
+    if req.text is not None:
+        ids = tokenizer(req.text, return_tensors="pt").input_ids
+        if ids.shape[1] < 2:
+            raise UserError(f"--text gives {ids.shape[1]} token(s); sink metrics need at least 2.")
+        return ids, {"text": req.text}
+    calib = calibration(req.data, tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
+    return calib.input_ids, {"data": calib.spec, "sampling": calib.sampling}
+
+
+def _check_sizes(sizes: tuple[int, int], req: SinksRequest) -> None:
+    check_layers(sizes[0], req.layers or [])
+    check_heads(sizes[1], req.heads)
+
+
+def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None) -> SinkStudy:
+    experts = req.experts()
+    if req.model is not None:  # range checks from the config alone, before loading the weights
+        _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
+    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    model, model_map = loaded.model, map_model(loaded.model)
+    _check_sizes(config_sizes(model.config), req)
+    experts = validate_experts(model_map, experts)
+    layers = req.layers if req.layers is not None else default_map_layers(model_map.num_layers, experts)
+    ids, source = input_ids(req, loaded.tokenizer)
+    controls = random_controls(model_map, experts, req.n_random, layer_controlled=req.layer_controlled, seed=req.seed)
+    named = {f"random-{req.seed + i}": c for i, c in enumerate(controls)}
+    if loaded.synthetic:
+        from ..models.demo import BANNER
+
+        echo(BANNER)
+    study = sinks_study(model, ids, super_experts=experts, controls=named, map_layers=layers, map_heads=req.heads,
+                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=req.top_k, epsilon=req.epsilon)
+    meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
+                         input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
+                         random_controls="layer-controlled" if req.layer_controlled else "global")
+    write_files(req.out, study_files(study, meta))
+    return study

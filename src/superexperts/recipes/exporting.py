@@ -1,0 +1,40 @@
+"""The export recipe: a checkpoint folder + experts -> a pruned checkpoint folder (no model loaded)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserError
+from ..experts import Expert, resolve_experts
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    model: str | os.PathLike  # a local checkpoint folder
+    prune: str  # super | LIST | FILE
+    out: str | os.PathLike
+    from_dir: str | None = None
+    mode: str = "zero"
+    overwrite: bool = False
+    trust_remote_code: bool = False
+
+    def experts(self) -> list[Expert]:
+        """The experts to zero; `super` takes the SEs of --from."""
+        if self.prune == "super" and self.from_dir is None:
+            raise UserError("--prune super needs --from RUN_DIR (a folder written by `superexperts profile`).")
+        if self.prune != "super" and self.from_dir is not None:
+            raise UserError("--from is only used with --prune super; drop it or use --prune super.")
+        experts, _ = resolve_experts(self.prune, self.from_dir)
+        return experts
+
+
+def run_export(req: ExportRequest) -> tuple[list[Expert], dict[str, Any]]:
+    """(the experts zeroed, the export record written beside the checkpoint)."""
+    from ..export import export_pruned
+
+    experts = req.experts()
+    record = export_pruned(req.model, experts, req.out, mode=req.mode, overwrite=req.overwrite,
+                           trust_remote_code=req.trust_remote_code)  # fmt: skip
+    return experts, record

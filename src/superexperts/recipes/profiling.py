@@ -1,0 +1,119 @@
+"""The profile recipe: model + calibration data -> run folder (tables, verdict, sensitivity, report)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import Calibration, calibration, check_window_args
+from ..errors import UserError
+from ..identification import Identification, identification
+from ..loading import Loaded, check_dtype, load_model, resolve_device
+from ..profile import Profile, profile
+from ..rules import get_criterion
+from ..runfolder import base_metadata, prepare_out_dir, run_files, write_files
+from ..sensitivity import sensitivity_verdict
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What `superexperts profile` was asked; validated on construction (no model needed)."""
+
+    model: str | None  # local folder or hub id; None = the built-in demo
+    out: str | os.PathLike
+    seq_len: int
+    samples: int
+    data: str | None = None  # None = the built-in text
+    batch_size: int = 1
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    overwrite: bool = False
+    criterion: str = "paper"
+    params: dict[str, Any] = field(default_factory=dict)
+    report: bool = True
+    stream: bool = False  # read the checkpoint one decoder layer at a time
+    state_dir: str | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_window_args(self.seq_len, self.samples, self.batch_size)
+        check_dtype(self.dtype)
+        resolve_device(self.device)
+        get_criterion(self.criterion)
+        prepare_out_dir(self.out, self.overwrite)
+        if not self.stream and (self.resume or self.state_dir):
+            raise UserError("--state-dir/--resume only apply with --stream; add --stream.")
+        if self.stream and self.model is None:
+            raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
+        if self.resume and not self.state_dir:
+            raise UserError("--resume needs --state-dir, the folder an earlier --stream run saved its progress in.")
+
+
+@dataclass
+class ProfileResult:
+    profile: Profile
+    identification: Identification
+    sensitivity_verdict: str
+    out_dir: Path
+    calibration: Calibration
+    synthetic: bool
+
+
+def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.PathLike, *, batch_size: int = 1,
+                      criterion: str = "paper", params: dict[str, Any] | None = None, progress: bool = False,
+                      report: bool = True, profiler: Callable[..., Profile] = profile
+                      ) -> tuple[Profile, Identification]:
+    """Profile, identify, and write the run folder all-or-nothing (then the report).
+
+    `profiler` replaces `superexperts.profile` (same signature), e.g. layer streaming.
+    """
+    prof = profiler(loaded.model, calib.input_ids, batch_size=batch_size, tokenizer=loaded.tokenizer,
+                    progress=progress)
+    prof.meta |= loaded.describe() | {"data": calib.describe()} | base_metadata(tool="profile", seed=calib.seed)
+    ident = identification(prof, criterion, params, command="profile")
+    write_files(out_dir, run_files(prof, ident.verdict) | ident.files)
+    if report:
+        from ..report import write_report
+
+        write_report(out_dir)
+    return prof, ident
+
+
+def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
+    """(loaded, None) in memory, or (the meta skeleton, a streaming profiler) with --stream."""
+    if not req.stream:
+        return load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code), None
+    from ..stream.distributed import init_from_env
+    from ..stream.layerwise import streaming_profiler
+    from ..stream.skeleton import load_skeleton
+
+    init_from_env()
+    loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
+                                          trust_remote_code=req.trust_remote_code)  # fmt: skip
+    return loaded, streaming_profiler(loaded, device, dtype, state_dir=req.state_dir, resume=req.resume)
+
+
+def run_profile(req: ProfileRequest, *, echo: Callable[[str], None] = lambda _: None,
+                progress: bool = False) -> ProfileResult | None:
+    """Load, calibrate, profile, identify, write. None on a non-zero rank of a data-parallel stream."""
+    from ..stream.distributed import rank_and_world
+
+    loaded, profiler = _load(req)
+    calib = calibration(req.data, loaded.tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
+    if loaded.synthetic:
+        from ..models.demo import BANNER
+
+        echo(BANNER)
+    echo(f"data: {calib.spec}: {calib.input_ids.shape[0]} x {calib.input_ids.shape[1]} tokens ({calib.sampling})")
+    if profiler is not None and rank_and_world()[0] != 0:  # data-parallel streaming: rank 0 writes the run
+        profiler(loaded.model, calib.input_ids, batch_size=req.batch_size)
+        return None
+    prof, ident = write_profile_run(loaded, calib, req.out, batch_size=req.batch_size, criterion=req.criterion,
+                                    params=req.params, progress=progress, report=req.report,
+                                    **({"profiler": profiler} if profiler else {}))  # fmt: skip
+    return ProfileResult(prof, ident, sensitivity_verdict(ident.grid), Path(req.out), calib, loaded.synthetic)

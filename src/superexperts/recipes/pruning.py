@@ -1,0 +1,188 @@
+"""The prune-eval recipe: a model + a request -> prune_eval.json (and the run report's section).
+
+The request checks everything that needs no model when it is built; `run_prune_eval` loads the
+model, resolves the experts, builds the conditions (original, pruned, random controls), measures
+each on the same perplexity tokens, tasks and prompts, and writes the document atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..ablate import confirm_candidates, default_candidates, expert_mean_outputs
+from ..ablate.ablation import MODES
+from ..ablate.conditions import EvalPlan, build_conditions, run_conditions, summarize
+from ..data import Calibration, calibration
+from ..errors import UserError, check_at_least, did_you_mean
+from ..evaluate.streams import EvalStream, eval_stream
+from ..experts import Expert, check_experts_in_config, validate_experts
+from ..loading import Loaded, check_dtype, load_config, load_model, resolve_device
+from ..models.adapters import map_model
+from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, load_profile
+
+FORMAT = "superexperts.prune_eval/1"
+CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
+CAUSAL_THRESHOLD = 0.5  # causal = the MA drops by at least half
+
+
+@dataclass
+class PruneEvalRequest:
+    """What `superexperts prune-eval` was asked; `check()` runs everything that needs no model."""
+
+    model: str | None  # None = the built-in demo
+    experts: list[Expert] | None  # None: profile the model and take the paper rule's SEs
+    experts_source: str  # custom | profiled | <run>/super_experts.json
+    out: str | os.PathLike
+    seq_len: int  # perplexity and calibration window length
+    samples: int  # calibration windows (profiling, mean outputs, causal check)
+    from_dir: str | None = None  # a profile run folder (its expert table picks causal candidates)
+    mode: str = "zero"
+    n_random: int = 0
+    layer_controlled: bool = False
+    seed: int = 0
+    ppl: str | None = None  # data spec; None = no perplexity
+    max_windows: int | None = None
+    data: str | None = None  # calibration data (None: built-in text)
+    batch_size: int = 1
+    tasks: list[str] = field(default_factory=list)
+    task_manager: Any = None  # from evaluate.lm_eval.check_tasks
+    limit: int | None = None
+    num_fewshot: int | None = None
+    prompts: list[str] = field(default_factory=list)
+    max_new_tokens: int = 64
+    causal: int | None = None  # confirm the pruned experts + this many top other candidates
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
+                            f"Available: {', '.join(MODES)}.")  # fmt: skip
+        for flag, value, low in [("--random", self.n_random, 0), ("--seq-len", self.seq_len, 2),
+                                 ("--batch-size", self.batch_size, 1), ("--max-new-tokens", self.max_new_tokens, 1),
+                                 ("--samples", self.samples, 1), ("--max-windows", self.max_windows, 1),
+                                 ("--causal", self.causal, 0)]:  # fmt: skip
+            check_at_least(flag, value, low)
+        if self.layer_controlled and self.n_random < 1:
+            raise UserError("--layer-controlled draws per seed: also pass --random N_SEEDS (e.g. --random 5).")
+        if self.model is not None and self.ppl is None and not self.tasks and not self.prompts:
+            raise UserError("nothing to measure: pass --ppl DATA (e.g. wikitext2), --tasks LIST or --generate PROMPTS.")
+        check_dtype(self.dtype)
+        resolve_device(self.device)
+        out = Path(self.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
+        if (out / "prune_eval.json").exists() and not self.overwrite:
+            raise UserError(f"{out}/prune_eval.json exists; pass --overwrite or choose another --out.")
+
+
+def _plan(req: PruneEvalRequest, tokenizer) -> tuple[EvalPlan, dict[str, Any] | None]:
+    """What each condition is measured on; perplexity tokens come from the one evaluation-stream path."""
+    stream: EvalStream | None = eval_stream(req.ppl if req.ppl != "builtin" else None, tokenizer) if req.ppl else None
+    max_windows = req.max_windows if req.max_windows is not None else stream.max_windows if stream else None
+    plan = EvalPlan(ppl_ids=stream.token_ids if stream else None, seq_len=req.seq_len, max_windows=max_windows,
+                    batch_size=req.batch_size, tasks=req.tasks, task_manager=req.task_manager, limit=req.limit,
+                    num_fewshot=req.num_fewshot, prompts=req.prompts, max_new_tokens=req.max_new_tokens)  # fmt: skip
+    described = stream.describe() | {"seq_len": req.seq_len, "max_windows": max_windows} if stream else None
+    return plan, described
+
+
+def _metadata(req: PruneEvalRequest, loaded: Loaded, ppl: dict | None, calib: Calibration | None,
+              experts: list[Expert]) -> dict:
+    # The request as it was recorded before the recipes layer (same keys in prune_eval.json).
+    dropped = ("task_manager", "experts", "prompts", "out", "model", "device", "dtype", "trust_remote_code",
+               "overwrite")
+    request = {k: v for k, v in asdict(req).items() if k not in dropped}
+    return base_metadata(
+        tool="prune-eval", seed=req.seed, model=loaded.describe(), experts_source=req.experts_source,
+        pruned=[{"layer": layer, "expert": e} for layer, e in experts], request=request,
+        data={"perplexity": ppl, "calibration": calib.describe() if calib is not None else None},
+        prompts=req.prompts,
+    )  # fmt: skip
+
+
+def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, batch_size: int = 1,
+                           progress: bool = False) -> tuple[list[Expert], Any]:
+    """The paper rule's SEs of `model` on `calib_ids` (for --experts super without --from), with
+    the profile's expert table (for picking causal-check candidates)."""
+    from ..profile import profile
+    from ..rules import identify
+
+    prof = profile(model, calib_ids, batch_size=batch_size, progress=progress)
+    experts = identify(prof.expert_stats, prof.num_layers, "paper").experts
+    if not experts:
+        raise UserError("profiling found no Super Experts with the paper's rule; pass --experts LIST, "
+                        "or `superexperts profile` with another --criterion and use --from RUN_DIR.")
+    return experts, prof.expert_stats
+
+
+def _experts_and_stats(req: PruneEvalRequest, loaded: Loaded, calib: Calibration | None, progress: bool):
+    """(experts to prune, an expert table or None): given, read from --from, or profiled now."""
+    if req.experts is None:
+        return profiled_super_experts(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
+    stats = load_profile(req.from_dir).expert_stats if req.from_dir is not None and req.causal else None
+    return req.experts, stats
+
+
+def _causal(req: PruneEvalRequest, loaded: Loaded, calib: Calibration, experts: list[Expert], stats,
+            progress: bool) -> dict:
+    candidates = default_candidates(stats, experts, req.causal) if stats is not None else experts
+    ids = calib.input_ids[:CAUSAL_SAMPLES]
+    table = confirm_candidates(loaded.model, ids, candidates, threshold=CAUSAL_THRESHOLD,
+                               batch_size=req.batch_size, progress=progress)  # fmt: skip
+    return {"mode": "zero", "threshold": CAUSAL_THRESHOLD, "samples": int(ids.shape[0]),
+            "measure": "ma_drop = 1 - max|hidden| after the candidate's layer (ablated / original)",
+            "candidates": table.to_dict(orient="records")}  # fmt: skip
+
+
+def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
+    """Every condition measured on a loaded model: the prune_eval.json document."""
+    model_map = map_model(loaded.model)
+    if req.experts is not None:  # fail on a bad list before any long computation
+        validate_experts(model_map, req.experts)
+    calib = None
+    if req.experts is None or req.mode == "mean" or req.causal is not None:
+        calib = calibration(req.data, loaded.tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
+    experts, stats = _experts_and_stats(req, loaded, calib, progress)
+    name = "custom" if req.experts_source == "custom" else "super"
+    conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
+                                  layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
+    plan, ppl = _plan(req, loaded.tokenizer)
+    means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
+    results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
+    document = {"format": FORMAT, "conditions": results, "summary": summarize(results),
+                **_metadata(req, loaded, ppl, calib, experts)}  # fmt: skip
+    if req.causal is not None:
+        document["causal"] = _causal(req, loaded, calib, experts, stats, progress)
+    return document
+
+
+def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
+    if req.model is not None and req.experts is not None:  # before reading the weights
+        check_experts_in_config(req.experts, load_config(req.model, req.trust_remote_code))
+    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    if loaded.synthetic:
+        from ..models.demo import BANNER
+
+        echo(BANNER)
+    document = evaluate_pruning(loaded, req, progress=progress)
+    out = Path(req.out)
+    atomic_write_json(out / "prune_eval.json", document)
+    if (out / RUN_MARKER).is_file():  # a profile run folder: add the section to its report
+        from ..report import write_report
+
+        write_report(out)
+    return document

@@ -1,0 +1,246 @@
+"""The run folder: one format, written atomically, read back without the model.
+
+A run folder is either complete or untouched (`write_files` stages everything, then renames).
+Layout:
+    profile.json        {"format": FORMAT, "meta": {...}, "expert_stats": [...], "layer_stats": [...]}
+    expert_stats.csv    the expert table, for pandas users (also .parquet)
+    expert_stats.parquet
+    super_experts.json  {"criterion": {...}, "super_experts": [{"layer", "expert", "max_abs_output",
+                         "channel", "token": {...}}, ...]} sorted by max_abs_output desc
+    prune_eval.json, sinks.json, report.html, ...   written by the other recipes into the same folder
+
+Every file carries `base_metadata` (versions, seed, command): what reproduces a printed number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .profile import Profile
+    from .rules import Verdict
+
+# -- metadata --
+
+_LIBS = ("torch", "transformers", "numpy", "pandas", "safetensors", "accelerate", "datasets", "lm_eval")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "superexperts": __version__, "platform": platform.platform()}
+    for name in _LIBS:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """Hash of a token tensor: identifies the exact calibration data of a run."""
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def base_metadata(*, tool: str, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "tool": "superexperts",
+        "tool_version": __version__,
+        "command": tool,
+        "created_unix": round(time.time(), 3),
+        "seed": seed,
+        "versions": library_versions(),
+        **extra,
+    }
+
+
+# -- atomic writes --
+
+# Files a run folder may hold; `write_run` refuses to mix a new run with an old one's files.
+RUN_MARKER = "profile.json"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types; NaN/inf become strings so the file stays valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return to_jsonable(obj.item())
+    return obj
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(to_jsonable(obj), indent=2) + "\n").encode()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, json_bytes(obj))
+
+
+FileWriter = Callable[[Path], None]
+
+
+def write_files(out_dir: str | os.PathLike, files: Mapping[str, bytes | FileWriter]) -> None:
+    """Write several files into `out_dir` all-or-nothing.
+
+    Each value is bytes or a function that writes the file at the path it is given (for
+    matplotlib, parquet...). Everything is written into a staging folder first, then moved in;
+    on any error nothing in `out_dir` changes.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        for name, content in files.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, (bytes, bytearray)):
+                target.write_bytes(content)
+            else:
+                content(target)
+        for name in files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to mix with a previous run's files unless `overwrite`."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
+    if out.is_dir() and (out / RUN_MARKER).exists() and not overwrite:
+        raise UserError(f"{out} already holds a run ({RUN_MARKER}); pass --overwrite or choose another --out.")
+    return out
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Read a JSON file with a one-line error for missing or damaged files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}; run `superexperts profile --out {path.parent}` first.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged or partial JSON ({e.msg if hasattr(e, 'msg') else e}); re-create it.")
+
+
+# -- the profile run --
+
+FORMAT = "superexperts.profile/1"
+
+
+def super_experts_json(verdict: Verdict) -> dict[str, Any]:
+    from .rules import expert_label
+
+    experts = []
+    for r in verdict.super_experts.itertuples():
+        experts.append({
+            "layer": int(r.layer), "expert": expert_label(r.kind, r.expert),
+            "max_abs_output": float(r.max_abs_output), "max_output": float(r.max_output),
+            "channel": int(r.channel),
+            "token": {"sample": int(r.sample), "position": int(r.position), "id": int(r.token_id),
+                      "text": r.token_text},
+        })  # fmt: skip
+    return {"criterion": verdict.criterion, "super_experts": experts}
+
+
+def profile_json(prof: Profile) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "meta": prof.meta,
+        "expert_stats": prof.expert_stats.to_dict(orient="records"),
+        "layer_stats": prof.layer_stats.to_dict(orient="records"),
+    }
+
+
+def run_files(prof: Profile, verdict: Verdict) -> dict[str, Any]:
+    """The files of a run, as bytes or writer functions (for `write_files`)."""
+    csv = _io.StringIO()
+    prof.expert_stats.to_csv(csv, index=False)
+    return {
+        "profile.json": json_bytes(profile_json(prof)),
+        "super_experts.json": json_bytes(super_experts_json(verdict) | {"meta": prof.meta}),
+        "expert_stats.csv": csv.getvalue().encode(),
+        "expert_stats.parquet": lambda p: prof.expert_stats.to_parquet(p, index=False),
+    }
+
+
+def save_run(out_dir: str | os.PathLike, prof: Profile, verdict: Verdict, extra: dict[str, Any] | None = None) -> None:
+    """Write a run folder all-or-nothing; `extra` adds files (name -> bytes or writer)."""
+    write_files(out_dir, run_files(prof, verdict) | (extra or {}))
+
+
+def load_profile(run_dir: str | os.PathLike) -> Profile:
+    """Read a run folder's profile.json back into a Profile (no model needed)."""
+    import pandas as pd
+
+    from .profile import EXPERT_COLUMNS, Profile
+
+    path = Path(run_dir) / "profile.json"
+    data = read_json(path, "profile")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise UserError(f"{path} has format {found!r}, this tool reads {FORMAT!r}; re-run `superexperts profile`.")
+    try:
+        experts = pd.DataFrame(data["expert_stats"], columns=EXPERT_COLUMNS)
+        layers = pd.DataFrame(data["layer_stats"])
+        meta = dict(data["meta"])
+        meta["num_layers"]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path} is partial or damaged (missing {e}); re-run `superexperts profile`.")
+    if experts.empty or experts["max_abs_output"].isna().any():
+        raise UserError(f"{path} has no usable expert records; re-run `superexperts profile`.")
+    return Profile(experts, layers, meta)
+
+
+def load_super_experts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    data = read_json(Path(run_dir) / "super_experts.json", "super_experts.json")
+    try:
+        return list(data["super_experts"])
+    except (KeyError, TypeError):
+        raise UserError(f"{run_dir}/super_experts.json is damaged; re-run `superexperts identify {run_dir}`.")
+
+
+def model_of_run(run_dir: str | os.PathLike) -> str | None:
+    """The model a profile run folder was made from (None = the built-in demo); reads only its metadata."""
+    data = read_json(Path(run_dir) / "profile.json", "profile")
+    meta = data.get("meta", {}) if isinstance(data, dict) else {}
+    return None if meta.get("synthetic") else meta.get("model_path") or meta.get("model") or None
