@@ -20,6 +20,7 @@ from .rules import flag_massive
 EXPERT_COLUMNS = [
     "layer", "expert", "kind", "max_abs_output", "max_output", "channel", "sample", "position",
     "token_id", "token_text", "max_abs_input", "tokens_routed", "nonfinite_rows",
+    "max_signed_output", "reap_saliency", "ean",
 ]  # fmt: skip
 
 
