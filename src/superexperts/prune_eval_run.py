@@ -56,11 +56,18 @@ class PruneEvalRequest:
     prompts: list[str] = field(default_factory=list)
     max_new_tokens: int = 64
     causal: int | None = None  # confirm the pruned experts + this many top other candidates
+    criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
+    fraction: float | None = None
+    protect: str = "super"  # super: also evaluate the criterion with `experts` protected
 
     def check(self, synthetic: bool | None = None) -> None:
         """Argument checks that need no model."""
         from .ablate import MODES
         from .errors import did_you_mean
+        from .pruning_criteria import check_prune_request
+
+        check_prune_request(self.criterion, self.fraction, self.protect, n_random=self.n_random,
+                            has_table=self.from_dir is not None or self.experts_source != "custom")  # fmt: skip
 
         if self.mode not in MODES:
             raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
@@ -103,7 +110,7 @@ def _experts_and_stats(req: PruneEvalRequest, loaded: Loaded, calib, progress: b
     if req.experts is None:
         return profiled_super_experts(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
     stats = None
-    if req.from_dir is not None and req.causal:
+    if req.from_dir is not None and (req.causal or req.criterion):
         from .run import load_profile
 
         stats = load_profile(req.from_dir).expert_stats
@@ -135,12 +142,19 @@ def prune_eval_run(loaded: Loaded, req: PruneEvalRequest, out_dir: str | os.Path
                             seed=req.seed)  # fmt: skip
     experts, stats = _experts_and_stats(req, loaded, calib, progress)
     name = "custom" if req.experts_source == "custom" else "super"
-    conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
-                                  layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
+    pruning = None
+    if req.criterion is not None:
+        conditions, pruning = _criterion_conditions(req, model_map, stats, experts, name)
+    else:
+        conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
+                                      layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
     plan, ppl = _plan(req, loaded, seq_len)
     means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
     results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
-    document = prune_eval_json(results, _metadata(req, loaded, ppl, calib, experts))
+    # With --criterion each condition lists its own pruned set; `pruning` names the protected ones.
+    document = prune_eval_json(results, _metadata(req, loaded, ppl, calib, experts if pruning is None else []))
+    if pruning is not None:
+        document["pruning"] = pruning
     if req.causal is not None:
         document["causal"] = _causal(req, loaded, calib, experts, stats, progress)
     write_prune_eval(out_dir, document)
@@ -149,6 +163,18 @@ def prune_eval_run(loaded: Loaded, req: PruneEvalRequest, out_dir: str | os.Path
 
         write_report(out_dir)
     return document
+
+
+def _criterion_conditions(req: PruneEvalRequest, model_map, stats, experts: list[Expert], name: str):
+    """original + the criterion's pruned set, unprotected and (--protect super) with `experts` kept."""
+    from .ablate import validate_experts
+    from .prune_eval import Condition
+    from .pruning_criteria import pruning_plan
+
+    plan = pruning_plan(stats, req.criterion, req.fraction, experts if req.protect == "super" else [])
+    conditions = [Condition("original", [], "none")]
+    conditions += [Condition(n, validate_experts(model_map, chosen), req.mode) for n, chosen in plan.conditions(name)]
+    return conditions, plan.to_json()
 
 
 def model_of_run(run_dir: str | os.PathLike) -> str | None:

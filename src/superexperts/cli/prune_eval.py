@@ -48,6 +48,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
+    p.add_argument("--criterion", help="prune by a one-pass criterion instead: frequency | reap | ean (the lowest "
+                   "--fraction of each MoE layer's experts, ranked from the --from run's expert table)")
+    p.add_argument("--fraction", type=float, help="with --criterion: share of each layer's experts pruned, e.g. 0.25")
+    p.add_argument("--protect", default="super", help="with --criterion: super (also evaluate it with the --experts "
+                   "set kept, default) | none")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for prune_eval.json (default: --from RUN_DIR, else "
                    "runs/prune-eval)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing prune_eval.json")
@@ -92,7 +97,8 @@ def _request(args: argparse.Namespace):
         layer_controlled=args.layer_controlled, seed=args.seed, ppl=args.ppl, seq_len=args.seq_len,
         max_windows=args.max_windows, data=args.data, samples=args.samples, batch_size=args.batch_size,
         tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot, prompts=read_prompts(args.generate),
-        max_new_tokens=args.max_new_tokens, causal=args.causal,
+        max_new_tokens=args.max_new_tokens, causal=args.causal, criterion=args.criterion, fraction=args.fraction,
+        protect=args.protect,
     )  # fmt: skip
     req.check()
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads
@@ -121,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
     summary = format_summary(document["summary"])
     if summary:
         print(summary)
+    if "pruning" in document:
+        from ..pruning_criteria import format_plan
+
+        print(format_plan(document["pruning"]))
     if "causal" in document:
         print(format_causal(document["causal"]))
     print(f"wrote {out}/prune_eval.json")
