@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_capture import _dense_routed_out, _fused_expert_out, _record_expert_inputs
+from test_capture import _dense_routed_out, _fused_expert_out, recorded_inputs
 
 import families
 import legacy
@@ -20,12 +20,7 @@ def loop_criteria(model, ids: torch.Tensor, batch_size: int) -> dict[tuple[int, 
     """{(layer, expert): ean, reap, signed max, tokens}: each expert recomputed on its routed rows,
     weighted by the routing weight the router gave the experts module (its forward arguments)."""
     mm = map_model(model)
-    seen, handles = _record_expert_inputs(model)
-    with torch.no_grad():
-        for batch in ids.split(batch_size):
-            model(input_ids=batch, use_cache=False)
-    for h in handles:
-        h.remove()
+    seen = recorded_inputs(model, ids, batch_size)
     result = {}
     for b in mm.moe:
         for e in range(b.num_experts):
@@ -102,3 +97,16 @@ def test_legacy_modulelist_router_weights_match_fused():
     for column in ("reap_saliency", "ean", "max_signed_output"):
         assert b[column].to_numpy() == pytest.approx(a[column].to_numpy(), rel=1e-4, abs=1e-6), column
     assert not a.reap_saliency.isna().any()
+
+
+def test_nan_saliency_survives_the_run_folder(tmp_path):
+    """Shared experts' NaN is saved as "nan" in profile.json and read back as a float column."""
+    from superexperts.rules import identify
+    from superexperts.run import load_profile, save_run
+
+    prof = profile(families.build("deepseek_v3"), families.random_ids(samples=2, seq_len=12))
+    save_run(tmp_path, prof, identify(prof.expert_stats, prof.num_layers, "paper"))
+    loaded = load_profile(tmp_path).expert_stats
+    for column in ("reap_saliency", "ean", "max_signed_output"):
+        assert loaded[column].to_numpy() == pytest.approx(prof.expert_stats[column].to_numpy(), nan_ok=True)
+    loaded.to_parquet(tmp_path / "again.parquet")  # a float column, not strings mixed with floats
