@@ -56,7 +56,7 @@ def down_parameters(model: nn.Module, model_map: ModelMap, expert: Expert) -> di
     return {f"{prefix}.down_proj": index} | ({f"{prefix}.down_proj_bias": index} if bias is not None else {})
 
 
-def _star_regex(pattern: str) -> re.Pattern:
+def star_regex(pattern: str) -> re.Pattern:
     """'mlp.experts.*.down_proj.weight' -> a regex capturing the expert index at '*'."""
     return re.compile(re.escape(pattern).replace(r"\*", r"(\d+)"))
 
@@ -75,7 +75,7 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
         if target not in targets:
             continue
         info, wanted = ckpt.tensors[key], targets[target]
-        star = _star_regex(pattern).search(key) if pattern and "*" in pattern else None
+        star = star_regex(pattern).search(key) if pattern and "*" in pattern else None
         if star is not None:  # one tensor per expert: all of it or nothing
             if wanted is None or int(star.group(1)) in wanted:
                 ranges.setdefault(info.file, []).append((info.start, info.end))

@@ -20,6 +20,7 @@ from .rules import flag_massive
 EXPERT_COLUMNS = [
     "layer", "expert", "kind", "max_abs_output", "max_output", "channel", "sample", "position",
     "token_id", "token_text", "max_abs_input", "tokens_routed", "nonfinite_rows",
+    "max_signed_output", "reap_saliency", "ean",
 ]  # fmt: skip
 
 
@@ -28,7 +29,9 @@ class Profile:
     """Statistics of one calibration pass.
 
     expert_stats: one row per (layer, expert) with `kind` routed | shared | dense (expert -1
-    for shared and dense); max_abs_output is the paper's a[l,e].
+    for shared and dense); max_abs_output is the paper's a[l,e]; max_signed_output, reap_saliency
+    (mean routing weight x ||output||_2, NaN without a routing weight) and ean (sum of ||output||_2)
+    are REAP's criteria (capture/tracker.py).
     layer_stats: one row per decoder layer output (hidden state), top-k |h| and median |h|.
     """
 

@@ -9,7 +9,10 @@ the model's layer count, and returns a `Verdict`. No model, no I/O.
 
 Criteria (all keyword parameters validated, `include_layers` a fraction or a list of layers):
     paper          a > P_percentile(A) and a > max(A) // 10, A = experts of the judged layers
-    reap           as paper, but P and max over ALL layers' experts, then the layer filter
+    reap           CerebrasResearch/reap `get_super_expert_indices`: signed max of routed experts,
+                   P and max over all MoE layers, then the first 75% of MoE layers
+    reap-abs       as paper (|output|, shared experts included), but P and max over ALL layers'
+                   experts, then the layer filter (this tool's `reap` before REAP was read exactly)
     std            a > mean(A) + k * std(A)
     mean-multiple  a > m * mean(A)
     quantile       a > Q_q(A) (no max/10 condition)
@@ -144,6 +147,42 @@ def paper(
     return Verdict(criterion, _select(pool, _above(values, limits)), pool)
 
 
+def reap_abs(
+    table: pd.DataFrame,
+    num_layers: int,
+    *,
+    percentile: float = 99.5,
+    max_fraction: float = 0.1,
+    include_layers: float | list[int] = 0.75,
+) -> Verdict:
+    """REAP's pooling on the paper's a[l,e]: the percentile (linear) and max(A)/10 (true division)
+    over the experts of ALL layers (|output|, shared experts included), then layers < int(0.75 L).
+    Not REAP's own rule, which ranks the signed max of routed experts: see `reap`."""
+    layers, pool, values = _pool(table, num_layers, include_layers, floor=True)
+    everything = table.loc[table["kind"] != "dense", "max_abs_output"].to_numpy(dtype=np.float64)
+    limits = _thresholds(everything, percentile, max_fraction, floor_division=False)
+    criterion = {"name": "reap-abs", "percentile": percentile, "max_fraction": max_fraction,
+                 "include_layers": include_layers, "layers_judged": layers,
+                 "percentile_pool": len(everything),  # experts the percentile is taken over (all layers)
+                 **limits}  # fmt: skip
+    return Verdict(criterion, _select(pool, _above(values, limits)), pool)
+
+
+def _reap_values(table: pd.DataFrame) -> pd.DataFrame:
+    """Routed experts with REAP's ranking value: the largest signed output, floored at 0 (REAP
+    starts its running max at zeros, so an expert whose outputs are all negative, or that was
+    never routed, scores 0)."""
+    check_table(table)
+    routed = table[table["kind"] == "routed"]
+    signed = pd.to_numeric(routed.get("max_signed_output"), errors="coerce") if "max_signed_output" in routed \
+        else pd.Series(np.nan, index=routed.index)  # fmt: skip
+    if routed.empty or signed.isna().any():
+        raise UserError("the expert table has no max_signed_output (largest signed output) for its routed "
+                        "experts; re-run `superexperts profile` (runs before this column cannot use 'reap', "
+                        "'reap-abs' is the |output| variant).")  # fmt: skip
+    return routed.assign(reap_value=signed.clip(lower=0.0).astype(np.float32))
+
+
 def reap(
     table: pd.DataFrame,
     num_layers: int,
@@ -152,16 +191,38 @@ def reap(
     max_fraction: float = 0.1,
     include_layers: float | list[int] = 0.75,
 ) -> Verdict:
-    """CerebrasResearch/reap `get_super_expert_indices`: the percentile (torch.quantile, linear) and
-    max(A)/10 (true division) over the experts of ALL layers, then keep layers < int(0.75 L)."""
-    layers, pool, values = _pool(table, num_layers, include_layers, floor=True)
-    everything = table.loc[table["kind"] != "dense", "max_abs_output"].to_numpy(dtype=np.float64)
-    limits = _thresholds(everything, percentile, max_fraction, floor_division=False)
-    criterion = {"name": "reap", "percentile": percentile, "max_fraction": max_fraction,
-                 "include_layers": include_layers, "layers_judged": layers,
-                 "percentile_pool": len(everything),  # experts the percentile is taken over (all layers)
-                 **limits}  # fmt: skip
-    return Verdict(criterion, _select(pool, _above(values, limits)), pool)
+    """CerebrasResearch/reap `get_super_expert_indices`, exactly: over every MoE layer's ROUTED
+    experts, v = max(0, largest signed down_proj output); threshold = max(torch.quantile(v, p/100),
+    max(v) / 10) in float32; SE iff v > threshold and the expert's MoE layer is among the first
+    int(0.75 * number of MoE layers) (REAP counts MoE layers, not decoder layers). A list for
+    `include_layers` names decoder layers instead. (REAP's prune.py then matches those MoE-layer
+    rows against decoder-layer numbers, which differ when dense layers come first: DeepSeek, GLM4.)"""
+    import torch
+
+    _check_range("percentile", percentile, 0, 100)
+    _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
+    routed = _reap_values(table)
+    moe_layers = sorted(int(x) for x in routed["layer"].unique())
+    if isinstance(include_layers, (list, tuple)):
+        layers = layer_filter(num_layers, include_layers)
+    else:
+        layer_filter(len(moe_layers), include_layers)  # validates the fraction
+        layers = moe_layers[: int(include_layers * len(moe_layers))]
+    values = torch.tensor(routed["reap_value"].to_numpy(), dtype=torch.float32)
+    p_value = torch.quantile(values, percentile / 100.0).item()
+    top = values.max().item()
+    max_value = top / (1.0 / max_fraction)  # REAP: `max / times`, times = 10 (1 / 0.1 is exactly 10.0)
+    threshold = max(p_value, max_value)
+    mask = (values > threshold).numpy() & routed["layer"].isin(layers).to_numpy()
+    chosen = routed[mask].sort_values("reap_value", ascending=False, kind="stable")
+    criterion = {
+        "name": "reap", "value": "max(0, max_signed_output)", "percentile": percentile,
+        "max_fraction": max_fraction, "include_layers": include_layers, "layers_judged": layers,
+        "moe_layers": moe_layers, "percentile_pool": len(values), "percentile_value": p_value, "max_value": top,
+        "max_fraction_value": max_value, "threshold": threshold,
+    }  # fmt: skip
+    return Verdict(criterion, chosen.drop(columns="reap_value").reset_index(drop=True),
+                   routed[routed["layer"].isin(layers)].drop(columns="reap_value"))  # fmt: skip
 
 
 def std(
@@ -207,6 +268,7 @@ Criterion = Callable[..., Verdict]
 CRITERIA: dict[str, Criterion] = {
     "paper": paper,
     "reap": reap,
+    "reap-abs": reap_abs,
     "std": std,
     "mean-multiple": mean_multiple,
     "quantile": quantile,

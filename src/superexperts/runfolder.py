@@ -226,6 +226,8 @@ def load_profile(run_dir: str | os.PathLike) -> Profile:
         meta["num_layers"]
     except (KeyError, TypeError) as e:
         raise UserError(f"{path} is partial or damaged (missing {e}); re-run `superexperts profile`.")
+    for column in ("max_signed_output", "reap_saliency", "ean"):  # NaN is saved as "nan" (to_jsonable)
+        experts[column] = pd.to_numeric(experts[column], errors="coerce")
     if experts.empty or experts["max_abs_output"].isna().any():
         raise UserError(f"{path} has no usable expert records; re-run `superexperts profile`.")
     return Profile(experts, layers, meta)

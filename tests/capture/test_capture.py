@@ -42,15 +42,21 @@ def _dense_routed_out(experts, e: int, x: torch.Tensor) -> tuple[torch.Tensor, t
     return x, (up * experts.act_fn(gate)) @ experts.down_proj[e]
 
 
-def brute_force(model, ids: torch.Tensor, batch_size: int) -> dict[tuple[int, int], tuple[float, float, int]]:
-    """{(layer, expert): (max |out|, max |down input|, tokens)} over every routed token."""
-    mm = map_model(model)
+def recorded_inputs(model, ids: torch.Tensor, batch_size: int) -> dict[int, list]:
+    """Run the model over `ids`; {layer: [args of each experts call]}."""
     seen, handles = _record_expert_inputs(model)
     with torch.no_grad():
         for batch in ids.split(batch_size):
             model(input_ids=batch, use_cache=False)
     for h in handles:
         h.remove()
+    return seen
+
+
+def brute_force(model, ids: torch.Tensor, batch_size: int) -> dict[tuple[int, int], tuple[float, float, int]]:
+    """{(layer, expert): (max |out|, max |down input|, tokens)} over every routed token."""
+    mm = map_model(model)
+    seen = recorded_inputs(model, ids, batch_size)
     result = {}
     for b in mm.moe:
         for e in range(b.num_experts):

@@ -28,18 +28,18 @@ def run_dir(tmp_path):
 def test_identify_rewrites_super_experts_and_sensitivity(run_dir, capsys):
     folder, table = run_dir
     exports = {name: (folder / name).read_bytes() for name in ("expert_stats.csv", "expert_stats.parquet")}
-    assert main(["identify", str(folder), "--criterion", "reap", "--param", "percentile=99"]) == 0
+    assert main(["identify", str(folder), "--criterion", "reap-abs", "--param", "percentile=99"]) == 0
 
     saved = json.loads((folder / "super_experts.json").read_text())
-    expected = rules.reap(table, LAYERS, percentile=99.0)
+    expected = rules.reap_abs(table, LAYERS, percentile=99.0)
     assert [(r["layer"], r["expert"]) for r in saved["super_experts"]] == expected.experts == [(1, 3)]
-    assert saved["criterion"]["name"] == "reap" and saved["criterion"]["percentile"] == 99.0
+    assert saved["criterion"]["name"] == "reap-abs" and saved["criterion"]["percentile"] == 99.0
     assert saved["provenance"]["command"] == "identify" and saved["meta"]["model_type"] == "toy"
     grid = json.loads((folder / "sensitivity.json").read_text())
-    assert grid["criterion"] == "reap" and len(grid["cells"]) == 16
+    assert grid["criterion"] == "reap-abs" and len(grid["cells"]) == 16
     assert {name: (folder / name).read_bytes() for name in exports} == exports  # kept as they were
     out = capsys.readouterr().out
-    assert "1 Super Experts:" in out and "sensitivity (reap rule" in out and "'<s>'" in out
+    assert "1 Super Experts:" in out and "sensitivity (reap-abs rule" in out and "'<s>'" in out
 
 
 def test_identify_include_layers_and_paper_default(run_dir):
@@ -154,7 +154,7 @@ def test_identify_re_renders_an_existing_report(run_dir, capsys):
     (folder / "report.html").write_text("<html>old</html>")
     assert main(["identify", str(folder), "--no-report"]) == 0
     assert (folder / "report.html").read_text() == "<html>old</html>"
-    assert main(["identify", str(folder), "--criterion", "reap"]) == 0
+    assert main(["identify", str(folder), "--criterion", "reap-abs"]) == 0
     page = (folder / "report.html").read_text()
     assert page != "<html>old</html>" and "reap" in page
     assert "updated " in capsys.readouterr().out

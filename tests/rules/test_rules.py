@@ -67,14 +67,14 @@ def test_shared_experts_are_candidates_and_dense_layers_are_not():
     assert (verdict.candidates["kind"] != "dense").all()
 
 
-def test_reap_differs_from_paper_when_a_late_layer_holds_the_max():
+def test_reap_abs_differs_from_paper_when_a_late_layer_holds_the_max():
     # 8 layers: judged layers 0..5; a late-layer outlier (layer 7) of 2000 sets REAP's max/10 = 200,
     # so REAP drops the early candidate of 150 that the paper rule (max over judged layers) keeps.
     values = background(8, 64, seed=3)
     values[1, 4], values[2, 9], values[7, 0] = 600.0, 150.0, 2000.0
     table = expert_table(values)
     paper = rules.identify(table, 8, "paper")
-    reap = rules.identify(table, 8, "reap")
+    reap = rules.identify(table, 8, "reap-abs")
 
     everything = values.ravel()
     judged = values[: int(0.75 * 8)]
@@ -136,7 +136,7 @@ def test_unknown_criterion_suggests_the_close_name():
     with pytest.raises(UserError) as e:
         rules.get_criterion("papr")
     assert str(e.value) == ("Unknown criterion 'papr'. Did you mean 'paper'? "
-                            "Available: mean-multiple, paper, quantile, reap, std.")
+                            "Available: mean-multiple, paper, quantile, reap, reap-abs, std.")
 
 
 def test_parse_params_types_values_by_the_criterion_defaults():

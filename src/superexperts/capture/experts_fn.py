@@ -98,17 +98,18 @@ def capture_experts_forward(
     bias = self.down_proj_bias[expert_ids] if self.has_bias else None
     out = _grouped_linear(h, self.down_proj, offsets, bias=bias, is_transposed=self.is_transposed)  # (S, hidden)
 
+    row_weights = top_k_weights.reshape(-1)[perm]  # (S,) routing weight of each row
     active = ACTIVE.get(id(self))
     if active is not None:
         tracker, token_offset = active
-        tracker.update(expert_ids, out, h, token_of_row + token_offset())
+        tracker.update(expert_ids, out, h, token_of_row + token_offset(), row_weights)
     edit = _OUTPUT_EDITS.get(id(self))
     if edit is not None:
         out = edit(expert_ids, out)
 
     if self.has_post_expert_norm:
         out = self.post_expert_norm(out)
-    weighted = out * top_k_weights.reshape(-1)[perm].unsqueeze(-1)  # (S, hidden)
+    weighted = out * row_weights.unsqueeze(-1)  # (S, hidden)
     inv_perm = torch.empty_like(perm)
     inv_perm[perm] = torch.arange(perm.numel(), device=device)
     final = weighted[inv_perm].view(num_tokens, num_top_k, hidden_dim).sum(dim=1)

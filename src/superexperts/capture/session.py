@@ -17,6 +17,7 @@ from torch import nn
 
 from ..models.adapters import ModelMap, MoEBlock, param_device
 from . import experts_fn
+from .routing import routing_weights
 from .tracker import ExpertTracker, MassiveTracker
 
 UnitKey = tuple[int, str]  # (layer, kind) with kind in routed | shared | dense
@@ -47,8 +48,11 @@ def _linear_hook(tracker: ExpertTracker, expert: int, cap: Capture, block_input:
             rows = torch.arange(n, device=down_out.device)
         else:  # ModuleList experts see a subset of tokens; find them in the block's input
             rows = _match_rows(block_input["x"], block_input["expert_in"].pop(expert), n)
+        weights = None
+        if block_input is not None and block_input.get("weights") is not None:
+            weights = block_input["weights"][rows, expert]  # (n,) read from the router's output
         ids = torch.full((n,), expert, dtype=torch.int64, device=down_out.device)
-        tracker.update(ids, down_out, down_in, rows + cap.token_offset)
+        tracker.update(ids, down_out, down_in, rows + cap.token_offset, weights)
 
     return hook
 
@@ -71,12 +75,16 @@ def _match_rows(block_x: torch.Tensor, expert_x: torch.Tensor, n: int) -> torch.
 
 
 def _install_modulelist(block: MoEBlock, tracker: ExpertTracker, cap: Capture) -> list:
-    state: dict = {"x": None, "expert_in": {}}
+    state: dict = {"x": None, "expert_in": {}, "weights": None}
     handles = [
         block.block.register_forward_pre_hook(
-            lambda m, args: state.update(x=args[0].reshape(-1, args[0].shape[-1]))
+            lambda m, args: state.update(x=args[0].reshape(-1, args[0].shape[-1]), weights=None)
         )
     ]
+    if block.router is not None:
+        handles.append(block.router.register_forward_hook(
+            lambda m, args, out: state.update(weights=routing_weights(block.block, out, block.num_experts))
+        ))  # fmt: skip
     for e in range(block.num_experts):
         expert = block.experts[e]  # type: ignore[index]
         handles.append(

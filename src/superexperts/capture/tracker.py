@@ -10,14 +10,19 @@ import torch
 
 
 class ExpertTracker:
-    """Maxima of |down_proj output| and |down_proj input| for E experts of one layer.
+    """Maxima of |down_proj output| and |down_proj input| for E experts of one layer, and the
+    one-pass pruning criteria of REAP (Lasby et al. 2025, CerebrasResearch/reap): the sum of
+    ||down_proj output||_2 over routed tokens (EAN) and of routing weight x that norm (REAP
+    saliency = this sum / tokens_routed), and the largest signed output value (REAP's SE rank).
 
     `token` is the global flat token index (sample * seq_len + position) of the maximum.
     An expert that never received a token keeps max_abs_output = -1 (exported as 0, token -1).
+    Rows without a routing weight (shared experts, dense MLPs) make the weighted sum NaN.
     """
 
     def __init__(self, num_experts: int, device: torch.device | str) -> None:
         e, f32, i64 = num_experts, torch.float32, torch.int64
+        acc = torch.float32 if torch.device(device).type == "mps" else torch.float64  # MPS has no float64
         self.num_experts = e
         self.max_abs_output = torch.full((e,), -1.0, dtype=f32, device=device)
         self.max_output = torch.zeros(e, dtype=f32, device=device)  # signed value at the max
@@ -26,6 +31,9 @@ class ExpertTracker:
         self.max_abs_input = torch.zeros(e, dtype=f32, device=device)
         self.tokens_routed = torch.zeros(e, dtype=i64, device=device)
         self.nonfinite_rows = torch.zeros(e, dtype=i64, device=device)
+        self.max_signed_output = torch.full((e,), float("-inf"), dtype=f32, device=device)
+        self.ean = torch.zeros(e, dtype=acc, device=device)
+        self.weighted_norm_sum = torch.zeros(e, dtype=acc, device=device)
 
     @torch.no_grad()
     def update(
@@ -34,6 +42,7 @@ class ExpertTracker:
         down_out: torch.Tensor,  # (S, hidden) down_proj output, before the routing weight
         down_in: torch.Tensor,  # (S, intermediate) down_proj input
         token_index: torch.Tensor,  # (S,) global flat token index of each row
+        weights: torch.Tensor | None = None,  # (S,) routing weight the model applies to each row
     ) -> None:
         e, s = self.num_experts, expert_ids.numel()
         if s == 0:
@@ -62,6 +71,20 @@ class ExpertTracker:
         in_abs = down_in.abs().amax(dim=-1).float()
         self.max_abs_input = self.max_abs_input.scatter_reduce(0, expert_ids, in_abs, "amax")
         self.tokens_routed += torch.bincount(expert_ids, minlength=e)
+        self._update_criteria(expert_ids, down_out, finite, weights)
+
+    def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, finite: torch.Tensor,
+                         weights: torch.Tensor | None) -> None:  # fmt: skip
+        """EAN, weighted norm sum and signed max; non-finite rows add nothing (they are counted)."""
+        # In the accumulator's float64: a float32 norm's rounding depends on the thread count.
+        norms = torch.linalg.vector_norm(down_out, dim=-1, dtype=self.ean.dtype)  # (S,)
+        norms = torch.where(finite, norms, torch.zeros_like(norms))
+        self.ean.scatter_add_(0, expert_ids, norms)
+        w = weights.to(norms.dtype) if weights is not None else torch.full_like(norms, float("nan"))
+        self.weighted_norm_sum.scatter_add_(0, expert_ids, norms * w)
+        row_max = down_out.amax(dim=-1).float()
+        row_max = torch.where(finite, row_max, torch.full_like(row_max, float("-inf")))
+        self.max_signed_output = self.max_signed_output.scatter_reduce(0, expert_ids, row_max, "amax")
 
     def to_rows(self) -> list[dict]:
         """One dict per expert (host values)."""
@@ -69,8 +92,10 @@ class ExpertTracker:
         rows = []
         for i in range(self.num_experts):
             row = {k: cols[k][i] for k in cols}
+            weighted = row.pop("weighted_norm_sum")
+            row["reap_saliency"] = weighted / row["tokens_routed"] if row["tokens_routed"] else 0.0
             if row["max_abs_output"] < 0:  # never routed, or only non-finite rows
-                row.update(max_abs_output=0.0, max_output=0.0, channel=-1, token=-1)
+                row.update(max_abs_output=0.0, max_output=0.0, max_signed_output=0.0, channel=-1, token=-1)
             rows.append(row)
         return rows
 

@@ -20,6 +20,10 @@ MODEL_WINDOWS = {"seq_len": 2048, "samples": 128}
 
 def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL", help=model_help)
+    add_device_args(p)
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")

@@ -47,6 +47,11 @@ def add_parser(subparsers) -> None:
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--criterion", help="prune by a one-pass criterion instead: frequency | reap | ean (the lowest "
+                   "--fraction of each MoE layer's experts, ranked from the --from run's expert table)")
+    p.add_argument("--fraction", type=float, help="with --criterion: share of each layer's experts pruned, e.g. 0.25")
+    p.add_argument("--protect", default="super", help="with --criterion: super (also evaluate it with the --experts "
+                   "set kept, default) | none")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for prune_eval.json (default: --from RUN_DIR, else "
                    "runs/prune-eval)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing prune_eval.json")
@@ -88,6 +93,7 @@ def request(args: argparse.Namespace):
         data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,
         device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
+        criterion=args.criterion, fraction=args.fraction, protect=args.protect,
     )  # fmt: skip
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads
         from ..evaluate.lm_eval import check_tasks
@@ -105,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     summary = format_summary(document["summary"])
     if summary:
         print(summary)
+    if "pruning" in document:
+        from ..pruning_criteria import format_plan
+
+        print(format_plan(document["pruning"]))
     if "causal" in document:
         print(format_causal(document["causal"]))
     print(f"wrote {req.out}/prune_eval.json")

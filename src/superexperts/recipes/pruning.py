@@ -17,13 +17,14 @@ import torch
 
 from ..ablate import confirm_candidates, default_candidates, expert_mean_outputs
 from ..ablate.ablation import MODES
-from ..ablate.conditions import EvalPlan, build_conditions, run_conditions, summarize
+from ..ablate.conditions import Condition, EvalPlan, build_conditions, run_conditions, summarize
 from ..data import Calibration, calibration
 from ..errors import UserError, check_at_least, did_you_mean
 from ..evaluate.streams import EvalStream, eval_stream
 from ..experts import Expert, check_experts_in_config, validate_experts
 from ..loading import Loaded, check_dtype, load_config, load_model, resolve_device
 from ..models.adapters import map_model
+from ..pruning_criteria import check_prune_request, pruning_plan
 from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, load_profile
 
 FORMAT = "superexperts.prune_eval/1"
@@ -61,11 +62,16 @@ class PruneEvalRequest:
     dtype: str = "auto"
     trust_remote_code: bool = False
     overwrite: bool = False
+    criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
+    fraction: float | None = None
+    protect: str = "super"  # super: also evaluate the criterion with `experts` protected
 
     def __post_init__(self) -> None:
         self.check()
 
     def check(self) -> None:
+        check_prune_request(self.criterion, self.fraction, self.protect, n_random=self.n_random,
+                            has_table=self.from_dir is not None or self.experts_source != "custom")  # fmt: skip
         if self.mode not in MODES:
             raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
                             f"Available: {', '.join(MODES)}.")  # fmt: skip
@@ -131,7 +137,8 @@ def _experts_and_stats(req: PruneEvalRequest, loaded: Loaded, calib: Calibration
     """(experts to prune, an expert table or None): given, read from --from, or profiled now."""
     if req.experts is None:
         return profiled_super_experts(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
-    stats = load_profile(req.from_dir).expert_stats if req.from_dir is not None and req.causal else None
+    wanted = req.from_dir is not None and (req.causal or req.criterion)
+    stats = load_profile(req.from_dir).expert_stats if wanted else None
     return req.experts, stats
 
 
@@ -146,6 +153,14 @@ def _causal(req: PruneEvalRequest, loaded: Loaded, calib: Calibration, experts: 
             "candidates": table.to_dict(orient="records")}  # fmt: skip
 
 
+def _criterion_conditions(req: PruneEvalRequest, model_map, stats, experts: list[Expert], name: str):
+    """original + the criterion's pruned set, unprotected and (--protect super) with `experts` kept."""
+    plan = pruning_plan(stats, req.criterion, req.fraction, experts if req.protect == "super" else [])
+    conditions = [Condition("original", [], "none")]
+    conditions += [Condition(n, validate_experts(model_map, chosen), req.mode) for n, chosen in plan.conditions(name)]
+    return conditions, plan.to_json()
+
+
 def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
     """Every condition measured on a loaded model: the prune_eval.json document."""
     model_map = map_model(loaded.model)
@@ -156,13 +171,20 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
         calib = calibration(req.data, loaded.tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
     experts, stats = _experts_and_stats(req, loaded, calib, progress)
     name = "custom" if req.experts_source == "custom" else "super"
-    conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
-                                  layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
+    pruning = None
+    if req.criterion is not None:
+        conditions, pruning = _criterion_conditions(req, model_map, stats, experts, name)
+    else:
+        conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
+                                      layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
     plan, ppl = _plan(req, loaded.tokenizer)
     means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
     results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
+    # With --criterion each condition lists its own pruned set; `pruning` names the protected ones.
     document = {"format": FORMAT, "conditions": results, "summary": summarize(results),
-                **_metadata(req, loaded, ppl, calib, experts)}  # fmt: skip
+                **_metadata(req, loaded, ppl, calib, experts if pruning is None else [])}  # fmt: skip
+    if pruning is not None:
+        document["pruning"] = pruning
     if req.causal is not None:
         document["causal"] = _causal(req, loaded, calib, experts, stats, progress)
     return document

@@ -3,7 +3,8 @@
 Merging follows what one process would have computed over the same batches in order: a later
 shard only replaces an expert's maximum when strictly greater (ties keep the earlier token),
 counts add, and the median sum is re-accumulated batch by batch in float32 so the result is
-bit-identical to a single process.
+bit-identical to a single process. The REAP sums (`ean`, `weighted_norm_sum`) add per shard,
+which rounds differently from one running sum: equal up to float rounding, not bitwise.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def merge_expert_states(states: list[State]) -> State:
         out["max_abs_input"] = torch.maximum(out["max_abs_input"], s["max_abs_input"])
         out["tokens_routed"] = out["tokens_routed"] + s["tokens_routed"]
         out["nonfinite_rows"] = out["nonfinite_rows"] + s["nonfinite_rows"]
+        out["max_signed_output"] = torch.maximum(out["max_signed_output"], s["max_signed_output"])
+        for k in ("ean", "weighted_norm_sum"):  # float sums: equal to one process up to rounding
+            out[k] = out[k] + s[k]
     return out
 
 

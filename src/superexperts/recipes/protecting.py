@@ -1,0 +1,97 @@
+"""The `protect` recipe: a run folder (its SEs and the model it names) -> a protect list in one format.
+
+Only the model's structure (a meta-device skeleton from config.json) and its checkpoint's key
+list are read, never the weights. `superexperts protect MODEL` first profiles MODEL with the
+`profile` recipe into a run folder, then reads that folder like any other.
+
+>>> text = protect_run("runs/qwen3", ProtectRequest(fmt="llm-compressor"))
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..experts import experts_from_records, format_experts, validate_experts
+from ..models.adapters import map_model
+from ..protect import check_format, protected_entries, render
+from ..protect_names import checkpoint_keys, expert_modules
+from ..runfolder import RUN_MARKER, atomic_write, base_metadata, load_profile, load_super_experts
+
+
+@dataclass
+class ProtectRequest:
+    fmt: str  # one of protect.FORMATS
+    whole_layer: bool = False
+    out: str | None = None  # None: the caller prints the text
+    overwrite: bool = False
+    checkpoint: str | None = None  # the model folder, when the run's recorded path is not here
+    trust_remote_code: bool = False
+
+    def check(self) -> None:
+        """Everything checkable before a model config is read or a profile runs."""
+        check_format(self.fmt)
+        if self.out is not None:
+            out = Path(self.out)
+            if out.is_dir():
+                raise UserError(f"--out {out} is a folder; pass a file path such as {out}/protect.yaml.")
+            if out.exists() and not self.overwrite:
+                raise UserError(f"--out {out} exists; pass --overwrite to replace it or choose another file.")
+        if self.checkpoint is not None and not Path(self.checkpoint).is_dir():
+            raise UserError(f"--checkpoint {self.checkpoint} is not a folder; pass the model's checkpoint folder.")
+
+
+def is_run_folder(source: str | os.PathLike) -> bool:
+    return (Path(source) / RUN_MARKER).is_file()
+
+
+def model_folder(meta: dict[str, Any], trust_remote_code: bool = False) -> Path:
+    """The checkpoint folder a run was profiled from: local, the demo, or config + index from the hub."""
+    if meta.get("synthetic"):
+        from ..models.demo import demo_checkpoint
+
+        return demo_checkpoint()
+    spec = meta.get("model_path") or meta.get("model") or meta.get("name_or_path")
+    if not spec:
+        raise UserError("the run does not record its model; pass --checkpoint FOLDER.")
+    if Path(os.path.expanduser(spec)).is_dir():
+        return Path(os.path.expanduser(spec))
+    try:  # a hub id: config, index and remote code only (a few kB), never the weights
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(spec, revision=meta.get("revision"), allow_patterns=["*.json", "*.py"])
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, gated repo: one line, the same fix
+        raise UserError(f"the run's model {spec!r} is not a local folder and its config could not be fetched "
+                        f"({type(e).__name__}); pass --checkpoint FOLDER.") from None  # fmt: skip
+    return Path(folder)
+
+
+def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
+    """The protect list of `run_dir`'s Super Experts, as text in `req.fmt`."""
+    from ..stream.skeleton import build_skeleton
+
+    req.check()
+    ses = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
+    if not ses:
+        raise UserError(f"{run_dir}/super_experts.json lists no Super Experts: nothing to protect "
+                        f"(try `superexperts identify {run_dir} --criterion ...`).")  # fmt: skip
+    meta = load_profile(run_dir).meta
+    folder = Path(req.checkpoint) if req.checkpoint else model_folder(meta, req.trust_remote_code)
+    skeleton, _ = build_skeleton(folder, None, trust_remote_code=req.trust_remote_code, allow_quantized=True)
+    model_map = map_model(skeleton)
+    ses = validate_experts(model_map, ses)
+    keys = checkpoint_keys(folder)
+    names = expert_modules(skeleton, model_map, keys)
+    entries = protected_entries(ses, names, whole_layer=req.whole_layer)
+    provenance = base_metadata(tool="protect", run=str(run_dir), model=meta.get("model") or str(folder),
+                               super_experts=format_experts(ses), checkpoint_keys=keys is not None)  # fmt: skip
+    return render(req.fmt, entries, whole_layer=req.whole_layer, meta=provenance)
+
+
+def write_protect(text: str, req: ProtectRequest) -> None:
+    """Write `text` to `req.out` atomically (checked again: a profile may have run in between)."""
+    req.check()
+    atomic_write(req.out, text)

@@ -1,0 +1,85 @@
+"""`superexperts protect` end to end on the demo, and bad input (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from expert_tables import background, expert_table, save_table_run
+from superexperts.cli import main
+from superexperts.models.demo import DEMO_SUPER_EXPERTS
+
+DEMO_DOWN = {f"model.layers.{layer}.mlp.experts.{e}.down_proj" for layer, e in DEMO_SUPER_EXPERTS}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A profile run folder of the demo (as `superexperts profile` writes it, 4 short windows)."""
+    folder = tmp_path_factory.mktemp("protect") / "run"
+    assert main(["profile", "--samples", "4", "--seq-len", "32", "--device", "cpu", "--no-report",
+                 "--out", str(folder)]) == 0  # fmt: skip
+    return folder
+
+
+def test_run_folder_to_stdout_and_to_a_file(demo_run, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["protect", str(demo_run), "--for", "json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["modules"]) == DEMO_DOWN
+    assert printed["meta"]["command"] == "protect" and "torch" in printed["meta"]["versions"]
+    out = tmp_path / "keep.yaml"
+    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert all(name in text for name in DEMO_DOWN) and text.startswith("# superexperts protect")
+    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_text() == text
+    assert main(["protect", str(demo_run), "--for", "gptqmodel", "--out", str(out), "--overwrite"]) == 0
+    assert len(json.loads(out.read_text())["dynamic"]) == len(DEMO_DOWN)
+
+
+def test_model_is_profiled_first(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["protect", "--for", "autoround", "--run-dir", str(run_dir), "--samples", "4", "--seq-len", "32",
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert set(json.loads(capsys.readouterr().out)["layer_config"]) == DEMO_DOWN
+    assert (run_dir / "profile.json").is_file() and (run_dir / "super_experts.json").is_file()
+
+
+def test_a_run_without_super_experts_writes_nothing(tmp_path, capsys):
+    folder = tmp_path / "flat"
+    save_table_run(folder, expert_table(background(4, 8) * 0 + 1.0), 4, model_type="toy")  # no outlier: no SE
+    out = tmp_path / "keep.json"
+    assert main(["protect", str(folder), "--for", "json", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "lists no Super Experts" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--for", "autorond"], "Did you mean 'autoround'"),
+    (["--for", "json", "--checkpoint", "no/such/folder"], "is not a folder"),
+])  # fmt: skip
+def test_bad_flags_write_nothing(demo_run, tmp_path, capsys, extra, message):
+    out = tmp_path / "keep.txt"
+    assert main(["protect", str(demo_run), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_run_whose_model_moved_takes_checkpoint(demo_run, tmp_path, capsys):
+    moved = tmp_path / "run"
+    shutil.copytree(demo_run, moved)
+    profile = json.loads((moved / "profile.json").read_text())
+    profile["meta"] |= {"synthetic": False, "model_path": str(tmp_path / "gone"), "model": str(tmp_path / "gone")}
+    (moved / "profile.json").write_text(json.dumps(profile))
+    assert main(["protect", str(moved), "--for", "json"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    from superexperts.models.demo import demo_checkpoint
+
+    assert main(["protect", str(moved), "--for", "json", "--checkpoint", str(demo_checkpoint())]) == 0
+    assert set(json.loads(capsys.readouterr().out)["modules"]) == DEMO_DOWN
