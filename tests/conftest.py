@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
+from superexperts.rules import paper
+from superexperts.runfolder import save_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 import families
+from report_helpers import make_profile, write_optional_files
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -53,3 +58,74 @@ def demo_dir(tmp_path_factory):
     from superexperts.models.demo import demo_checkpoint
 
     return demo_checkpoint(tmp_path_factory.mktemp("cache") / "demo")
+
+
+# -- checkpoint folders (stream, export, CLI) --
+
+def save_hub(model, folder: Path, **kwargs) -> Path:
+    """transformers 5 writes the hub per-expert layout (experts.7.down_proj.weight) by default."""
+    model.save_pretrained(folder, **kwargs)
+    return folder
+
+
+def save_fused(model, folder: Path) -> Path:
+    """The in-memory (fused) state dict written as is, with the model's config."""
+    folder.mkdir(parents=True)
+    model.config.save_pretrained(folder)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if "rotary" not in k}
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """{(family, layout): (model, folder)}, built on first use."""
+    cache: dict = {}
+
+    def get(family: str, layout: str = "hub"):
+        if (family, layout) not in cache:
+            model = families.build(family)
+            folder = tmp_path_factory.mktemp(f"{family}-{layout}") / "ckpt"
+            if layout == "hub":
+                save_hub(model, folder)
+            elif layout == "sharded":
+                save_hub(model, folder, max_shard_size="40KB")
+            else:
+                save_fused(model, folder)
+            cache[family, layout] = (model, folder)
+        return cache[family, layout]
+
+    return get
+
+
+# -- hand-built run folders (report, CLI) --
+
+@pytest.fixture
+def hand_profile():
+    return make_profile()
+
+
+@pytest.fixture
+def hand_verdict(hand_profile):
+    return paper(hand_profile.expert_stats, hand_profile.num_layers)
+
+
+@pytest.fixture
+def hand_run(tmp_path, hand_profile, hand_verdict):
+    """A run folder as `profile` writes it (no report yet)."""
+    out = tmp_path / "run"
+    save_run(out, hand_profile, hand_verdict)
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_report(tmp_path_factory):
+    """(run folder, report.html text) of a synthetic run with every optional file; rendered once."""
+    from superexperts.report import write_report
+
+    prof = make_profile(synthetic=True)
+    run = tmp_path_factory.mktemp("full") / "run"
+    save_run(run, prof, paper(prof.expert_stats, prof.num_layers))
+    write_optional_files(run, prof)
+    path = write_report(run)
+    return run, path.read_text()
