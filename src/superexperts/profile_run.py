@@ -42,7 +42,7 @@ def profile_run(
     calib: Calibration,
     out_dir: str | os.PathLike,
     *,
-    batch_size: int = 1,
+    batch_size: int | str = "auto",
     criterion: str = "paper",
     params: dict[str, Any] | None = None,
     progress: bool = False,

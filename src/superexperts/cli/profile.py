@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..batching import AUTO, parse_batch_size
 from ..data import calibration, check_window_args
 from ..errors import UserError
 from ..io import prepare_out_dir
@@ -28,7 +29,8 @@ def add_parser(subparsers) -> None:
                    "(default: built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="number of windows (default 128; demo 16)")
     p.add_argument("--seq-len", type=int, help="tokens per window (default 2048; demo 64)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", default="auto", metavar="auto|N", help="windows per forward: N, or auto, the "
+                   "most that fit the device's memory and a token budget (default auto)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed for window sampling (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     seq_len = args.seq_len if args.seq_len is not None else defaults["seq_len"]
     samples = args.samples if args.samples is not None else defaults["samples"]
     # Everything that can be checked is checked before the model is loaded.
-    check_window_args(seq_len, samples, args.batch_size)
+    batch_size = parse_batch_size(args.batch_size)
+    check_window_args(seq_len, samples, 1 if batch_size == AUTO else batch_size)
     check_dtype(args.dtype)
     resolve_device(args.device)
     criterion, params = criterion_args(args)
@@ -64,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
     print(f"data: {calib.spec}: {calib.input_ids.shape[0]} x {calib.input_ids.shape[1]} tokens ({calib.sampling})")
     if profiler is not None and _rank() != 0:  # data-parallel streaming: rank 0 writes the run
-        profiler(loaded.model, calib.input_ids, batch_size=args.batch_size)
+        profiler(loaded.model, calib.input_ids, batch_size=batch_size)
         return 0
-    result = profile_run(loaded, calib, out, batch_size=args.batch_size, criterion=criterion, params=params,
+    result = profile_run(loaded, calib, out, batch_size=batch_size, criterion=criterion, params=params,
                          progress=True, report=not args.no_report, **({"profiler": profiler} if profiler else {}))  # fmt: skip
     _print_summary(result)
     return 0

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..batching import AUTO, parse_batch_size, resolve_batch_size, stable_memory_budget
 from ..capture import Capture, capture
 from ..errors import UserError
 from ..models.adapters import map_model
-from ..profile import Profile, describe_model, expert_table, layer_table
+from ..profile import LAYER_STATS_METHOD, Profile, describe_model, expert_table, layer_table
 from . import distributed
 from .activations import ActivationStore
 from .checkpoint import Checkpoint, release_freed_memory
@@ -141,7 +142,7 @@ def stream_profile(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    batch_size: int = 1,
+    batch_size: int | str = "auto",
     state_dir: str | os.PathLike | None = None,
     resume: bool = False,
     tokenizer=None,
@@ -158,7 +159,8 @@ def stream_profile(
     >>> prof = stream_profile("Qwen3-30B-A3B/", input_ids, device="cuda", dtype=torch.bfloat16,
     ...                       state_dir="state/", resume=True)
     """
-    _check_ids(input_ids, batch_size)
+    requested = parse_batch_size(batch_size)
+    _check_ids(input_ids, 1 if requested == AUTO else requested)
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         raise UserError(f"checkpoint folder not found: {folder}; pass a local folder with config.json and *.safetensors.")
@@ -166,6 +168,8 @@ def stream_profile(
     skeleton, dtype = build_skeleton(folder, dtype, trust_remote_code=trust_remote_code,
                                      attn_implementation=attn_implementation)  # fmt: skip
     model_map, path = map_model(skeleton), layers_path(skeleton)
+    batch_size, batch_meta = resolve_batch_size(requested, skeleton, samples=len(input_ids), seq_len=input_ids.shape[1],
+                                                device=device, budget_bytes=stable_memory_budget(device))  # fmt: skip
     ckpt = Checkpoint.open(folder, skeleton, layers_prefix=path)
     distributed.init_from_env()  # under torchrun: join the process group it describes
     rank, world = distributed.rank_and_world()
@@ -195,6 +199,7 @@ def stream_profile(
                 restore_layer(cap, index, merged)
         all_ids = input_ids.cpu()
         meta = _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store, time.perf_counter() - start)
+        meta |= batch_meta | {"layer_stats_method": LAYER_STATS_METHOD}
         return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)
 
 

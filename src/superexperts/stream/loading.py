@@ -39,7 +39,7 @@ def streaming_profiler(loaded: Loaded, device: torch.device, dtype: torch.dtype,
                        resume: bool = False) -> Callable[..., Profile]:  # fmt: skip
     """A drop-in for `superexperts.profile(model, input_ids, ...)` that streams `loaded.path`."""
 
-    def profiler(model, input_ids, *, batch_size: int = 1, tokenizer=None, progress: bool = False) -> Profile:
+    def profiler(model, input_ids, *, batch_size: int | str = "auto", tokenizer=None, progress: bool = False) -> Profile:
         return stream_profile(loaded.path, input_ids, device=device, dtype=dtype, batch_size=batch_size,
                               state_dir=state_dir, resume=resume, tokenizer=tokenizer, progress=progress)  # fmt: skip
 
