@@ -97,7 +97,7 @@ class MassiveTracker:
     more than the layer's own elementwise work (issue 10).
     """
 
-    MEDIAN_SAMPLE = 1 << 16  # elements per batch; the relative error of a sample median ~ 1/sqrt(n)
+    MEDIAN_SAMPLE = 1 << 15  # elements per batch: ~0.6% relative error on a normal |h| (error ~ 1/sqrt(n))
 
     def __init__(self, k: int, device: torch.device | str) -> None:
         self.k = k
