@@ -26,7 +26,7 @@ class LayerShape:
     """One decoder layer. `routed_params` is 0 and `num_experts` 0 for a dense layer."""
 
     index: int
-    params: int  # every parameter of the layer
+    params: int  # every parameter (and persistent buffer) of the layer
     routed_params: int  # of which: routed experts
     num_experts: int
     mlp_params: int  # non-routed MLPs every token passes (shared expert, or the dense MLP)
@@ -72,7 +72,13 @@ class ModelShape:
 
 
 def _numel(module: nn.Module | None) -> int:
-    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+    """Elements a checkpoint stores for `module`: parameters (tied ones once) and persistent buffers
+    (e.g. DeepSeek-V3's e_score_correction_bias); not rotary frequencies, which are recomputed."""
+    if module is None:
+        return 0
+    params = {n for n, _ in module.named_parameters(remove_duplicate=False)}
+    buffers = sum(t.numel() for k, t in module.state_dict().items() if k not in params)
+    return sum(p.numel() for p in module.parameters()) + buffers
 
 
 def _text_config(model: nn.Module):
@@ -115,7 +121,7 @@ def model_shape(model: nn.Module) -> ModelShape:
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head is not None and embed is not None and head.weight is embed.weight
     head_params = 0 if head is None or tied else _numel(head)
-    all_params = sum(p.numel() for p in model.parameters())  # shared (tied) parameters counted once
+    all_params = _numel(model)
     hidden = int(config.hidden_size)
     heads, kv_heads, qk, v = _attention_dims(config, hidden)
     param = next(model.parameters())
