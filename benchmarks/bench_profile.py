@@ -1,13 +1,21 @@
-"""Profiling overhead: superexperts.profile vs a plain forward vs a naive per-expert capture.
+"""Profiling overhead, piece by piece, at equal batching; and the automatic batch size against the best.
 
-    python benchmarks/bench_profile.py [--layers 8 --experts 64 --hidden 512 --tokens 256 --batch 4]
+    python benchmarks/bench_profile.py [--layers 8 --experts 64 --hidden 512 --tokens 256 --samples 4 --batch 4]
+                                       [--repeats 7] [--sweep 1,2,4,auto] [--naive]
 
-One synthetic Qwen3-MoE (random weights), one batch of random tokens, fp32 on the device you pick.
-Prints the median of --repeats runs for each way and the ratios (no timing is asserted anywhere).
-- plain:   model(input_ids) with transformers' default experts implementation (grouped_mm)
-- profile: superexperts.profile(model, input_ids) (per-expert maxima in the same pass + hidden-state stats)
-- naive:   a per-expert eager loop that measures each expert's down_proj output as it goes and syncs per
-           expert (`.item()`), as the reference script does with per-expert module hooks
+One synthetic Qwen3-MoE (random weights), --samples random windows of --tokens, forwarded in batches of
+--batch, on the device you pick. Each repeat runs every variant once (in a rotated order) and divides its
+time by the plain forward of the same repeat; the figure is the median of those paired ratios (no timing is
+asserted anywhere). Variants, each adding one piece to the one before:
+- plain:          model(input_ids) with transformers' default experts implementation, all logits
+- plain_last:     the same forward with logits_to_keep=1 (what profile's forwards compute: no statistic reads logits)
+- experts_fn:     + the capturing experts implementation with no tracker attached
+- expert_tracker: + per-expert maxima (ExpertTracker; hidden-state tracker disabled)
+- hidden_tracker: + hidden-state statistics (MassiveTracker): the whole capture
+- profile:        superexperts.profile(model, ids, batch_size=--batch), tables included
+- naive (--naive): a per-expert eager loop that syncs per expert (`.item()`), as the reference script does
+The sweep times superexperts.profile at each batch size (and "auto", whose resolved batch it prints) and
+reports auto / best. Wall-clock seconds; on a CPU the process CPU seconds too (less sensitive to other load).
 """
 
 from __future__ import annotations
@@ -16,12 +24,18 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import contextmanager
+from unittest import mock
 
 import torch
 from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, ExpertsInterface
+from transformers.integrations.moe import ExpertsInterface
 
 import superexperts
+from superexperts.capture import experts_fn
+from superexperts.capture.tracker import MassiveTracker
+from superexperts.models.adapters import map_model
+from superexperts.profile import run_capture
 from superexperts.runfolder import library_versions
 
 NAIVE_MAXIMA: dict[tuple[int, int], float] = {}
@@ -42,18 +56,94 @@ def naive_capture_forward(self, hidden_states, top_k_index, top_k_weights):
     return final
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+@contextmanager
+def implementation(model, name: str):
+    saved = model.config._experts_implementation
+    model.set_experts_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_experts_implementation(saved)
+
+
+def variants(model, ids: torch.Tensor, batch: int, naive: bool) -> dict:
+    batches = list(ids.split(batch))
+    model_map = map_model(model)
+
+    def forward(**kwargs):
+        with torch.inference_mode():
+            for b in batches:
+                model(input_ids=b, use_cache=False, **kwargs)
+
+    def experts_only():
+        with implementation(model, experts_fn.CAPTURE_IMPLEMENTATION):
+            forward(logits_to_keep=1)
+
+    def expert_tracker():
+        with mock.patch.object(MassiveTracker, "update", lambda *a, **k: None):
+            run_capture(model, model_map, batches, progress=False)
+
+    def naive_loop():
+        with implementation(model, "bench_naive_capture"):
+            forward()
+
+    out = {"plain": forward, "plain_last": lambda: forward(logits_to_keep=1), "experts_fn": experts_only,
+           "expert_tracker": expert_tracker,
+           "hidden_tracker": lambda: run_capture(model, model_map, batches, progress=False),
+           "profile": lambda: superexperts.profile(model, ids, batch_size=batch)}  # fmt: skip
+    if naive:
+        out["naive"] = naive_loop
+    return out
+
+
+def paired(fns: dict, repeats: int) -> dict:
+    """Median seconds of each variant and median over repeats of (variant / plain of the same repeat)."""
+    names = list(fns)
+    for fn in fns.values():
+        fn()  # warm-up
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[: r % len(names)]:  # rotate: no variant always runs first
+            w, c = timed(fns[n])
+            wall[n].append(w)
+            cpu[n].append(c)
+    result = {}
+    for n in names:
+        result[n] = {"seconds": statistics.median(wall[n]),
+                     "over_plain": statistics.median(a / b for a, b in zip(wall[n], wall["plain"])),
+                     "over_plain_last": statistics.median(a / b for a, b in zip(wall[n], wall["plain_last"]))}  # fmt: skip
+        if not torch.cuda.is_available():
+            result[n]["cpu_over_plain_last"] = statistics.median(a / b for a, b in zip(cpu[n], cpu["plain_last"]))
+    return result
+
+
+def sweep(model, ids: torch.Tensor, sizes: list[str], repeats: int) -> dict:
+    """superexperts.profile at each batch size; auto's resolved batch and auto / best."""
+    times, resolved = {}, None
+    for size in sizes:
+        bs = "auto" if size == "auto" else int(size)
+        warm = superexperts.profile(model, ids, batch_size=bs)
+        if size == "auto":
+            resolved = warm.meta["batch_size"]
+        times[size] = statistics.median(timed(lambda bs=bs: superexperts.profile(model, ids, batch_size=bs))[0]
+                                        for _ in range(repeats))  # fmt: skip
+    best = min(times, key=times.get)
+    out = {"seconds": times, "best": best}
+    if "auto" in times:
+        out |= {"auto_resolves_to": resolved, "auto_over_best": times["auto"] / times[best]}
+    return out
 
 
 def main() -> None:
@@ -64,8 +154,11 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--moe-intermediate", type=int, default=256)
     p.add_argument("--tokens", type=int, default=256)
+    p.add_argument("--samples", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--sweep", default="1,2,4,auto", help="batch sizes for the auto-vs-best sweep ('' skips it)")
+    p.add_argument("--naive", action="store_true", help="also time the reference-style per-expert loop")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
@@ -75,36 +168,17 @@ def main() -> None:
                             num_experts=args.experts, num_experts_per_tok=args.top_k)  # fmt: skip
     torch.manual_seed(0)
     model = Qwen3MoeForCausalLM(config).to(args.device).eval()
-    ids = torch.randint(0, 1024, (args.batch, args.tokens), device=args.device)
+    ids = torch.randint(0, 1024, (args.samples, args.tokens), device=args.device)
     ExpertsInterface.register("bench_naive_capture", naive_capture_forward)
-
-    def plain():
-        with torch.inference_mode():
-            model(input_ids=ids, use_cache=False)
-
-    def naive():
-        model.set_experts_implementation("bench_naive_capture")
-        try:
-            plain()
-        finally:
-            model.set_experts_implementation("grouped_mm")
-
-    def profiled():
-        superexperts.profile(model, ids, batch_size=args.batch)
-
-    t_plain = median_seconds(plain, args.repeats)
-    t_profile = median_seconds(profiled, args.repeats)
-    t_naive = median_seconds(naive, args.repeats)
     result = {
-        "setup": vars(args) | {"default_experts_implementation": model.config._experts_implementation},
-        "seconds": {"plain": t_plain, "profile": t_profile, "naive": t_naive},
-        "profile_over_plain": t_profile / t_plain,
-        "naive_over_plain": t_naive / t_plain,
-        "profile_over_naive": t_profile / t_naive,
+        "setup": vars(args) | {"default_experts_implementation": model.config._experts_implementation,
+                               "threads": torch.get_num_threads()},
+        "pieces": paired(variants(model, ids, args.batch, args.naive), args.repeats),
         "versions": library_versions(),
-    }
+    }  # fmt: skip
+    if args.sweep:
+        result["batch_sweep"] = sweep(model, ids, args.sweep.split(","), args.repeats)
     print(json.dumps(result, indent=2))
-    assert "bench_naive_capture" in ALL_EXPERTS_FUNCTIONS
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,10 +13,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batching import parse_batch_size, resolve_batch_size
 from .capture import Capture, capture
+from .capture.tracker import MassiveTracker
 from .errors import UserError
 from .models.adapters import ModelMap, map_model
 from .rules import flag_massive
+
+# What layer_stats holds exactly and what it estimates (capture.tracker.MassiveTracker), for profile.json.
+LAYER_STATS_METHOD = {
+    "top_k": "exact: the k largest |h| over every element of every batch, with token and channel "
+             "(per-token maxima, then the top k within the k largest tokens)",
+    "nonfinite": "exact: count of NaN/inf elements (ranked as 0)",
+    "median_abs": f"estimated: mean over batches of the median |h| of a strided sample of at most "
+                  f"{MassiveTracker.MEDIAN_SAMPLE} elements per batch (stride coprime with the hidden size); "
+                  "exact per batch when a batch has at most that many elements",
+}  # fmt: skip
 
 EXPERT_COLUMNS = [
     "layer", "expert", "kind", "max_abs_output", "max_output", "channel", "sample", "position",
@@ -57,11 +70,19 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def skip_logits(model: nn.Module) -> dict[str, Any]:
+    """Keyword arguments that spare a forward the logits of every position: the statistics never read
+    them, and [batch, seq, vocab] logits are the largest tensor of a forward (vocab 152k: 0.6 MB a token)."""
+    params = inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
 def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.Tensor], *, progress: bool,
                 total: int | None = None) -> tuple[Capture, torch.Tensor]:
     """Forward every batch with capture on; returns the capture and all input ids (CPU)."""
     seen: list[torch.Tensor] = []
     device = _device_of(model)
+    no_logits = skip_logits(model)
     with capture(model_map) as cap, torch.inference_mode():
         offset = 0
         for batch in tqdm(batches, total=total, desc="profiling", unit="batch", disable=not progress):
@@ -71,7 +92,7 @@ def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.T
                 raise UserError("all calibration windows must have the same length; use --seq-len.")
             cap.token_offset = offset * batch.shape[1]
             cap.seq_len = batch.shape[1]
-            model(input_ids=batch.to(device), use_cache=False)
+            model(input_ids=batch.to(device), use_cache=False, **no_logits)
             seen.append(batch.cpu())
             offset += batch.shape[0]
     if not seen:
@@ -143,18 +164,25 @@ def profile(
     model: nn.Module,
     input_ids: torch.Tensor | Iterable[torch.Tensor],
     *,
-    batch_size: int = 1,
+    batch_size: int | str = "auto",
     tokenizer=None,
     progress: bool = False,
 ) -> Profile:
     """Profile a loaded transformers MoE model on calibration token ids.
 
+    `batch_size`: windows per forward, or "auto": the most that fit the device's memory and a
+    token budget (`superexperts.batching`); meta records both the request and the batch used.
+
     >>> prof = superexperts.profile(model, input_ids)  # input_ids: LongTensor [N, T]
     >>> prof.expert_stats.nlargest(3, "max_abs_output")[["layer", "expert", "max_abs_output"]]
     """
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
     model_map = map_model(model)
+    if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
+        batch_size, batch_meta = resolve_batch_size(batch_size, model, samples=len(input_ids),
+                                                    seq_len=input_ids.shape[1])  # fmt: skip
+    else:  # [N, T] checked by _batches; an iterable brings its own batches
+        batch_size = parse_batch_size(batch_size)
+        batch_meta = {"batch_size_requested": batch_size}
     total = -(-len(input_ids) // batch_size) if isinstance(input_ids, torch.Tensor) else None
     start = time.perf_counter()
     cap, all_ids = run_capture(model, model_map, _batches(input_ids, batch_size), progress=progress, total=total)
@@ -164,6 +192,8 @@ def profile(
         "seq_len": int(all_ids.shape[1]),
         "tokens": int(all_ids.numel()),
         "batch_size": batch_size,
+        **batch_meta,
         "profile_seconds": round(seconds, 3),
+        "layer_stats_method": LAYER_STATS_METHOD,
     }
     return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)

@@ -49,7 +49,8 @@ def test_refuses_to_mix_runs_without_overwrite(demo_dir, tmp_path, capsys):
     [
         (["--seq-len", "1"], "--seq-len must be >= 2"),
         (["--samples", "0"], "--samples must be >= 1"),
-        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be 'auto' or a whole number >= 1"),
+        (["--batch-size", "lots"], "--batch-size must be 'auto' or a whole number >= 1, got 'lots'"),
         (["--dtype", "int8"], "--dtype 'int8' unknown"),
         (["--device", "banana"], "not a device"),
         (["--criterion", "papr"], "Did you mean 'paper'"),

@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "protect"]
+COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "protect", "plan"]
 
 
 def build_parser() -> argparse.ArgumentParser:

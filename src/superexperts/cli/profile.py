@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..batching import parse_batch_size
 from ..known import agreement_line
 from .common import add_criterion_args, add_model_args, criterion_args, window_defaults
 from .identify import se_table, thresholds_line
@@ -21,7 +22,8 @@ def add_parser(subparsers) -> None:
                    "(default: built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="number of windows (default 128; demo 16)")
     p.add_argument("--seq-len", type=int, help="tokens per window (default 2048; demo 64)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", default="auto", metavar="auto|N", help="windows per forward: N, or auto, the "
+                   "most that fit the device's memory and a token budget (default auto)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed for window sampling (default 0)")
     p.add_argument("--out", default="runs/profile", help="run folder to write (default runs/profile)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
@@ -40,7 +42,8 @@ def request(args: argparse.Namespace):
     seq_len, samples = window_defaults(args.model is None, args.seq_len, args.samples)
     criterion, params = criterion_args(args)
     return ProfileRequest(
-        model=args.model, out=args.out, seq_len=seq_len, samples=samples, data=args.data, batch_size=args.batch_size,
+        model=args.model, out=args.out, seq_len=seq_len, samples=samples, data=args.data,
+        batch_size=parse_batch_size(args.batch_size),
         seed=args.seed, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
         overwrite=args.overwrite, criterion=criterion, params=params, report=not args.no_report, stream=args.stream,
         state_dir=args.state_dir, resume=args.resume,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..batching import AUTO
 from ..data import Calibration, calibration, check_window_args
 from ..errors import UserError
 from ..identification import Identification, identification
@@ -27,7 +28,7 @@ class ProfileRequest:
     seq_len: int
     samples: int
     data: str | None = None  # None = the built-in text
-    batch_size: int = 1
+    batch_size: int | str = "auto"  # windows per forward, or auto (batching.py)
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
@@ -41,7 +42,7 @@ class ProfileRequest:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        check_window_args(self.seq_len, self.samples, self.batch_size)
+        check_window_args(self.seq_len, self.samples, 1 if self.batch_size == AUTO else self.batch_size)
         check_dtype(self.dtype)
         resolve_device(self.device)
         get_criterion(self.criterion)
@@ -64,7 +65,7 @@ class ProfileResult:
     synthetic: bool
 
 
-def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.PathLike, *, batch_size: int = 1,
+def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.PathLike, *, batch_size: int | str = AUTO,
                       criterion: str = "paper", params: dict[str, Any] | None = None, progress: bool = False,
                       report: bool = True, profiler: Callable[..., Profile] = profile
                       ) -> tuple[Profile, Identification]:

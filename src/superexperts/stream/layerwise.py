@@ -21,28 +21,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..batching import AUTO, default_budget, parse_batch_size, resolve_batch_size, stable_memory_budget
 from ..capture import Capture, capture
 from ..errors import UserError
 from ..loading import Loaded
 from ..models.adapters import map_model
-from ..profile import Profile, describe_model, expert_table, layer_table
+from ..profile import LAYER_STATS_METHOD, Profile, describe_model, expert_table, layer_table
 from . import distributed
 from .activations import ActivationStore
 from .checkpoint import Checkpoint, release_freed_memory
 from .resume import RunState, fingerprint
 from .skeleton import LayerCall, build_skeleton, layer_inputs, layers_path
 from .state import layer_state, restore_layer
-
-
-def default_budget(device: torch.device) -> int:
-    """Bytes of hidden states kept in memory: 80% of free device memory, half of free RAM on CPU."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.8)
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 def _check_ids(input_ids: torch.Tensor, batch_size: int) -> None:
@@ -143,7 +133,7 @@ def stream_profile(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    batch_size: int = 1,
+    batch_size: int | str = "auto",
     state_dir: str | os.PathLike | None = None,
     resume: bool = False,
     tokenizer=None,
@@ -160,7 +150,8 @@ def stream_profile(
     >>> prof = stream_profile("Qwen3-30B-A3B/", input_ids, device="cuda", dtype=torch.bfloat16,
     ...                       state_dir="state/", resume=True)
     """
-    _check_ids(input_ids, batch_size)
+    requested = parse_batch_size(batch_size)
+    _check_ids(input_ids, 1 if requested == AUTO else requested)
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         raise UserError(f"checkpoint folder not found: {folder}; pass a local folder with config.json and *.safetensors.")
@@ -168,6 +159,8 @@ def stream_profile(
     skeleton, dtype = build_skeleton(folder, dtype, trust_remote_code=trust_remote_code,
                                      attn_implementation=attn_implementation)  # fmt: skip
     model_map, path = map_model(skeleton), layers_path(skeleton)
+    batch_size, batch_meta = resolve_batch_size(requested, skeleton, samples=len(input_ids), seq_len=input_ids.shape[1],
+                                                device=device, budget_bytes=stable_memory_budget(device))  # fmt: skip
     ckpt = Checkpoint.open(folder, skeleton, layers_prefix=path)
     distributed.init_from_env()  # under torchrun: join the process group it describes
     rank, world = distributed.rank_and_world()
@@ -197,6 +190,7 @@ def stream_profile(
                 restore_layer(cap, index, merged)
         all_ids = input_ids.cpu()
         meta = _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store, time.perf_counter() - start)
+        meta |= batch_meta | {"layer_stats_method": LAYER_STATS_METHOD}
         return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)
 
 
@@ -213,7 +207,8 @@ def streaming_profiler(loaded: Loaded, device: torch.device, dtype: torch.dtype,
                        resume: bool = False) -> Callable[..., Profile]:  # fmt: skip
     """A drop-in for `superexperts.profile(model, input_ids, ...)` that streams `loaded.path`."""
 
-    def profiler(model, input_ids, *, batch_size: int = 1, tokenizer=None, progress: bool = False) -> Profile:
+    def profiler(model, input_ids, *, batch_size: int | str = "auto", tokenizer=None, progress: bool = False
+                 ) -> Profile:
         return stream_profile(loaded.path, input_ids, device=device, dtype=dtype, batch_size=batch_size,
                               state_dir=state_dir, resume=resume, tokenizer=tokenizer, progress=progress)  # fmt: skip
 

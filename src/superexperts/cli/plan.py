@@ -1,0 +1,75 @@
+"""`superexperts plan MODEL`: memory and time of profile, prune-eval and sinks, estimated from the config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import UserError
+
+COMMANDS_PLANNED = ("profile", "prune-eval", "sinks")
+
+
+def add_parser(subparsers) -> None:
+    from ..plan import DEVICES
+
+    p = subparsers.add_parser(
+        "plan", help="estimate peak memory and time of profile, prune-eval and sinks before running them",
+        description="From MODEL's config.json alone (no weights read; the paper's models work offline), "
+        "estimate weights per layer, peak memory in memory / streamed / with a device map, FLOPs and a "
+        "roofline time per subcommand on a device, and recommend flags. Prints; writes nothing.",
+    )  # fmt: skip
+    p.add_argument("model", metavar="MODEL", help="local checkpoint folder, hub id, or a model of the paper")
+    p.add_argument("--device", default="cpu", metavar="NAME", help=f"{', '.join(DEVICES)} (default cpu: "
+                   "nominal CPU figures, memory = this machine's RAM)")  # fmt: skip
+    p.add_argument("--memory", type=float, metavar="GB", help="device memory (overrides the table)")
+    p.add_argument("--bandwidth", type=float, metavar="GB/s", help="memory bandwidth (overrides the table)")
+    p.add_argument("--tflops", type=float, metavar="X", help="peak TFLOPS at the compute dtype (overrides the table)")
+    p.add_argument("--disk", type=float, default=2.0, metavar="GB/s", help="checkpoint read speed (default 2)")
+    p.add_argument("--samples", type=int, help="windows (default: profile 128, prune-eval 140, sinks 4)")
+    p.add_argument("--seq-len", type=int, help="tokens per window (default: 2048; sinks 1024)")
+    p.add_argument("--batch-size", default="auto", metavar="auto|N", help="windows per forward (default auto)")
+    p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto, as profile)")
+    p.add_argument("--commands", default=",".join(COMMANDS_PLANNED), metavar="LIST",
+                   help=f"subcommands to plan (default {','.join(COMMANDS_PLANNED)})")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
+    p.set_defaults(run=run)
+
+
+def _offered() -> dict[str, set[str]]:
+    """The options each planned subcommand of this version has (recommendations use no other)."""
+    from . import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {c: {s for a in sub.choices[c]._actions for s in a.option_strings} for c in COMMANDS_PLANNED}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batching import parse_batch_size, total_ram
+    from ..errors import did_you_mean
+    from ..loading import check_dtype
+    from ..plan import device, format_plan, make_plan, workload
+    from ..plan_model import load_plan_model
+
+    # Everything is checked before the config is read.
+    memory = args.memory if args.memory is not None or args.device.strip().lower() != "cpu" else total_ram() / 1e9
+    dev = device(args.device, memory_gb=memory, bandwidth_gbs=args.bandwidth, tflops=args.tflops)
+    if not args.disk > 0:
+        raise UserError(f"--disk must be a positive number (GB/s), got {args.disk}.")
+    batch = parse_batch_size(args.batch_size)
+    check_dtype(args.dtype)
+    commands = [c.strip() for c in args.commands.split(",") if c.strip()]
+    for c in commands:
+        if c not in COMMANDS_PLANNED:
+            raise UserError(f"--commands: unknown subcommand {c!r}. {did_you_mean(c, list(COMMANDS_PLANNED))}"
+                            f"Plannable: {', '.join(COMMANDS_PLANNED)}.")  # fmt: skip
+    workloads = [workload(c, samples=args.samples, seq_len=args.seq_len) for c in commands]
+    pm = load_plan_model(args.model, dtype=args.dtype, device_kind=dev.kind, trust_remote_code=args.trust_remote_code)
+    plan = make_plan(pm.shape, dev, workloads, batch=batch, disk_bytes=pm.disk_bytes, disk_gbs=args.disk,
+                     offered=_offered())  # fmt: skip
+    plan["source"] = pm.source
+    if pm.disk_layer_bytes is not None:
+        plan["disk_layer_bytes"] = pm.disk_layer_bytes
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan, source=f"\nsource: {pm.source}"))
+    return 0

@@ -1,0 +1,280 @@
+"""A cost plan before the run: peak memory and time of profile, prune-eval and sinks, per way of running.
+
+Pure functions of a ModelShape (sizes from config.json), a Device (memory, bandwidth, FLOPS) and a
+Workload (windows, passes). Time is a roofline estimate in the style of LLM-Viewer: per decoder
+layer and batch, max(bytes moved / memory bandwidth, FLOPs / peak FLOPS), summed, plus reading
+the checkpoint from disk (and, with a device map, the offloaded weights over the host link for
+every batch). Peak memory is the sum of what is held at once:
+
+- in memory: the runtime, all weights at the compute dtype, one layer more while loading
+  (converting per-expert tensors to fused ones), and one forward's activations;
+- stream: the runtime, embeddings and final norm (+ lm_head when logits are needed), 1.3x the
+  largest layer (measured while a layer loads, see `stream.checkpoint`), the hidden states of
+  every window between two layers (all kept, spilled to disk beyond the budget), and one
+  forward's activations;
+- device map: the device holds what fits; the rest is offloaded to host memory (or disk on a
+  CPU) and re-read for every batch, which is why streaming is the cheaper way for profiling.
+
+    >>> p = make_plan(shape, DEVICES["h100-80gb"], [workload("profile")], batch="auto")
+    >>> print(format_plan(p))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .batching import MAX_TOKENS, choose_batch_size
+from .costs import (
+    activation_bytes_per_token,
+    head_flops_per_token,
+    layer_activation_bytes,
+    layer_flops_per_token,
+    layer_weight_bytes_read,
+)  # fmt: skip
+from .errors import UserError, did_you_mean
+from .model_shape import ModelShape
+
+GB = 1e9
+RUNTIME_BYTES = {"cpu": 0.6 * GB, "cuda": 0.5 * GB, "mps": 0.5 * GB}  # python+torch+transformers; cuda context
+STREAM_LAYER_FACTOR = 1.3  # peak while one layer loads (stream/checkpoint.py: measured 1.3x the layer)
+SPILL_BUDGET = {"cpu": 0.5, "cuda": 0.8, "mps": 0.5}  # share of the free memory stored hidden states may use
+RESUMABLE_AFTER_S = 3600.0  # recommend --state-dir (resume) for streamed runs longer than this
+
+
+@dataclass(frozen=True)
+class Device:
+    """Published peak figures (dense bf16 tensor FLOPS on GPUs); `host_gbs` is the link to host memory."""
+
+    name: str
+    kind: str  # cpu | cuda | mps
+    memory_gb: float
+    bandwidth_gbs: float
+    tflops: float
+    host_gbs: float
+    note: str = ""
+
+
+DEVICES = {
+    "cpu": Device("cpu", "cpu", 64, 50, 1.0, 2.0, "nominal 16-core CPU, fp32; memory = this machine's RAM "
+                  "unless --memory; offload goes to disk (host_gbs = disk)"),
+    "a100-40gb": Device("a100-40gb", "cuda", 40, 1555, 312, 25, "SXM; PCIe 4.0 x16"),
+    "a100-80gb": Device("a100-80gb", "cuda", 80, 2039, 312, 25, "SXM; PCIe 4.0 x16"),
+    "h100-80gb": Device("h100-80gb", "cuda", 80, 3350, 989, 50, "SXM; PCIe 5.0 x16"),
+    "h200": Device("h200", "cuda", 141, 4800, 989, 50, "SXM; PCIe 5.0 x16"),
+    "l40s": Device("l40s", "cuda", 48, 864, 362, 25, "PCIe 4.0 x16"),
+    "rtx-4090": Device("rtx-4090", "cuda", 24, 1008, 165, 25, "bf16 with fp32 accumulate; PCIe 4.0 x16"),
+}  # fmt: skip
+
+
+def device(name: str, *, memory_gb: float | None = None, bandwidth_gbs: float | None = None,
+           tflops: float | None = None) -> Device:  # fmt: skip
+    """A table entry by name, with any figure overridden (--memory, --bandwidth, --tflops)."""
+    key = name.strip().lower()
+    if key not in DEVICES:
+        raise UserError(f"unknown --device {name!r}. {did_you_mean(key, list(DEVICES))}"
+                        f"Known: {', '.join(DEVICES)}; or give --memory, --bandwidth and --tflops.")  # fmt: skip
+    for flag, value in (("--memory", memory_gb), ("--bandwidth", bandwidth_gbs), ("--tflops", tflops)):
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} must be a positive number, got {value}.")
+    base = DEVICES[key]
+    return replace(base, memory_gb=memory_gb or base.memory_gb, bandwidth_gbs=bandwidth_gbs or base.bandwidth_gbs,
+                   tflops=tflops or base.tflops)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a subcommand runs: `passes` forwards over all windows (conditions: baseline, pruned, controls)."""
+
+    command: str
+    samples: int
+    seq_len: int
+    passes: int
+    logits: bool  # the full logits are computed (perplexity)
+    attention_factor: float = 1.0  # sinks computes QK^T a second time for the sink mass
+    note: str = ""
+
+
+WORKLOADS = {
+    "profile": Workload("profile", 128, 2048, 1, False, note="one pass, no logits"),
+    "prune-eval": Workload("prune-eval", 140, 2048, 2, True, note="perplexity: baseline + SEs pruned; "
+                           "140 windows ~ WikiText-2 test with a 150k-token vocabulary"),
+    "sinks": Workload("sinks", 4, 1024, 5, False, 2.0, note="baseline + SEs pruned + 3 random controls"),
+}  # fmt: skip
+
+
+def workload(command: str, *, samples: int | None = None, seq_len: int | None = None) -> Workload:
+    base = WORKLOADS[command]
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples must be >= 1, got {samples}.")
+    if seq_len is not None and seq_len < 2:
+        raise UserError(f"--seq-len must be >= 2, got {seq_len}.")
+    return replace(base, samples=samples or base.samples, seq_len=seq_len or base.seq_len)
+
+
+@dataclass
+class ModeCost:
+    mode: str  # in-memory | stream | device-map
+    peak_bytes: float
+    seconds: float
+    fits: bool
+    parts: dict[str, float] = field(default_factory=dict)  # peak memory by component; time by component
+
+
+def forward_seconds(shape: ModelShape, dev: Device, tokens: int, seq_len: int, w: Workload) -> tuple[float, float]:
+    """(seconds, FLOPs) of one forward of `tokens`: per layer max(bytes / bandwidth, FLOPs / peak)."""
+    total_s, total_flops = 0.0, 0.0
+    for layer in shape.layers:
+        flops = tokens * layer_flops_per_token(shape, layer, seq_len)
+        flops += tokens * (w.attention_factor - 1) * 2 * shape.heads * shape.qk_dim * (seq_len + 1) / 2
+        moved = layer_weight_bytes_read(shape, layer, tokens) + 2 * tokens * layer_activation_bytes(shape, layer)
+        total_s += max(moved / (dev.bandwidth_gbs * GB), flops / (dev.tflops * 1e12))
+        total_flops += flops
+    if w.logits:
+        flops = tokens * head_flops_per_token(shape)
+        moved = (shape.head_params or shape.vocab * shape.hidden) * shape.dtype_bytes + tokens * shape.vocab * 4
+        total_s += max(moved / (dev.bandwidth_gbs * GB), flops / (dev.tflops * 1e12))
+        total_flops += flops
+    return total_s, total_flops
+
+
+def resolve_batch(shape: ModelShape, dev: Device, w: Workload, batch: int | str, free_bytes: float) -> int:
+    if batch != "auto":
+        return int(batch)
+    per_token = activation_bytes_per_token(shape, w.seq_len, logits=w.logits)
+    return choose_batch_size(samples=w.samples, seq_len=w.seq_len, bytes_per_token=per_token,
+                             budget_bytes=int(max(free_bytes, 0) * 0.6), max_tokens=MAX_TOKENS[dev.kind])  # fmt: skip
+
+
+def _costs(shape: ModelShape, dev: Device, w: Workload, batch: int, disk_bytes: float, disk_gbs: float) -> list[ModeCost]:
+    b = shape.dtype_bytes
+    runtime, memory = RUNTIME_BYTES[dev.kind], dev.memory_gb * GB
+    weights = shape.total_params * b
+    largest = max((shape.layer_bytes(i) for i in range(shape.num_layers)), default=0)
+    activations = batch * w.seq_len * activation_bytes_per_token(shape, w.seq_len, logits=w.logits)
+    batches = -(-w.samples // batch)
+    step_s, _ = forward_seconds(shape, dev, batch * w.seq_len, w.seq_len, w)
+    compute_s = step_s * batches * w.passes
+    read_s = disk_bytes / (disk_gbs * GB)
+
+    in_mem = {"runtime": runtime, "weights": weights, "loading": largest, "activations": activations}
+    outer = (shape.outer_params + (shape.head_params if w.logits else 0)) * b
+    stream = {"runtime": runtime, "outer": outer, "layer": STREAM_LAYER_FACTOR * largest, "activations": activations}
+    hidden = w.samples * w.seq_len * shape.hidden * b  # every window's hidden states between two layers
+    kept = min(hidden, max(0.0, SPILL_BUDGET[dev.kind] * (memory - sum(stream.values()))))
+    stream["hidden_states"] = kept  # the rest is spilled to disk (stream.activations)
+    on_device = max(0.0, min(weights, memory - runtime - activations - largest))
+    offloaded = weights - on_device
+    dmap = {"runtime": runtime, "weights_on_device": on_device, "activations": activations}
+    dmap_extra = offloaded / (dev.host_gbs * GB) * batches * w.passes
+    return [
+        ModeCost("in-memory", sum(in_mem.values()), read_s + compute_s, sum(in_mem.values()) <= memory,
+                 in_mem | {"read_s": read_s, "compute_s": compute_s}),
+        ModeCost("stream", sum(stream.values()), read_s * w.passes + compute_s, sum(stream.values()) <= memory,
+                 stream | {"hidden_spilled": hidden - kept, "read_s": read_s * w.passes, "compute_s": compute_s}),
+        ModeCost("device-map", sum(dmap.values()), read_s + compute_s + dmap_extra,
+                 runtime + activations + largest <= memory,
+                 dmap | {"offloaded": offloaded, "read_s": read_s, "compute_s": compute_s, "offload_s": dmap_extra}),
+    ]  # fmt: skip
+
+
+# The flag each way of running needs, per subcommand (checked against what the CLI offers).
+MODE_FLAGS = {"in-memory": [], "stream": ["--stream"], "device-map": ["--device-map", "auto"]}
+
+
+def recommend(command: str, costs: list[ModeCost], offered: set[str], dev: Device) -> dict[str, Any]:
+    """The cheapest way that fits and that this version offers, as flags; or why none does."""
+    usable = [c for c in costs if c.fits and all(f in offered for f in MODE_FLAGS[c.mode] if f.startswith("--"))]
+    if not usable:
+        least = min(costs, key=lambda c: c.peak_bytes)
+        missing = [c.mode for c in costs if c.fits and c not in usable]
+        why = f" ({', '.join(missing)} would fit but `{command}` does not offer it in this version)" if missing else ""
+        return {"mode": None, "flags": [], "reason": f"nothing fits {dev.memory_gb:.1f} GB{why}; the smallest "
+                f"way ({least.mode}) needs {least.peak_bytes / GB:.1f} GB"}  # fmt: skip
+    best = min(usable, key=lambda c: c.seconds)
+    flags = list(MODE_FLAGS[best.mode])
+    if best.mode == "stream" and best.seconds > RESUMABLE_AFTER_S and "--state-dir" in offered:
+        flags += ["--state-dir", "DIR"]  # a long streamed run can resume after an interruption
+    if "--batch-size" in offered:
+        flags += ["--batch-size", "auto"]
+    return {"mode": best.mode, "flags": flags, "reason": f"{best.mode}: peak {best.peak_bytes / GB:.1f} GB of "
+            f"{dev.memory_gb:.1f} GB, ~{_duration(best.seconds)}"}  # fmt: skip
+
+
+def make_plan(shape: ModelShape, dev: Device, workloads: list[Workload], *, batch: int | str = "auto",
+              disk_bytes: float | None = None, disk_gbs: float = 2.0,
+              offered: dict[str, set[str]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Everything `superexperts plan` prints, as a dict (JSON-able)."""
+    weights = shape.total_params * shape.dtype_bytes
+    disk_bytes = weights if disk_bytes is None else disk_bytes
+    commands = {}
+    for w in workloads:
+        free = dev.memory_gb * GB - RUNTIME_BYTES[dev.kind] - weights
+        n = resolve_batch(shape, dev, w, batch, free if free > 0 else dev.memory_gb * GB / 4)
+        costs = _costs(shape, dev, w, n, disk_bytes, disk_gbs)
+        flops = forward_seconds(shape, dev, n * w.seq_len, w.seq_len, w)[1] * -(-w.samples // n) * w.passes
+        commands[w.command] = {
+            "workload": vars(w) | {"batch_size": n}, "flops": flops,
+            "modes": {c.mode: {"peak_bytes": c.peak_bytes, "seconds": c.seconds, "fits": c.fits, "parts": c.parts}
+                      for c in costs},
+            "recommended": recommend(w.command, costs, (offered or {}).get(w.command, set()), dev),
+        }  # fmt: skip
+    return {"model": _model_summary(shape), "device": vars(dev), "disk_bytes": disk_bytes, "disk_gbs": disk_gbs,
+            "commands": commands}  # fmt: skip
+
+
+def _model_summary(shape: ModelShape) -> dict[str, Any]:
+    b = shape.dtype_bytes
+    return {"model_type": shape.model_type, "layers": shape.num_layers, "hidden": shape.hidden,
+            "params": shape.total_params, "dtype_bytes": b, "weights_bytes": shape.total_params * b,
+            "layer_bytes": [shape.layer_bytes(i) for i in range(shape.num_layers)],
+            "active_params_per_token": sum(x.active_params(shape.top_k) for x in shape.layers) + shape.head_params,
+            "top_k": shape.top_k}  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_plan(plan: dict[str, Any], *, source: str = "") -> str:
+    """The plan as the console shows it."""
+    m, dev = plan["model"], plan["device"]
+    sizes = m["layer_bytes"]
+    model = (f"model: {m['model_type']}, {m['layers']} layers, {m['params'] / 1e9:.2f} B parameters "
+             f"({m['active_params_per_token'] / 1e9:.2f} B active per token, top-{m['top_k']}){source}")
+    weights = (f"weights: {m['weights_bytes'] / GB:.2f} GB at {m['dtype_bytes']} bytes/parameter; per layer "
+               f"{min(sizes) / GB:.3f}-{max(sizes) / GB:.3f} GB; on disk {plan['disk_bytes'] / GB:.2f} GB")
+    hardware = (f"device: {dev['name']}: {dev['memory_gb']:.1f} GB, {dev['bandwidth_gbs']:g} GB/s, {dev['tflops']:g} "
+                f"TFLOPS, host link {dev['host_gbs']:g} GB/s ({dev['note']}); disk {plan['disk_gbs']:g} GB/s")
+    lines = [model, weights, hardware]
+    for command, c in plan["commands"].items():
+        w = c["workload"]
+        lines += ["", (f"{command}: {w['samples']} x {w['seq_len']} tokens, {w['passes']} pass(es), batch "
+                       f"{w['batch_size']}, {c['flops'] / 1e12:.1f} TFLOP ({w['note']})")]
+        for mode, cost in c["modes"].items():
+            fit = "fits" if cost["fits"] else "does not fit"
+            lines.append(f"  {mode:<10} peak {cost['peak_bytes'] / GB:8.2f} GB  ~{_duration(cost['seconds']):>9}  "
+                         f"{fit}  ({_parts(cost['parts'])})")
+        rec = c["recommended"]
+        if rec["mode"]:
+            lines.append(f"  recommended: superexperts {command} MODEL {' '.join(rec['flags'])}".rstrip()
+                         + f"   # {rec['reason']}")
+        else:
+            lines.append(f"  recommended: none: {rec['reason']}")
+    lines += ["", ("Estimates: roofline time (max of bytes/bandwidth and FLOPs/peak per layer and batch) from "
+                   "published peak figures; real runs reach a fraction of the peak. Peak memory includes the runtime.")]
+    return "\n".join(lines)  # fmt: skip
+
+
+def _parts(parts: dict[str, float]) -> str:
+    shown = []
+    for k, v in parts.items():
+        if k.endswith("_s"):
+            shown.append(f"{k[:-2]} {_duration(v)}")
+        elif v:
+            shown.append(f"{k} {v / GB:.2f} GB")
+    return ", ".join(shown)
