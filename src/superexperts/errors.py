@@ -11,3 +11,14 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
     close = difflib.get_close_matches(name, choices, n=1)
     return f"Did you mean '{close[0]}'? " if close else ""
+
+
+class SuperExpertsWarning(UserWarning):
+    """Something worth knowing about a result that is still produced; the CLI prints it as one line."""
+
+
+def warn(message: str) -> None:
+    """Warn the user (a `SuperExpertsWarning`, shown by the CLI as `superexperts CMD: warning: ...`)."""
+    import warnings
+
+    warnings.warn(message, SuperExpertsWarning, stacklevel=3)

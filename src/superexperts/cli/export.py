@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     experts = experts_to_prune(args.prune, args.run_dir)
     record = export_pruned(args.model, experts, args.out, mode=args.mode, overwrite=args.overwrite,
-                           trust_remote_code=args.trust_remote_code)  # fmt: skip
+                           trust_remote_code=args.trust_remote_code, inputs=[args.run_dir, args.prune])  # fmt: skip
     mib = record["zeroed_bytes"] / 2**20
     print(f"pruned {format_experts(experts)} ({args.mode}): {mib:.3g} MiB zeroed in "
           f"{len(record['zeroed_shards'])} shard(s); wrote {args.out}")  # fmt: skip
