@@ -73,6 +73,7 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
     model_keys = model.state_dict()
     ranges: dict[Path, list[ByteRange]] = {}
     found: set[str] = set()
+    per_expert: dict[str, set[int]] = {}  # fused target -> expert indices that have their own tensor
     for key in sorted(ckpt.tensors):
         target, pattern = rename_source_key(key, renamings, converters, model.base_model_prefix, model_keys)
         if target not in targets:
@@ -80,6 +81,7 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
         info, wanted = ckpt.tensors[key], targets[target]
         star = _star_regex(pattern).search(key) if pattern and "*" in pattern else None
         if star is not None:  # one tensor per expert: all of it or nothing
+            per_expert.setdefault(target, set()).add(int(star.group(1)))
             if wanted is None or int(star.group(1)) in wanted:
                 ranges.setdefault(info.file, []).append((info.start, info.end))
         else:
@@ -88,6 +90,11 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
     missing = sorted(set(targets) - found)
     if missing:
         raise UserError(f"no tensor in {ckpt.folder} holds {missing[0]}; cannot export this checkpoint layout.")
+    for target, indices in sorted(per_expert.items()):
+        absent = sorted((targets[target] or set()) - indices)
+        if absent:  # zeroing nothing for it would report a pruned expert that is not
+            raise UserError(f"{ckpt.folder} has no tensor for expert {absent[0]} of {target} (a damaged or "
+                            "incomplete checkpoint); re-download or re-save it.")  # fmt: skip
     return ranges
 
 

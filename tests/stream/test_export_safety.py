@@ -60,3 +60,18 @@ def test_export_has_the_usual_permissions(checkpoints, tmp_path):
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
     for path in (tmp_path / "out").iterdir():
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path.name
+
+
+def test_export_of_an_absent_expert_tensor_is_refused(checkpoints, tmp_path):
+    """It reported success with 0 bytes zeroed for that expert (issue 14.8)."""
+    from safetensors.torch import load_file, save_file
+
+    _, folder = checkpoints("qwen3_moe", "hub")
+    broken = shutil.copytree(folder, tmp_path / "broken")
+    tensors = load_file(broken / "model.safetensors")
+    del tensors["model.layers.1.mlp.experts.3.down_proj.weight"]
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    before = tree_digest(tmp_path)
+    with pytest.raises(UserError, match="no tensor for expert 3 of model.layers.1.mlp.experts.down_proj"):
+        export_pruned(broken, [(1, 2), (1, 3)], tmp_path / "out")
+    assert tree_digest(tmp_path) == before

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..capture import Capture, capture
 from ..errors import UserError
 from ..models.adapters import map_model
 from ..profile import Profile, describe_model, expert_table, layer_table
+from ..progress import progress_bar
 from . import distributed
 from .activations import ActivationStore
 from .checkpoint import Checkpoint, release_freed_memory
@@ -113,16 +113,17 @@ def _stream_layers(ckpt: Checkpoint, skeleton: nn.Module, model_map, cap: Captur
     """Load, run, record and free every layer not in `done`; {layer: tracker state} of all layers."""
     states = dict(done)  # small: a few numbers per expert
     todo = range(len(done), model_map.num_layers)
-    for index in tqdm(todo, desc="streaming layers", unit="layer", disable=not progress):
-        layer = model_map.layers[index]
-        _load_layer(ckpt, skeleton, layer, index, device, dtype)
-        medians = _run_layer(layer, index, cap, batches, offsets, calls, store)
-        layer.to("meta")  # free the weights before the next layer loads
-        release_freed_memory()
-        states[index] = layer_state(cap, index, medians)
-        if state is not None:
-            state.save_layer(index, states[index], complete=index == todo[-1])
-        store.drop_old(keep_current=index != todo[-1])  # spilled/persisted inputs of this layer
+    with progress_bar(todo, desc="streaming layers", unit="layer", disable=not progress) as bar:
+        for index in bar:
+            layer = model_map.layers[index]
+            _load_layer(ckpt, skeleton, layer, index, device, dtype)
+            medians = _run_layer(layer, index, cap, batches, offsets, calls, store)
+            layer.to("meta")  # free the weights before the next layer loads
+            release_freed_memory()
+            states[index] = layer_state(cap, index, medians)
+            if state is not None:
+                state.save_layer(index, states[index], complete=index == todo[-1])
+            store.drop_old(keep_current=index != todo[-1])  # spilled/persisted inputs of this layer
     return states
 
 
