@@ -63,8 +63,9 @@ def _strings(values: list, path: str) -> list[str]:
     """`values` when they are all strings; otherwise a one-line error naming the first that is not."""
     bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
     if bad is not None:
-        raise UserError(f"{path}: record {bad} has no string text ({type(values[bad]).__name__} "
-                        f"{str(values[bad])[:40]!r}); every record needs a 'text' field (a string) or be a string.")  # fmt: skip
+        found = f"{type(values[bad]).__name__} {str(values[bad])[:40]!r}"
+        raise UserError(f"{path}: record {bad} has no string text ({found}); every record needs a 'text' field "
+                        "(a string) or be a string.")
     return values
 
 
@@ -109,8 +110,8 @@ def _read_folder(path: Path) -> list[str]:
         try:
             ds = load_from_disk(str(path))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path} is a damaged saved dataset ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                            "save it again with save_to_disk.") from None  # fmt: skip
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+            raise UserError(f"{path} is a damaged saved dataset ({why}); save it again with save_to_disk.") from None
         if isinstance(ds, DatasetDict):
             ds = ds["test"] if "test" in ds else next(iter(ds.values()))
         return _texts_of(ds, str(path))

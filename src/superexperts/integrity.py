@@ -25,7 +25,7 @@ from .errors import UserError, warn
 from .stream.checkpoint import INDEX_NAME, read_tensor_index
 
 # Weight files transformers reads besides safetensors (left to it: we only check safetensors).
-OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "tf_model.h5", "flax_model.msgpack")
+OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 OPT_IN = "--allow-missing-weights"
 
@@ -54,7 +54,7 @@ def check_loading_info(info: dict[str, Any], path: str, *, allow_missing: bool =
     if mismatched:
         name, found, expected = mismatched[0]
         raise UserError(f"{path}: {name} has shape {tuple(found)} in the checkpoint but config.json implies "
-                        f"{tuple(expected)} (a missing or damaged tensor?); re-download or re-save the checkpoint.")  # fmt: skip
+                        f"{tuple(expected)} (a missing or damaged tensor?); re-download or re-save it.")
     missing, unexpected = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
     if not missing and not unexpected:
         return

@@ -97,11 +97,11 @@ def load_config(path: str, trust_remote_code: bool):
         raise UserError(f"{path}: {str(e).splitlines()[0]}")
     except (OSError, TypeError, KeyError) as e:
         if local.exists():  # a damaged config.json, not a hub problem
-            raise UserError(f"cannot read {local / 'config.json'} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                            "re-download or re-save the checkpoint.") from None  # fmt: skip
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"cannot read {local / 'config.json'} ({why}); re-download or re-save the checkpoint.") from None
         if hub_unreachable():
-            raise UserError(f"'{path}' is not a local folder nor in the local Hugging Face cache, and the hub is "
-                            "offline (HF_HUB_OFFLINE or no network); pass a local checkpoint folder.") from None  # fmt: skip
+            raise UserError(f"'{path}' is not a local folder nor in the local Hugging Face cache, and the hub is offline "
+                            "(HF_HUB_OFFLINE or no network); pass a local checkpoint folder.") from None
         raise UserError(
             f"could not read a model config for '{path}' (not a local folder, and the hub is unreachable or the "
             "id is wrong); pass a local checkpoint folder."
@@ -202,8 +202,8 @@ def load_model(
 def warn_seq_len(config, seq_len: int) -> None:
     """Warn when --seq-len exceeds the positions the model was built for (results past it are not
     what the model computes in normal use, and some families extrapolate badly)."""
-    limit = getattr(config, "max_position_embeddings", None)
-    limit = limit if limit is not None else getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+    text_config = getattr(config, "text_config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(text_config, "max_position_embeddings", None)
     if isinstance(limit, int) and seq_len > limit:
         warn(f"--seq-len {seq_len} exceeds the model's max_position_embeddings ({limit}); "
              f"positions past {limit} are outside what it was trained for. Use --seq-len {limit} or less.")

@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import string
 import struct
 from pathlib import Path
 
 import torch
-import transformers as tf
 from safetensors.torch import load_file, save_file
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 import families
 
 PROFILE_ARGS = ["--seq-len", "16", "--samples", "4", "--device", "cpu", "--no-report"]
 
 
-def char_tokenizer() -> tf.PreTrainedTokenizerFast:
-    """One token per printable character: fits the tiny models' 128-token vocabulary."""
-    vocab = {tok: i for i, tok in enumerate(["<pad>", "<unk>", "<eos>", *string.printable])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    return tf.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
-
-
 def _checkpoint(family: str, folder: Path, **save_kwargs) -> Path:
     families.build(family).save_pretrained(folder, **save_kwargs)
-    char_tokenizer().save_pretrained(folder)
+    families.char_tokenizer().save_pretrained(folder)
     return folder
 
 

@@ -70,7 +70,8 @@ def check_tasks(tasks: list[str], *, include_path: str | None = None):
 def _offline() -> bool:
     from ..integrity import hub_unreachable
 
-    return hub_unreachable() or os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    return datasets_offline or hub_unreachable()
 
 
 def check_task_data(tasks: list[str], manager) -> None:
@@ -88,8 +89,8 @@ def check_task_data(tasks: list[str], manager) -> None:
                 get_task_dict([name], manager)
         except (OSError, ValueError) as e:  # ConnectionError, DatasetNotFoundError are OSErrors
             why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise UserError(f"lm-eval task '{name}' cannot load its data offline ({why}); run it once with "
-                            "network (HF_HUB_OFFLINE unset) to cache the dataset, or drop it from --tasks.") from None  # fmt: skip
+            raise UserError(f"lm-eval task '{name}' cannot load its data offline ({why}); run it once with network "
+                            "(HF_HUB_OFFLINE unset) to cache the dataset, or drop it from --tasks.") from None
 
 
 def _known(manager, name: str) -> bool:
