@@ -6,8 +6,11 @@ forward over a few short sequences takes milliseconds on CPU.
 
 from __future__ import annotations
 
+import string
+
 import torch
 import transformers as tf
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
 VOCAB = 128
 COMMON = {"vocab_size": VOCAB, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -100,3 +103,17 @@ def build(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> tor
 def random_ids(samples: int = 4, seq_len: int = 16, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (samples, seq_len), generator=g)
+
+
+SPECIALS = ["<pad>", "<unk>", "<eos>"]
+
+
+def char_tokenizer() -> tf.PreTrainedTokenizerFast:
+    """One token per printable character (103 ids, inside the tiny models' 128-token vocabulary)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + list(string.printable))}
+    assert len(vocab) <= VOCAB
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every char, newlines too
+    backend.decoder = decoders.Fuse()
+    return tf.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                      eos_token="<eos>")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, warn
 from .runfolder import tensor_sha256
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
@@ -47,34 +47,71 @@ class Calibration:
         }
 
 
+def _read_text(path: Path) -> str:
+    """A data file's UTF-8 text; binary files and other encodings are refused in one line."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise UserError(f"{path} is not a text file (it holds NUL bytes: binary or UTF-16); pass UTF-8 text.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); convert it, "
+                        f"e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}-utf8{path.suffix}") from None  # fmt: skip
+
+
+def _strings(values: list, path: str) -> list[str]:
+    """`values` when they are all strings; otherwise a one-line error naming the first that is not."""
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+    if bad is not None:
+        found = f"{type(values[bad]).__name__} {str(values[bad])[:40]!r}"
+        raise UserError(f"{path}: record {bad} has no string text ({found}); every record needs a 'text' field "
+                        "(a string) or be a string.")
+    return values
+
+
+def _read_parquet(path: Path) -> list[str]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except (ValueError, OSError, NotImplementedError) as e:
+        raise UserError(f"{path} is not a readable parquet file ({str(e).splitlines()[0]}); re-create it.") from None
+    if "text" not in frame.columns:
+        raise UserError(f"{path} has no 'text' column (columns: {list(frame.columns)}); add one.")
+    return _strings(list(frame["text"]), str(path))
+
+
 def _read_file(path: Path) -> list[str]:
     if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
+        return [_read_text(path)]
     if path.suffix == ".parquet":
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
-        if "text" not in frame.columns:
-            raise UserError(f"{path} has no 'text' column (columns: {list(frame.columns)}); add one.")
-        return [str(t) for t in frame["text"]]
+        return _read_parquet(path)
+    text = _read_text(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines() if path.suffix == ".jsonl" else None
-        records = [json.loads(x) for x in lines if x.strip()] if lines is not None else json.loads(path.read_text())
+        lines = text.splitlines() if path.suffix == ".jsonl" else None
+        records = [json.loads(x) for x in lines if x.strip()] if lines is not None else json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}); fix or convert it.")
     if isinstance(records, dict):
         records = records.get("text", records.get("data", []))
+    if isinstance(records, str):  # {"text": "one document"}
+        records = [records]
+    if not isinstance(records, list):
+        raise UserError(f"{path} holds a JSON {type(records).__name__}, not records; use a list of strings or of "
+                        '{"text": ...} objects, or JSON lines.')  # fmt: skip
     texts = [r if isinstance(r, str) else r.get("text") if isinstance(r, dict) else None for r in records]
-    if any(t is None for t in texts):
-        raise UserError(f"{path}: every record needs a 'text' field (or be a string).")
-    return texts
+    return _strings(texts, str(path))
 
 
 def _read_folder(path: Path) -> list[str]:
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
         from datasets import DatasetDict, load_from_disk
 
-        ds = load_from_disk(str(path))
+        try:
+            ds = load_from_disk(str(path))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+            raise UserError(f"{path} is a damaged saved dataset ({why}); save it again with save_to_disk.") from None
         if isinstance(ds, DatasetDict):
             ds = ds["test"] if "test" in ds else next(iter(ds.values()))
         return _texts_of(ds, str(path))
@@ -87,7 +124,7 @@ def _read_folder(path: Path) -> list[str]:
 def _texts_of(ds, name: str) -> list[str]:
     if "text" not in ds.column_names:
         raise UserError(f"dataset {name} has no 'text' column (columns: {ds.column_names}).")
-    return list(ds["text"])
+    return _strings(list(ds["text"]), name)
 
 
 def _load_hub(spec: str) -> tuple[list[str], str]:
@@ -203,5 +240,8 @@ def calibration(spec: str | None, tokenizer, *, seq_len: int, samples: int | Non
     stream = tokenizer(joiner.join(docs), add_special_tokens=False, return_tensors="pt").input_ids[0]
     bos = tokenizer.bos_token_id if _prepend_bos(tokenizer) else None
     ids = _stream_windows(stream, seq_len, samples, seed, bos)
+    if samples is not None and ids.shape[0] < samples:  # the data has fewer windows than asked for
+        warn(f"--samples {samples}: the data holds only {ids.shape[0]} window(s) of --seq-len {seq_len}; "
+             f"using {ids.shape[0]}. Pass more --data or a lower --seq-len for more.")  # fmt: skip
     how = "non-overlapping windows" + (", seeded random subset" if samples else "") + (", BOS first" if bos else "")
     return Calibration(ids, name, seed, how)

@@ -17,3 +17,14 @@ def check_at_least(flag: str, value: int | None, low: int) -> None:
     """The one wording of every lower-bound check on a count argument (None = not given)."""
     if value is not None and value < low:
         raise UserError(f"{flag} must be >= {low}, got {value}.")
+
+
+class SuperExpertsWarning(UserWarning):
+    """Something worth knowing about a result that is still produced; the CLI prints it as one line."""
+
+
+def warn(message: str) -> None:
+    """Warn the user (a `SuperExpertsWarning`, shown by the CLI as `superexperts CMD: warning: ...`)."""
+    import warnings
+
+    warnings.warn(message, SuperExpertsWarning, stacklevel=3)

@@ -74,7 +74,13 @@ def load_experts(spec: str | os.PathLike) -> list[Expert]:
         if any(c in str(spec) for c in "/\\") or str(spec).endswith((".json", ".txt")):
             raise UserError(f"expert file not found: {spec}; pass an existing file or a LIST like 1:68,2:92.")
         return parse_experts(str(spec))
-    text = path.read_text()
+    try:
+        text: str | None = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:  # a model file, an archive... passed by mistake
+        raise UserError(f"{path} is not a text expert list (binary); pass JSON records, super_experts.json "
+                        "or a LIST file like 1:68,2:92.")  # fmt: skip
     if path.suffix == ".json" or text.lstrip().startswith(("[", "{")):
         try:
             data = json.loads(text)

@@ -19,12 +19,11 @@ written into a temporary sibling folder and renamed into place, so `--out` is co
 from __future__ import annotations
 
 import copy
-import errno
 import math
 import os
 import re
 import shutil
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,13 @@ from .errors import UserError
 from .experts import Expert, experts_json, validate_experts
 from .models.adapters import ModelMap, map_model
 from .runfolder import atomic_write_json, base_metadata
+from .safety import check_out_path, os_error_reason
+from .staging import make_staging, owned_name, sweep_stale, usual_mode
 from .stream.checkpoint import Checkpoint, TensorInfo, read_tensor_index
 from .stream.skeleton import build_skeleton
 
 MODES = ("zero",)
+RECORD = "superexperts_export.json"  # written into every export; marks a folder --overwrite may replace
 ByteRange = tuple[int, int]  # absolute [start, end) in a shard
 
 
@@ -70,6 +72,7 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
     model_keys = model.state_dict()
     ranges: dict[Path, list[ByteRange]] = {}
     found: set[str] = set()
+    per_expert: dict[str, set[int]] = {}  # fused target -> expert indices that have their own tensor
     for key in sorted(ckpt.tensors):
         target, pattern = rename_source_key(key, renamings, converters, model.base_model_prefix, model_keys)
         if target not in targets:
@@ -77,6 +80,7 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
         info, wanted = ckpt.tensors[key], targets[target]
         star = star_regex(pattern).search(key) if pattern and "*" in pattern else None
         if star is not None:  # one tensor per expert: all of it or nothing
+            per_expert.setdefault(target, set()).add(int(star.group(1)))
             if wanted is None or int(star.group(1)) in wanted:
                 ranges.setdefault(info.file, []).append((info.start, info.end))
         else:
@@ -85,6 +89,11 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
     missing = sorted(set(targets) - found)
     if missing:
         raise UserError(f"no tensor in {ckpt.folder} holds {missing[0]}; cannot export this checkpoint layout.")
+    for target, indices in sorted(per_expert.items()):
+        absent = sorted((targets[target] or set()) - indices)
+        if absent:  # zeroing nothing for it would report a pruned expert that is not
+            raise UserError(f"{ckpt.folder} has no tensor for expert {absent[0]} of {target} (a damaged or "
+                            "incomplete checkpoint); re-download or re-save it.")  # fmt: skip
     return ranges
 
 
@@ -121,8 +130,9 @@ def _write_tree(source: Path, staging: Path, ranges: dict[Path, list[ByteRange]]
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
+    usual_mode(staging)  # mkdtemp made it 0700: a serving process or another user must read the export
     if out.exists():  # --overwrite: swap, then remove the old export
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(owned_name(f".{out.name}.old-"))  # swept at the next export if we die here
         os.replace(out, old)
         os.replace(staging, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -131,17 +141,19 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 
 def export_pruned(model_dir: str | os.PathLike, experts: list[Expert], out_dir: str | os.PathLike, *,
-                  mode: str = "zero", overwrite: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Write `model_dir` with `experts` pruned to `out_dir`; returns the export record (also saved)."""
+                  mode: str = "zero", overwrite: bool = False, trust_remote_code: bool = False,
+                  inputs: Iterable[str | os.PathLike | None] = ()) -> dict[str, Any]:  # fmt: skip
+    """Write `model_dir` with `experts` pruned to `out_dir`; returns the export record (also saved).
+
+    `--overwrite` replaces only an earlier export (it holds RECORD) or an empty folder; `out_dir`
+    may not be, hold or lie inside `model_dir` or any of `inputs` (e.g. the run folder read).
+    """
     if mode not in MODES:
         raise UserError(f"--mode {mode!r} cannot be exported; available: {', '.join(MODES)} (mean/skip need the model).")
-    source, out = Path(model_dir), Path(out_dir)
+    source = Path(model_dir)
     if not source.is_dir():
         raise UserError(f"model folder not found: {source}; export works on a local checkpoint folder.")
-    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
-        raise UserError(f"--out {out} is inside the source checkpoint; choose another folder.")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise UserError(f"--out {out} exists and is not empty; pass --overwrite or choose another folder.")
+    out = check_out_path(out_dir, [source, *inputs], RECORD, overwrite=overwrite)
     skeleton, _ = build_skeleton(source, None, trust_remote_code=trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     experts = validate_experts(model_map, list(experts))
@@ -151,16 +163,19 @@ def export_pruned(model_dir: str | os.PathLike, experts: list[Expert], out_dir: 
     record = base_metadata(tool="export", source=str(source), mode=mode, experts=experts_json(experts),
                            zeroed_bytes=sum(e - s for r in ranges.values() for s, e in r),
                            zeroed_parameters=sorted(targets), zeroed_shards=sorted(p.name for p in ranges))  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(out.parent, f".{out.name}.old-")  # copies left by an export killed mid-swap
+        staging = make_staging(out.parent, f".{out.name}.export-")  # also sweeps killed exports' copies
+    except OSError as e:
+        raise UserError(f"cannot write next to --out {out_dir} ({os_error_reason(e)}); choose another folder.") from None
     try:
         _write_tree(source, staging, ranges)
-        atomic_write_json(staging / "superexperts_export.json", record)
+        atomic_write_json(staging / RECORD, record)
         _move_into_place(staging, out)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        why = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-        raise UserError(f"export to {out} failed ({why}); nothing was written.") from None
+        raise UserError(f"export to {out_dir} failed ({os_error_reason(e)}); nothing was written.") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

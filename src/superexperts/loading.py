@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, warn
+from .integrity import check_loading_info, check_weight_files, hub_kwargs, hub_unreachable, quiet_transformers
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
@@ -49,6 +50,12 @@ def resolve_device(device: str) -> torch.device:
         raise UserError(f"--device {device!r} is not a device; use auto, cpu, cuda, cuda:1 or mps.")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available here; use --device cpu or auto.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                        f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of them or auto.")  # fmt: skip
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise UserError(f"--device {device}: Apple MPS is not available here; use --device cpu or auto.")
     return dev
 
 
@@ -83,12 +90,18 @@ def load_config(path: str, trust_remote_code: bool):
     if local.exists() and not (local / "config.json").is_file():
         raise UserError(f"{path} is not a checkpoint folder (no config.json); pass a transformers model folder.")
     try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs(path))
     except ValueError as e:
         if "trust_remote_code" in str(e):
             raise UserError(f"{path} needs its own code; re-run with --trust-remote-code if you trust it.")
         raise UserError(f"{path}: {str(e).splitlines()[0]}")
-    except OSError:
+    except (OSError, TypeError, KeyError) as e:
+        if local.exists():  # a damaged config.json, not a hub problem
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"cannot read {local / 'config.json'} ({why}); re-download or re-save the checkpoint.") from None
+        if hub_unreachable():
+            raise UserError(f"'{path}' is not a local folder nor in the local Hugging Face cache, and the hub is offline "
+                            "(HF_HUB_OFFLINE or no network); pass a local checkpoint folder.") from None
         raise UserError(
             f"could not read a model config for '{path}' (not a local folder, and the hub is unreachable or the "
             "id is wrong); pass a local checkpoint folder."
@@ -124,7 +137,7 @@ def load_tokenizer(path: str, trust_remote_code: bool, vocab_rows: int):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs(path))
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"no usable tokenizer in {path} ({type(e).__name__}); save the model's tokenizer there.")
     if len(tokenizer) < 2 or not tokenizer("The model").input_ids:
@@ -143,8 +156,13 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    allow_missing_weights: bool = False,
 ) -> Loaded:
     """Load a transformers MoE causal LM and its tokenizer; `spec=None` is the built-in demo.
+
+    A checkpoint with damaged files, or with weights missing, unexpected or of the wrong shape
+    for the model, is refused (transformers would fill the gaps with random values);
+    `allow_missing_weights` loads missing/unexpected ones anyway, with a warning.
 
     >>> loaded = load_model("Qwen/Qwen3-30B-A3B", device="cuda", dtype="bfloat16")
     """
@@ -169,8 +187,23 @@ def load_model(
         )
     torch_dtype = resolve_dtype(dtype, dev, config)
     check_fits(path, dev)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch_dtype, trust_remote_code=trust_remote_code, device_map={"": dev}
-    ).eval()
+    check_weight_files(Path(path))
+    with quiet_transformers():
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, device_map={"": dev},
+            output_loading_info=True, ignore_mismatched_sizes=True, **hub_kwargs(path),
+        )  # fmt: skip
+    check_loading_info(info, spec or path, allow_missing=allow_missing_weights)
+    model.eval()
     tokenizer = load_tokenizer(path, trust_remote_code, model.get_input_embeddings().weight.shape[0])
     return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic)
+
+
+def warn_seq_len(config, seq_len: int) -> None:
+    """Warn when --seq-len exceeds the positions the model was built for (results past it are not
+    what the model computes in normal use, and some families extrapolate badly)."""
+    text_config = getattr(config, "text_config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(text_config, "max_position_embeddings", None)
+    if isinstance(limit, int) and seq_len > limit:
+        warn(f"--seq-len {seq_len} exceeds the model's max_position_embeddings ({limit}); "
+             f"positions past {limit} are outside what it was trained for. Use --seq-len {limit} or less.")

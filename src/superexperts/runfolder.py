@@ -14,6 +14,7 @@ Every file carries `base_metadata` (versions, seed, command): what reproduces a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io as _io
 import json
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import UserError
+from .safety import os_error_reason
+from .staging import make_staging, usual_mode
 
 if TYPE_CHECKING:
     import torch
@@ -103,6 +106,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        usual_mode(Path(tmp))  # mkstemp makes 0600; the result gets what a plain open would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -124,21 +128,31 @@ def write_files(out_dir: str | os.PathLike, files: Mapping[str, bytes | FileWrit
     on any error nothing in `out_dir` changes.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    moved: list[str] = []
     try:
-        for name, content in files.items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, (bytes, bytearray)):
-                target.write_bytes(content)
-            else:
-                content(target)
-        for name in files:
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        staging = make_staging(out, ".staging-")  # also sweeps those of killed runs
+        try:
+            for name, content in files.items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, (bytes, bytearray)):
+                    target.write_bytes(content)
+                else:
+                    content(target)
+            for name in files:
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / name, out / name)
+                moved.append(name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as e:
+        for folder in created:  # innermost first; only the empty folders this call made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        done = f"only {', '.join(moved)} were replaced" if moved else "nothing was written"
+        raise UserError(f"writing {out} failed ({os_error_reason(e)}); {done}.") from None
 
 
 def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:

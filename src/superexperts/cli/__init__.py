@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from ..errors import UserError
+from ..errors import SuperExpertsWarning, UserError
 
 COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "protect", "plan"]
 
@@ -25,10 +26,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str):
+    """`showwarning` printing our warnings as one line; others as Python does."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SuperExpertsWarning):
+            print(f"superexperts {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command)
+            return int(args.run(args) or 0)
     except UserError as e:
         print(f"superexperts {args.command}: error: {e}", file=sys.stderr)
         return 2

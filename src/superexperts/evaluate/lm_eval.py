@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,40 @@ def check_tasks(tasks: list[str], *, include_path: str | None = None):
     if include_path is not None:
         local = TaskManager(include_path=include_path, include_defaults=False)
         if all(_known(local, name) for name in tasks):
+            check_task_data(tasks, local)
             return local
     manager = TaskManager(include_path=include_path)
     for name in tasks:
         if not _known(manager, name):
             raise UserError(_unknown_task_message(name, manager.all_tasks))
+    check_task_data(tasks, manager)
     return manager
+
+
+def _offline() -> bool:
+    from ..integrity import hub_unreachable
+
+    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    return datasets_offline or hub_unreachable()
+
+
+def check_task_data(tasks: list[str], manager) -> None:
+    """Offline, build each task now (its dataset must be in the local cache), so a missing one
+    fails in one line before the model loads instead of in a traceback after it. Online this is
+    skipped: the data is downloaded when the tasks run."""
+    if not _offline():
+        return
+    from lm_eval.tasks import get_task_dict
+
+    for name in tasks:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # its successor is not in older lm-eval
+                get_task_dict([name], manager)
+        except (OSError, ValueError) as e:  # ConnectionError, DatasetNotFoundError are OSErrors
+            why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise UserError(f"lm-eval task '{name}' cannot load its data offline ({why}); run it once with network "
+                            "(HF_HUB_OFFLINE unset) to cache the dataset, or drop it from --tasks.") from None
 
 
 def _known(manager, name: str) -> bool:

@@ -35,6 +35,7 @@ def run_export(req: ExportRequest) -> tuple[list[Expert], dict[str, Any]]:
     from ..export import export_pruned
 
     experts = req.experts()
+    inputs = [req.from_dir, req.prune]  # --out must not be or hold any of them (nor the model)
     record = export_pruned(req.model, experts, req.out, mode=req.mode, overwrite=req.overwrite,
-                           trust_remote_code=req.trust_remote_code)  # fmt: skip
+                           trust_remote_code=req.trust_remote_code, inputs=inputs)  # fmt: skip
     return experts, record

@@ -1,7 +1,9 @@
 """HTML building blocks of the report: escaped tables, inlined figures, the page template.
 
 Every string that reaches the page goes through `esc` unless it is a `Raw` fragment built here,
-so names and token texts from a model or a data set can never inject markup.
+so names and token texts from a model or a data set can never inject markup, and invisible or
+direction-changing characters (U+202E, U+200B, U+2066...) are shown escaped (`\u202e`), as the CLI
+shows them, instead of silently reordering or hiding the text around them.
 
 >>> table(["layer", "token"], [[1, "<s>"]])
 '<table>...<td>&lt;s&gt;</td>...</table>'
@@ -24,9 +26,26 @@ class Raw(str):
     """An HTML fragment built by this package (already escaped); inserted as is."""
 
 
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a JSON-style surrogate pair, so JSON literals stay valid
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def visible(text: str) -> str:
+    """`text` with every non-printable character (Python's `str.isprintable`, what `repr` escapes:
+    bidi controls, zero-width and other format characters, controls) written as `\\uXXXX`;
+    newlines and tabs stay."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else _escape_char(c) for c in text)
+
+
 def esc(value: Any) -> str:
-    """Escaped text of any value; Raw fragments pass through."""
-    return value if isinstance(value, Raw) else html.escape(str(value), quote=True)
+    """Escaped text of any value (markup and invisible characters); Raw fragments pass through."""
+    return value if isinstance(value, Raw) else html.escape(visible(str(value)), quote=True)
 
 
 def token(text: Any) -> Raw:

@@ -16,7 +16,10 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
 
 
 class ActivationStore:
@@ -50,7 +53,11 @@ class ActivationStore:
         if batch in self._current:
             return self._current.pop(batch)
         path = self._folder(self.generation) / f"{batch:06d}.safetensors"
-        return load_file(path, device=str(self.device))["hidden"]
+        try:
+            return load_file(path, device=str(self.device))["hidden"]
+        except (SafetensorError, OSError, KeyError) as e:  # a resumed state folder that was damaged
+            raise UserError(f"saved hidden states {path} are unreadable ({type(e).__name__}); delete "
+                            f"{self.spill_dir} and run again without --resume.") from None  # fmt: skip
 
     def write(self, batch: int, hidden: torch.Tensor) -> None:
         """Hidden states leaving the current layer for `batch` (input of the next layer)."""

@@ -164,11 +164,17 @@ class Checkpoint:
         folder = Path(folder)
         tensors = read_tensor_index(folder)
         ckpt = cls(folder, tensors, get_model_conversion_mapping(skeleton))
-        ckpt._group_keys(skeleton, layers_prefix)
+        unused = ckpt._group_keys(skeleton, layers_prefix)
+        unexpected = sorted(_unexpected(skeleton, unused))
+        if unexpected:  # in memory, transformers would drop them silently: a checkpoint of another model
+            raise UserError(f"{folder}: {len(unexpected)} checkpoint tensor(s) the model has no place for "
+                            f"({', '.join(unexpected[:2])}{', ...' if len(unexpected) > 2 else ''}); "
+                            "the checkpoint does not match its config.json.")  # fmt: skip
         return ckpt
 
-    def _group_keys(self, skeleton: nn.Module, layers_prefix: str) -> None:
-        """Assign each checkpoint key to the layer its converted (model) name falls in."""
+    def _group_keys(self, skeleton: nn.Module, layers_prefix: str) -> set[str]:
+        """Assign each checkpoint key to the layer its converted (model) name falls in; returns the
+        converted names that are not in the model."""
         rules = copy.deepcopy(self.mapping)  # renaming rules keep state; use a private copy
         renamings = [r for r in rules if isinstance(r, WeightRenaming)]
         converters = [r for r in rules if isinstance(r, WeightConverter)]
@@ -177,10 +183,12 @@ class Checkpoint:
         head_names = {f"{n}." for n, m in skeleton.named_modules() if head is not None and m is head}
         layer_re = re.compile(rf"^{re.escape(layers_prefix)}\.(\d+)\.")
         grouped: dict[int, list[str]] = defaultdict(list)
+        unused: set[str] = set()
         for key in sorted(self.tensors):
             target, _ = rename_source_key(key, renamings, converters, skeleton.base_model_prefix, model_keys)
             if target not in model_keys:
-                continue  # e.g. DeepSeek-V3's multi-token-prediction layer, not part of the model
+                unused.add(target)  # e.g. DeepSeek-V3's multi-token-prediction layer, not part of the model
+                continue
             self.target_of[key] = target
             match = layer_re.match(target)
             if match:
@@ -190,6 +198,7 @@ class Checkpoint:
             else:
                 self.outer_keys.append(key)
         self.layer_keys = dict(grouped)
+        return unused
 
     def check_dtypes(self, keys: list[str]) -> None:
         bad = [k for k in keys if self.tensors[k].dtype not in FLOAT_DTYPES]
@@ -241,6 +250,17 @@ class Checkpoint:
         if info.conversion_errors:
             name, message = next(iter(info.conversion_errors.items()))
             raise UserError(f"{self.folder}: cannot convert {name}: {message.strip().splitlines()[-1]}")
+
+
+def _unexpected(skeleton: nn.Module, names: set[str]) -> set[str]:
+    """`names` minus those the model declares ignorable (`_keys_to_ignore_on_load_unexpected`, old
+    rotary buffers), with the rules transformers applies when it loads the model in memory."""
+    from transformers.utils.loading_report import LoadStateDictInfo
+
+    info = LoadStateDictInfo(missing_keys=set(), unexpected_keys=set(names), mismatched_keys=set(), error_msgs=[],
+                             conversion_errors={}, skipped_pp_keys=set())  # fmt: skip
+    skeleton._adjust_missing_and_unexpected_keys(info)
+    return info.unexpected_keys
 
 
 def release_freed_memory() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..batching import AUTO, default_budget, parse_batch_size, resolve_batch_size, stable_memory_budget
 from ..capture import Capture, capture
@@ -27,6 +26,7 @@ from ..errors import UserError
 from ..loading import Loaded
 from ..models.adapters import map_model
 from ..profile import LAYER_STATS_METHOD, Profile, describe_model, expert_table, layer_table
+from ..progress import progress_bar
 from . import distributed
 from .activations import ActivationStore
 from .checkpoint import Checkpoint, release_freed_memory
@@ -105,16 +105,17 @@ def _stream_layers(ckpt: Checkpoint, skeleton: nn.Module, model_map, cap: Captur
     """Load, run, record and free every layer not in `done`; {layer: tracker state} of all layers."""
     states = dict(done)  # small: a few numbers per expert
     todo = range(len(done), model_map.num_layers)
-    for index in tqdm(todo, desc="streaming layers", unit="layer", disable=not progress):
-        layer = model_map.layers[index]
-        load_layer(ckpt, skeleton, layer, index, device, dtype)
-        medians = run_layer(layer, index, cap, batches, offsets, calls, store)
-        layer.to("meta")  # free the weights before the next layer loads
-        release_freed_memory()
-        states[index] = layer_state(cap, index, medians)
-        if state is not None:
-            state.save_layer(index, states[index], complete=index == todo[-1])
-        store.drop_old(keep_current=index != todo[-1])  # spilled/persisted inputs of this layer
+    with progress_bar(todo, desc="streaming layers", unit="layer", disable=not progress) as bar:
+        for index in bar:
+            layer = model_map.layers[index]
+            load_layer(ckpt, skeleton, layer, index, device, dtype)
+            medians = run_layer(layer, index, cap, batches, offsets, calls, store)
+            layer.to("meta")  # free the weights before the next layer loads
+            release_freed_memory()
+            states[index] = layer_state(cap, index, medians)
+            if state is not None:
+                state.save_layer(index, states[index], complete=index == todo[-1])
+            store.drop_old(keep_current=index != todo[-1])  # spilled/persisted inputs of this layer
     return states
 
 

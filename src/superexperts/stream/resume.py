@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,13 @@ class RunState:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text())
-            assert data["format"] == FORMAT
-            return data
-        except (json.JSONDecodeError, AssertionError, KeyError, TypeError):
-            raise UserError(f"{path} is damaged; delete {self.folder} and run again without --resume.") from None
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            if data["format"] == FORMAT and isinstance(data["fingerprint"], str):
+                data["last_layer"] = int(data["last_layer"])
+                return data
+        except (ValueError, KeyError, TypeError, OSError):  # ValueError covers JSON and UTF-8 errors
+            pass
+        raise UserError(f"{path} is damaged; delete {self.folder} and run again without --resume.")
 
     def start(self, *, resume: bool) -> dict[int, dict]:
         """Finished layers' states when resuming a matching run; otherwise a clean folder."""
@@ -87,10 +90,15 @@ class RunState:
 
     def _load_layer(self, layer: int) -> dict:
         try:
-            return torch.load(self._layer_path(layer), weights_only=True)
-        except (OSError, RuntimeError, EOFError) as e:
-            raise UserError(f"state of layer {layer} in {self.folder} is unreadable ({e}); "
+            state = torch.load(self._layer_path(layer), weights_only=True)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"state of layer {layer} in {self.folder} is unreadable ({why}); "
                             "delete the folder and run without --resume.") from None  # fmt: skip
+        if not isinstance(state, dict) or not {"experts", "massive"} <= state.keys():
+            raise UserError(f"state of layer {layer} in {self.folder} is not a layer state; "
+                            "delete the folder and run without --resume.")  # fmt: skip
+        return state
 
     def save_layer(self, layer: int, state: dict, *, complete: bool = False) -> None:
         """Persist a finished layer, then move the progress marker past it (both atomic)."""

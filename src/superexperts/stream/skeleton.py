@@ -42,6 +42,8 @@ def build_skeleton(folder: Path, dtype: torch.dtype | None, *, trust_remote_code
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError) as e:
+        if "trust_remote_code" in str(e):
+            raise UserError(f"{folder} needs its own code; re-run with --trust-remote-code if you trust it.") from None
         raise UserError(f"cannot read {folder}/config.json ({str(e).splitlines()[0]}).") from None
     quant = getattr(config, "quantization_config", None)
     if quant is not None and not allow_quantized:  # loading without the quantizer would read raw FP8/int weights as numbers
