@@ -75,7 +75,7 @@ def load_profile(run_dir: str | os.PathLike) -> Profile:
         experts = pd.DataFrame(data["expert_stats"], columns=EXPERT_COLUMNS)
         layers = pd.DataFrame(data["layer_stats"])
         meta = dict(data["meta"])
-        meta["num_layers"]
+        meta["num_layers"]  # noqa: B018 - required key
     except (KeyError, TypeError) as e:
         raise UserError(f"{path} is partial or damaged (missing {e}); re-run `superexperts profile`.")
     if experts.empty or experts["max_abs_output"].isna().any():
