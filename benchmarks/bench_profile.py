@@ -160,7 +160,9 @@ def main() -> None:
     p.add_argument("--sweep", default="1,2,4,auto", help="batch sizes for the auto-vs-best sweep ('' skips it)")
     p.add_argument("--naive", action="store_true", help="also time the reference-style per-expert loop")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
 
     config = Qwen3MoeConfig(vocab_size=1024, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
                             moe_intermediate_size=args.moe_intermediate, num_hidden_layers=args.layers,

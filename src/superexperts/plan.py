@@ -140,7 +140,7 @@ def forward_seconds(shape: ModelShape, dev: Device, tokens: int, seq_len: int, w
 
 def resolve_batch(shape: ModelShape, dev: Device, w: Workload, batch: int | str, free_bytes: float) -> int:
     if batch != "auto":
-        return int(batch)
+        return min(int(batch), w.samples)
     per_token = activation_bytes_per_token(shape, w.seq_len, logits=w.logits)
     return choose_batch_size(samples=w.samples, seq_len=w.seq_len, bytes_per_token=per_token,
                              budget_bytes=int(max(free_bytes, 0) * 0.6), max_tokens=MAX_TOKENS[dev.kind])  # fmt: skip
