@@ -230,11 +230,19 @@ def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, b
 
 
 def format_causal(causal: dict[str, Any]) -> str:
-    """The causal check as console lines, most causal first."""
-    lines = [(f"causal check (ablate one expert, {causal['samples']} windows; causal = MA drop >= "
-             f"{causal['threshold']:.0%}):")]  # fmt: skip
+    """The causal check as console lines, causal first: per candidate the channel it writes, that
+    channel's peak at its own layer (original -> ablated), the causal layers and the reason."""
+    from .ablate.causal import layer_span
+
+    lines = [f"causal check (ablate one expert, {causal['samples']} windows): {causal.get('definition', '')}"]
     for r in causal["candidates"]:
-        flag = "CAUSAL" if r["causal"] else "-"
-        lines.append(f"  {r['layer']}:{r['expert']:<8} MA {r['ma_original']:.4g} -> {r['ma_ablated']:.4g} "
-                     f"(drop {r['ma_drop']:.0%})  loss {r['loss_delta']:+.4g}  {flag}")  # fmt: skip
+        name = f"{r['layer']}:{r['expert']}"
+        if r.get("channel") is None:
+            lines.append(f"  {name:<10} not meaningful: {r.get('reason', 'no effect on these windows')}")
+            continue
+        layers = r.get("causal_layers") or []
+        verdict = f"CAUSAL at layers {layer_span(layers)}" if layers else f"not causal: {r['reason']}"
+        lines.append(f"  {name:<10} ch {r['channel']:<5} {r['own_original']:.4g} -> {r['own_ablated']:.4g} at its "
+                     f"layer (drop {r['own_drop']:.0%})  loss {r['loss_delta']:+.4g}  {verdict}")  # fmt: skip
+    lines += [f"  note: {note}" for note in causal.get("caveats", [])]
     return "\n".join(lines)
