@@ -242,7 +242,7 @@ def format_causal(causal: dict[str, Any]) -> str:
             continue
         layers = r.get("causal_layers") or []
         verdict = f"CAUSAL at layers {layer_span(layers)}" if layers else f"not causal: {r['reason']}"
-        lines.append(f"  {name:<10} ch {r['channel']:<5} {r['own_original']:.4g} -> {r['own_ablated']:.4g} at its "
-                     f"layer (drop {r['own_drop']:.0%})  loss {r['loss_delta']:+.4g}  {verdict}")  # fmt: skip
+        peak = f"{r['own_original']:.4g} -> {r['own_ablated']:.4g} at its layer (drop {r['own_drop']:.0%})"
+        lines.append(f"  {name:<10} ch {r['channel']:<5} {peak}  loss {r['loss_delta']:+.4g}  {verdict}")
     lines += [f"  note: {note}" for note in causal.get("caveats", [])]
     return "\n".join(lines)

@@ -25,15 +25,27 @@ BOS_CHANNEL, QUERY, TRIGGER_CHANNEL, MA_CHANNEL, OUTLIER_CHANNEL = 1, 2, 4, 9, 2
 
 
 def config(layers: int = LAYERS) -> Qwen3MoeConfig:
-    return Qwen3MoeConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=48, moe_intermediate_size=16,
-                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                          num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
-                          max_position_embeddings=256, tie_word_embeddings=False)  # fmt: skip
+    return Qwen3MoeConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=48,
+        moe_intermediate_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_experts=8,
+        num_experts_per_tok=2,
+        norm_topk_prob=True,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
 
 
 @torch.no_grad()
-def plant_expert(model, layer: int, expert: int, reads: dict[int, float], write: int, gain: float, *,
-                 query: int = QUERY) -> None:
+def plant_expert(
+    model, layer: int, expert: int, reads: dict[int, float], write: int, gain: float, *, query: int = QUERY
+) -> None:
     """Route the tokens whose normalized hidden state has `reads` channels to `expert` and make its
     intermediate unit 0 write `gain` x (its activation) into channel `write` (a super weight).
     Channel `query` (constant in ordinary tokens) inhibits both, so ordinary tokens are neither
@@ -50,8 +62,13 @@ def plant_expert(model, layer: int, expert: int, reads: dict[int, float], write:
     experts.down_proj[expert, write, 0] = gain
 
 
-def build(chain: list[tuple[int, int, float]], *, multiplicative: bool, outlier: tuple[int, int, float] | None,
-          seed: int = 0) -> Qwen3MoeForCausalLM:
+def build(
+    chain: list[tuple[int, int, float]],
+    *,
+    multiplicative: bool,
+    outlier: tuple[int, int, float] | None,
+    seed: int = 0,
+) -> Qwen3MoeForCausalLM:
     """`chain`: (layer, expert, gain) of each SE, first to last; `outlier`: (layer, expert, gain)."""
     torch.manual_seed(seed)
     model = Qwen3MoeForCausalLM(config()).eval()

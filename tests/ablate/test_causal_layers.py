@@ -40,7 +40,9 @@ def test_late_outlier_masks_nothing_and_is_attributed_to_its_own_layer(multiplic
     for layer, e in SES:
         row = _row(table, (layer, e))
         ablated = _peaks(model, ids, [(layer, e)])
-        channel = int((original[layer] - ablated[layer]).argmax())  # independent: where its removal bites most
+        channel = int(
+            (original[layer] - ablated[layer]).argmax()
+        )  # independent: where its removal bites most
         assert row.channel == channel == planted.MA_CHANNEL
         assert row.channel_original == pytest.approx(original[:, channel].tolist(), rel=1e-5, abs=1e-6)
         assert row.channel_ablated == pytest.approx(ablated[:, channel].tolist(), rel=1e-5, abs=1e-6)
@@ -67,7 +69,7 @@ def test_additive_chain_fades_to_a_share_multiplicative_chain_collapses():
         assert row.channel_drop[LAST] == pytest.approx(share, rel=1e-5)
         assert row.causal and row.causal_layers == list(range(first[0], planted.LAYERS))
         if multiplicative:  # later SEs need the first one's activation: everything collapses
-            assert min(row.channel_drop[first[0]:]) > 0.99
+            assert min(row.channel_drop[first[0] :]) > 0.99
         else:  # later SEs fire anyway: the first one is still missing, as a fading share
             assert 0.1 < row.channel_drop[LAST] < 0.5
             gone = float(original[LAST, c] - ablated[LAST, c])
@@ -97,12 +99,21 @@ def _hand(channel_max: list[list[float]], median: float = 0.01) -> Peaks:
     return Peaks(rows, torch.full((rows.shape[0],), median), 0.0)
 
 
-@pytest.mark.parametrize(("ablated", "median", "causal", "layers", "reason"), [
-    ([[1, 1], [1, 1], [1, 1], [1, 1]], 0.01, True, [1, 2, 3], "still missing"),  # written at 1, carried on
-    ([[1, 1], [1, 1], [300, 1], [300, 1]], 0.01, False, [], "not carried on"),  # cancelled at layer 2
-    ([[1, 1], [1, 1], [1, 1], [1, 1]], 1.0, False, [], "not a massive activation"),  # 299 < 1000 x median
-    ([[1, 1], [1, 1], [300, 1], [1, 1]], 0.01, False, [], "not carried on"),  # back at 3 does not count
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("ablated", "median", "causal", "layers", "reason"),
+    [
+        (
+            [[1, 1], [1, 1], [1, 1], [1, 1]],
+            0.01,
+            True,
+            [1, 2, 3],
+            "still missing",
+        ),  # written at 1, carried on
+        ([[1, 1], [1, 1], [300, 1], [300, 1]], 0.01, False, [], "not carried on"),  # cancelled at layer 2
+        ([[1, 1], [1, 1], [1, 1], [1, 1]], 1.0, False, [], "not a massive activation"),  # 299 < 1000 x median
+        ([[1, 1], [1, 1], [300, 1], [1, 1]], 0.01, False, [], "not carried on"),  # back at 3 does not count
+    ],
+)
 def test_judge_on_hand_made_peaks(ablated, median, causal, layers, reason):
     original = _hand([[1, 1], [300, 1], [300, 1], [300, 1]], median)
     verdict = judge(1, original, _hand(ablated), threshold=0.5)

@@ -51,9 +51,9 @@ COLUMNS = ["rank", "layer", "expert", "ma_original", "ma_ablated", "ma_drop", "l
            "own_drop", "massive_own", "meaningful", "reason", "max_original", "max_ablated", "max_drop",
            "channel_original", "channel_ablated", "channel_drop"]  # fmt: skip
 DEFINITION = (
-    "causal = ablating the candidate removes a massive activation (> 100 and > 1000 x the layer's median |h|) "
-    "from the channel it writes, at its own layer's output, and at least {threshold:.0%} of that removed "
-    "value is still missing one layer later; causal layers = its own layer and every later layer where "
+    "causal = ablating the candidate removes a massive activation (> 100 and > 1000 x the layer's median "
+    "|h|) from the channel it writes, at its own layer's output, and at least {threshold:.0%} of that "
+    "removed value is still missing one layer later; causal layers = its own layer and every later layer where "
     "at least {threshold:.0%} is still missing. channel = the channel whose peak |h| after its own layer "
     "falls most when it is ablated; channel_drop per layer = 1 - ablated/original peak in that channel."
 )
@@ -124,11 +124,12 @@ def judge(layer: int, original: Peaks, ablated: Peaks, threshold: float) -> dict
     row["ma_drop"] = _ratio_drop(row["ma_original"], row["ma_ablated"])
     removed = float(falls.max())
     if not removed > 0:
-        return row | {"channel": None, "removed": 0.0, "own_original": None, "own_ablated": None, "own_drop": 0.0,
-                      "massive_own": False, "meaningful": False, "causal": False, "causal_layers": [],
-                      "channel_original": None, "channel_ablated": None, "channel_drop": None,
-                      "reason": "no effect at its own layer on these windows (not routed to, or zero output): "
-                      "the check says nothing about it; try more or other windows"}  # fmt: skip
+        return row | {"channel": None, "removed": 0.0, "own_original": None, "own_ablated": None,
+                      "own_drop": 0.0, "massive_own": False, "meaningful": False, "causal": False,
+                      "causal_layers": [], "channel_original": None, "channel_ablated": None,
+                      "channel_drop": None,
+                      "reason": "no effect at its own layer on these windows (not routed to, or zero "
+                      "output): the check says nothing about it; try more or other windows"}  # fmt: skip
     c = int(falls.argmax())
     v, v_abl = original.channel_max[:, c].tolist(), ablated.channel_max[:, c].tolist()
     gone = [o - a for o, a in zip(v, v_abl)]
@@ -140,12 +141,13 @@ def judge(layer: int, original: Peaks, ablated: Peaks, threshold: float) -> dict
         reason = (f"removes {removed:.4g} from channel {c} at layer {layer}: not a massive activation "
                   f"(> 100 and > 1000 x the median |h| {median:.3g})")  # fmt: skip
     elif layer == num_layers - 1:
-        reason = f"writes a massive activation ({removed:.4g}, channel {c}) in the last layer: no later layer carries it"
+        reason = (f"writes a massive activation ({removed:.4g}, channel {c}) in the last layer: no later "
+                  "layer carries it")  # fmt: skip
     elif not causal:
         reason = (f"writes a massive activation ({removed:.4g}, channel {c}) at layer {layer}, but less than "
                   f"{threshold:.0%} of it is still missing at layer {layer + 1}: not carried on")  # fmt: skip
     else:
-        reason = f"writes {removed:.4g} into channel {c} at layer {layer}; still missing in layers {layer_span(carried)}"
+        reason = f"writes {removed:.4g} into channel {c}; still missing in layers {layer_span(carried)}"
     return row | {
         "channel": c, "removed": removed, "own_original": v[layer], "own_ablated": v_abl[layer],
         "own_drop": _ratio_drop(v[layer], v_abl[layer]), "massive_own": massive, "meaningful": True,
@@ -190,8 +192,8 @@ def confirm_candidates(
     >>> table[table.causal][["layer", "expert", "channel", "removed", "causal_layers"]]
     """
     if not 0 < threshold < 1:
-        raise UserError(f"causal threshold {threshold} must be in (0, 1), e.g. 0.5: at least half of what the "
-                        "expert writes must still be missing a layer later.")  # fmt: skip
+        raise UserError(f"causal threshold {threshold} must be in (0, 1), e.g. 0.5: at least half of what "
+                        "the expert writes must still be missing a layer later.")  # fmt: skip
     if input_ids.dim() != 2 or input_ids.shape[1] < 2:
         raise UserError(f"input_ids must be [samples, seq_len >= 2], got {tuple(input_ids.shape)}.")
     model_map = map_model(model)
