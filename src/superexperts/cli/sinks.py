@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     if loaded.synthetic:
         print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
     study = sinks_study(model, ids, super_experts=experts, controls=named, map_layers=layers, map_heads=heads,
-                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=top_k, epsilon=args.epsilon)
+                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=top_k,
+                        epsilon=args.epsilon, tokenizer=loaded.tokenizer)
     meta = base_metadata(tool="sinks", seed=args.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
                          random_controls="layer-controlled" if args.layer_controlled else "global")
