@@ -100,3 +100,16 @@ def build(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> tor
 def random_ids(samples: int = 4, seq_len: int = 16, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (samples, seq_len), generator=g)
+
+
+@torch.no_grad()
+def layer_outputs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """(layers, samples, T, hidden): every decoder layer's output, from output_hidden_states with the
+    final norm bypassed (transformers applies it to the last entry). An independent reference for
+    what the package's hooks record."""
+    norm, model.model.norm = model.model.norm, torch.nn.Identity()
+    try:
+        hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+    finally:
+        model.model.norm = norm
+    return torch.stack(hidden[1:])

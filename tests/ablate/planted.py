@@ -100,15 +100,3 @@ def windows(samples: int = 2, seq_len: int = 12, seed: int = 0) -> torch.Tensor:
     ids[:, 0] = BOS
     ids[0, seq_len // 2] = TRIGGER
     return ids
-
-
-@torch.no_grad()
-def layer_outputs(model, ids: torch.Tensor) -> torch.Tensor:
-    """(layers, batch, T, hidden): every decoder layer's output, from output_hidden_states with the
-    final norm bypassed (transformers applies it to the last entry)."""
-    norm, model.model.norm = model.model.norm, torch.nn.Identity()
-    try:
-        hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
-    finally:
-        model.model.norm = norm
-    return torch.stack(hidden[1:])

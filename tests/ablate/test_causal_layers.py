@@ -9,6 +9,7 @@ import planted
 import pytest
 import torch
 
+import families
 from superexperts.ablate import ablate
 from superexperts.ablate.causal import Peaks, confirm_candidates, judge
 
@@ -20,9 +21,9 @@ SES = [(layer, e) for layer, e, _ in CHAIN]
 def _peaks(model, ids, ablated=()) -> torch.Tensor:
     """(layers, hidden): max over samples and positions of |h| after each layer."""
     if not ablated:
-        return planted.layer_outputs(model, ids).abs().amax(dim=(1, 2))
+        return families.layer_outputs(model, ids).abs().amax(dim=(1, 2))
     with ablate(model, list(ablated)):
-        return planted.layer_outputs(model, ids).abs().amax(dim=(1, 2))
+        return families.layer_outputs(model, ids).abs().amax(dim=(1, 2))
 
 
 def _row(table, expert):
@@ -89,7 +90,7 @@ def test_medians_are_means_of_per_batch_medians():
     model = planted.build(CHAIN, multiplicative=True, outlier=None)
     ids = planted.windows(samples=3)
     table = confirm_candidates(model, ids, [SES[0]], batch_size=2)
-    batches = [planted.layer_outputs(model, b).abs() for b in ids.split(2)]  # (layers, b, T, hidden) each
+    batches = [families.layer_outputs(model, b).abs() for b in ids.split(2)]  # (layers, b, T, hidden) each
     expected = torch.stack([b.flatten(1).median(dim=1).values for b in batches]).mean(0)
     assert table.attrs["median_original"] == pytest.approx(expected.tolist(), rel=1e-5)
 

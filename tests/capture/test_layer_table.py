@@ -12,23 +12,11 @@ import families
 from superexperts.profile import profile
 
 
-@torch.no_grad()
-def _layer_outputs(model, ids) -> torch.Tensor:
-    """(layers, samples, T, hidden): each decoder layer's output; the final norm is bypassed because
-    transformers applies it to the last entry of hidden_states."""
-    norm, model.model.norm = model.model.norm, torch.nn.Identity()
-    try:
-        hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
-    finally:
-        model.model.norm = norm
-    return torch.stack(hidden[1:])
-
-
 def test_layer_table_matches_output_hidden_states():
     model = families.build("qwen3_moe")
     ids = families.random_ids(samples=4, seq_len=12)
     stats = profile(model, ids, batch_size=2).layer_stats.set_index("layer")
-    hidden = _layer_outputs(model, ids).abs()
+    hidden = families.layer_outputs(model, ids).abs()
     seq_len, width = hidden.shape[2:]
     for layer, h in enumerate(hidden):
         values, flat = h.flatten().topk(3)
