@@ -40,7 +40,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default 64)")
     p.add_argument("--causal", type=int, nargs="?", const=5, metavar="TOP_N",
                    help="also ablate each pruned expert alone (+ the TOP_N next candidates of the run's profile, "
-                   "default 5) and report the massive-activation drop and loss change")
+                   "default 5): per layer, the drop of the activation it writes and the loss change; causal = "
+                   "it removes a massive activation at its own layer that the next layer still carries")
     p.add_argument("--data", help="calibration data for --experts super without --from and --mode mean "
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")

@@ -55,7 +55,7 @@ ROUTER_COLUMNS = [
     "selected there",
     "score at first token",
     "selected at first token",
-    "score elsewhere: mean / max",
+    "score at the other tokens: mean / max",
 ]
 
 
