@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+# No network in tests: a missing hub id must fail at once, not after ~20 s of retries. huggingface_hub
+# reads these when first imported, so they are set before anything imports it (and patched below in
+# case a plugin imported it earlier).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from superexperts.rules import paper
 from superexperts.runfolder import save_run
+
+huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 sys.path.insert(0, str(Path(__file__).parent))
 import families

@@ -117,3 +117,16 @@ def char_tokenizer() -> tf.PreTrainedTokenizerFast:
     backend.decoder = decoders.Fuse()
     return tf.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
                                       eos_token="<eos>")
+
+
+@torch.no_grad()
+def layer_outputs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """(layers, samples, T, hidden): every decoder layer's output, from output_hidden_states with the
+    final norm bypassed (transformers applies it to the last entry). An independent reference for
+    what the package's hooks record."""
+    norm, model.model.norm = model.model.norm, torch.nn.Identity()
+    try:
+        hidden = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+    finally:
+        model.model.norm = norm
+    return torch.stack(hidden[1:])

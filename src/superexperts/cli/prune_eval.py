@@ -42,7 +42,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default 64)")
     p.add_argument("--causal", type=int, nargs="?", const=5, metavar="TOP_N",
                    help="also ablate each pruned expert alone (+ the TOP_N next candidates of the run's profile, "
-                   "default 5) and report the massive-activation drop and loss change")
+                   "default 5): per layer, the drop of the activation it writes and the loss change; causal = "
+                   "it removes a massive activation at its own layer that the next layer still carries")
     p.add_argument("--data", help="calibration data for --experts super without --from and --mode mean "
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
@@ -157,11 +158,19 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def format_causal(causal: dict[str, Any]) -> str:
-    """The causal check as console lines, most causal first."""
-    lines = [(f"causal check (ablate one expert, {causal['samples']} windows; causal = MA drop >= "
-             f"{causal['threshold']:.0%}):")]  # fmt: skip
+    """The causal check as console lines, causal first: per candidate the channel it writes, that
+    channel's peak at its own layer (original -> ablated), the causal layers and the reason."""
+    from ..ablate.causal import layer_span
+
+    lines = [f"causal check (ablate one expert, {causal['samples']} windows): {causal.get('definition', '')}"]
     for r in causal["candidates"]:
-        flag = "CAUSAL" if r["causal"] else "-"
-        lines.append(f"  {r['layer']}:{r['expert']:<8} MA {r['ma_original']:.4g} -> {r['ma_ablated']:.4g} "
-                     f"(drop {r['ma_drop']:.0%})  loss {r['loss_delta']:+.4g}  {flag}")  # fmt: skip
+        name = f"{r['layer']}:{r['expert']}"
+        if r.get("channel") is None:
+            lines.append(f"  {name:<10} not meaningful: {r.get('reason', 'no effect on these windows')}")
+            continue
+        layers = r.get("causal_layers") or []
+        verdict = f"CAUSAL at layers {layer_span(layers)}" if layers else f"not causal: {r['reason']}"
+        peak = f"{r['own_original']:.4g} -> {r['own_ablated']:.4g} at its layer (drop {r['own_drop']:.0%})"
+        lines.append(f"  {name:<10} ch {r['channel']:<5} {peak}  loss {r['loss_delta']:+.4g}  {verdict}")
+    lines += [f"  note: {note}" for note in causal.get("caveats", [])]
     return "\n".join(lines)

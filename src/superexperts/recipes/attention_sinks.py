@@ -102,7 +102,8 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
 
         echo(BANNER)
     study = sinks_study(model, ids, super_experts=experts, controls=named, map_layers=layers, map_heads=req.heads,
-                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=req.top_k, epsilon=req.epsilon)
+                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=req.top_k, epsilon=req.epsilon,
+                        tokenizer=loaded.tokenizer)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
                          random_controls="layer-controlled" if req.layer_controlled else "global")

@@ -29,7 +29,7 @@ from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, load_profi
 
 FORMAT = "superexperts.prune_eval/1"
 CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
-CAUSAL_THRESHOLD = 0.5  # causal = the MA drops by at least half
+CAUSAL_THRESHOLD = 0.5  # causal = at least half of the MA a candidate writes is still missing a layer later
 
 
 @dataclass
@@ -149,8 +149,9 @@ def _causal(req: PruneEvalRequest, loaded: Loaded, calib: Calibration, experts: 
     table = confirm_candidates(loaded.model, ids, candidates, threshold=CAUSAL_THRESHOLD,
                                batch_size=req.batch_size, progress=progress)  # fmt: skip
     return {"mode": "zero", "threshold": CAUSAL_THRESHOLD, "samples": int(ids.shape[0]),
-            "measure": "ma_drop = 1 - max|hidden| after the candidate's layer (ablated / original)",
-            "candidates": table.to_dict(orient="records")}  # fmt: skip
+            "measure": table.attrs["legacy"], "definition": table.attrs["definition"],
+            "median": table.attrs["median"], "median_original": table.attrs["median_original"],
+            "caveats": table.attrs["caveats"], "candidates": table.to_dict(orient="records")}  # fmt: skip
 
 
 def _criterion_conditions(req: PruneEvalRequest, model_map, stats, experts: list[Expert], name: str):

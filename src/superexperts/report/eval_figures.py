@@ -7,6 +7,7 @@ Inputs are the `conditions` lists of prune_eval.json and sinks.json, read as pla
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -49,9 +50,10 @@ def fig_perplexity(conditions: list[dict[str, Any]]) -> Figure:
     return fig
 
 
-def fig_sinks(conditions: list[dict[str, Any]]) -> Figure:
+def fig_sinks(conditions: list[dict[str, Any]], note: str | None = None) -> Figure:
     """Left: attention mass on the sink token per layer, one line per condition. Right: the sink
-    decay rate D_sink per layer (paper Eq. 7) for conditions that have it."""
+    decay rate D_sink per layer (paper Eq. 7) for conditions that have it; with `note` (why D_sink
+    is not meaningful on this input) the right panel says so instead of drawing the values."""
     with style():
         fig = Figure(figsize=(12, 4.8), layout="constrained")
         mass_ax, decay_ax = fig.subplots(1, 2)
@@ -64,12 +66,16 @@ def fig_sinks(conditions: list[dict[str, Any]]) -> Figure:
             if mass:
                 mass_ax.plot(range(len(mass)), mass, **look)
             decay = [_number(v) for v in c.get("d_sink") or []]
-            if decay:
+            if decay and not note:
                 decay_ax.plot(range(len(decay)), decay, **look)
         mass_ax.set_title("Attention mass on the first token")
         mass_ax.set_ylabel("mean attention to token 0")
         decay_ax.set_title("Sink decay rate D_sink (1 = sink gone)")
         decay_ax.set_ylabel("D_sink")
+        if note:
+            decay_ax.set_title("Sink decay rate D_sink: not meaningful here", color="#8a4b00")
+            decay_ax.text(0.5, 0.5, "\n".join(textwrap.wrap(plain(note), 45)), transform=decay_ax.transAxes,
+                          ha="center", va="center", bbox={"facecolor": "#fff3cd", "edgecolor": "#b8860b"})
         mass_ax.set_ylim(-0.05, 1.05)  # a probability mass
         decay_ax.axhline(1.0, color="#7f7f7f", linewidth=1, linestyle="--")
         decay_ax.axhline(0.0, color="#7f7f7f", linewidth=1)

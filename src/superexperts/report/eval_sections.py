@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..sinks.caveats import meaningless
 from . import texts
 from .eval_figures import fig_perplexity, fig_sinks
 from .inputs import ReportInputs
 from .page import Raw, Section, esc, figure, number, paragraphs, table
+from .sinks_notes import caveat_notes, router_table, sink_caveats
 
 MAX_GENERATIONS = 5  # per condition; the JSON file has them all
 PAPER_CELL = (99.5, 0.1)  # the paper's thresholds: other cells of the grid are compared with it
@@ -151,13 +153,18 @@ def sinks(inputs: ReportInputs) -> Section | None:
     if data is None:
         return failed
     conditions = _conditions(data)
+    caveats = sink_caveats(data)
+    no_d_sink = meaningless(caveats, "d_sink")  # then no D_sink number is shown without its caveat
     rows = [[c.get("name", ""), experts_text(c.get("experts")), number(c.get("sink_rate")),
-             number(_mean(c.get("sink_mass"))), number(_mean(c.get("d_sink"))) if c.get("d_sink") else ""]
+             number(_mean(c.get("sink_mass"))),
+             ("not meaningful" if no_d_sink else number(_mean(c.get("d_sink")))) if c.get("d_sink") else ""]
             for c in conditions]  # fmt: skip
     explain = paragraphs(texts.SINKS.format(epsilon=data.get("epsilon", 0.3)))
-    html, files = figure(fig_sinks(conditions), "sinks", texts.CAPTIONS["sinks"], "Attention sink per layer")
+    fig = fig_sinks(conditions, note=no_d_sink["reason"] if no_d_sink else None)
+    html, files = figure(fig, "sinks", texts.CAPTIONS["sinks"], "Attention sink per layer")
     columns = ["condition", "experts pruned", "sink rate", "mean sink mass", "mean D_sink"]
-    return Section("sinks", title, Raw(explain + table(columns, rows) + html), files)
+    body = explain + caveat_notes(caveats) + table(columns, rows) + html + router_table(data)
+    return Section("sinks", title, Raw(body), files)
 
 
 def _mean(values: Any) -> float | None:

@@ -76,8 +76,10 @@ def table(columns: list[str], rows: list[list[Any]], *, highlight: list[bool] | 
     for i, row in enumerate(rows):
         mark = ' class="hl"' if highlight and highlight[i] else ""
         body.append(f"<tr{mark}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
+    # The box scrolls sideways, so a table wider than the page is never cut off.
     return Raw(
-        f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
+        f'<tbody>{"".join(body)}</tbody></table></div>'
     )
 
 
@@ -115,6 +117,7 @@ nav { font-size: 14px; color: #555; } nav a { margin-right: 12px; }
           border-radius: 6px; margin: 16px 0; }
 .answer { font-size: 18px; background: #eef5fb; border-left: 6px solid #0072B2; padding: 10px 16px; }
 table { border-collapse: collapse; margin: 12px 0; font-size: 14px; }
+.scroll { overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } tr.hl td { background: #fdebd3; font-weight: 600; }
 td code, p code { background: #f5f5f5; padding: 0 3px; white-space: pre-wrap; }

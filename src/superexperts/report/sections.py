@@ -237,4 +237,4 @@ def massive_table(inputs: ReportInputs) -> Section | None:
     marks = [int(r.layer) in se_layers for r in ordered]
     rows = [_massive_row(r) for r in ordered]
     body = paragraphs(texts.MASSIVE_TABLE) + table(MASSIVE_COLUMNS, rows, highlight=marks)
-    return Section("massive-activations", "Massive activations per layer", Raw(body))
+    return Section("massive-activations", "Largest hidden-state values per layer", Raw(body))

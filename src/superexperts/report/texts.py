@@ -32,7 +32,11 @@ CANDIDATES = (
     "the Super Experts; a large drop after the last SE means a clear verdict."
 )
 
-MASSIVE_TABLE = "The hidden state after each layer. Highlighted rows are layers that hold a Super Expert."
+MASSIVE_TABLE = (
+    "The hidden state after each layer. Highlighted rows are layers that hold a Super Expert. 'median |h|' "
+    "is the mean over calibration batches of each batch's median, which is close to, not exactly, the "
+    "median of all tokens."
+)
 
 CAPTIONS = {
     "heatmap": "Each cell is one expert: its row is the layer, its column the expert index, and its "
@@ -57,6 +61,11 @@ CAPTIONS = {
     "more than a factor of ten.",
     "sinks": "Left: attention to the first token per layer, one line per condition. Right: the sink "
     "decay rate D_sink per layer for each pruned condition; values near 1 mean the sink is gone there.",
+    "causal": "One column per candidate, one row per layer. Each cell is how much of the activation in the "
+    "channel the candidate writes disappears after that layer when the candidate alone is switched off "
+    "(100% = all of it; grey = layers before the candidate, which it cannot affect). Boxed cells are its "
+    "causal layers. A multiplicative chain stays near 100% in every later layer; in an additive chain a "
+    "Super Expert's column fades to its share of the final massive activation while staying boxed.",
 }
 
 SENSITIVITY = (
@@ -76,4 +85,16 @@ SINKS = (
     "massive activation made by the Super Experts is what creates it. 'sink rate' is the share of heads "
     "whose mean attention to the first token exceeds {epsilon}; D_sink (paper Eq. 7) is how much of that "
     "attention disappears when the experts are pruned (1 = all of it)."
+)
+
+CAUSAL = (
+    "Each candidate was switched off alone and the hidden state measured after every layer, on the "
+    "same few calibration windows. The verdict is taken in the channel the candidate writes and at its own "
+    "layer, so a larger activation elsewhere (a late, independent outlier) cannot hide it."
+)
+
+CAUSAL_LEGACY = (
+    "This prune_eval.json predates the per-layer check: its verdict compares the model-wide max |h| over "
+    "the candidate's layer and all later ones, which a larger activation elsewhere (e.g. a late outlier) "
+    "can mask. Re-run `superexperts prune-eval --causal` for per-layer evidence."
 )

@@ -12,6 +12,7 @@ underneath: the rises disappear step by step and the sink collapses with them.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
@@ -60,8 +61,9 @@ def plot_chain(result: SinkResult, names: Sequence[str] | None = None) -> Figure
     return fig
 
 
-def plot_d_sink(result: SinkResult) -> Figure:
-    """D_sink per layer for every ablated condition (paper Eq. 7; 1 = sink gone, 0 = unchanged)."""
+def plot_d_sink(result: SinkResult, note: str | None = None) -> Figure:
+    """D_sink per layer for every ablated condition (paper Eq. 7; 1 = sink gone, 0 = unchanged).
+    `note`: why the values are not meaningful on this input, written across the plot."""
     fig = Figure(figsize=(7.5, 3.5))
     ax = fig.subplots()
     fig.subplots_adjust(left=0.11, right=0.97, top=0.9, bottom=0.15)
@@ -73,4 +75,8 @@ def plot_d_sink(result: SinkResult) -> Figure:
     ax.set_ylabel("D_sink")
     ax.set_title("attention sink decay rate vs the original model")
     ax.legend(fontsize=7)
+    if note:
+        ax.set_title("attention sink decay rate: NOT MEANINGFUL on this input", color="#8a4b00")
+        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(note, 70)), transform=ax.transAxes, ha="center",
+                va="center", fontsize=9, bbox={"facecolor": "#fff3cd", "edgecolor": "#b8860b"})  # fmt: skip
     return fig

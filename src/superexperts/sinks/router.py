@@ -1,13 +1,16 @@
-"""Router view: each Super Expert's routing score at the sink token vs at the other tokens.
+"""Router view: each Super Expert's routing score where it fires, at the sink token, and elsewhere.
 
 The paper (Appendix F) finds that the router sends the first token to each SE with an
-exceptionally large score, and other tokens hardly at all. The score is the router's own
-probability over all experts: softmax of the logits for softmax routers (Qwen, Mixtral, OLMoE,
-DeepSeek-V2, GPT-OSS), sigmoid for sigmoid routers (DeepSeek-V3, GLM4-MoE with
+exceptionally large score, and other tokens hardly at all. But an SE does not always fire at the
+first token (some write their outlier at a delimiter), so the score is also read where the SE
+fires on this input: the token where its down_proj output is largest (measured in the same
+forward by the profiler's capture, before the routing weight, as a[l,e] is). The score is the
+router's own probability over all experts: softmax of the logits for softmax routers (Qwen,
+Mixtral, OLMoE, DeepSeek-V2, GPT-OSS), sigmoid for sigmoid routers (DeepSeek-V3, GLM4-MoE with
 `e_score_correction_bias`, Llama4).
 
     >>> table = router_view(model, input_ids, [(1, 68), (2, 92)])
-    >>> table[["layer", "expert", "sink_score", "other_mean", "other_max"]]
+    >>> table[["layer", "expert", "fire_position", "fire_score", "sink_score", "other_mean", "other_max"]]
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..capture import capture
 from ..experts import Expert
 from ..models.adapters import map_model
+from ..profile import expert_table
 
-COLUMNS = ["layer", "expert", "scoring", "sink_score", "other_mean", "other_max", "sink_selected", "other_selected"]
+COLUMNS = ["layer", "expert", "scoring", "sink_score", "other_mean", "other_max", "sink_selected",
+           "other_selected", "fire_sample", "fire_position", "fire_token_id", "fire_token", "fire_output",
+           "fire_score", "fire_selected"]  # fmt: skip
 
 
 def _logits_and_indices(router: nn.Module, output) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -40,8 +47,13 @@ def _scoring(router: nn.Module, output) -> str:
 
 
 def router_view(model: nn.Module, input_ids: torch.Tensor, experts: Sequence[Expert],
-                sink_position: int = 0) -> pd.DataFrame:
-    """One row per routed expert in `experts` (shared experts have no router and are skipped)."""
+                sink_position: int = 0, tokenizer=None) -> pd.DataFrame:
+    """One row per routed expert in `experts` (shared experts have no router and are skipped).
+
+    `sink_*`: at `sink_position` of every sample; `other_*`: every other token; `fire_*`: at the
+    (sample, position) where the expert's output is largest on `input_ids` (NaN / -1 when no token
+    was routed to it). `*_selected`: share of those tokens whose top-k holds the expert (NaN for
+    routers that return no top-k indices, e.g. Llama4)."""
     mm = map_model(model)
     routed = [(layer, e) for layer, e in experts if e != "shared"]
     seen: dict[int, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
@@ -60,12 +72,31 @@ def router_view(model: nn.Module, input_ids: torch.Tensor, experts: Sequence[Exp
             router = mm.block(layer).router
             if router is not None:
                 stack.callback(router.register_forward_hook(hook(layer)).remove)
+        cap = stack.enter_context(capture(mm))
+        cap.seq_len = input_ids.shape[1]
         with torch.no_grad():
             model(input_ids=input_ids.to(next(model.parameters()).device), use_cache=False)
-    return _table(routed, seen, input_ids.shape, sink_position)
+    fires = expert_table(cap, input_ids.cpu(), tokenizer)
+    return _table(routed, seen, input_ids.shape, sink_position, fires[fires["kind"] == "routed"])
 
 
-def _table(routed: list[Expert], seen: dict, shape: torch.Size, sink_position: int) -> pd.DataFrame:
+def _fire(fires: pd.DataFrame, layer: int, e: int, t: int, scores: torch.Tensor,
+          chosen: torch.Tensor) -> dict:  # fmt: skip
+    """The fire_* columns of one expert: where its output is largest, and the router there."""
+    match = fires[(fires["layer"] == layer) & (fires["expert"] == e)]
+    if match.empty or int(match.iloc[0]["position"]) < 0:  # never routed on this input
+        nan = float("nan")
+        return {"fire_sample": -1, "fire_position": -1, "fire_token_id": -1, "fire_token": "",
+                "fire_output": nan, "fire_score": nan, "fire_selected": nan}  # fmt: skip
+    r = match.iloc[0]
+    flat = int(r["sample"]) * t + int(r["position"])  # row of the flattened (batch * T) router input
+    return {"fire_sample": int(r["sample"]), "fire_position": int(r["position"]),
+            "fire_token_id": int(r["token_id"]), "fire_token": str(r["token_text"]),
+            "fire_output": float(r["max_abs_output"]), "fire_score": float(scores[flat]), "fire_selected": float(chosen[flat])}  # fmt: skip
+
+
+def _table(routed: list[Expert], seen: dict, shape: torch.Size, sink_position: int,
+           fires: pd.DataFrame) -> pd.DataFrame:
     batch, t = shape
     is_sink = torch.zeros(batch, t, dtype=torch.bool)
     is_sink[:, sink_position] = True
@@ -81,6 +112,6 @@ def _table(routed: list[Expert], seen: dict, shape: torch.Size, sink_position: i
             "layer": layer, "expert": e, "scoring": how,
             "sink_score": float(s[is_sink].mean()), "other_mean": float(s[~is_sink].mean()),
             "other_max": float(s[~is_sink].max()), "sink_selected": float(chosen[is_sink].mean()),
-            "other_selected": float(chosen[~is_sink].mean()),
+            "other_selected": float(chosen[~is_sink].mean()), **_fire(fires, layer, e, t, s, chosen),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import io as _io
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 from ..experts import Expert
 from ..runfolder import json_bytes
 from . import metrics
+from .caveats import caveat_text, d_sink_caveat, meaningless, router_caveats
 from .chain import layerwise_conditions, plot_chain, plot_d_sink
 from .maps import attention_maps, plot_maps
 from .measure import SinkResult, measure_sinks, result_json
@@ -35,37 +35,37 @@ class SinkStudy:
     router: pd.DataFrame
     figures: dict[str, Figure]
     warnings: list[str] = field(default_factory=list)
+    caveats: list[dict[str, str]] = field(default_factory=list)  # {"metric", "reason", "try"}, see caveats.py
 
 
 def sink_warnings(result: SinkResult) -> list[str]:
-    """Plain-language caveats: no first-token sink in the original model, or no sink left to decay."""
-    original = result["original"]
-    rate = original.sink_rate(result.epsilon)
-    if math.isnan(rate) or rate == 0.0:
-        return [(f"the original model has no first-token sink on this input: no head puts more than "
-                f"{result.epsilon} of its attention on token 0 (sink rate {rate}); D_sink is not meaningful. "
-                "Try longer inputs (sinks form over hundreds of tokens) or check the model.")]
-    return []
+    """Plain-language caveats: no first-token sink in the original model, so D_sink means nothing."""
+    caveat = d_sink_caveat(result["original"].sink_rate(result.epsilon), result.epsilon)
+    return [caveat_text(caveat)] if caveat else []
 
 
 def sinks_study(model: nn.Module, input_ids: torch.Tensor, *, super_experts: Sequence[Expert],
                 controls: Mapping[str, list[Expert]], map_layers: Sequence[int], map_heads: Sequence[int],
                 tokens: Sequence[str] | None = None, sink_keys: Sequence[int] = (0,), top_k: int | None = None,
-                mode: str = "zero", epsilon: float = metrics.EPSILON) -> SinkStudy:
-    """Run every condition: the original, the SEs layer by layer then all, and each control."""
+                mode: str = "zero", epsilon: float = metrics.EPSILON, tokenizer=None) -> SinkStudy:
+    """Run every condition: the original, the SEs layer by layer then all, and each control.
+    `tokenizer` (optional) names the token where each SE fires in the router view."""
     conditions = layerwise_conditions(list(super_experts)) | dict(controls)
     result = measure_sinks(model, input_ids, conditions, sink_keys=sink_keys, top_k=top_k, mode=mode,
                            epsilon=epsilon)
     map_ids = input_ids[:1, :MAP_TOKENS]
     maps = attention_maps(model, map_ids, map_layers, {"super": list(super_experts)}, mode=mode)
     chain_names = ["original", *layerwise_conditions(list(super_experts))]
+    router = router_view(model, input_ids, list(super_experts), tokenizer=tokenizer)
+    d_sink_note = d_sink_caveat(result["original"].sink_rate(result.epsilon), result.epsilon)
+    caveats = ([d_sink_note] if d_sink_note else []) + router_caveats(router)
     figures = {
         "sinks_chain": plot_chain(result, chain_names),
-        "sinks_d_sink": plot_d_sink(result),
+        "sinks_d_sink": plot_d_sink(result, note=d_sink_note["reason"] if d_sink_note else None),
         "sinks_maps": plot_maps(maps, map_layers, map_heads, None if tokens is None else tokens[:MAP_TOKENS]),
     }
-    router = router_view(model, input_ids, list(super_experts))
-    return SinkStudy(result=result, router=router, figures=figures, warnings=sink_warnings(result))
+    warnings = [caveat_text(c) for c in caveats]
+    return SinkStudy(result=result, router=router, figures=figures, warnings=warnings, caveats=caveats)
 
 
 def _figure_writer(fig: Figure, fmt: str) -> Callable:
@@ -77,7 +77,13 @@ def study_files(study: SinkStudy, meta: dict[str, Any]) -> dict[str, Any]:
     csv = _io.StringIO()
     study.router.to_csv(csv, index=False)
     body = result_json(study.result) | {"router": study.router.to_dict(orient="records"),
-                                        "warnings": study.warnings} | meta
+                                        "warnings": study.warnings, "caveats": study.caveats} | meta
+    d_sink_note = meaningless(study.caveats, "d_sink")
+    for condition in body["conditions"]:  # the flag sits next to the numbers it qualifies
+        if "d_sink" in condition:
+            condition["d_sink_meaningful"] = d_sink_note is None
+            if d_sink_note is not None:
+                condition["d_sink_note"] = d_sink_note["reason"]
     files: dict[str, Any] = {"sinks.json": json_bytes(body), "sinks_router.csv": csv.getvalue().encode()}
     for name, fig in study.figures.items():
         for fmt in ("png", "svg"):
@@ -88,17 +94,22 @@ def study_files(study: SinkStudy, meta: dict[str, Any]) -> dict[str, Any]:
 def summary_lines(study: SinkStudy) -> list[str]:
     """A few lines for the terminal: sink mass, sink rate and mean D_sink per condition."""
     lines = []
+    meaningful = meaningless(study.caveats, "d_sink") is None
     for c in study.result.conditions:
         mass = ", ".join(f"{v:.2f}" for v in c.sink_mass)
         line = f"{c.name:>18}: sink rate {c.sink_rate(study.result.epsilon):.2f}; sink mass per layer [{mass}]"
         if c.d_sink is not None:
-            line += f"; mean D_sink {metrics.mean_or_nan(c.d_sink):.2f}"
+            line += f"; mean D_sink {metrics.mean_or_nan(c.d_sink):.2f}" if meaningful else \
+                "; mean D_sink n/a (not meaningful: see WARNING)"  # fmt: skip
         lines.append(line)
     original = study.result["original"]
     for name, per_layer in original.norms.items():  # the paper's mechanism: the sink token's q/k/v are small
         ratios = ", ".join(f"{sink / other:.2f}" if other else "nan" for sink, other in per_layer)
         lines.append(f"original |{name}| at sink / mean of other tokens, per layer: [{ratios}]")
     for r in study.router.itertuples():
-        lines.append(f"router L{r.layer}/E{r.expert} ({r.scoring}): score at sink {r.sink_score:.3g}, "
-                     f"other tokens mean {r.other_mean:.3g}, max {r.other_max:.3g}")
+        fires = "fires nowhere here; " if r.fire_position < 0 else (
+            f"fires at sample {r.fire_sample} position {r.fire_position} {r.fire_token!r} (output "
+            f"{r.fire_output:.3g}): score {r.fire_score:.3g}; ")  # fmt: skip
+        lines.append(f"router L{r.layer}/E{r.expert} ({r.scoring}): {fires}score at first token "
+                     f"{r.sink_score:.3g}, other tokens mean {r.other_mean:.3g}, max {r.other_max:.3g}")
     return lines + [f"WARNING: {w}" for w in study.warnings]
