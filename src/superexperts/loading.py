@@ -169,8 +169,15 @@ def load_model(
         )
     torch_dtype = resolve_dtype(dtype, dev, config)
     check_fits(path, dev)
+    from .quantized import check_in_memory, dequantizing_config
+
+    # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture)
+    quantization = dequantizing_config(config)
+    if quantization is not None:
+        check_in_memory(path, config)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch_dtype, trust_remote_code=trust_remote_code, device_map={"": dev}
+        path, dtype=torch_dtype, trust_remote_code=trust_remote_code, device_map={"": dev},
+        quantization_config=quantization,
     ).eval()
     tokenizer = load_tokenizer(path, trust_remote_code, model.get_input_embeddings().weight.shape[0])
     return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic)

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 from transformers.modeling_utils import LoadStateDictConfig
 from transformers.utils import logging as hf_logging
 
 from ..errors import UserError
+from ..quantized import FP8_HEADER_DTYPES, check_scales, conversion_mapping, is_packed, is_scale
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -158,13 +158,17 @@ class Checkpoint:
     outer_keys: list[str] = field(default_factory=list)  # embeddings, final norm (not lm_head)
     target_of: dict[str, str] = field(default_factory=dict)  # checkpoint key -> model parameter
     head_keys: list[str] = field(default_factory=list)  # lm_head (absent when tied to the embeddings)
+    hf_quantizer: Any = None  # FP8/MXFP4: transformers' quantizer whose ops dequantize while loading
 
     @classmethod
     def open(cls, folder: str | os.PathLike, skeleton: nn.Module, *, layers_prefix: str) -> Checkpoint:
         folder = Path(folder)
         tensors = read_tensor_index(folder)
-        ckpt = cls(folder, tensors, get_model_conversion_mapping(skeleton))
+        quantizer = getattr(skeleton, "hf_quantizer", None)
+        ckpt = cls(folder, tensors, conversion_mapping(skeleton), hf_quantizer=quantizer)
         ckpt._group_keys(skeleton, layers_prefix)
+        if quantizer is not None:
+            check_scales(folder, tensors, ckpt.target_of)
         return ckpt
 
     def _group_keys(self, skeleton: nn.Module, layers_prefix: str) -> None:
@@ -192,11 +196,13 @@ class Checkpoint:
         self.layer_keys = dict(grouped)
 
     def check_dtypes(self, keys: list[str]) -> None:
-        bad = [k for k in keys if self.tensors[k].dtype not in FLOAT_DTYPES]
+        if self.hf_quantizer is not None:  # quantized values and scales go through its dequantizing ops
+            keys = [k for k in keys if not (is_packed(k, self.tensors[k].dtype) or is_scale(k))]
+        bad = [k for k in keys if self.tensors[k].dtype not in FLOAT_DTYPES or self.tensors[k].dtype in FP8_HEADER_DTYPES]
         if bad:
             info = self.tensors[bad[0]]
-            raise UserError(f"{info.file.name}: {bad[0]!r} is {info.dtype}, not a float type; "
-                            "quantized checkpoints are not supported for streaming.")  # fmt: skip
+            raise UserError(f"{info.file.name}: {bad[0]!r} is {info.dtype}, not a float type, and config.json names "
+                            "no fp8/mxfp4 quantization_config that would dequantize it; the config does not match.")  # fmt: skip
 
     def load(self, model: nn.Module, keys: list[str], *, device: torch.device | str, dtype: torch.dtype) -> None:
         """Read `keys` from the shards and set them (converted) on `model`, on `device`.
@@ -232,7 +238,8 @@ class Checkpoint:
         # Imported here: transformers' loader lives in a large module we only need while loading.
         from transformers.core_model_loading import convert_and_load_state_dict_in_model
 
-        config = LoadStateDictConfig(device_map={"": device}, dtype=dtype, weight_mapping=mapping)
+        config = LoadStateDictConfig(device_map={"": device}, dtype=dtype, weight_mapping=mapping,
+                                     hf_quantizer=self.hf_quantizer)  # fmt: skip
         info, _ = convert_and_load_state_dict_in_model(model, state, config)
         if info.mismatched_keys:
             name, found, expected = min(info.mismatched_keys)

@@ -1,0 +1,161 @@
+"""Checkpoints as published: block-wise FP8 and MXFP4, dequantized on load by transformers' own ops.
+
+DeepSeek-V3/R1 and Qwen3-*-FP8 store linear weights as float8_e4m3fn with a float32
+`weight_scale_inv` per 128x128 block; gpt-oss stores its experts as MXFP4 (`*_blocks` +
+`*_scales`). transformers reads both with `FineGrainedFP8Config(dequantize=True)` /
+`Mxfp4Config(dequantize=True)`: its quantizer adds conversion ops (`Fp8Dequantize`,
+`Mxfp4Dequantize`) in front of the per-family key rules. The layer-streaming loader and `export`
+build the same quantizer for the meta skeleton, so a streamed layer holds exactly the tensors
+`from_pretrained` would give it.
+
+One deviation, for weights whose size is not a multiple of the block (DeepSeek-V3/R1's
+`kv_a_proj_with_mqa` [576, 7168] with scales [5, 56], in every layer): transformers 5.x derives the
+block from the grid (576 // 5) and fails, or silently uses a wrong block when the grid happens to
+divide (192 rows, 2 scale rows -> 96). `BlockFp8Dequantize` reads such edge blocks as DeepSeek
+writes them (fixed 128x128 blocks, the last one partial) and defers to transformers otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.integrations.finegrained_fp8 import Fp8Dequantize
+from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, AutoHfQuantizer
+from transformers.quantizers.quantizer_finegrained_fp8 import FineGrainedFP8HfQuantizer
+from transformers.utils.quantization_config import FineGrainedFP8Config, Mxfp4Config
+
+from .errors import UserError
+
+CONFIGS = {"fp8": FineGrainedFP8Config, "mxfp4": Mxfp4Config}  # quant_method -> dequantizing config class
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+FP8_HEADER_DTYPES = ("F8_E4M3", "F8_E5M2")
+
+
+def quant_method(config) -> str | None:
+    """The checkpoint's `quantization_config.quant_method` (None when it is not quantized)."""
+    quant = getattr(config, "quantization_config", None)
+    if quant is None:
+        return None
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    return str(getattr(method, "value", method))
+
+
+def dequantizing_config(config):
+    """`FineGrainedFP8Config(dequantize=True)` / `Mxfp4Config(dequantize=True)` for a checkpoint in
+    one of those formats, None otherwise (unquantized, or a method this module does not read).
+
+    >>> AutoModelForCausalLM.from_pretrained(path, quantization_config=dequantizing_config(config))
+    """
+    method = quant_method(config)
+    return CONFIGS[method](dequantize=True) if method in CONFIGS else None
+
+
+def has_edge_blocks(shape: tuple[int, ...] | list[int], block: list[int] | None) -> bool:
+    """A partial block where transformers misreads it: a dimension larger than one block and not a
+    multiple of it (it derives the block as size // grid; right for whole blocks or a single one)."""
+    return block is not None and len(shape) >= 2 and any(n % b and n > b for n, b in zip(shape[-2:], block))
+
+
+class BlockFp8Dequantize(Fp8Dequantize):
+    """transformers' `Fp8Dequantize`, with partial edge blocks of the configured block size."""
+
+    def _dequantize_one(self, quantized: torch.Tensor, scales: torch.Tensor,
+                        output_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
+        block = self.hf_quantizer.quantization_config.weight_block_size
+        rows, cols = quantized.shape[-2:]
+        edge = has_edge_blocks(quantized.shape, block)
+        grid = (math.ceil(rows / block[0]), math.ceil(cols / block[1])) if edge else None
+        if not edge or quantized.dtype not in FP8_DTYPES or not scales.dtype.is_floating_point \
+                or tuple(scales.shape[-2:]) != grid:  # fmt: skip
+            return super()._dequantize_one(quantized, scales, output_dtype=output_dtype)
+        # The scales expanded to the weight's shape: a weight-sized float32 copy, only for these few tensors.
+        s = scales.float().repeat_interleave(block[0], -2)[..., :rows, :].repeat_interleave(block[1], -1)[..., :cols]
+        return (quantized.float() * s).to(output_dtype or torch.float32)  # same float32 product as transformers
+
+
+class DequantizingFP8Quantizer(FineGrainedFP8HfQuantizer):
+    """transformers' FP8 quantizer in dequantize mode, loading through `BlockFp8Dequantize`."""
+
+    def get_load_operations(self) -> dict:
+        return {"dequantize": BlockFp8Dequantize}
+
+    def __deepcopy__(self, memo: dict) -> DequantizingFP8Quantizer:
+        # Read-only settings; transformers deep-copies a converter (and this) for every checkpoint tensor.
+        return self
+
+
+def prepare(model: nn.Module, dtype: torch.dtype):
+    """Ready the meta skeleton of a quantized checkpoint for a dequantizing load, as `from_pretrained`
+    does before it reads weights; returns the quantizer (None when the checkpoint is not quantized)."""
+    wanted = dequantizing_config(model.config)
+    if wanted is None:
+        return None
+    method = quant_method(model.config)
+    merged = AutoHfQuantizer.merge_quantization_configs(model.config.quantization_config, wanted)
+    cls = DequantizingFP8Quantizer if method == "fp8" else AUTO_QUANTIZER_MAPPING[method]
+    quantizer = cls(merged, pre_quantized=True)
+    quantizer.validate_environment(device_map=None, weights_only=True)
+    quantizer.preprocess_model(model=model, dtype=dtype, device_map=None, checkpoint_files=None, use_kernels=False)
+    return quantizer
+
+
+def conversion_mapping(model: nn.Module) -> list:
+    """transformers' key/layout rules for `model`, with its quantizer's dequantizing ops if it has one."""
+    return get_model_conversion_mapping(model, hf_quantizer=getattr(model, "hf_quantizer", None))
+
+
+def is_scale(key: str) -> bool:
+    """A per-block scale of a quantized weight (FP8 `weight_scale_inv`, MXFP4 `*_scales`)."""
+    return key.endswith(("_scale_inv", "_scales", ".scale", "qscale_weight"))
+
+
+def is_packed(key: str, dtype: str) -> bool:
+    """Quantized values: FP8 bytes or MXFP4 `*_blocks` (two e2m1 codes per byte)."""
+    return dtype in FP8_HEADER_DTYPES or key.endswith("_blocks")
+
+
+def values_per_element(key: str) -> int:
+    """Weight values stored per element of a checkpoint tensor (MXFP4 blocks pack two per byte)."""
+    return 2 if key.endswith("_blocks") else 1
+
+
+def _scale_name(key: str) -> str:
+    return key.removesuffix("_blocks") + "_scales" if key.endswith("_blocks") else key + "_scale_inv"
+
+
+def check_scales(folder: Path, tensors: dict[str, Any], target_of: dict[str, str]) -> None:
+    """Every quantized tensor comes with its scales, loaded into the same parameter; else a one-line
+    UserError before any weight is read (transformers would load the raw codes as numbers)."""
+    values: dict[str, list[str]] = defaultdict(list)
+    scales: dict[str, int] = defaultdict(int)
+    for key, target in target_of.items():
+        if is_packed(key, tensors[key].dtype):
+            values[target].append(key)
+        elif is_scale(key):
+            scales[target] += 1
+    for target, keys in values.items():
+        if scales[target] < len(keys):
+            key = next((k for k in keys if _scale_name(k) not in target_of), keys[0])
+            raise UserError(f"{folder}: {key!r} is quantized but its scale {_scale_name(key)!r} is missing; "
+                            "the checkpoint is incomplete or damaged, re-download it.")  # fmt: skip
+
+
+def check_in_memory(path: str, config) -> None:
+    """Refuse, before loading, an FP8 checkpoint transformers cannot dequantize in memory: weights
+    with partial edge blocks (e.g. DeepSeek-V3/R1). Layer streaming reads them correctly."""
+    from .stream.checkpoint import read_tensor_index  # the stream package imports this module
+
+    if quant_method(config) != "fp8" or not Path(path, "config.json").is_file():
+        return
+    quant = config.quantization_config
+    block = quant.get("weight_block_size") if isinstance(quant, dict) else getattr(quant, "weight_block_size", None)
+    for key, info in read_tensor_index(Path(path)).items():
+        if info.dtype in FP8_HEADER_DTYPES and has_edge_blocks(info.shape, block):
+            raise UserError(f"{path}: {key} {list(info.shape)} has partial FP8 blocks of {list(block)}, "
+                            "which transformers cannot dequantize in memory; use --stream (it reads edge blocks).")  # fmt: skip
