@@ -20,8 +20,12 @@ import shutil
 from pathlib import Path
 
 import torch
+import transformers as tf
 from safetensors import safe_open
 from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+
+from families import COMMON
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 BLOCK = 128
@@ -138,3 +142,57 @@ def write_mxfp4(model, folder: Path) -> Path:
     config = json.loads((folder / "config.json").read_text()) | {"quantization_config": MXFP4_CONFIG}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+# Tiny models with whole 128x128 blocks (Qwen3-MoE), partial edge blocks (DeepSeek-V3) and MXFP4-sized
+# experts (gpt-oss), each with one planted super weight.
+BIG = {"hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2}  # whole 128x128 blocks
+
+
+def qwen3_fp8_model():
+    config = tf.Qwen3MoeConfig(**(COMMON | BIG), head_dim=64, intermediate_size=256, moe_intermediate_size=128,
+                               num_hidden_layers=4, num_experts=8, num_experts_per_tok=2, mlp_only_layers=[3])  # fmt: skip
+    return _seeded(tf.Qwen3MoeForCausalLM, config, planted=(1, 5))
+
+
+def deepseek_partial_model():
+    """hidden 192 = 1.5 blocks, kv_a_proj_with_mqa 128 + 64 = 192 rows: partial edge blocks as in DeepSeek-V3/R1."""
+    config = tf.DeepseekV3Config(**(COMMON | {"hidden_size": 192, "num_attention_heads": 2}),
+                                 intermediate_size=256, moe_intermediate_size=128, num_hidden_layers=3,
+                                 n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
+                                 first_k_dense_replace=1, kv_lora_rank=128, q_lora_rank=128, qk_rope_head_dim=64,
+                                 qk_nope_head_dim=64, v_head_dim=64, n_group=2, topk_group=1)  # fmt: skip
+    return _seeded(tf.DeepseekV3ForCausalLM, config, planted=(1, 4))
+
+
+def gpt_oss_model():
+    """Expert dims multiples of 32 (one MXFP4 scale per 32 input values)."""
+    config = tf.GptOssConfig(**(COMMON | {"hidden_size": 64}), head_dim=16, intermediate_size=64,
+                             num_hidden_layers=4, num_local_experts=8, num_experts_per_tok=2, sliding_window=8,
+                             layer_types=["sliding_attention", "full_attention"] * 2)  # fmt: skip
+    return _seeded(tf.GptOssForCausalLM, config, planted=(1, 3))
+
+
+def _seeded(cls, config, planted):
+    """A random model with a super weight planted in the `planted` expert's down projection (like
+    the demo's: the weights writing hidden channel 7 are 50x larger). One per model: with 24
+    candidate experts, P99.5 lies between the two largest, so only the largest can pass it."""
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "experts" in name or "router" in name or name.endswith("gate.weight"):
+                p.normal_(0, 0.3)
+            if "e_score_correction_bias" in name:
+                p.zero_()
+        layer, expert = planted
+        down = model.model.layers[layer].mlp.experts.down_proj  # [E, H, I]; gpt-oss [E, I, H]
+        if config.model_type == "gpt_oss":
+            down[expert, :, 7] *= 50
+        else:
+            down[expert, 7] *= 50
+    return model
+
+
+def in_memory(folder, quantization):
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, quantization_config=quantization).eval()

@@ -8,10 +8,9 @@ import shutil
 import pandas as pd
 import pytest
 import torch
-import transformers as tf
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, FineGrainedFP8Config, Mxfp4Config
+from transformers import FineGrainedFP8Config, Mxfp4Config
 
 import families
 import quantized as qz
@@ -26,74 +25,6 @@ from superexperts.stream.checkpoint import Checkpoint
 from superexperts.stream.skeleton import build_skeleton, layers_path
 
 IDS = families.random_ids(samples=4, seq_len=16)
-BIG = {"hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2}  # whole 128x128 blocks
-
-
-def qwen3_fp8_model():
-    config = tf.Qwen3MoeConfig(**(families.COMMON | BIG), head_dim=64, intermediate_size=256, moe_intermediate_size=128,
-                               num_hidden_layers=4, num_experts=8, num_experts_per_tok=2, mlp_only_layers=[3])  # fmt: skip
-    return _seeded(tf.Qwen3MoeForCausalLM, config, planted=(1, 5))
-
-
-def deepseek_partial_model():
-    """hidden 192 = 1.5 blocks, kv_a_proj_with_mqa 128 + 64 = 192 rows: partial edge blocks as in DeepSeek-V3/R1."""
-    config = tf.DeepseekV3Config(**(families.COMMON | {"hidden_size": 192, "num_attention_heads": 2}),
-                                 intermediate_size=256, moe_intermediate_size=128, num_hidden_layers=3,
-                                 n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2,
-                                 first_k_dense_replace=1, kv_lora_rank=128, q_lora_rank=128, qk_rope_head_dim=64,
-                                 qk_nope_head_dim=64, v_head_dim=64, n_group=2, topk_group=1)  # fmt: skip
-    return _seeded(tf.DeepseekV3ForCausalLM, config, planted=(1, 4))
-
-
-def gpt_oss_model():
-    """Expert dims multiples of 32 (one MXFP4 scale per 32 input values)."""
-    config = tf.GptOssConfig(**(families.COMMON | {"hidden_size": 64}), head_dim=16, intermediate_size=64,
-                             num_hidden_layers=4, num_local_experts=8, num_experts_per_tok=2, sliding_window=8,
-                             layer_types=["sliding_attention", "full_attention"] * 2)  # fmt: skip
-    return _seeded(tf.GptOssForCausalLM, config, planted=(1, 3))
-
-
-def _seeded(cls, config, planted):
-    """A random model with a super weight planted in the `planted` expert's down projection (like
-    the demo's: the weights writing hidden channel 7 are 50x larger). One per model: with 24
-    candidate experts, P99.5 lies between the two largest, so only the largest can pass it."""
-    torch.manual_seed(0)
-    model = cls(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "experts" in name or "router" in name or name.endswith("gate.weight"):
-                p.normal_(0, 0.3)
-            if "e_score_correction_bias" in name:
-                p.zero_()
-        layer, expert = planted
-        down = model.model.layers[layer].mlp.experts.down_proj  # [E, H, I]; gpt-oss [E, I, H]
-        if config.model_type == "gpt_oss":
-            down[expert, :, 7] *= 50
-        else:
-            down[expert, 7] *= 50
-    return model
-
-
-@pytest.fixture(scope="module")
-def qwen3_fp8(tmp_path_factory):
-    model = qwen3_fp8_model()
-    folder = tmp_path_factory.mktemp("qwen3-fp8") / "ckpt"
-    model.save_pretrained(folder, max_shard_size="1MB")  # several shards with an index
-    return qz.fp8_copy(folder, folder)
-
-
-@pytest.fixture(scope="module")
-def deepseek_fp8(tmp_path_factory):
-    return qz.write_fp8(deepseek_partial_model(), tmp_path_factory.mktemp("deepseek-fp8") / "ckpt")
-
-
-@pytest.fixture(scope="module")
-def gpt_oss_mxfp4(tmp_path_factory):
-    return qz.write_mxfp4(gpt_oss_model(), tmp_path_factory.mktemp("gpt-oss-mxfp4") / "ckpt")
-
-
-def in_memory(folder, quantization):
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, quantization_config=quantization).eval()
 
 
 def dequantized_copy(folder, out):
@@ -129,7 +60,7 @@ def assert_same_table(a, b, planted):
 
 def test_fp8_streams_to_the_in_memory_profile(qwen3_fp8):
     assert len(list(qwen3_fp8.glob("*.safetensors"))) > 1
-    reference = in_memory(qwen3_fp8, FineGrainedFP8Config(dequantize=True))
+    reference = qz.in_memory(qwen3_fp8, FineGrainedFP8Config(dequantize=True))
     assert_same_table(profile(reference, IDS, batch_size=2), stream_profile(qwen3_fp8, IDS, batch_size=2),
                       planted=(1, 5))  # fmt: skip
 
@@ -137,7 +68,7 @@ def test_fp8_streams_to_the_in_memory_profile(qwen3_fp8):
 def test_fp8_partial_blocks_read_as_deepseek_writes_them(deepseek_fp8, tmp_path):
     with safe_open(deepseek_fp8 / "model.safetensors", framework="pt") as f:
         assert f.get_slice("model.layers.1.self_attn.kv_a_proj_with_mqa.weight_scale_inv").get_shape() == [2, 2]
-    reference = in_memory(dequantized_copy(deepseek_fp8, tmp_path / "plain"), None)
+    reference = qz.in_memory(dequantized_copy(deepseek_fp8, tmp_path / "plain"), None)
     streamed = stream_profile(deepseek_fp8, IDS, batch_size=2)
     assert_same_table(profile(reference, IDS, batch_size=2), streamed, planted=(1, 4))
     # the loaded weights themselves, edge blocks included
@@ -151,8 +82,8 @@ def test_fp8_partial_blocks_read_as_deepseek_writes_them(deepseek_fp8, tmp_path)
 
 
 def test_mxfp4_streams_to_the_in_memory_profile(gpt_oss_mxfp4, tmp_path):
-    reference = in_memory(gpt_oss_mxfp4, Mxfp4Config(dequantize=True))
-    independent = in_memory(dequantized_copy(gpt_oss_mxfp4, tmp_path / "plain"), None)
+    reference = qz.in_memory(gpt_oss_mxfp4, Mxfp4Config(dequantize=True))
+    independent = qz.in_memory(dequantized_copy(gpt_oss_mxfp4, tmp_path / "plain"), None)
     for name, p in independent.named_parameters():  # transformers' MXFP4 decoding equals the format's definition
         assert torch.equal(p, reference.get_parameter(name)), name
     assert_same_table(profile(reference, IDS, batch_size=2), stream_profile(gpt_oss_mxfp4, IDS, batch_size=2),
