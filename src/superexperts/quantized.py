@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import MergeModulelist
 from transformers.integrations.finegrained_fp8 import Fp8Dequantize
 from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, AutoHfQuantizer
 from transformers.quantizers.quantizer_finegrained_fp8 import FineGrainedFP8HfQuantizer
@@ -63,7 +64,40 @@ def has_edge_blocks(shape: tuple[int, ...] | list[int], block: list[int] | None)
 
 
 class BlockFp8Dequantize(Fp8Dequantize):
-    """transformers' `Fp8Dequantize`, with partial edge blocks of the configured block size."""
+    """transformers' `Fp8Dequantize`, with partial edge blocks of the configured block size, and
+    per-expert lists dequantized straight into their stacked tensor when a `MergeModulelist(dim=0)`
+    follows (`stack`; that op passes a stacked tensor through). transformers' list comprehension
+    interleaves ~2 float32 temporaries per expert with the kept results and fragments the heap:
+    peak RSS of streaming grew 2.7 MB per MB of decoder layer instead of bf16's 1.25."""
+
+    stack = False
+
+    def convert(self, input_dict: dict, full_layer_name: str | None = None, model: nn.Module | None = None,
+                **kwargs) -> dict:  # fmt: skip
+        if not self.stack or "weight" in input_dict:
+            return super().convert(input_dict, full_layer_name=full_layer_name, model=model, **kwargs)
+        from .stream.checkpoint import release_freed_memory  # that package imports this module
+
+        dtype = self._get_target_dtype(model, full_layer_name)
+        result: dict[str, Any] = {}
+        for key, weights in input_dict.items():
+            scales = input_dict.get(f"{key}_scale_inv")
+            if "activation_scale" in key or "weight_scale_inv" in key:
+                continue  # consumed below
+            if scales is None or not isinstance(weights, list) or len(weights) != len(scales):
+                result[key] = weights if scales is None else super().convert(
+                    {key: weights, f"{key}_scale_inv": scales}, full_layer_name=full_layer_name, model=model)[key]
+                continue
+            stacked = None
+            for i, (w, s) in enumerate(zip(weights, scales)):
+                one = self._dequantize_one(w, s, output_dtype=dtype)
+                if stacked is None:
+                    stacked = one.new_empty((len(weights), *one.shape))
+                stacked[i] = one
+                weights[i] = None  # the FP8 codes of this expert are no longer needed
+            result[key] = stacked
+            release_freed_memory()  # the freed codes, before the next op allocates its output
+        return result
 
     def _dequantize_one(self, quantized: torch.Tensor, scales: torch.Tensor,
                         output_dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
@@ -84,6 +118,15 @@ class DequantizingFP8Quantizer(FineGrainedFP8HfQuantizer):
 
     def get_load_operations(self) -> dict:
         return {"dequantize": BlockFp8Dequantize}
+
+    def update_weight_conversions(self, weight_conversions: list, model: nn.Module) -> list:
+        updated = super().update_weight_conversions(weight_conversions, model)
+        for converter in updated:
+            ops = getattr(converter, "operations", [])
+            if len(ops) > 1 and isinstance(ops[0], BlockFp8Dequantize) and isinstance(ops[1], MergeModulelist) \
+                    and ops[1].dim == 0:  # fmt: skip
+                ops[0].stack = True
+        return updated
 
     def __deepcopy__(self, memo: dict) -> DequantizingFP8Quantizer:
         # Read-only settings; transformers deep-copies a converter (and this) for every checkpoint tensor.
