@@ -196,14 +196,14 @@ def bench_throughput(samples: int = 64, seq_len: int = 256, batch_size: int = 8)
 def dequantized_layer_bytes(folder: Path, element_size: int = 2) -> int:
     """Bytes of the largest decoder layer once dequantized (scales dropped, every value in a
     2-byte dtype): what a streamed FP8 layer occupies in memory."""
-    from superexperts.quantized import is_scale
+    from superexperts.quantized import is_scale, values_per_element
     from superexperts.stream.checkpoint import read_tensor_index
 
     per_layer: dict[str, int] = {}
     for key, info in read_tensor_index(folder).items():
         if ".layers." in key and not is_scale(key):
             layer = key.split(".layers.")[1].split(".")[0]
-            per_layer[layer] = per_layer.get(layer, 0) + math.prod(info.shape) * element_size
+            per_layer[layer] = per_layer.get(layer, 0) + math.prod(info.shape) * values_per_element(key) * element_size
     return max(per_layer.values())
 
 
