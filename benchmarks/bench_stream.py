@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -195,15 +194,15 @@ def bench_throughput(samples: int = 64, seq_len: int = 256, batch_size: int = 8)
 
 def dequantized_layer_bytes(folder: Path, element_size: int = 2) -> int:
     """Bytes of the largest decoder layer once dequantized (scales dropped, every value in a
-    2-byte dtype): what a streamed FP8 layer occupies in memory."""
-    from superexperts.quantized import is_scale, values_per_element
+    2-byte dtype): what a streamed FP8/MXFP4 layer occupies in memory."""
+    from superexperts.quantized import dequantized_sizes
     from superexperts.stream.checkpoint import read_tensor_index
 
     per_layer: dict[str, int] = {}
-    for key, info in read_tensor_index(folder).items():
-        if ".layers." in key and not is_scale(key):
+    for key, size in dequantized_sizes(read_tensor_index(folder), element_size).items():
+        if ".layers." in key:
             layer = key.split(".layers.")[1].split(".")[0]
-            per_layer[layer] = per_layer.get(layer, 0) + math.prod(info.shape) * values_per_element(key) * element_size
+            per_layer[layer] = per_layer.get(layer, 0) + size
     return max(per_layer.values())
 
 

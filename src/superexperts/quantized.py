@@ -205,6 +205,21 @@ def values_per_element(key: str) -> int:
     return 2 if key.endswith("_blocks") else 1
 
 
+def dequantized_sizes(tensors: dict[str, Any], element_size: int) -> dict[str, int]:
+    """Bytes of each checkpoint tensor once loaded in a dtype of `element_size` bytes (scales dropped)."""
+    return {k: math.prod(info.shape) * values_per_element(k) * element_size
+            for k, info in tensors.items() if not is_scale(k)}  # fmt: skip
+
+
+def dequantized_bytes(path: str, dtype: torch.dtype) -> int | None:
+    """Memory of a local quantized checkpoint loaded in `dtype` (None for a hub id: not checked)."""
+    from .stream.checkpoint import read_tensor_index  # the stream package imports this module
+
+    if not Path(path, "config.json").is_file():
+        return None
+    return sum(dequantized_sizes(read_tensor_index(Path(path)), dtype.itemsize).values())
+
+
 def _scale_name(key: str) -> str:
     return key.removesuffix("_blocks") + "_scales" if key.endswith("_blocks") else key + "_scale_inv"
 

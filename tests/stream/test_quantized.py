@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -20,6 +21,7 @@ from superexperts.errors import UserError
 from superexperts.loading import load_model
 from superexperts.models.demo import DEMO_SUPER_EXPERTS, demo_checkpoint
 from superexperts.profile import profile
+from superexperts.quantized import dequantized_bytes
 from superexperts.stream import stream_profile
 from superexperts.stream.checkpoint import Checkpoint
 from superexperts.stream.skeleton import build_skeleton, layers_path
@@ -142,3 +144,17 @@ def test_fp8_weights_without_quantization_config_are_refused(qwen3_fp8, tmp_path
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="F8_E4M3, not a float type.*quantization_config"):
         stream_profile(folder, IDS)
+
+
+@pytest.mark.parametrize(("fixture", "quantization"), [("qwen3_fp8", FineGrainedFP8Config(dequantize=True)),
+                                                        ("gpt_oss_mxfp4", Mxfp4Config(dequantize=True))])  # fmt: skip
+def test_in_memory_size_is_the_dequantized_size(request, monkeypatch, fixture, quantization):
+    folder = request.getfixturevalue(fixture)
+    loaded = qz.in_memory(folder, quantization)
+    expected = sum(t.numel() * t.element_size() for t in loaded.state_dict().values())
+    assert dequantized_bytes(str(folder), torch.float32) == expected
+    files = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    free = (files + expected) // 2  # the files would fit, the dequantized model does not
+    monkeypatch.setattr("psutil.virtual_memory", lambda: SimpleNamespace(available=free))
+    with pytest.raises(UserError, match="--stream"):
+        load_model(str(folder), device="cpu")
