@@ -16,14 +16,17 @@ from transformers import FineGrainedFP8Config, Mxfp4Config
 import families
 import quantized as qz
 from superexperts import find_super_experts
+from superexperts.ablate import ablate
 from superexperts.cli import main
 from superexperts.errors import UserError
+from superexperts.evaluate.perplexity import perplexity
 from superexperts.loading import load_model
 from superexperts.models.demo import DEMO_SUPER_EXPERTS, demo_checkpoint
 from superexperts.profile import profile
 from superexperts.quantized import dequantized_bytes
 from superexperts.stream import stream_profile
 from superexperts.stream.checkpoint import Checkpoint
+from superexperts.stream.evaluate import stream_perplexity
 from superexperts.stream.skeleton import build_skeleton, layers_path
 
 IDS = families.random_ids(samples=4, seq_len=16)
@@ -158,3 +161,14 @@ def test_in_memory_size_is_the_dequantized_size(request, monkeypatch, fixture, q
     monkeypatch.setattr("psutil.virtual_memory", lambda: SimpleNamespace(available=free))
     with pytest.raises(UserError, match="--stream"):
         load_model(str(folder), device="cpu")
+
+
+def test_fp8_streamed_perplexity_with_pruned_experts(deepseek_fp8, tmp_path):
+    ids = families.random_ids(samples=1, seq_len=72, seed=5)[0]
+    reference = qz.in_memory(dequantized_copy(deepseek_fp8, tmp_path / "plain"), None)
+    experts = [(1, 4), (2, "shared")]
+    with ablate(reference, experts, mode="zero"):
+        expected = perplexity(reference, ids, seq_len=24, batch_size=2)
+    streamed = stream_perplexity(deepseek_fp8, ids, experts=experts, mode="zero", seq_len=24, batch_size=2)
+    assert streamed["windows"] == expected["windows"] == 3
+    assert streamed["nll_sum"] == expected["nll_sum"]  # the same weights, bit for bit
