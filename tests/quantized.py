@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
-from families import COMMON
+from families import COMMON, build_from
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 BLOCK = 128
@@ -174,14 +174,8 @@ def _seeded(cls, config, planted):
     """A random model with a super weight planted in the `planted` expert's down projection (like
     the demo's: the weights writing hidden channel 7 are 50x larger). One per model: with 24
     candidate experts, P99.5 lies between the two largest, so only the largest can pass it."""
-    torch.manual_seed(0)
-    model = cls(config).eval()
+    model = build_from(cls, config)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "experts" in name or "router" in name or name.endswith("gate.weight"):
-                p.normal_(0, 0.3)
-            if "e_score_correction_bias" in name:
-                p.zero_()
         layer, expert = planted
         down = model.model.layers[layer].mlp.experts.down_proj  # [E, H, I]; gpt-oss [E, I, H]
         if config.model_type == "gpt_oss":
