@@ -209,7 +209,7 @@ def dequantized_layer_bytes(folder: Path, element_size: int = 2) -> int:
 def fp8_checkpoint(dims: dict, name: str) -> Path:
     """The synthetic checkpoint of `dims` and its block-wise FP8 copy (the copy is returned)."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from quantized import fp8_copy
+    from quantized_checkpoints import fp8_copy
 
     target = WORKDIR / f"{name}-fp8"
     if not (target / "model.safetensors.index.json").is_file():

@@ -1,4 +1,4 @@
-"""Checkpoint folders of tiny family models: hub per-expert layout, fused layout, sharded; FP8 and MXFP4."""
+"""Checkpoint folders of tiny family models: hub per-expert layout, fused layout, sharded."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from safetensors.torch import save_file
 
 import families
-import quantized
 
 
 def save_hub(model, folder: Path, **kwargs) -> Path:
@@ -45,21 +44,3 @@ def checkpoints(tmp_path_factory):
         return cache[family, layout]
 
     return get
-
-
-@pytest.fixture(scope="session")
-def qwen3_fp8(tmp_path_factory):
-    model = quantized.qwen3_fp8_model()
-    folder = tmp_path_factory.mktemp("qwen3-fp8") / "ckpt"
-    model.save_pretrained(folder, max_shard_size="1MB")  # several shards with an index
-    return quantized.fp8_copy(folder, folder)
-
-
-@pytest.fixture(scope="session")
-def deepseek_fp8(tmp_path_factory):
-    return quantized.write_fp8(quantized.deepseek_partial_model(), tmp_path_factory.mktemp("deepseek-fp8") / "ckpt")
-
-
-@pytest.fixture(scope="session")
-def gpt_oss_mxfp4(tmp_path_factory):
-    return quantized.write_mxfp4(quantized.gpt_oss_model(), tmp_path_factory.mktemp("gpt-oss-mxfp4") / "ckpt")

@@ -103,6 +103,6 @@ def test_quantized_checkpoint_is_refused(checkpoints, tmp_path):
     _, folder = checkpoints("qwen3_moe", "hub")
     folder = shutil.copytree(folder, tmp_path / "ckpt")
     config = json.loads((folder / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128}  # fp8/mxfp4: test_quantized.py
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128}  # fp8/mxfp4 stream: tests/quantized/
     (folder / "config.json").write_text(json.dumps(config))
     _fails(folder, "quantized \\(gptq\\)")

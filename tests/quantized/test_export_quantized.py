@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from transformers import FineGrainedFP8Config, Mxfp4Config
 from transformers.integrations.mxfp4 import FP4_VALUES
 
-from quantized import in_memory
+from quantized_checkpoints import in_memory
 from superexperts.errors import UserError
 from superexperts.export import export_pruned
 from superexperts.stream.checkpoint import Checkpoint

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from transformers import FineGrainedFP8Config, Mxfp4Config
 
 import families
-import quantized as qz
+import quantized_checkpoints as qz
 from superexperts import find_super_experts
 from superexperts.ablate import ablate
 from superexperts.cli import main
