@@ -2,7 +2,9 @@
 
     python benchmarks/bench_stream.py memory      # (a) peak RSS, synthetic ~1.7 GB checkpoint
     python benchmarks/bench_stream.py throughput  # (b) streaming vs in-memory tokens/s
+    python benchmarks/bench_stream.py fp8         # (d) block-wise FP8 checkpoints: (b) and peak RSS per layer byte
     python benchmarks/bench_stream.py all
+    python benchmarks/bench_stream.py fp8 --quick # small settings: check that it runs
 
 The synthetic checkpoint is a random Qwen3-MoE written layer by layer in the hub per-expert
 layout (keys produced by transformers' own `revert_weight_conversion`), so it never exists in
@@ -71,6 +73,16 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _peak_rss() -> int:
+    """This process's peak RSS. VmHWM belongs to the process image: getrusage's ru_maxrss also keeps
+    the parent's RSS at spawn time across fork/exec (a 1 GB parent made an 8 MB child report 1.2 GB)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> None:
     """Runs in a fresh process: prints RSS before the first layer loads and the peak RSS."""
     from superexperts.stream import layerwise
@@ -86,7 +98,7 @@ def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> No
             before_layers.append(_rss())
         real_load(*args)
         if not load_peaks:  # peak while loading (converting) the first layer, before any compute
-            load_peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            load_peaks.append(_peak_rss())
 
     workspace: list[int] = []
     real_run = layerwise.run_layer
@@ -101,14 +113,14 @@ def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> No
     layerwise.load_layer, layerwise.run_layer = load_layer, run_layer
     start = time.perf_counter()
     prof = layerwise.stream_profile(folder, ids, batch_size=batch_size, dtype=torch.bfloat16)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     print(json.dumps({"baseline": before_layers[0], "peak": peak, "load_peak": load_peaks[0], "workspace": workspace[0], "seconds": time.perf_counter() - start,
                       "layers": prof.meta["num_layers"]}))  # fmt: skip
 
 
 def layer_bytes(folder: Path) -> tuple[int, int]:
     """(checkpoint bytes, largest decoder layer's bytes) from the shard headers."""
-    from superexperts.stream.checkpoint import read_tensor_index
+    from superexperts.checkpoint_files import read_tensor_index
 
     tensors = read_tensor_index(folder)
     per_layer: dict[str, int] = {}
@@ -180,17 +192,85 @@ def bench_throughput(samples: int = 64, seq_len: int = 256, batch_size: int = 8)
     return result
 
 
+def dequantized_layer_bytes(folder: Path, element_size: int = 2) -> int:
+    """Bytes of the largest decoder layer once dequantized (scales dropped, every value in a
+    2-byte dtype): what a streamed FP8/MXFP4 layer occupies in memory."""
+    from superexperts.checkpoint_files import read_tensor_index
+    from superexperts.quantized import dequantized_sizes
+
+    per_layer: dict[str, int] = {}
+    for key, size in dequantized_sizes(read_tensor_index(folder), element_size).items():
+        if ".layers." in key:
+            layer = key.split(".layers.")[1].split(".")[0]
+            per_layer[layer] = per_layer.get(layer, 0) + size
+    return max(per_layer.values())
+
+
+def fp8_checkpoint(dims: dict, name: str) -> Path:
+    """The synthetic checkpoint of `dims` and its block-wise FP8 copy (the copy is returned)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from quantized_checkpoints import fp8_copy
+
+    target = WORKDIR / f"{name}-fp8"
+    if not (target / "model.safetensors.index.json").is_file():
+        fp8_copy(write_synthetic(WORKDIR / name, dims), target)
+    return target
+
+
+def bench_fp8(quick: bool = False) -> dict:
+    """(d) FP8 streaming: throughput vs loading (transformers, dequantize=True) and profiling in
+    memory, load included; peak RSS growth per byte of dequantized decoder layer, from two
+    checkpoints that differ only in their expert count (the difference cancels fixed costs)."""
+    from transformers import AutoModelForCausalLM, FineGrainedFP8Config
+
+    from superexperts.profile import profile
+    from superexperts.stream import stream_profile
+
+    dims = SMALL | ({"num_hidden_layers": 2, "num_experts": 8} if quick else {})
+    samples, seq_len, batch_size = (4, 64, 2) if quick else (64, 256, 8)
+    folder = fp8_checkpoint(dims, "fp8src-small" + ("-quick" if quick else ""))
+    ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                 quantization_config=FineGrainedFP8Config(dequantize=True)).eval()  # fmt: skip
+    loaded = time.perf_counter()
+    profile(model, ids, batch_size=batch_size)
+    in_memory = time.perf_counter()
+    del model
+    stream_profile(folder, ids, batch_size=batch_size, dtype=torch.float32)
+    streamed = time.perf_counter()
+    result = {"tokens": ids.numel(), "load_s": loaded - start, "in_memory_profile_s": in_memory - loaded,
+              "stream_s": streamed - in_memory,
+              "stream_over_load_plus_profile_throughput": (in_memory - start) / (streamed - in_memory)}  # fmt: skip
+    big = BIG | ({"hidden_size": 256, "moe_intermediate_size": 128, "num_hidden_layers": 2} if quick else {})
+    peaks, layers = [], []
+    for experts in (32, 96):
+        folder = fp8_checkpoint(big | {"num_experts": experts}, f"fp8src-e{experts}" + ("-quick" if quick else ""))
+        r = _measure(folder, 4 if quick else 8, 64 if quick else 128, batch_size=4 if not quick else 2, env={})
+        peaks.append(r["peak"])
+        layers.append(dequantized_layer_bytes(folder))
+        result |= {f"e{experts}_fp8_layer_MB": layer_bytes(folder)[1] / 1e6, f"e{experts}_layer_MB": layers[-1] / 1e6,
+                   f"e{experts}_peak_rss_MB": r["peak"] / 1e6, f"e{experts}_workspace_MB": r["workspace"] / 1e6}  # fmt: skip
+    slope = (peaks[1] - peaks[0]) / (layers[1] - layers[0])
+    result |= {"peak_growth_MB_per_layer_MB": slope, "fixed_cost_MB": (peaks[0] - slope * layers[0]) / 1e6}
+    print("(d) fp8:", json.dumps({k: round(v, 3) for k, v in result.items()}, indent=1))
+    return result
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_child"]:
         folder, samples, seq_len, batch_size = sys.argv[2], *map(int, sys.argv[3:6])
         return child_memory(folder, samples, seq_len, batch_size)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["memory", "throughput", "all"])
+    parser.add_argument("what", choices=["memory", "throughput", "fp8", "all"])
+    parser.add_argument("--quick", action="store_true", help="fp8: tiny settings, to check the benchmark runs")
     args = parser.parse_args()
     if args.what in ("memory", "all"):
         bench_memory()
     if args.what in ("throughput", "all"):
         bench_throughput()
+    if args.what in ("fp8", "all"):
+        bench_fp8(quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,11 @@ def build(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> tor
     """A tiny random model of `family` in eval mode. Router and expert weights are given a
     larger scale than init so routing is not uniform and expert outputs differ."""
     make_config, cls = CONFIGS[family]
-    config = make_config()
+    return build_from(cls, make_config(), seed, dtype)
+
+
+def build_from(cls, config, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """`build` for any config (e.g. sizes a test needs)."""
     torch.manual_seed(seed)
     model = cls(config).to(dtype).eval()
     with torch.no_grad():

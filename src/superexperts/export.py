@@ -8,7 +8,10 @@ holds an expert is found with transformers' own key rules, so both layouts work:
 - fused (`mlp.experts.down_proj` [E, H, I], GPT-OSS [E, I, H] + `down_proj_bias` [E, H]):
   the expert's slice along dim 0;
 - hub per-expert (`mlp.experts.7.down_proj.weight`, Mixtral `block_sparse_moe.experts.7.w2.weight`)
-  and shared experts (`shared_experts.down_proj.weight`): the whole tensor.
+  and shared experts (`shared_experts.down_proj.weight`): the whole tensor;
+- quantized as published: the FP8 bytes (DeepSeek-V3/R1, Qwen3-*-FP8) or MXFP4 `down_proj_blocks`
+  (gpt-oss) of those tensors, scales untouched: FP8 0x00 and e2m1 code 0 are +0.0, so the
+  dequantized expert is exactly zero whatever its scales, and the file keeps its format.
 
 The result equals `superexperts.ablate.ablate(model, experts, mode="zero")` once loaded. It is
 written into a temporary sibling folder and renamed into place, so `--out` is complete or absent.
@@ -28,17 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
+from .checkpoint_files import TensorInfo
 from .errors import UserError
 from .experts import Expert, experts_json, validate_experts
 from .models.adapters import ModelMap, map_model
+from .quantized import is_scale, values_per_element
 from .runfolder import atomic_write_json, base_metadata
 from .safety import check_out_path, os_error_reason
 from .staging import make_staging, owned_name, sweep_stale, usual_mode
-from .stream.checkpoint import Checkpoint, TensorInfo, read_tensor_index
-from .stream.skeleton import build_skeleton
+from .stream.checkpoint import Checkpoint
+from .stream.skeleton import build_skeleton, layers_path
 
 MODES = ("zero",)
 RECORD = "superexperts_export.json"  # written into every export; marks a folder --overwrite may replace
@@ -75,7 +79,7 @@ def zero_ranges(ckpt: Checkpoint, model: nn.Module, targets: dict[str, set[int] 
     per_expert: dict[str, set[int]] = {}  # fused target -> expert indices that have their own tensor
     for key in sorted(ckpt.tensors):
         target, pattern = rename_source_key(key, renamings, converters, model.base_model_prefix, model_keys)
-        if target not in targets:
+        if target not in targets or is_scale(key):  # quantized: zero codes give zero whatever the scale
             continue
         info, wanted = ckpt.tensors[key], targets[target]
         star = star_regex(pattern).search(key) if pattern and "*" in pattern else None
@@ -101,7 +105,7 @@ def _expert_rows(info: TensorInfo, param, wanted: set[int] | None, key: str) -> 
     """Byte ranges of rows `wanted` along dim 0 of a fused tensor (row-major, so each is contiguous)."""
     if wanted is None:
         return [(info.start, info.end)]
-    if not info.shape or info.shape[0] != param.shape[0] or math.prod(info.shape) != param.numel():
+    if not info.shape or info.shape[0] != param.shape[0] or math.prod(info.shape) * values_per_element(key) != param.numel():
         raise UserError(f"{key} has shape {info.shape}, the model expects {tuple(param.shape)} with experts "
                         "along dim 0; cannot export this checkpoint layout.")  # fmt: skip
     row = (info.end - info.start) // info.shape[0]
@@ -157,7 +161,7 @@ def export_pruned(model_dir: str | os.PathLike, experts: list[Expert], out_dir: 
     skeleton, _ = build_skeleton(source, None, trust_remote_code=trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     experts = validate_experts(model_map, list(experts))
-    ckpt = Checkpoint(source, read_tensor_index(source), get_model_conversion_mapping(skeleton))
+    ckpt = Checkpoint.open(source, skeleton, layers_prefix=layers_path(skeleton))  # checks FP8/MXFP4 scales
     targets = _targets(skeleton, model_map, experts)
     ranges = zero_ranges(ckpt, skeleton, targets)
     record = base_metadata(tool="export", source=str(source), mode=mode, experts=experts_json(experts),

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .checkpoint_files import INDEX_NAME, read_tensor_index
 from .errors import UserError, warn
-from .stream.checkpoint import INDEX_NAME, read_tensor_index
 
 # Weight files transformers reads besides safetensors (left to it: we only check safetensors).
 OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")

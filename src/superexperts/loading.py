@@ -113,9 +113,10 @@ def _checkpoint_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
 
 
-def check_fits(path: str, device: torch.device) -> None:
-    """Refuse early when the weights cannot fit the device (the caller can stream instead)."""
-    need = _checkpoint_bytes(path)
+def check_fits(path: str, device: torch.device, need: int | None = None) -> None:
+    """Refuse early when the weights (`need` bytes, default the files' size) cannot fit the device
+    (the caller can stream instead)."""
+    need = _checkpoint_bytes(path) if need is None else need
     if need == 0:
         return
     if device.type == "cuda":
@@ -186,12 +187,19 @@ def load_model(
             "superexperts needs an MoE model such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE or GPT-OSS."
         )
     torch_dtype = resolve_dtype(dtype, dev, config)
-    check_fits(path, dev)
+    from .quantized import check_in_memory, dequantized_bytes, dequantizing_config
+
+    # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture)
+    quantization = dequantizing_config(config)
+    check_fits(path, dev, dequantized_bytes(path, torch_dtype) if quantization is not None else None)
+    if quantization is not None:
+        check_in_memory(path, config)
     check_weight_files(Path(path))
     with quiet_transformers():
         model, info = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype, trust_remote_code=trust_remote_code, device_map={"": dev},
-            output_loading_info=True, ignore_mismatched_sizes=True, **hub_kwargs(path),
+            output_loading_info=True, ignore_mismatched_sizes=True, quantization_config=quantization,
+            **hub_kwargs(path),
         )  # fmt: skip
     check_loading_info(info, spec or path, allow_missing=allow_missing_weights)
     model.eval()

@@ -26,11 +26,11 @@ from torch import nn
 from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
+from .checkpoint_files import INDEX_NAME, read_header
 from .errors import UserError
 from .experts import Expert
 from .export import star_regex
 from .models.adapters import ModelMap, MoEBlock
-from .stream.checkpoint import INDEX_NAME, read_header
 
 
 @dataclass

@@ -10,8 +10,8 @@ import json
 import planted
 import pytest
 import torch
-from report_helpers import parse_page  # tests/ is on sys.path (conftest.py)
 
+from report_helpers import parse_page  # tests/ is on sys.path (conftest.py)
 from superexperts.cli import main
 from superexperts.models.demo import (
     DEMO_CHANNEL,

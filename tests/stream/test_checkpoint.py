@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import families
+from superexperts.checkpoint_files import read_header
 from superexperts.errors import UserError
 from superexperts.stream import stream_profile
-from superexperts.stream.checkpoint import read_header
 
 IDS = families.random_ids(samples=2, seq_len=8)
 
@@ -103,6 +103,6 @@ def test_quantized_checkpoint_is_refused(checkpoints, tmp_path):
     _, folder = checkpoints("qwen3_moe", "hub")
     folder = shutil.copytree(folder, tmp_path / "ckpt")
     config = json.loads((folder / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 128}  # fp8/mxfp4 stream: tests/quantized/
     (folder / "config.json").write_text(json.dumps(config))
-    _fails(folder, "quantized")
+    _fails(folder, "quantized \\(gptq\\)")

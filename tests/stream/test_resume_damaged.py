@@ -55,7 +55,7 @@ def test_damaged_saved_hidden_states_are_refused(checkpoints, tmp_path, monkeypa
     from superexperts.stream import layerwise
 
     _, folder = checkpoints("qwen3_moe", "hub")
-    real = layerwise._run_layer
+    real = layerwise.run_layer
 
     def dies_in_layer_1(layer, index, *args):
         if index == 1:
@@ -63,7 +63,7 @@ def test_damaged_saved_hidden_states_are_refused(checkpoints, tmp_path, monkeypa
         return real(layer, index, *args)
 
     with monkeypatch.context() as m:
-        m.setattr(layerwise, "_run_layer", dies_in_layer_1)
+        m.setattr(layerwise, "run_layer", dies_in_layer_1)
         with pytest.raises(KeyboardInterrupt):
             stream_profile(folder, IDS, batch_size=2, state_dir=tmp_path / "state")
     hidden = sorted((tmp_path / "state").glob("hidden-*/*.safetensors"))

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
-import json
-import math
 import os
 import re
-import struct
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,99 +23,20 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
-from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 from transformers.modeling_utils import LoadStateDictConfig
 from transformers.utils import logging as hf_logging
 
+from ..checkpoint_files import (
+    TensorInfo,
+    read_tensor_index,
+    release_freed_memory,
+)
 from ..errors import UserError
+from ..quantized import FP8_HEADER_DTYPES, check_scales, conversion_mapping, is_packed, is_scale
 
-INDEX_NAME = "model.safetensors.index.json"
-SINGLE_NAME = "model.safetensors"
-# Bytes per element of every dtype the safetensors format defines.
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
-               "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
 SYNC_LOAD_ENV = "HF_DEACTIVATE_ASYNC_LOAD"  # read by transformers on every load call
 FLOAT_DTYPES = {"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32", "F64"}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor lives: file, dtype, shape and absolute byte range in the file."""
-
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-    start: int  # absolute offset of the first byte
-    end: int
-
-
-def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Parse and check a safetensors header: every tensor's bytes lie inside the file.
-
-    >>> read_header(Path("ckpt/model.safetensors"))["model.embed_tokens.weight"].shape
-    (128, 32)
-    """
-    size = path.stat().st_size
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > size - 8:
-                raise ValueError("header longer than the file")
-            header = json.loads(f.read(n))
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not a valid safetensors file ({e}); re-download or re-save it.") from None
-    header.pop("__metadata__", None)
-    infos, data_end = {}, 0
-    for name, h in header.items():
-        try:
-            begin, end = (int(x) for x in h["data_offsets"])
-            shape, dtype = tuple(int(d) for d in h["shape"]), str(h["dtype"])
-            expected = math.prod(shape) * DTYPE_BYTES[dtype]
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"{path}: damaged header entry for {name!r}; re-download or re-save the checkpoint.")
-        if end - begin != expected or begin < 0:
-            raise UserError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {shape} {dtype}; file is damaged.")
-        infos[name] = TensorInfo(path, dtype, shape, 8 + n + begin, 8 + n + end)
-        data_end = max(data_end, end)
-    if 8 + n + data_end != size:
-        what = "truncated" if 8 + n + data_end > size else "longer than its header says"
-        raise UserError(f"{path} is {what} ({size} bytes, header needs {8 + n + data_end}); re-download or re-save it.")
-    return infos
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of a checkpoint folder (through its index when there is one)."""
-    index = folder / INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{index} is damaged (no 'weight_map'); re-download the checkpoint.")
-        files = sorted({folder / name for name in weight_map.values()})
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise UserError(f"{index} lists {len(missing)} missing shard(s), e.g. {missing[0]}; download all shards.")
-        return files
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise UserError(f"no safetensors weights in {folder} (expected {SINGLE_NAME} or {INDEX_NAME}); "
-                        "save the model with `save_pretrained` (safe_serialization is the default).")  # fmt: skip
-    return files
-
-
-def read_tensor_index(folder: Path) -> dict[str, TensorInfo]:
-    """Every tensor of the checkpoint -> where it is; checks the index agrees with the shards."""
-    tensors: dict[str, TensorInfo] = {}
-    for path in weight_files(folder):
-        tensors.update(read_header(path))
-    index = folder / INDEX_NAME
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        for name, file in weight_map.items():
-            if name not in tensors or tensors[name].file.name != file:
-                raise UserError(f"{index} says {name!r} is in {file}, but it is not there; the checkpoint is inconsistent.")
-    return tensors
 
 
 @contextlib.contextmanager
@@ -158,18 +75,27 @@ class Checkpoint:
     outer_keys: list[str] = field(default_factory=list)  # embeddings, final norm (not lm_head)
     target_of: dict[str, str] = field(default_factory=dict)  # checkpoint key -> model parameter
     head_keys: list[str] = field(default_factory=list)  # lm_head (absent when tied to the embeddings)
+    hf_quantizer: Any = None  # FP8/MXFP4: transformers' quantizer whose ops dequantize while loading
 
     @classmethod
     def open(cls, folder: str | os.PathLike, skeleton: nn.Module, *, layers_prefix: str) -> Checkpoint:
         folder = Path(folder)
         tensors = read_tensor_index(folder)
-        ckpt = cls(folder, tensors, get_model_conversion_mapping(skeleton))
+        quantizer = getattr(skeleton, "hf_quantizer", None)
+        ckpt = cls(folder, tensors, conversion_mapping(skeleton), hf_quantizer=quantizer)
         unused = ckpt._group_keys(skeleton, layers_prefix)
         unexpected = sorted(_unexpected(skeleton, unused))
+        raw = [k for k, t in tensors.items() if t.dtype in FP8_HEADER_DTYPES] if quantizer is None else []
+        if raw:  # quantized codes with no config to dequantize them: say that, not "unexpected scales"
+            info = tensors[raw[0]]
+            raise UserError(f"{info.file.name}: {raw[0]!r} is {info.dtype}, not a float type, and config.json names "
+                            "no fp8/mxfp4 quantization_config that would dequantize it; the config does not match.")  # fmt: skip
         if unexpected:  # in memory, transformers would drop them silently: a checkpoint of another model
             raise UserError(f"{folder}: {len(unexpected)} checkpoint tensor(s) the model has no place for "
                             f"({', '.join(unexpected[:2])}{', ...' if len(unexpected) > 2 else ''}); "
                             "the checkpoint does not match its config.json.")  # fmt: skip
+        if quantizer is not None:
+            check_scales(folder, tensors, ckpt.target_of)
         return ckpt
 
     def _group_keys(self, skeleton: nn.Module, layers_prefix: str) -> set[str]:
@@ -201,11 +127,13 @@ class Checkpoint:
         return unused
 
     def check_dtypes(self, keys: list[str]) -> None:
-        bad = [k for k in keys if self.tensors[k].dtype not in FLOAT_DTYPES]
+        if self.hf_quantizer is not None:  # quantized values and scales go through its dequantizing ops
+            keys = [k for k in keys if not (is_packed(k, self.tensors[k].dtype) or is_scale(k))]
+        bad = [k for k in keys if self.tensors[k].dtype not in FLOAT_DTYPES or self.tensors[k].dtype in FP8_HEADER_DTYPES]
         if bad:
             info = self.tensors[bad[0]]
-            raise UserError(f"{info.file.name}: {bad[0]!r} is {info.dtype}, not a float type; "
-                            "quantized checkpoints are not supported for streaming.")  # fmt: skip
+            raise UserError(f"{info.file.name}: {bad[0]!r} is {info.dtype}, not a float type, and config.json names "
+                            "no fp8/mxfp4 quantization_config that would dequantize it; the config does not match.")  # fmt: skip
 
     def load(self, model: nn.Module, keys: list[str], *, device: torch.device | str, dtype: torch.dtype) -> None:
         """Read `keys` from the shards and set them (converted) on `model`, on `device`.
@@ -241,7 +169,8 @@ class Checkpoint:
         # Imported here: transformers' loader lives in a large module we only need while loading.
         from transformers.core_model_loading import convert_and_load_state_dict_in_model
 
-        config = LoadStateDictConfig(device_map={"": device}, dtype=dtype, weight_mapping=mapping)
+        config = LoadStateDictConfig(device_map={"": device}, dtype=dtype, weight_mapping=mapping,
+                                     hf_quantizer=self.hf_quantizer)  # fmt: skip
         info, _ = convert_and_load_state_dict_in_model(model, state, config)
         if info.mismatched_keys:
             name, found, expected = min(info.mismatched_keys)
@@ -261,15 +190,6 @@ def _unexpected(skeleton: nn.Module, names: set[str]) -> set[str]:
                              conversion_errors={}, skipped_pp_keys=set())  # fmt: skip
     skeleton._adjust_missing_and_unexpected_keys(info)
     return info.unexpected_keys
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc): loading per-expert tensors fragments the
-    heap, and without this the resident size creeps up layer after layer."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
-        pass
 
 
 def _open(path: Path):

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..batching import AUTO, default_budget, parse_batch_size, resolve_batch_size, stable_memory_budget
 from ..capture import Capture, capture
+from ..checkpoint_files import release_freed_memory
 from ..errors import UserError
 from ..loading import Loaded
 from ..models.adapters import map_model
@@ -29,7 +30,7 @@ from ..profile import LAYER_STATS_METHOD, Profile, describe_model, expert_table,
 from ..progress import progress_bar
 from . import distributed
 from .activations import ActivationStore
-from .checkpoint import Checkpoint, release_freed_memory
+from .checkpoint import Checkpoint
 from .resume import RunState, fingerprint
 from .skeleton import LayerCall, build_skeleton, layer_inputs, layers_path
 from .state import layer_state, restore_layer

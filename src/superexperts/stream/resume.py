@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
+from ..checkpoint_files import weight_files
 from ..errors import UserError
 from ..runfolder import atomic_write, atomic_write_json, tensor_sha256
-from .checkpoint import weight_files
 
 FORMAT = "superexperts.stream-state/1"
 STATE_FILE = "state.json"

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from ..ablate import ablate
 from ..ablate.zero import apply_zero
 from ..batching import default_budget
+from ..checkpoint_files import release_freed_memory
 from ..errors import UserError
 from ..evaluate.perplexity import check_vocab, perplexity_windows, window_nll
 from ..models.adapters import map_model
 from .activations import ActivationStore
-from .checkpoint import Checkpoint, release_freed_memory
+from .checkpoint import Checkpoint
 from .layerwise import embed, load_layer, load_outer, run_layer
 from .skeleton import build_skeleton, layers_path
 

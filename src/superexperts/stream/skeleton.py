@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from ..errors import UserError
 from ..loading import Loaded, load_tokenizer, resolve_device, resolve_dtype
 from ..models.adapters import find_decoder_layers
+from ..quantized import dequantizing_config, prepare, quant_method
 
 LayerCall = tuple[tuple, dict[str, Any]]  # positional args after hidden_states, keyword args
 
@@ -33,7 +34,8 @@ def build_skeleton(folder: Path, dtype: torch.dtype | None, *, trust_remote_code
                    allow_quantized: bool = False) -> tuple[nn.Module, torch.dtype]:  # fmt: skip
     """(model on meta, dtype) from `folder/config.json`; dtype defaults to the config's, then float32.
 
-    Quantized checkpoints are refused unless `allow_quantized` (export only needs the structure).
+    Block-wise FP8 and MXFP4 checkpoints get transformers' dequantizing quantizer (`model.hf_quantizer`);
+    other quantized checkpoints are refused unless `allow_quantized` (export only needs the structure).
 
     >>> model, dtype = build_skeleton(Path("ckpt"), torch.bfloat16)
     """
@@ -45,17 +47,20 @@ def build_skeleton(folder: Path, dtype: torch.dtype | None, *, trust_remote_code
         if "trust_remote_code" in str(e):
             raise UserError(f"{folder} needs its own code; re-run with --trust-remote-code if you trust it.") from None
         raise UserError(f"cannot read {folder}/config.json ({str(e).splitlines()[0]}).") from None
-    quant = getattr(config, "quantization_config", None)
-    if quant is not None and not allow_quantized:  # loading without the quantizer would read raw FP8/int weights as numbers
-        method = quant.get("quant_method", "?") if isinstance(quant, dict) else getattr(quant, "quant_method", "?")
-        raise UserError(f"{folder} is quantized ({method}); layer streaming reads unquantized bf16/fp16/fp32 "
-                        "checkpoints only; dequantize it first or profile it in memory.")  # fmt: skip
+    method = quant_method(config)
+    if method is not None and dequantizing_config(config) is None and not allow_quantized:
+        # loading without the quantizer would read raw int weights as numbers
+        raise UserError(f"{folder} is quantized ({method}); layer streaming reads unquantized, block-wise fp8 and "
+                        "mxfp4 checkpoints only; dequantize it first or profile it in memory.")  # fmt: skip
     if dtype is None:
         dtype = getattr(config, "dtype", None) or torch.float32
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+        quantizer = prepare(model, dtype)  # FP8/MXFP4: transformers' dequantizing load, as from_pretrained sets it up
+    if quantizer is not None:
+        model.hf_quantizer = quantizer  # where from_pretrained keeps it while loading; read by `conversion_mapping`
     return model.eval(), dtype
 
 

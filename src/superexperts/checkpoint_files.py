@@ -1,0 +1,110 @@
+"""The safetensors files of a checkpoint folder: index, headers checked against file sizes, no tensor read.
+
+Shared by in-memory loading (damaged-file checks), layer streaming, export, quantized checkpoints
+and `plan`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+# Bytes per element of every dtype the safetensors format defines.
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+               "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: file, dtype, shape and absolute byte range in the file."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute offset of the first byte
+    end: int
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse and check a safetensors header: every tensor's bytes lie inside the file.
+
+    >>> read_header(Path("ckpt/model.safetensors"))["model.embed_tokens.weight"].shape
+    (128, 32)
+    """
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(n))
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a valid safetensors file ({e}); re-download or re-save it.") from None
+    header.pop("__metadata__", None)
+    infos, data_end = {}, 0
+    for name, h in header.items():
+        try:
+            begin, end = (int(x) for x in h["data_offsets"])
+            shape, dtype = tuple(int(d) for d in h["shape"]), str(h["dtype"])
+            expected = math.prod(shape) * DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{path}: damaged header entry for {name!r}; re-download or re-save the checkpoint.")
+        if end - begin != expected or begin < 0:
+            raise UserError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {shape} {dtype}; file is damaged.")
+        infos[name] = TensorInfo(path, dtype, shape, 8 + n + begin, 8 + n + end)
+        data_end = max(data_end, end)
+    if 8 + n + data_end != size:
+        what = "truncated" if 8 + n + data_end > size else "longer than its header says"
+        raise UserError(f"{path} is {what} ({size} bytes, header needs {8 + n + data_end}); re-download or re-save it.")
+    return infos
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder (through its index when there is one)."""
+    index = folder / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{index} is damaged (no 'weight_map'); re-download the checkpoint.")
+        files = sorted({folder / name for name in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise UserError(f"{index} lists {len(missing)} missing shard(s), e.g. {missing[0]}; download all shards.")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"no safetensors weights in {folder} (expected {SINGLE_NAME} or {INDEX_NAME}); "
+                        "save the model with `save_pretrained` (safe_serialization is the default).")  # fmt: skip
+    return files
+
+
+def read_tensor_index(folder: Path) -> dict[str, TensorInfo]:
+    """Every tensor of the checkpoint -> where it is; checks the index agrees with the shards."""
+    tensors: dict[str, TensorInfo] = {}
+    for path in weight_files(folder):
+        tensors.update(read_header(path))
+    index = folder / INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        for name, file in weight_map.items():
+            if name not in tensors or tensors[name].file.name != file:
+                raise UserError(f"{index} says {name!r} is in {file}, but it is not there; the checkpoint is inconsistent.")
+    return tensors
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc): loading per-expert tensors fragments the
+    heap, and without this the resident size creeps up layer after layer."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        pass
