@@ -88,6 +88,12 @@ def _plan(req: PruneEvalRequest, loaded: Loaded, seq_len: int) -> tuple[EvalPlan
     return plan, described
 
 
+def eval_plan(req, loaded: Loaded, seq_len: int) -> tuple[EvalPlan, dict[str, Any]]:
+    """The evaluation plan (and its data description) of any request with prune-eval's evaluation
+    fields (ppl, max_windows, batch_size, tasks, prompts, ...): quant-eval measures the same way."""
+    return _plan(req, loaded, seq_len)
+
+
 def _metadata(req: PruneEvalRequest, loaded: Loaded, ppl: dict | None, calib, experts: list[Expert]) -> dict:
     request = {k: v for k, v in asdict(req).items() if k not in ("task_manager", "experts", "prompts")}
     return base_metadata(

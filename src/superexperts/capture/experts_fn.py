@@ -25,6 +25,8 @@ ACTIVE: dict[int, tuple[ExpertTracker, Callable[[], int]]] = {}
 
 # Hook for ablations (zero/mean): id(module) -> fn(expert_ids_sorted, down_out) -> down_out.
 OUTPUT_EDITS: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
+# Hook on the down_proj input (activation fake-quantization): id(module) -> fn(expert_ids_sorted, h) -> h.
+INPUT_EDITS: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {}
 
 
 def capture_experts_forward(
@@ -53,6 +55,9 @@ def capture_experts_forward(
     bias = biases[expert_ids] if self.has_bias else None
     h = _grouped_linear(x, weights, offsets, bias=bias, is_transposed=self.is_transposed)
     h = self._apply_gate(h) if self.has_gate else self.act_fn(h)  # (S, intermediate)
+    in_edit = INPUT_EDITS.get(id(self))
+    if in_edit is not None:
+        h = in_edit(expert_ids, h)
 
     bias = self.down_proj_bias[expert_ids] if self.has_bias else None
     out = _grouped_linear(h, self.down_proj, offsets, bias=bias, is_transposed=self.is_transposed)  # (S, hidden)

@@ -54,6 +54,9 @@ def _fused_implementation(blocks: list[MoEBlock]) -> Iterator[None]:
             c._experts_implementation_internal = saved[k]
 
 
+fused_implementation = _fused_implementation  # public name for other packages (quant)
+
+
 def _linear_hook(tracker: ExpertTracker, expert: int, cap: Capture, block_input: dict | None = None):
     """Forward hook on a down projection Linear: all its rows belong to `expert`."""
 

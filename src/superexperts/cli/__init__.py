@@ -12,7 +12,8 @@ import sys
 
 from ..errors import UserError
 
-COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval"]
+COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "quant-eval",
+            "audit"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..io import write_files
-from . import eval_sections, sections
+from . import eval_sections, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Section, render_page
 from .sections import SectionBuilder
@@ -29,6 +29,7 @@ SECTIONS: list[SectionBuilder] = [
     eval_sections.sensitivity,
     sections.massive_table,
     eval_sections.prune_eval,
+    quant_sections.protection,
     eval_sections.sinks,
 ]
 
