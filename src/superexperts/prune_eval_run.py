@@ -7,13 +7,14 @@ loads the model, and calls `prune_eval_run`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .ablate import Expert, confirm_candidates, default_candidates, expert_mean_outputs
 from .data import calibration, token_stream
 from .errors import UserError
+from .eval_request import EvalFields
 from .io import RUN_MARKER
 from .loading import EXPERT_COUNT_KEYS, Loaded
 from .meta import base_metadata, tensor_sha256
@@ -35,7 +36,7 @@ CAUSAL_THRESHOLD = 0.5  # causal = the MA drops by at least half
 
 
 @dataclass
-class PruneEvalRequest:
+class PruneEvalRequest(EvalFields):  # + ppl, seq_len, data (profiling / mean outputs), tasks, prompts, ...
     experts: list[Expert] | None  # None: profile the model and take the paper rule's SEs
     experts_source: str  # custom | profiled | <run>/super_experts.json
     from_dir: str | None = None  # a profile run folder (its expert table picks causal candidates)
@@ -43,18 +44,6 @@ class PruneEvalRequest:
     n_random: int = 0
     layer_controlled: bool = False
     seed: int = 0
-    ppl: str | None = None  # data spec; None with a real model = no perplexity
-    seq_len: int | None = None  # None: 2048 (demo 64)
-    max_windows: int | None = None
-    data: str | None = None  # calibration data for profiling / mean outputs (None: built-in text)
-    samples: int | None = None
-    batch_size: int = 1
-    tasks: list[str] = field(default_factory=list)
-    task_manager: Any = None
-    limit: int | None = None
-    num_fewshot: int | None = None
-    prompts: list[str] = field(default_factory=list)
-    max_new_tokens: int = 64
     causal: int | None = None  # confirm the pruned experts + this many top other candidates
 
     def check(self, synthetic: bool | None = None) -> None:
@@ -88,7 +77,7 @@ def _plan(req: PruneEvalRequest, loaded: Loaded, seq_len: int) -> tuple[EvalPlan
     return plan, described
 
 
-def eval_plan(req, loaded: Loaded, seq_len: int) -> tuple[EvalPlan, dict[str, Any]]:
+def eval_plan(req: EvalFields, loaded: Loaded, seq_len: int) -> tuple[EvalPlan, dict[str, Any]]:
     """The evaluation plan (and its data description) of any request with prune-eval's evaluation
     fields (ppl, max_windows, batch_size, tasks, prompts, ...): quant-eval measures the same way."""
     return _plan(req, loaded, seq_len)

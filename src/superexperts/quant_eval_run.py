@@ -7,13 +7,14 @@ loads the model, and calls `quant_eval_run`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .ablate import Expert, experts_json
 from .data import calibration
 from .errors import UserError
+from .eval_request import EvalFields
 from .io import RUN_MARKER, atomic_write_json
 from .loading import Loaded
 from .meta import base_metadata
@@ -28,33 +29,17 @@ MODEL_DEFAULTS = {"seq_len": 2048, "samples": 32}
 
 
 @dataclass
-class QuantEvalRequest:
+class QuantEvalRequest(EvalFields):  # + ppl, seq_len, data (SE outputs, massive activations, sinks), tasks, ...
     scheme: Scheme
     experts: list[Expert] | None  # the SEs; None: profile the model and take the paper rule's
     experts_source: str  # profiled | <run>/super_experts.json
     n_random: int = 0
     seed: int = 0
-    ppl: str | None = None  # data spec; None with a real model = no perplexity
-    seq_len: int | None = None  # None: 2048 (demo 64)
-    max_windows: int | None = None
-    data: str | None = None  # calibration windows for the SE outputs, massive activations and sinks
-    samples: int | None = None
-    batch_size: int = 1
-    tasks: list[str] = field(default_factory=list)
-    task_manager: Any = None
-    limit: int | None = None
-    num_fewshot: int | None = None
-    prompts: list[str] = field(default_factory=list)
-    max_new_tokens: int = 64
 
     def check(self) -> None:
         """Argument checks that need no model."""
         self.scheme.check()
-        for name, value, low in [("--random", self.n_random, 0), ("--seq-len", self.seq_len, 2),
-                                 ("--batch-size", self.batch_size, 1), ("--max-new-tokens", self.max_new_tokens, 1),
-                                 ("--samples", self.samples, 1), ("--max-windows", self.max_windows, 1)]:  # fmt: skip
-            if value is not None and value < low:
-                raise UserError(f"{name} must be >= {low}, got {value}.")
+        self.check_ranges(random=self.n_random)
 
 
 def paper_super_experts(prof: Profile) -> list[Expert]:
