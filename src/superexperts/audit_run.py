@@ -23,6 +23,7 @@ from .io import json_bytes, write_files
 from .loading import load_config, load_model, load_tokenizer
 from .meta import base_metadata, tensor_sha256
 from .profile import profile
+from .prune_eval_run import check_experts_in_config
 from .quant_eval import SINK_WINDOWS
 from .quant_eval_run import paper_super_experts
 from .sinks import measure_sinks
@@ -99,6 +100,8 @@ def prepare(req: AuditRequest):
     req.check()
     configs = [load_config(p, req.trust_remote_code) for p in (req.original, req.compressed)]
     check_same_architecture(*configs, names=(req.original, req.compressed))
+    if req.experts is not None:  # a run folder of another model names experts this one lacks
+        check_experts_in_config(req.experts, configs[0])
     tokenizer = _tokenizers_agree(req, *configs)
     seq_len = req.seq_len or req.defaults()["seq_len"]
     calib = calibration(req.data, tokenizer, seq_len=seq_len, samples=req.samples or req.defaults()["samples"],

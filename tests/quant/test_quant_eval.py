@@ -115,3 +115,23 @@ def test_run_folder_without_super_experts(demo_run, tmp_path, capsys):
     assert main(["quant-eval", "--from", str(run), *FAST]) == 2
     assert "lists no Super Experts" in capsys.readouterr().err
     assert not (run / "quant_eval.json").exists()
+
+
+def test_conditions_with_a_shared_super_expert():
+    import families
+    from superexperts.quant import all_experts
+    from superexperts.quant_eval import quant_conditions
+
+    model_map = map_model(families.build("deepseek_v3"))
+    ses = [(1, "shared"), (2, 3)]
+    everything = all_experts(model_map)
+    assert len(everything) == 3 * 8 + 3 and (1, "shared") in everything  # 3 MoE layers, each with a shared expert
+    conds = {c.name: c for c in quant_conditions(model_map, ses, n_random=3, seed=7)}
+    assert list(conds) == ["original", "all", "protect-super", "protect-random-7", "protect-random-8",
+                           "protect-random-9", "se-only"]  # fmt: skip
+    assert conds["original"].quantized(everything) == [] and conds["all"].quantized(everything) == everything
+    assert conds["protect-super"].quantized(everything) == [x for x in everything if x not in ses]
+    assert conds["se-only"].quantized(everything) == ses
+    for seed in (7, 8, 9):
+        kept = conds[f"protect-random-{seed}"].protected
+        assert len(kept) == 2 and not set(kept) & set(ses) and all(isinstance(e, int) for _, e in kept)
