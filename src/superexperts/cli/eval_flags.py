@@ -15,13 +15,15 @@ def add_loading_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
 
 
-def add_window_flags(p: argparse.ArgumentParser, samples_default: str) -> None:
+def add_window_flags(p: argparse.ArgumentParser, samples_default: str, seq_len_default: str = "2048; demo 64",
+                     ppl_default: str = "built-in text for the demo, none otherwise") -> None:
     p.add_argument("--data", help="calibration windows for the SE outputs, massive activations and sinks: file, "
                    "folder, wikitext2, c4 or a dataset name (default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help=f"calibration windows (default {samples_default})")
-    p.add_argument("--seq-len", type=int, help="perplexity/calibration window length (default 2048; demo 64)")
+    p.add_argument("--seq-len", type=int, help=f"perplexity/calibration window length (default {seq_len_default})")
     p.add_argument("--seed", type=int, default=0, help="seed of the windows and random controls (default 0)")
-    p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset name")
+    p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset name "
+                   f"(default: {ppl_default})")  # fmt: skip
     p.add_argument("--max-windows", type=int, help="perplexity windows kept (default all; the reference's C4: 256)")
 
 

@@ -56,6 +56,15 @@ def _expert_linears(block: MoEBlock, expert: int | str) -> list[nn.Linear]:
     return _linears(block.shared if expert == "shared" else block.experts[expert])  # type: ignore[index]
 
 
+def _input_sizes(block: MoEBlock) -> list[tuple[str, int]]:
+    """(weight, input size) of every weight of the block that quantization touches."""
+    if block.layout == "modulelist":
+        sizes = [("expert Linear", m.in_features) for m in _expert_linears(block, 0)]
+    else:
+        sizes = [(name, p.shape[-2] if transposed else p.shape[-1]) for name, p, transposed in _fused_params(block)]
+    return sizes + [("shared expert Linear", m.in_features) for m in (_linears(block.shared) if block.shared else [])]
+
+
 def check_model(model_map: ModelMap, scheme: Scheme) -> None:
     """Refuse, before anything changes, a group size that does not divide an expert's input size
     and activation quantization of experts whose down_proj input cannot be reached."""
@@ -64,10 +73,7 @@ def check_model(model_map: ModelMap, scheme: Scheme) -> None:
         if scheme.act_bits and b.layout == "dense_routed":
             raise UserError(f"--act-bits: layer {b.layer}'s experts (Llama4 layout) compute their down_proj input "
                             "inside one bmm, which cannot be hooked; drop --act-bits for this model.")  # fmt: skip
-        shapes = [(n, p.shape[-2] if t else p.shape[-1]) for n, p, t in _fused_params(b)] if b.layout != "modulelist" \
-            else [("expert Linear", m.in_features) for m in _expert_linears(b, 0)]  # fmt: skip
-        shapes += [("shared expert Linear", m.in_features) for m in (_linears(b.shared) if b.shared else [])]
-        for name, size in shapes:
+        for name, size in _input_sizes(b):
             if scheme.group_size and size % scheme.group_size:
                 raise UserError(f"--group-size {scheme.group_size} does not divide layer {b.layer}'s {name} input "
                                 f"size {size}; pick a divisor of it, or omit --group-size (per-channel scales).")
