@@ -24,11 +24,12 @@ from .profile import Profile
 FORMAT = "superexperts.audit/1"
 THRESHOLD = 0.5
 THRESHOLD_REASON = (
-    "0.5 is the causal check's threshold (prune-eval --causal): an expert whose removal halves the massive "
-    "activation counts as making it, so a checkpoint where an SE's output or its massive activation fell by half "
-    "has lost that effect. Round-to-nearest rounding moves a group's largest weight by at most 1/(2^b - 1) of it "
-    "(7% at 4 bits, 33% at 2 bits), so rounding alone stays below it; pruning, clipping the outlier away or a "
-    "broken router chain cross it. The numbers are all in the file: judge a stricter line with --threshold."
+    "0.5 is the causal check's line (prune-eval --causal): an expert whose removal halves the massive activation "
+    "is what makes it, so a checkpoint where an SE's output or the massive activation it feeds fell by half has "
+    "lost what the SE does. Rounding moves a super weight by at most 1/(2^b - 1) of itself (7% at 4 bits, 33% at "
+    "2 bits), but an SE's output also depends on its gate/up weights and its input, and an SE chain compounds, so "
+    "heavy quantization can come near the line (quant-eval measures it); pruning an SE crosses it. Every number "
+    "is in the file: pass --threshold for a stricter line."
 )
 ARCHITECTURE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "vocab_size")
 
