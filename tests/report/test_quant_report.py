@@ -22,7 +22,7 @@ def condition(name: str, ppl: float, kept: float, protected=(), only=None, chang
             "tasks": {"arc_easy": {"acc": 0.5}}, "generations": [{"prompt": "Hi", "text": HOSTILE}]}  # fmt: skip
 
 
-CONDITIONS = [condition("original", 8.0, 1.0), condition("all", 9.5, 0.6, change=-0.4),
+CONDITIONS = [condition("original", 8.0, 1.0, only=[]), condition("all", 9.5, 0.6, change=-0.4),
               condition("protect-super", 8.2, 0.99, SES), condition("protect-random-0", 9.4, 0.61, [{"layer": 1,
               "expert": 2}]), condition("protect-random-1", 9.6, 0.59, [{"layer": 3, "expert": 0}]),
               condition("se-only", 8.9, 0.62, only=SES, change=-0.4)]  # fmt: skip
@@ -39,6 +39,7 @@ def test_protection_section(hand_run):
     assert [r[0] for r in rows[1:7]] == [c["name"] for c in CONDITIONS]
     by = {r[0]: r for r in rows[1:7]}
     assert by["protect-super"][2] == "2:5" and by["se-only"][2] == "all others" and by["all"][2] == "none"
+    assert by["original"][2] == "all" and by["protect-random-0"][3] == "9.4"
     assert by["all"][4] == "0.6" and by["all"][5] == "-40.0%"  # worst retention from the SE's layer on
     assert any(r[:2] == ["protect-random", "2"] for r in rows)  # the control summary
     assert (hand_run / "figures" / "protection.png").is_file()

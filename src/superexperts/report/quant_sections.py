@@ -45,8 +45,9 @@ def _row(c: dict[str, Any]) -> list[Any]:
     kept = [v for v in floats(c.get("massive_retention"))[first:] if not math.isnan(v)]
     changes = [v for v in floats([s.get("relative_change") for s in ses]) if not math.isnan(v)]
     change = max(changes, key=abs) if changes else None
-    protected = "all others" if c.get("quantized_only") else experts_text(c.get("protected"))
-    return [c.get("name", ""), c.get("quantized_experts", ""), protected, number(c.get("perplexity")),
+    only = c.get("quantized_only")  # a list for original (empty) and se-only
+    protected = experts_text(c.get("protected")) if only is None else "all others" if only else "all"
+    return [c.get("name", ""), c.get("quantized_experts", ""), protected, number(c.get("perplexity"), 7),
             number(min(kept)) if kept else "", "" if change is None else f"{change:+.1%}",
             number(_mean(c.get("d_sink"))), number(c.get("sink_rate"))]  # fmt: skip
 
