@@ -120,14 +120,14 @@ def _numeric_keys(dicts: list[dict]) -> list[str]:
     return keys
 
 
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(results: list[dict[str, Any]], groups: tuple[str, ...] = CONTROL_GROUPS) -> dict[str, Any]:
     """Mean and spread (sample std, min, max) of each control group's measures.
 
     >>> summarize(results)["random"]["perplexity"]
     {'mean': 8.71, 'std': 0.01, 'min': 8.70, 'max': 8.72, 'n': 5}
     """
     summary = {}
-    for group in CONTROL_GROUPS:
+    for group in groups:
         members = [r for r in results if r["name"].startswith(group + "-")]
         if not members:
             continue

@@ -68,6 +68,26 @@ def fused_implementation(experts_modules: list[nn.Module]) -> Iterator[None]:
             c._experts_implementation_internal = saved[k]
 
 
+# Down_proj input edits (activation fake-quantization): id(module) -> fn(expert_ids_sorted, h) -> h.
+_INPUT_EDITS: dict[int, OutputEdit] = {}
+
+
+@contextlib.contextmanager
+def input_edit(experts: nn.Module, edit: Callable[[torch.Tensor, torch.Tensor, OutputEdit | None], torch.Tensor]
+               ) -> Iterator[None]:
+    """Like `output_edit`, on the down projection's input h (S, intermediate) - where the SE outliers are."""
+    key = id(experts)
+    previous = _INPUT_EDITS.get(key)
+    _INPUT_EDITS[key] = lambda ids, h: edit(ids, h, previous)
+    try:
+        yield
+    finally:
+        if previous is None:
+            _INPUT_EDITS.pop(key, None)
+        else:
+            _INPUT_EDITS[key] = previous
+
+
 def capture_experts_forward(
     self: nn.Module,
     hidden_states: torch.Tensor,  # (tokens, hidden)
@@ -94,6 +114,9 @@ def capture_experts_forward(
     bias = biases[expert_ids] if self.has_bias else None
     h = _grouped_linear(x, weights, offsets, bias=bias, is_transposed=self.is_transposed)
     h = self._apply_gate(h) if self.has_gate else self.act_fn(h)  # (S, intermediate)
+    in_edit = _INPUT_EDITS.get(id(self))
+    if in_edit is not None:
+        h = in_edit(expert_ids, h)
 
     bias = self.down_proj_bias[expert_ids] if self.has_bias else None
     out = _grouped_linear(h, self.down_proj, offsets, bias=bias, is_transposed=self.is_transposed)  # (S, hidden)

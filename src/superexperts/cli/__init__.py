@@ -13,7 +13,8 @@ import warnings
 
 from ..errors import SuperExpertsWarning, UserError
 
-COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "protect", "plan"]
+COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "protect", "plan",
+            "quant-eval", "audit"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..models.demo import DEMO_WINDOWS
 from ..rules import CRITERIA, get_criterion, parse_include_layers, parse_params
 
-# The demo runs on the built-in text (~1.3k demo tokens): short windows. A real model: the paper's.
-DEMO_WINDOWS = {"seq_len": 64, "samples": 16}
+# A real model: the paper's windows.
 MODEL_WINDOWS = {"seq_len": 2048, "samples": 128}
 
 

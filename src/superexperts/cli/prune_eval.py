@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import UserError
 from ..experts import format_experts
 from .common import add_model_args, model_of, window_defaults
+from .eval_flags import add_task_flags
 
 
 def add_parser(subparsers) -> None:
@@ -33,13 +34,7 @@ def add_parser(subparsers) -> None:
                    "name (default: built-in text for the demo, none otherwise)")  # fmt: skip
     p.add_argument("--seq-len", type=int, help="perplexity/calibration window length (default 2048; demo 64)")
     p.add_argument("--max-windows", type=int, help="perplexity windows kept (default all; the reference's C4: 256)")
-    p.add_argument("--tasks", metavar="LIST", help="lm-eval tasks, e.g. arc_easy,piqa (needs the eval extra)")
-    p.add_argument("--tasks-include", metavar="DIR", help="folder of extra lm-eval task YAMLs")
-    p.add_argument("--limit", type=int, help="documents per task (quick looks; not comparable to published)")
-    p.add_argument("--num-fewshot", type=int, help="few-shot examples per task (default: the task's)")
-    p.add_argument("--generate", action="append", default=[], metavar="PROMPTS",
-                   help="a prompts file (one per line) or a prompt; repeatable")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default 64)")
+    add_task_flags(p)
     p.add_argument("--causal", type=int, nargs="?", const=5, metavar="TOP_N",
                    help="also ablate each pruned expert alone (+ the TOP_N next candidates of the run's profile, "
                    "default 5): per layer, the drop of the activation it writes and the loss change; causal = "

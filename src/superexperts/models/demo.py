@@ -176,3 +176,5 @@ def is_demo(model: torch.nn.Module) -> bool:
 
 
 BANNER = "model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)"
+# The demo runs on the built-in text (~1.3k demo tokens): short windows.
+DEMO_WINDOWS = {"seq_len": 64, "samples": 16}

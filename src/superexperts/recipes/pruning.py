@@ -93,14 +93,16 @@ class PruneEvalRequest:
             raise UserError(f"{out}/prune_eval.json exists; pass --overwrite or choose another --out.")
 
 
-def _plan(req: PruneEvalRequest, tokenizer) -> tuple[EvalPlan, dict[str, Any] | None]:
-    """What each condition is measured on; perplexity tokens come from the one evaluation-stream path."""
+def eval_plan(req, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | None]:
+    """What each condition is measured on (any request with the evaluation fields ppl, max_windows,
+    batch_size, tasks, prompts, ...: prune-eval and quant-eval measure the same way); perplexity
+    tokens come from the one evaluation-stream path."""
     stream: EvalStream | None = eval_stream(req.ppl if req.ppl != "builtin" else None, tokenizer) if req.ppl else None
     max_windows = req.max_windows if req.max_windows is not None else stream.max_windows if stream else None
-    plan = EvalPlan(ppl_ids=stream.token_ids if stream else None, seq_len=req.seq_len, max_windows=max_windows,
+    plan = EvalPlan(ppl_ids=stream.token_ids if stream else None, seq_len=seq_len, max_windows=max_windows,
                     batch_size=req.batch_size, tasks=req.tasks, task_manager=req.task_manager, limit=req.limit,
                     num_fewshot=req.num_fewshot, prompts=req.prompts, max_new_tokens=req.max_new_tokens)  # fmt: skip
-    described = stream.describe() | {"seq_len": req.seq_len, "max_windows": max_windows} if stream else None
+    described = stream.describe() | {"seq_len": seq_len, "max_windows": max_windows} if stream else None
     return plan, described
 
 
@@ -178,7 +180,7 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
     else:
         conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
                                       layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
-    plan, ppl = _plan(req, loaded.tokenizer)
+    plan, ppl = eval_plan(req, loaded.tokenizer, req.seq_len)
     means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
     results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
     # With --criterion each condition lists its own pruned set; `pruning` names the protected ones.

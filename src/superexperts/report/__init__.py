@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..runfolder import write_files
-from . import causal_section, eval_sections, sections
+from . import causal_section, eval_sections, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Section, render_page
 from .sections import SectionBuilder
@@ -30,6 +30,7 @@ SECTIONS: list[SectionBuilder] = [
     sections.massive_table,
     eval_sections.prune_eval,
     causal_section.causal,
+    quant_sections.protection,
     eval_sections.sinks,
 ]
 

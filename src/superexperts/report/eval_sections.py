@@ -78,7 +78,7 @@ def _perplexity(value: Any) -> Any:
     return value.get("perplexity") if isinstance(value, dict) else value
 
 
-def _task_table(conditions: list[dict[str, Any]]) -> Raw:
+def task_table(conditions: list[dict[str, Any]]) -> Raw:
     """Rows (task, metric), one column per condition: fits many tasks on a laptop screen."""
     keys: list[tuple[str, str]] = []
     for c in conditions:
@@ -100,7 +100,7 @@ def _task_table(conditions: list[dict[str, Any]]) -> Raw:
     return Raw("<h3>Task scores</h3>" + table(columns, rows))
 
 
-def _control_summary(summary: Any) -> Raw:
+def control_summary(summary: Any) -> Raw:
     """Random control groups: perplexity as mean +- sample std (min - max) over the seeds."""
     if not isinstance(summary, dict) or not summary:
         return Raw("")
@@ -115,7 +115,7 @@ def _control_summary(summary: Any) -> Raw:
     return Raw(table(columns, rows)) if rows else Raw("")
 
 
-def _generations(conditions: list[dict[str, Any]]) -> Raw:
+def generations(conditions: list[dict[str, Any]]) -> Raw:
     parts = []
     for c in conditions:
         gens = [g for g in c.get("generations") or [] if isinstance(g, dict)][:MAX_GENERATIONS]
@@ -138,13 +138,13 @@ def prune_eval(inputs: ReportInputs) -> Section | None:
             + [number((c.get("generation_metrics") or {}).get(m)) for m in metrics]
             for c in conditions]  # fmt: skip
     columns = ["condition", "experts pruned", "mode", "perplexity"] + [f"generation {m}" for m in metrics]
-    body = paragraphs(texts.PRUNE_EVAL) + table(columns, rows) + _control_summary(data.get("summary"))
+    body = paragraphs(texts.PRUNE_EVAL) + table(columns, rows) + control_summary(data.get("summary"))
     files: dict[str, bytes] = {}
     if any(_perplexity(c.get("perplexity")) is not None for c in conditions):
         bars = fig_perplexity([c | {"perplexity": _perplexity(c.get("perplexity"))} for c in conditions])
         html, files = figure(bars, "perplexity", texts.CAPTIONS["perplexity"], "Perplexity per condition")
         body += html
-    return Section("prune-eval", title, Raw(body + _task_table(conditions) + _generations(conditions)), files)
+    return Section("prune-eval", title, Raw(body + task_table(conditions) + generations(conditions)), files)
 
 
 def sinks(inputs: ReportInputs) -> Section | None:

@@ -10,7 +10,8 @@ accumulated as running sums and memory holds one batch's per-query masses at a t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,10 +136,12 @@ def check_input(input_ids: torch.Tensor) -> list[torch.Tensor]:
     return list(input_ids.split(1))
 
 
-def measure_sinks(model: nn.Module, input_ids: torch.Tensor, conditions: Mapping[str, list[Expert]] | None = None,
+def measure_sinks(model: nn.Module, input_ids: torch.Tensor,
+                  conditions: Mapping[str, list[Expert] | Callable[[], AbstractContextManager]] | None = None,
                   *, sink_keys: Sequence[int] = (0,), top_k: int | None = None, mode: str = "zero",
                   epsilon: float = metrics.EPSILON) -> SinkResult:
-    """Sink metrics of the original model and of each ablation in `conditions` (name -> experts).
+    """Sink metrics of the original model and of each ablation in `conditions` (name -> experts, or
+    name -> a function returning a context manager that changes the model, e.g. quantization).
 
     input_ids (samples, T), run one sample at a time; with `top_k` the sink keys are the top-k
     most attended positions of the original model instead of `sink_keys`.
@@ -158,11 +161,11 @@ def measure_sinks(model: nn.Module, input_ids: torch.Tensor, conditions: Mapping
         for name, experts in named.items():
             if name == "original":
                 continue
-            with ablate(model, list(experts), mode=mode):
+            with experts() if callable(experts) else ablate(model, list(experts), mode=mode):
                 rec, peaks = _forward(model, batch.to(_device(model)), key_sets)
             _accumulate(sums[name], rec.layers, peaks, original.layers)
     num_layers = max(sums["original"].mass) + 1
-    results = [_finish(name, named[name], sums[name], num_layers) for name in named]
+    results = [_finish(name, [] if callable(named[name]) else named[name], sums[name], num_layers) for name in named]
     return SinkResult(sink_keys=keys, conditions=results, implementation=implementation, epsilon=epsilon)
 
 

@@ -1,0 +1,51 @@
+"""`superexperts audit ORIGINAL COMPRESSED`: did the compressed checkpoint keep its Super Experts?"""
+
+from __future__ import annotations
+
+import argparse
+
+from .eval_flags import add_loading_flags, add_window_flags, out_dir
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "audit", help="check that a compressed checkpoint kept its Super Experts (verdict intact | damaged)",
+        description="Profile ORIGINAL and COMPRESSED (same architecture; anything transformers loads, e.g. an "
+        "exported or dequantized checkpoint) on the same windows: each SE's max output, the massive activation "
+        "per layer, sink mass and perplexity before/after. Writes audit.json and audit.html.",
+    )  # fmt: skip
+    p.add_argument("original", metavar="ORIGINAL", help="the uncompressed checkpoint folder (or hub id)")
+    p.add_argument("compressed", metavar="COMPRESSED", help="the compressed checkpoint folder (or hub id)")
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="a profile run folder of ORIGINAL: its SEs "
+                   "are audited (default: profile ORIGINAL now, paper rule)")  # fmt: skip
+    add_window_flags(p, samples_default="16", seq_len_default="64 on the built-in text, else 2048",
+                     ppl_default="--data, else the built-in text")
+    p.add_argument("--threshold", type=float, default=0.5, help="damaged = an SE's output or the massive "
+                   "activation it feeds fell by this fraction or more (default 0.5)")  # fmt: skip
+    add_loading_flags(p)
+    p.add_argument("--out", metavar="DIR", default="runs/audit", help="folder for audit.json and audit.html "
+                   "(default runs/audit)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing audit.json")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit import format_audit
+    from ..experts import resolve_experts
+    from ..loading import check_dtype, resolve_device
+    from ..recipes.auditing import AuditRequest, audit_run
+
+    out = out_dir(args, "audit.json", "runs/audit")
+    check_dtype(args.dtype)
+    resolve_device(args.device)
+    experts, source = resolve_experts("super", args.from_dir)
+    req = AuditRequest(
+        original=args.original, compressed=args.compressed, experts=experts, experts_source=source, data=args.data,
+        samples=args.samples, seq_len=args.seq_len, seed=args.seed, ppl=args.ppl, max_windows=args.max_windows,
+        batch_size=args.batch_size, threshold=args.threshold, device=args.device, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )  # fmt: skip
+    document = audit_run(req, out, progress=True)
+    print(format_audit(document))
+    print(f"wrote {out}/audit.json and {out}/audit.html")
+    return 0

@@ -1,0 +1,76 @@
+"""`superexperts quant-eval [MODEL]`: what keeping the Super Experts in full precision buys."""
+
+from __future__ import annotations
+
+import argparse
+
+from .eval_flags import add_loading_flags, add_task_flags, add_window_flags, out_dir, tasks_of
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quant-eval", help="fake-quantize the experts (RTN) with and without protecting the Super Experts",
+        description="Conditions: original, all (every expert quantized), protect-super (all but the SEs), "
+        "protect-random-<seed> (all but as many random non-SEs), se-only. Each is measured on perplexity "
+        "(--ppl), massive activation retention, the SEs' outputs, attention sinks (D_sink) and optionally "
+        "lm-eval tasks and generations; writes quant_eval.json.",
+    )  # fmt: skip
+    p.add_argument("model", nargs="?", metavar="MODEL", help="local checkpoint folder or hub id (default: the "
+                   "model of --from, else the built-in demo)")  # fmt: skip
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="a profile run folder: its SEs are protected "
+                   "(default: profile the model now, paper rule)")  # fmt: skip
+    p.add_argument("--bits", type=int, default=4, help="weight bits: 8, 4, 3 or 2 (default 4)")
+    p.add_argument("--group-size", type=int, metavar="G", help="one scale per G input columns (default: one per "
+                   "output channel)")  # fmt: skip
+    p.add_argument("--act-bits", type=int, help="also quantize each token's down_proj input: 8 or 4 (default off)")
+    p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random-protection control sets "
+                   "(default 0)")  # fmt: skip
+    add_window_flags(p, samples_default="32; demo 16")
+    add_task_flags(p)
+    add_loading_flags(p)
+    p.add_argument("--out", metavar="DIR", help="folder for quant_eval.json (default: --from RUN_DIR, else "
+                   "runs/quant-eval)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing quant_eval.json")
+    p.set_defaults(run=run)
+
+
+def _request(args: argparse.Namespace):
+    from ..experts import resolve_experts
+    from ..quant import Scheme
+    from ..recipes.quantizing import QuantEvalRequest
+    from .prune_eval import read_prompts
+
+    scheme = Scheme(bits=args.bits, group_size=args.group_size, act_bits=args.act_bits)
+    scheme.check()
+    experts, source = resolve_experts("super", args.from_dir)
+    req = QuantEvalRequest(
+        scheme=scheme, experts=experts, experts_source=source, n_random=args.random, seed=args.seed, ppl=args.ppl,
+        seq_len=args.seq_len, max_windows=args.max_windows, data=args.data, samples=args.samples,
+        batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,
+        prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
+    req.check()
+    req.tasks, req.task_manager = tasks_of(args)
+    return req
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experts import check_experts_in_config
+    from ..loading import load_config, load_model
+    from ..quant_eval import format_quant_table
+    from ..recipes.quantizing import quant_eval_run
+    from ..runfolder import model_of_run
+
+    req = _request(args)
+    out = out_dir(args, "quant_eval.json", "runs/quant-eval")
+    spec = args.model if args.model is not None or args.from_dir is None else model_of_run(args.from_dir)
+    if spec is not None and req.experts is not None:  # before reading the weights
+        check_experts_in_config(req.experts, load_config(spec, args.trust_remote_code))
+    loaded = load_model(spec, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    if loaded.synthetic:
+        print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
+    document = quant_eval_run(loaded, req, out, progress=True)
+    print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
+    print(format_quant_table(document))
+    print(f"wrote {out}/quant_eval.json")
+    return 0

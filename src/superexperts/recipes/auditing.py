@@ -1,0 +1,132 @@
+"""The audit recipe (`audit_run`): ORIGINAL + COMPRESSED checkpoints -> audit.json + audit.html, one model in memory at a time.
+
+Everything checkable is checked before any weights load: the request, that both configs are the
+same architecture, that both tokenizers give the same ids, and the windows (calibration and
+perplexity, tokenized once with the original's tokenizer and used for both models).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
+from ..data import calibration
+from ..errors import UserError
+from ..evaluate import perplexity
+from ..evaluate.streams import eval_stream
+from ..experts import Expert, check_experts_in_config, experts_json
+from ..loading import load_config, load_model, load_tokenizer
+from ..profile import profile
+from ..quant_eval import SINK_WINDOWS
+from ..runfolder import base_metadata, json_bytes, tensor_sha256, write_files
+from ..sinks import measure_sinks
+from .quantizing import paper_super_experts
+
+# The built-in text is short (~1.3k tokens): short windows unless --data/--ppl bring real text.
+BUILTIN_DEFAULTS = {"seq_len": 64, "samples": 16}
+DATA_DEFAULTS = {"seq_len": 2048, "samples": 16}
+
+
+@dataclass
+class AuditRequest:
+    original: str
+    compressed: str
+    experts: list[Expert] | None  # the SEs; None: the paper rule on the original's profile
+    experts_source: str
+    data: str | None = None
+    samples: int | None = None
+    seq_len: int | None = None
+    seed: int = 0
+    ppl: str | None = None  # perplexity data (default: --data, else the built-in text)
+    max_windows: int | None = None
+    batch_size: int = 1
+    threshold: float = THRESHOLD
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def check(self) -> None:
+        for name, value, low in [("--seq-len", self.seq_len, 2), ("--samples", self.samples, 1),
+                                 ("--max-windows", self.max_windows, 1), ("--batch-size", self.batch_size, 1)]:
+            if value is not None and value < low:
+                raise UserError(f"{name} must be >= {low}, got {value}.")
+        if not 0 < self.threshold < 1:
+            raise UserError(f"--threshold {self.threshold} must be in (0, 1), e.g. 0.5 for a fall by half.")
+
+    def defaults(self) -> dict[str, int]:
+        return BUILTIN_DEFAULTS if self.data is None and self.ppl is None else DATA_DEFAULTS
+
+
+def _tokenizers_agree(req: AuditRequest, original_config, compressed_config):
+    """The original's tokenizer, after checking the compressed checkpoint's tokenizes text the same."""
+    tokenizers = []
+    for path, config in ((req.original, original_config), (req.compressed, compressed_config)):
+        vocab = getattr(getattr(config, "text_config", None) or config, "vocab_size", None) or 1 << 30
+        tokenizers.append(load_tokenizer(path, req.trust_remote_code, vocab))
+    from ..models.demo import builtin_text
+
+    probe = builtin_text()[:2000]
+    if tokenizers[0](probe).input_ids != tokenizers[1](probe).input_ids:
+        raise UserError(f"{req.compressed} tokenizes text differently from {req.original}; save the original's "
+                        "tokenizer with the compressed checkpoint.")  # fmt: skip
+    return tokenizers[0]
+
+
+def _measure(path: str, req: AuditRequest, calib_ids: torch.Tensor, ppl_ids: torch.Tensor, seq_len: int,
+             progress: bool) -> Measured:  # fmt: skip
+    loaded = load_model(path, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    try:
+        prof = profile(loaded.model, calib_ids, batch_size=req.batch_size, progress=progress)
+        ppl = perplexity(loaded.model, ppl_ids, seq_len=seq_len, batch_size=req.batch_size,
+                         max_windows=req.max_windows, progress=progress)  # fmt: skip
+        sinks = measure_sinks(loaded.model, calib_ids[:SINK_WINDOWS])["original"]
+        return Measured(prof, ppl, sinks.sink_mass, sinks.sink_rate(), loaded.describe())
+    finally:  # one model in memory at a time
+        device = next(loaded.model.parameters()).device
+        del loaded
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def prepare(req: AuditRequest):
+    """Checks that need configs and tokenizers only; returns (calibration, perplexity ids, seq_len)."""
+    req.check()
+    configs = [load_config(p, req.trust_remote_code) for p in (req.original, req.compressed)]
+    check_same_architecture(*configs, names=(req.original, req.compressed))
+    if req.experts is not None:  # a run folder of another model names experts this one lacks
+        check_experts_in_config(req.experts, configs[0])
+    tokenizer = _tokenizers_agree(req, *configs)
+    seq_len = req.seq_len or req.defaults()["seq_len"]
+    calib = calibration(req.data, tokenizer, seq_len=seq_len, samples=req.samples or req.defaults()["samples"],
+                        seed=req.seed)  # fmt: skip
+    ppl_spec = req.ppl if req.ppl is not None else req.data
+    ppl_ids = eval_stream(ppl_spec, tokenizer).token_ids  # the tokenizer's own ids (reference protocol)
+    if ppl_ids.numel() < seq_len:
+        raise UserError(f"the perplexity data has {ppl_ids.numel()} tokens, fewer than one window of --seq-len "
+                        f"{seq_len}; lower --seq-len or pass more --ppl data.")  # fmt: skip
+    return calib, ppl_ids, seq_len
+
+
+def audit_run(req: AuditRequest, out_dir: str | os.PathLike, *, progress: bool = False) -> dict[str, Any]:
+    """Measure both checkpoints on the same windows; write audit.json and audit.html all-or-nothing."""
+    from ..report.audit_page import audit_files
+
+    calib, ppl_ids, seq_len = prepare(req)
+    before = _measure(req.original, req, calib.input_ids, ppl_ids, seq_len, progress)
+    ses = req.experts if req.experts is not None else paper_super_experts(before.profile)
+    after = _measure(req.compressed, req, calib.input_ids, ppl_ids, seq_len, progress)
+    ppl_data = {"spec": req.ppl or req.data or "builtin", "tokens": int(ppl_ids.numel()),
+                "sha256": tensor_sha256(ppl_ids), "seq_len": seq_len, "max_windows": req.max_windows}  # fmt: skip
+    document = audit_verdict(before, after, ses, req.threshold) | base_metadata(
+        tool="audit", seed=req.seed, experts_source=req.experts_source, super_experts_audited=experts_json(ses),
+        sink_windows=min(SINK_WINDOWS, int(calib.input_ids.shape[0])),
+        data={"calibration": calib.describe(), "perplexity": ppl_data},
+    )  # fmt: skip
+    write_files(out_dir, {"audit.json": json_bytes(document)} | audit_files(document))
+    return document

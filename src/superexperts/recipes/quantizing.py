@@ -1,0 +1,99 @@
+"""The quant-eval recipe (`quant_eval_run`): a loaded model + a request -> quant_eval.json (and the run report's section).
+
+The CLI builds a `QuantEvalRequest` (everything checkable is checked before the model loads),
+loads the model, and calls `quant_eval_run`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import calibration
+from ..errors import UserError
+from ..eval_request import EvalFields
+from ..experts import Expert, experts_json
+from ..loading import Loaded
+from ..models.adapters import map_model
+from ..models.demo import DEMO_WINDOWS as DEMO_DEFAULTS
+from ..profile import Profile, profile
+from ..quant import Scheme, check_model
+from ..quant_eval import add_sinks, quant_conditions, quant_eval_json, run_quant_conditions
+from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata
+from .pruning import eval_plan
+
+# Each condition re-profiles the calibration windows: fewer than profile's 128 by default.
+MODEL_DEFAULTS = {"seq_len": 2048, "samples": 32}
+
+
+@dataclass
+class QuantEvalRequest(EvalFields):  # + ppl, seq_len, data (SE outputs, massive activations, sinks), tasks, ...
+    scheme: Scheme
+    experts: list[Expert] | None  # the SEs; None: profile the model and take the paper rule's
+    experts_source: str  # profiled | <run>/super_experts.json
+    n_random: int = 0
+    seed: int = 0
+
+    def check(self) -> None:
+        """Argument checks that need no model."""
+        self.scheme.check()
+        self.check_ranges(random=self.n_random)
+
+
+def paper_super_experts(prof: Profile) -> list[Expert]:
+    """The paper rule's SEs of a profile; a model without any cannot be studied."""
+    from ..rules import identify
+
+    experts = identify(prof.expert_stats, prof.num_layers, "paper").experts
+    if not experts:
+        raise UserError("profiling found no Super Experts with the paper's rule; `superexperts profile` with "
+                        "another --criterion, then pass --from RUN_DIR.")  # fmt: skip
+    return experts
+
+
+def _metadata(req: QuantEvalRequest, loaded: Loaded, ppl: dict | None, calib, ses: list[Expert],
+              sink_windows: int) -> dict:  # fmt: skip
+    request = {k: v for k, v in asdict(req).items() if k not in ("task_manager", "experts", "prompts", "scheme")}
+    return base_metadata(
+        tool="quant-eval", seed=req.seed, model=loaded.describe(), experts_source=req.experts_source,
+        super_experts=experts_json(ses), request=request, sink_windows=sink_windows,
+        data={"perplexity": ppl, "calibration": calib.describe()}, prompts=req.prompts,
+    )  # fmt: skip
+
+
+def write_quant_eval(out_dir: str | os.PathLike, document: dict[str, Any]) -> Path:
+    path = Path(out_dir) / "quant_eval.json"
+    atomic_write_json(path, document)
+    return path
+
+
+def quant_eval_run(loaded: Loaded, req: QuantEvalRequest, out_dir: str | os.PathLike, *,
+                   progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Evaluate every condition, write `out_dir`/quant_eval.json, refresh the run's report."""
+    req.check()
+    defaults = DEMO_DEFAULTS if loaded.synthetic else MODEL_DEFAULTS
+    seq_len = req.seq_len or defaults["seq_len"]
+    model_map = map_model(loaded.model)
+    check_model(model_map, req.scheme)  # fail on a bad scheme or list before any long computation
+    if req.experts is not None:
+        quant_conditions(model_map, req.experts, n_random=req.n_random, seed=req.seed)
+    calib = calibration(req.data, loaded.tokenizer, seq_len=seq_len, samples=req.samples or defaults["samples"],
+                        seed=req.seed)  # fmt: skip
+    reference = profile(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
+    ses = req.experts if req.experts is not None else paper_super_experts(reference)
+    conditions = quant_conditions(model_map, ses, n_random=req.n_random, seed=req.seed)
+    if req.ppl is None and loaded.synthetic:  # the demo measures perplexity on the built-in text
+        req.ppl = "builtin"
+    plan, ppl = eval_plan(req, loaded.tokenizer, seq_len)
+    results = run_quant_conditions(loaded.model, loaded.tokenizer, conditions, plan, req.scheme, calib.input_ids,
+                                   reference, ses, batch_size=req.batch_size, progress=progress)  # fmt: skip
+    windows = add_sinks(loaded.model, results, conditions, req.scheme, calib.input_ids)
+    document = quant_eval_json(results, req.scheme, _metadata(req, loaded, ppl, calib, ses, windows))
+    write_quant_eval(out_dir, document)
+    if (Path(out_dir) / RUN_MARKER).is_file():  # a profile run folder: add the section to its report
+        from ..report import write_report
+
+        write_report(out_dir)
+    return document
