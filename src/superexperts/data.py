@@ -47,7 +47,7 @@ class Calibration:
         }
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
     """A data file's UTF-8 text; binary files and other encodings are refused in one line."""
     data = path.read_bytes()
     if b"\x00" in data:
@@ -83,10 +83,10 @@ def _read_parquet(path: Path) -> list[str]:
 
 def _read_file(path: Path) -> list[str]:
     if path.suffix == ".txt":
-        return [_read_text(path)]
+        return [read_text_file(path)]
     if path.suffix == ".parquet":
         return _read_parquet(path)
-    text = _read_text(path)
+    text = read_text_file(path)
     try:
         lines = text.splitlines() if path.suffix == ".jsonl" else None
         records = [json.loads(x) for x in lines if x.strip()] if lines is not None else json.loads(text)
@@ -149,8 +149,9 @@ def _load_hub(spec: str) -> tuple[list[str], str]:
         )
 
 
-def load_texts(spec: str | None) -> tuple[list[str], str]:
-    """(documents, joiner) for a data spec; joiner "" means documents are sampled separately (C4)."""
+def load_texts(spec: str | None, flag: str = "--data") -> tuple[list[str], str]:
+    """(documents, joiner) for a data spec; joiner "" means documents are sampled separately (C4).
+    `flag` names the option in errors (--data, --ppl)."""
     if spec is None:
         from .models.demo import builtin_text
 
@@ -160,12 +161,30 @@ def load_texts(spec: str | None) -> tuple[list[str], str]:
         return _read_folder(path), "\n\n"
     if path.is_file():
         if path.suffix not in TEXT_SUFFIXES:
-            raise UserError(f"--data {spec}: unsupported file type; use {', '.join(TEXT_SUFFIXES)}.")
+            raise UserError(f"{flag} {spec}: unsupported file type; use {', '.join(TEXT_SUFFIXES)}.")
         return _read_file(path), "\n\n"
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or path.suffix in TEXT_SUFFIXES
     if looks_like_path:
-        raise UserError(f"--data {spec}: no such file or folder.")
+        raise UserError(f"{flag} {spec}: no such file or folder.")
     return _load_hub(spec)
+
+
+def is_local_spec(spec: str | None) -> bool:
+    """A data spec read from this machine (a file or folder, or a path that should be one), not a hub name."""
+    if spec is None:
+        return False
+    path = Path(spec)
+    return path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1 or path.suffix in TEXT_SUFFIXES
+
+
+def check_texts(spec: str | None, flag: str = "--data") -> None:
+    """Every problem of a local data file or folder (missing, empty, not text, no text field), before
+    any model is loaded. Hub datasets are read when used (a download is not repeated for a check)."""
+    if not is_local_spec(spec):
+        return
+    docs, _ = load_texts(spec, flag)
+    if not any(d.strip() for d in docs):
+        raise UserError(f"{flag} {spec} is empty; pass a file with text.")
 
 
 def _prepend_bos(tokenizer) -> bool:

@@ -108,6 +108,13 @@ def load_config(path: str, trust_remote_code: bool):
         )
 
 
+def config_layers(config) -> int | None:
+    """The decoder layer count of a config (None: no config, or it does not say)."""
+    text = getattr(config, "text_config", None) or config
+    layers = getattr(text, "num_hidden_layers", None)
+    return layers if isinstance(layers, int) else None
+
+
 def _checkpoint_bytes(path: str) -> int:
     folder = Path(path)
     return sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0

@@ -289,6 +289,25 @@ def identify(table: pd.DataFrame, num_layers: int, criterion: str = "paper", **p
     return get_criterion(criterion)(table, num_layers, **params)
 
 
+def check_criterion(name: str, params: dict[str, Any], num_layers: int | None) -> None:
+    """Every parameter error of `name` with `params` before any profiling: a dry run of the rule on a
+    small synthetic table of `num_layers` layers (from config.json; None: only the parameters, with
+    just enough layers for an --include-layers list)."""
+    check_params(name, params)
+    if num_layers is None:
+        listed = params.get("include_layers")
+        num_layers = max([4, *(int(i) + 1 for i in listed)]) if isinstance(listed, (list, tuple)) else 4
+    experts = 4
+    table = pd.DataFrame({
+        "layer": np.repeat(np.arange(num_layers), experts), "expert": np.tile(np.arange(experts), num_layers),
+        "kind": "routed", "max_abs_output": np.linspace(1.0, 2.0, num_layers * experts),
+    })  # fmt: skip
+    for column in ("max_output", "max_signed_output", "reap_saliency", "ean"):  # what the other rules read
+        table[column] = table["max_abs_output"]
+    table["tokens_routed"] = 1
+    get_criterion(name)(table, num_layers, **params)
+
+
 def criterion_defaults(name: str) -> dict[str, Any]:
     """The keyword parameters of a criterion and their defaults: {'percentile': 99.5, ...}."""
     signature = inspect.signature(get_criterion(name))

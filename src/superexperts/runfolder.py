@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,9 +108,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
             os.fsync(f.fileno())
         usual_mode(Path(tmp))  # mkstemp makes 0600; the result gets what a plain open would
         os.replace(tmp, path)
+        WRITTEN.append(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Files this process has written (complete: atomic), so an interruption can say what already exists.
+WRITTEN: list[Path] = []
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -145,6 +150,7 @@ def write_files(out_dir: str | os.PathLike, files: Mapping[str, bytes | FileWrit
                 (out / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging / name, out / name)
                 moved.append(name)
+                WRITTEN.append(out / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as e:
@@ -155,14 +161,62 @@ def write_files(out_dir: str | os.PathLike, files: Mapping[str, bytes | FileWrit
         raise UserError(f"writing {out} failed ({os_error_reason(e)}); {done}.") from None
 
 
-def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to mix with a previous run's files unless `overwrite`."""
+# Every file the recipes write into a run folder (names, or fnmatch patterns for figures): what an
+# overwriting profile may remove so that the folder holds only the new run. Nothing else is touched.
+RUN_FILE_PATTERNS = (
+    "profile.json", "super_experts.json", "expert_stats.csv", "expert_stats.parquet", "sensitivity.json",
+    "report.html", "prune_eval.json", "sinks.json", "sinks_router.csv", "sinks_chain.*", "sinks_d_sink.*",
+    "sinks_maps.*", "compare.json", "compare_scatter.*", "figures/*.png", "figures/*.svg",
+)  # fmt: skip
+
+
+def remove_stale_run_files(out_dir: str | os.PathLike, keep: Iterable[str]) -> list[str]:
+    """Remove the files of an earlier run in `out_dir` (our names only) that are not in `keep`;
+    an emptied figures/ folder goes too. Returns the names removed."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
-    if out.is_dir() and (out / RUN_MARKER).exists() and not overwrite:
-        raise UserError(f"{out} already holds a run ({RUN_MARKER}); pass --overwrite or choose another --out.")
-    return out
+    keep = set(keep)
+    removed = []
+    for pattern in RUN_FILE_PATTERNS:
+        for path in sorted(out.glob(pattern)):
+            name = path.relative_to(out).as_posix()
+            if name not in keep and path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(name)
+    with contextlib.suppress(OSError):  # only when empty: a user's file there keeps it
+        (out / "figures").rmdir()
+    return removed
+
+
+def check_run_model(run_dir: str | os.PathLike, config, model: str, flag: str = "--from") -> None:
+    """Refuse a run folder profiled from another model than `model` (whose config is `config`):
+    its experts would be pruned in the wrong model. Compared: model type, layer count, routed experts
+    per layer, and the hub revision when both are known. (A checkpoint copied to another folder has
+    another path but the same model: paths alone are not compared.)"""
+    from .loading import EXPERT_COUNT_KEYS
+
+    meta = {}
+    for name in ("super_experts.json", RUN_MARKER):  # both carry the profile's meta; either may be alone
+        data = read_json(Path(run_dir) / name, name) if (Path(run_dir) / name).is_file() else None
+        if isinstance(data, dict) and isinstance(data.get("meta"), dict):
+            meta = data["meta"]
+            break
+    text = getattr(config, "text_config", None) or config
+    target = {
+        "model type": getattr(config, "model_type", None),
+        "layers": getattr(text, "num_hidden_layers", None),
+        "experts per layer": next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)),
+                                  None),
+        "revision": getattr(config, "_commit_hash", None),
+    }
+    recorded = {"model type": meta.get("model_type"), "layers": meta.get("num_layers"),
+                "experts per layer": meta.get("num_experts"), "revision": meta.get("revision")}  # fmt: skip
+    if meta.get("synthetic"):
+        recorded["revision"] = None
+    for what, value in recorded.items():
+        if value is not None and target[what] is not None and value != target[what]:
+            source = meta.get("model") or meta.get("name_or_path") or "another model"
+            raise UserError(f"{flag} {run_dir} was profiled on {source} ({what} {value}), but {model} has "
+                            f"{what} {target[what]}; profile {model} and use that run.")
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:

@@ -21,15 +21,8 @@ def _real(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(os.path.expanduser(path)))
 
 
-def check_out_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], own_marker: str, *,
-                   overwrite: bool, flag: str = "--out") -> Path:  # fmt: skip
-    """The resolved folder to write `out` into, or a UserError when writing it could destroy data.
-
-    Refused: an `out` that equals, contains or lies inside an existing input (links resolved) or
-    contains the current folder; an existing file or broken link; a non-empty folder without
-    `overwrite`, or with it when the folder does not hold `own_marker` (not our earlier output).
-    Inputs that do not exist (hub ids, `None`) are skipped: nothing of them can be destroyed.
-    """
+def _check_inputs(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], flag: str) -> Path:
+    """`out` resolved; a UserError when it equals, contains or lies inside an existing input."""
     target = _real(out)
     for item in inputs:
         if item is None or not os.path.lexists(os.path.expanduser(item)):
@@ -39,6 +32,35 @@ def check_out_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | 
             raise UserError(f"{flag} {out} is or contains the input {item}; choose a folder outside it.")
         if real in target.parents:
             raise UserError(f"{flag} {out} is inside the input {item}; choose a folder outside it.")
+    return target
+
+
+def check_record_out(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], record: str, *,
+                     overwrite: bool, flag: str = "--out") -> Path:  # fmt: skip
+    """The resolved folder for a command that adds its files to a folder (prune-eval, sinks, compare
+    write beside a run's files): never an input, a file or a broken link, and an earlier `record`
+    there is replaced only with `overwrite`. Other files in the folder are left alone, so a
+    non-empty folder is fine (a run folder is the usual target)."""
+    target = _check_inputs(out, inputs, flag)
+    if os.path.lexists(os.path.expanduser(out)) and not target.exists():
+        raise UserError(f"{flag} {out} is a broken link; remove it or choose another folder.")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{flag} {out} is a file, not a folder; choose a folder path.")
+    if (target / record).exists() and not overwrite:
+        raise UserError(f"{flag} {out} already holds {record}; pass --overwrite to replace it or choose another folder.")
+    return target
+
+
+def check_out_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], own_marker: str, *,
+                   overwrite: bool, flag: str = "--out") -> Path:  # fmt: skip
+    """The resolved folder to write `out` into, or a UserError when writing it could destroy data.
+
+    Refused: an `out` that equals, contains or lies inside an existing input (links resolved) or
+    contains the current folder; an existing file or broken link; a non-empty folder without
+    `overwrite`, or with it when the folder does not hold `own_marker` (not our earlier output).
+    Inputs that do not exist (hub ids, `None`) are skipped: nothing of them can be destroyed.
+    """
+    target = _check_inputs(out, inputs, flag)
     cwd = _real(os.getcwd())
     if target == cwd or target in cwd.parents:
         raise UserError(f"{flag} {out} is the current folder or contains it; name a new folder, e.g. {flag} pruned.")

@@ -60,7 +60,6 @@ def damaged_cases():
             yield case(["export", folder, *EXPORT], "expert 3" if folder == "missingexpert" else message)
 
 
-LATE_DATA = xfail("4", "--data is read only after the model is loaded")
 DATA = {  # --data file -> message
     "data/latin1.txt": "not UTF-8 text",
     "data/binary.txt": "not a text file",
@@ -76,34 +75,30 @@ DATA = {  # --data file -> message
 def data_cases():
     for spec, message in DATA.items():
         yield case(["profile", "good", "--data", spec, *PROFILE_ARGS], message, name=f"profile --data {spec}")
-        yield case(["profile", "good", "--data", spec, *PROFILE_ARGS], message, early=True, marks=LATE_DATA,
-                   name=f"profile --data {spec} (before loading)")  # fmt: skip
+        yield case(["profile", "good", "--data", spec, *PROFILE_ARGS], message, early=True,
+                   name=f"profile --data {spec} (before loading)")
     yield case(["prune-eval", "good", "--experts", "1:3", "--ppl", "data/latin1.txt", "--seq-len", "16", *CPU],
                "not UTF-8 text")  # fmt: skip
     yield case(["sinks", "good", "--prune", "1:3", "--data", "data/binary.txt", *SINKS], "not a text file")
     yield case(["prune-eval", "good", "--experts", "1:3", "--ppl", "missing.txt", "--seq-len", "16", *CPU], "--ppl",
-               marks=xfail("8", "a missing --ppl file is reported as --data"))  # fmt: skip
+               early=True)
     yield case(["prune-eval", "good", "--experts", "1:3", "--generate", "prompts.bin", *PRUNE_EVAL], "prompts.bin",
-               marks=xfail("6", "a binary --generate file is read with read_text in cli/prune_eval.py"))  # fmt: skip
+               early=True)
 
 
 PARAMETERS = [
     case(["profile", "good", "--device", "banana", *PROFILE_ARGS[:4], "--no-report"], "not a device", early=True),
     case(["profile", "good", "--seq-len", "1", "--device", "cpu"], "--seq-len must be >= 2", early=True),
     case(["profile", "good", "--criterion", "papr", *PROFILE_ARGS], "Did you mean 'paper'", early=True),
-    case(["profile", "good", "--param", "percentile=200", *PROFILE_ARGS], "percentile", early=True,
-         marks=xfail("4", "--param ranges are checked after profiling")),
-    case(["profile", "good", "--param", "max_fraction=3", *PROFILE_ARGS], "max_fraction", early=True,
-         marks=xfail("4", "--param ranges are checked after profiling")),
-    case(["profile", "good", "--include-layers", "1,99", *PROFILE_ARGS], "99", early=True,
-         marks=xfail("4", "--include-layers is checked after profiling (config.json has the layer count)")),
+    case(["profile", "good", "--param", "percentile=200", *PROFILE_ARGS], "percentile", early=True),
+    case(["profile", "good", "--param", "max_fraction=3", *PROFILE_ARGS], "max_fraction", early=True),
+    case(["profile", "good", "--include-layers", "1,99", *PROFILE_ARGS], "99", early=True),
     case(["profile", "good", "--resume", *PROFILE_ARGS], "--stream", early=True),
     case(["identify", "run", "--criterion", "papr"], "Did you mean 'paper'"),
     case(["identify", "nothere"], "not found"),
     case(["report", "mine"], "no profile.json"),
     case(["compare", "run", "run"], "twice"),
-    case(["compare", "run", "run2"], "identify", marks=xfail("8", "compare's hint for a missing "
-                                                                 "super_experts.json names a command that refuses")),
+    case(["compare", "run", "run2"], "identify"),
     case(["export", "good", "--prune", "1:99", "--out", "pruned"], "out of range"),
     case(["export", "good", "--prune", "experts.bin", "--out", "pruned"], "not a text expert list"),
     case(["export", "good", "--prune", "missing.json", "--out", "pruned"], "not found"),
@@ -117,16 +112,12 @@ PARAMETERS = [
     case(["sinks", "good", "--prune", "1:3", "--layers", "1,99", *SINKS], "99", early=True),
 ]
 
-MISMATCHED = xfail("2", "a run of another model is accepted by --from")
 RUNS = [
-    case(["export", "good", "--prune", "super", "--from", "otherrun", "--out", "pruned"], "otherrun",
-         marks=MISMATCHED),
-    case(["prune-eval", "good", "--from", "otherrun", *PRUNE_EVAL, "--out", "pe"], "otherrun", early=True,
-         marks=MISMATCHED),
-    case(["sinks", "good", "--from", "otherrun", *SINKS, "--out", "sk"], "otherrun", early=True, marks=MISMATCHED),
+    case(["export", "good", "--prune", "super", "--from", "otherrun", "--out", "pruned"], "otherrun"),
+    case(["prune-eval", "good", "--from", "otherrun", *PRUNE_EVAL, "--out", "pe"], "otherrun", early=True),
+    case(["sinks", "good", "--from", "otherrun", *SINKS, "--out", "sk"], "otherrun", early=True),
 ]
 
-NO_OUT_GUARD = xfail("1", "check_out_path is not yet used for this subcommand's --out")
 OUTS = [
     case(["export", "good", *EXPORT[:2], "--out", ".", "--overwrite"], "input"),
     case(["export", "good", *EXPORT[:2], "--out", "good", "--overwrite"], "input"),
@@ -139,19 +130,14 @@ OUTS = [
     case(["export", "good", "--prune", "super", "--from", "run", "--out", "run", "--overwrite"], "input"),
     case(["profile", "good", *PROFILE_ARGS, "--out", "notes.txt"], "is a file", early=True),
     case(["profile", "good", *PROFILE_ARGS, "--out", "run"], "--overwrite", early=True),
-    case(["profile", "good", *PROFILE_ARGS, "--out", "good", "--overwrite"], "input", early=True, marks=NO_OUT_GUARD),
-    case(["profile", "good", *PROFILE_ARGS, "--out", "mine", "--overwrite"], "did not write", early=True,
-         marks=NO_OUT_GUARD),
+    case(["profile", "good", *PROFILE_ARGS, "--out", "good", "--overwrite"], "input", early=True),
+    case(["profile", "good", *PROFILE_ARGS, "--out", "mine", "--overwrite"], "did not write", early=True),
     case(["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL, "--out", "notes.txt"], "is a file", early=True),
-    case(["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL, "--out", "good"], "input", early=True,
-         marks=NO_OUT_GUARD),
-    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "notes.txt"], "notes.txt", early=True,
-         marks=xfail("6/7", "sinks --out is checked only when writing")),
-    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "good"], "input", early=True, marks=NO_OUT_GUARD),
-    case(["sinks", "--from", "sinksrun", *SINKS], "--overwrite", early=True,
-         marks=xfail("7", "sinks --out replaces an earlier sinks.json without --overwrite")),
-    case(["compare", "run", "otherrun", "--out", "cmp"], "--overwrite",
-         marks=xfail("7", "compare --out replaces an earlier compare.json without --overwrite")),
+    case(["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL, "--out", "good"], "input", early=True),
+    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "notes.txt"], "notes.txt", early=True),
+    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "good"], "input", early=True),
+    case(["sinks", "--from", "sinksrun", *SINKS], "--overwrite", early=True),
+    case(["compare", "run", "otherrun", "--out", "cmp"], "--overwrite"),
 ]
 
 CASES = [*damaged_cases(), *data_cases(), *PARAMETERS, *RUNS, *OUTS]
@@ -210,8 +196,6 @@ def test_bad_input_in_a_real_process(workspace, argv):
     assert tree_digest(workspace) == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5 (CLI, lead): profile --overwrite keeps an earlier "
-                   "model's sinks/prune-eval results")  # fmt: skip
 def test_overwrite_leaves_only_the_new_run(workspace):
     assert main(["profile", "other", "--out", "sinksrun", "--overwrite", *PROFILE_ARGS]) == 0
     fresh_run = {p.name for p in (workspace / "run").iterdir()}  # what a profile run holds

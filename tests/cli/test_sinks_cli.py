@@ -57,8 +57,13 @@ def test_prune_super_on_a_real_model_needs_the_se_list(tmp_path, capsys):
     assert "--from RUN_DIR" in capsys.readouterr().err
 
 
-def test_from_run_dir_gives_model_and_super_experts(tmp_path):
+def test_from_run_dir_gives_model_and_super_experts(tmp_path, monkeypatch):
     from superexperts.cli.sinks import build_args, request
+    from superexperts.recipes import attention_sinks
+
+    # The models named here do not exist: skip the config read and run/model check (the catalogue tests those).
+    monkeypatch.setattr(attention_sinks, "load_config", lambda *a: None)
+    monkeypatch.setattr(attention_sinks, "check_run_model", lambda *a: None)
     from superexperts.experts import validate_experts
     from superexperts.models.adapters import map_model
     from superexperts.models.demo import build_demo

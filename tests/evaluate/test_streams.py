@@ -27,7 +27,7 @@ def test_local_file_joined_by_blank_line(tmp_path, char_tok):
 
 def test_c4_documents_joined_by_space_and_capped(monkeypatch, char_tok):
     docs = [f"d{i}" for i in range(C4_DOCUMENTS + 50)]
-    monkeypatch.setattr(superexperts.data, "load_texts", lambda spec: (docs, ""))  # no network in tests
+    monkeypatch.setattr(superexperts.data, "load_texts", lambda spec, flag="--data": (docs, ""))  # no network in tests
     stream = eval_stream("c4", char_tok)
     assert char_tok.decode(stream.token_ids.tolist()) == " ".join(docs[:C4_DOCUMENTS])
     assert stream.max_windows == C4_WINDOWS

@@ -41,7 +41,10 @@ def _one_line_warnings(command: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..runfolder import WRITTEN
+
     args = build_parser().parse_args(argv)
+    WRITTEN.clear()  # only this command's files count in the interruption message
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(args.command)
@@ -50,8 +53,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"superexperts {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"superexperts {args.command}: interrupted; nothing was written.", file=sys.stderr)
+        print(f"superexperts {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
         return 130
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interruption left: files already complete (written atomically), resumable progress, or nothing."""
+    from ..runfolder import WRITTEN
+
+    if getattr(args, "stream", False) and getattr(args, "state_dir", None):
+        return (f"the layers finished so far are kept in {args.state_dir}; run the same command with --resume "
+                "to continue.")  # fmt: skip
+    if WRITTEN:
+        folders = sorted({str(p.parent) for p in WRITTEN})
+        return (f"{len(WRITTEN)} complete file(s) were already written in {', '.join(folders)} "
+                "(e.g. the run without its report); re-run to finish.")  # fmt: skip
+    return "nothing was written."
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ MODEL_WINDOWS = {"seq_len": 2048, "samples": 128}
 def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL", help=model_help)
     add_device_args(p)
+    p.add_argument("--allow-missing-weights", action="store_true", help="load a checkpoint whose weights do not "
+                   "match the model (missing ones are random-initialised, unexpected ones dropped); default: refuse")
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ def add_parser(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `superexperts profile`")
     p.add_argument("--out", metavar="DIR", help="write compare.json and compare_scatter.png/.svg here")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier compare.json in --out")
     add_criterion_args(p, f"re-identify every run with one of {criterion_names()} "
                        "(default: the SEs saved in each run's super_experts.json)", default=None)  # fmt: skip
     p.set_defaults(run=run)
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if args.criterion or args.param or args.include_layers:
         args.criterion = args.criterion or "paper"
         criterion, params = criterion_args(args)
-    result = run_compare(CompareRequest(args.run_dirs, out=args.out, criterion=criterion, params=params))
+    result = run_compare(CompareRequest(args.run_dirs, out=args.out, criterion=criterion, params=params,
+                                            overwrite=args.overwrite))
     print(comparison_text(result))
     if args.out:
         print(f"wrote {args.out}/compare.json and compare_scatter.png/.svg")

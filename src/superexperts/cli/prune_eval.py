@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..data import read_text_file
 from ..errors import UserError
 from ..experts import format_experts
 from .common import add_model_args, model_of, window_defaults
@@ -59,8 +60,8 @@ def read_prompts(values: list[str]) -> list[str]:
     prompts = []
     for value in values:
         path = Path(value)
-        if path.is_file():
-            prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.is_file():  # binary or non-UTF-8 files: one line naming the file (data.py)
+            prompts += [line for line in read_text_file(path).splitlines() if line.strip()]
         elif path.suffix in (".txt", ".jsonl") or "/" in value:
             raise UserError(f"--generate {value}: no such prompts file; pass a file (one prompt per line) or a prompt.")
         else:
@@ -89,6 +90,7 @@ def request(args: argparse.Namespace):
         data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,
         device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
+        allow_missing_weights=args.allow_missing_weights,
         criterion=args.criterion, fraction=args.fraction, protect=args.protect,
     )  # fmt: skip
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads

@@ -38,6 +38,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of windows and random controls (default 0)")
     p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier sinks.json (and its figures) in --out")
     p.set_defaults(run=run)
 
 
@@ -79,7 +80,8 @@ def request(args: argparse.Namespace):
         from_dir=args.run_dir, prune=args.prune, n_random=args.random, layer_controlled=args.layer_controlled,
         layers=_int_list(args.layers, "--layers"), heads=_int_list(args.heads, "--heads") or [], text=args.text,
         data=args.data, top_k=_top_k(args.sink_keys), epsilon=args.epsilon, seed=args.seed, device=args.device,
-        dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        dtype=args.dtype, trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
+        overwrite=args.overwrite,
     )  # fmt: skip
 
 

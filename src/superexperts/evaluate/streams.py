@@ -33,11 +33,11 @@ class EvalStream:
                 "max_windows": self.max_windows, "sha256": tensor_sha256(self.token_ids)}
 
 
-def eval_stream(spec: str | None, tokenizer) -> EvalStream:
+def eval_stream(spec: str | None, tokenizer, flag: str = "--data") -> EvalStream:
     """Load `spec` (see `superexperts.data`) and tokenize it as one stream for `perplexity`."""
     from ..data import load_texts
 
-    docs, joiner = load_texts(spec)
+    docs, joiner = load_texts(spec, flag)
     name = spec or "builtin"
     if joiner == "":  # data.py marks C4-style document collections with an empty joiner
         text = c4_text(docs)

@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from ..ablate.controls import random_controls
-from ..data import calibration
+from ..data import calibration, check_texts
 from ..errors import UserError, check_at_least
 from ..experts import Expert, resolve_experts, validate_experts
-from ..loading import check_dtype, load_config, load_model, resolve_device
+from ..loading import check_dtype, load_config, load_model, resolve_device, warn_seq_len
 from ..models.adapters import map_model
-from ..runfolder import base_metadata, tensor_sha256, write_files
+from ..runfolder import base_metadata, check_run_model, tensor_sha256, write_files
+from ..safety import check_record_out
 from ..sinks.study import SinkStudy, sinks_study, study_files
 from ..sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
 
@@ -44,6 +44,8 @@ class SinksRequest:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    allow_missing_weights: bool = False
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         check_at_least("--random", self.n_random, 0)
@@ -56,8 +58,11 @@ class SinksRequest:
                             "or list the experts, e.g. --prune 1:68,2:92.")
         check_dtype(self.dtype)
         resolve_device(self.device)
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UserError(f"--out {self.out} is a file, not a folder; pass a folder path.")
+        # Written beside the --from run's files (its default), never into the model or a data file.
+        check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
+        check_texts(self.data)
+        if self.model is not None and self.from_dir is not None:  # before the weights are read
+            check_run_model(self.from_dir, load_config(self.model, self.trust_remote_code), self.model)
 
     def experts(self) -> list[Expert]:
         """The experts to prune (not yet checked against a model); `super` without --from is the demo's."""
@@ -89,7 +94,10 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                        allow_missing_weights=req.allow_missing_weights)  # fmt: skip
+    if not loaded.synthetic and req.text is None:  # windows of --seq-len are cut
+        warn_seq_len(loaded.model.config, req.seq_len)
     model, model_map = loaded.model, map_model(loaded.model)
     _check_sizes(config_sizes(model.config), req)
     experts = validate_experts(model_map, experts)

@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..experts import experts_from_records
 from ..rules import get_criterion, identify
 from ..runfolder import base_metadata, json_bytes, load_profile, load_super_experts, write_files
+from ..safety import check_record_out
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,15 @@ class CompareRequest:
     out: str | None = None  # folder for compare.json and the scatter figure
     criterion: str | None = None  # None: the SEs saved in each run
     params: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False  # replace an earlier compare.json in `out`
 
     def __post_init__(self) -> None:
         if len(self.run_dirs) < 2:
             raise UserError("compare needs at least two RUN_DIRs.")
         if len({Path(d).resolve() for d in self.run_dirs}) != len(self.run_dirs):
             raise UserError("the same RUN_DIR is given twice; pass different run folders.")
-        if self.out and Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UserError(f"--out {self.out} is a file, not a folder; pass a folder path.")
+        if self.out:  # beside other files is fine; into a compared run or over an earlier compare is not
+            check_record_out(self.out, self.run_dirs, "compare.json", overwrite=self.overwrite)
         if self.criterion is not None:
             get_criterion(self.criterion)
 
@@ -49,6 +51,9 @@ def load_run_ses(run_dir: str | os.PathLike, name: str, criterion: str | None = 
     or, with `criterion`, re-identified from profile.json (nothing is written)."""
     prof = load_profile(run_dir)
     if criterion is None:
+        if not (Path(run_dir) / "super_experts.json").is_file():
+            raise UserError(f"{run_dir} has no super_experts.json; re-create it with `superexperts identify "
+                            f"{run_dir}`, or pass --criterion to re-identify every run.")  # fmt: skip
         experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
     else:
         experts = identify(prof.expert_stats, prof.num_layers, criterion, **(params or {})).experts

@@ -27,6 +27,11 @@ class ExportRequest:
         if self.prune != "super" and self.from_dir is not None:
             raise UserError("--from is only used with --prune super; drop it or use --prune super.")
         experts, _ = resolve_experts(self.prune, self.from_dir)
+        if self.from_dir is not None:  # a run of another model would name the wrong experts
+            from ..loading import load_config
+            from ..runfolder import check_run_model
+
+            check_run_model(self.from_dir, load_config(os.fspath(self.model), self.trust_remote_code), str(self.model))
         return experts
 
 

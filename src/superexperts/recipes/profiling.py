@@ -9,13 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from ..batching import AUTO
-from ..data import Calibration, calibration, check_window_args
+from ..data import Calibration, calibration, check_texts, check_window_args
 from ..errors import UserError
 from ..identification import Identification, identification
-from ..loading import Loaded, check_dtype, load_model, resolve_device
+from ..loading import (
+    Loaded,
+    check_dtype,
+    config_layers,
+    load_config,
+    load_model,
+    resolve_device,
+    warn_seq_len,
+)
 from ..profile import Profile, profile
-from ..rules import get_criterion
-from ..runfolder import base_metadata, prepare_out_dir, run_files, write_files
+from ..rules import check_criterion, get_criterion
+from ..runfolder import RUN_MARKER, base_metadata, remove_stale_run_files, run_files, write_files
+from ..safety import check_out_path
 from ..sensitivity import sensitivity_verdict
 
 
@@ -33,6 +42,7 @@ class ProfileRequest:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    allow_missing_weights: bool = False
     overwrite: bool = False
     criterion: str = "paper"
     params: dict[str, Any] = field(default_factory=dict)
@@ -46,13 +56,17 @@ class ProfileRequest:
         check_dtype(self.dtype)
         resolve_device(self.device)
         get_criterion(self.criterion)
-        prepare_out_dir(self.out, self.overwrite)
+        # --overwrite replaces only an earlier run (profile.json) or an empty folder, never an input
+        check_out_path(self.out, [self.model, self.data], RUN_MARKER, overwrite=self.overwrite)
         if not self.stream and (self.resume or self.state_dir):
             raise UserError("--state-dir/--resume only apply with --stream; add --stream.")
         if self.stream and self.model is None:
             raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
         if self.resume and not self.state_dir:
             raise UserError("--resume needs --state-dir, the folder an earlier --stream run saved its progress in.")
+        check_texts(self.data)
+        config = load_config(self.model, self.trust_remote_code) if self.model is not None else None
+        check_criterion(self.criterion, self.params, config_layers(config))
 
 
 @dataclass
@@ -77,7 +91,11 @@ def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.Path
                     progress=progress)
     prof.meta |= loaded.describe() | {"data": calib.describe()} | base_metadata(tool="profile", seed=calib.seed)
     ident = identification(prof, criterion, params, command="profile")
-    write_files(out_dir, run_files(prof, ident.verdict) | ident.files)
+    files = run_files(prof, ident.verdict) | ident.files
+    write_files(out_dir, files)
+    # An overwritten run folder holds only the new run: an earlier model's prune-eval or sinks results
+    # (and its report) would otherwise be shown beside it. Removed only after the new files are in.
+    remove_stale_run_files(out_dir, keep=files)
     if report:
         from ..report import write_report
 
@@ -88,7 +106,8 @@ def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.Path
 def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
     """(loaded, None) in memory, or (the meta skeleton, a streaming profiler) with --stream."""
     if not req.stream:
-        return load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code), None
+        return load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                          allow_missing_weights=req.allow_missing_weights), None
     from ..stream.distributed import init_from_env
     from ..stream.layerwise import streaming_profiler
     from ..stream.skeleton import load_skeleton
@@ -105,6 +124,8 @@ def run_profile(req: ProfileRequest, *, echo: Callable[[str], None] = lambda _: 
     from ..stream.distributed import rank_and_world
 
     loaded, profiler = _load(req)
+    if not loaded.synthetic:
+        warn_seq_len(loaded.model.config, req.seq_len)
     calib = calibration(req.data, loaded.tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
     if loaded.synthetic:
         from ..models.demo import BANNER

@@ -18,14 +18,15 @@ import torch
 from ..ablate import confirm_candidates, default_candidates, expert_mean_outputs
 from ..ablate.ablation import MODES
 from ..ablate.conditions import Condition, EvalPlan, build_conditions, run_conditions, summarize
-from ..data import Calibration, calibration
+from ..data import Calibration, calibration, check_texts
 from ..errors import UserError, check_at_least, did_you_mean
 from ..evaluate.streams import EvalStream, eval_stream
 from ..experts import Expert, check_experts_in_config, validate_experts
-from ..loading import Loaded, check_dtype, load_config, load_model, resolve_device
+from ..loading import Loaded, check_dtype, load_config, load_model, resolve_device, warn_seq_len
 from ..models.adapters import map_model
 from ..pruning_criteria import check_prune_request, pruning_plan
-from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, load_profile
+from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, check_run_model, load_profile
+from ..safety import check_record_out
 
 FORMAT = "superexperts.prune_eval/1"
 CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
@@ -61,6 +62,7 @@ class PruneEvalRequest:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    allow_missing_weights: bool = False
     overwrite: bool = False
     criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
     fraction: float | None = None
@@ -86,18 +88,25 @@ class PruneEvalRequest:
             raise UserError("nothing to measure: pass --ppl DATA (e.g. wikitext2), --tasks LIST or --generate PROMPTS.")
         check_dtype(self.dtype)
         resolve_device(self.device)
-        out = Path(self.out)
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
-        if (out / "prune_eval.json").exists() and not self.overwrite:
-            raise UserError(f"{out}/prune_eval.json exists; pass --overwrite or choose another --out.")
+        # Written beside the --from run's files (its default), never into the model or a data file.
+        check_record_out(self.out, [self.model, self.ppl, self.data], "prune_eval.json", overwrite=self.overwrite)
+        if self.ppl != "builtin":
+            check_texts(self.ppl, "--ppl")
+        check_texts(self.data)
+        if self.model is not None:  # everything config.json can tell, before the weights are read
+            config = load_config(self.model, self.trust_remote_code)
+            if self.from_dir is not None:
+                check_run_model(self.from_dir, config, self.model)
+            if self.experts is not None:
+                check_experts_in_config(self.experts, config)
 
 
 def eval_plan(req, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | None]:
     """What each condition is measured on (any request with the evaluation fields ppl, max_windows,
     batch_size, tasks, prompts, ...: prune-eval and quant-eval measure the same way); perplexity
     tokens come from the one evaluation-stream path."""
-    stream: EvalStream | None = eval_stream(req.ppl if req.ppl != "builtin" else None, tokenizer) if req.ppl else None
+    stream: EvalStream | None = (eval_stream(req.ppl if req.ppl != "builtin" else None, tokenizer, flag="--ppl")
+                                  if req.ppl else None)
     max_windows = req.max_windows if req.max_windows is not None else stream.max_windows if stream else None
     plan = EvalPlan(ppl_ids=stream.token_ids if stream else None, seq_len=seq_len, max_windows=max_windows,
                     batch_size=req.batch_size, tasks=req.tasks, task_manager=req.task_manager, limit=req.limit,
@@ -110,7 +119,7 @@ def _metadata(req: PruneEvalRequest, loaded: Loaded, ppl: dict | None, calib: Ca
               experts: list[Expert]) -> dict:
     # The request as it was recorded before the recipes layer (same keys in prune_eval.json).
     dropped = ("task_manager", "experts", "prompts", "out", "model", "device", "dtype", "trust_remote_code",
-               "overwrite")
+               "overwrite", "allow_missing_weights")
     request = {k: v for k, v in asdict(req).items() if k not in dropped}
     return base_metadata(
         tool="prune-eval", seed=req.seed, model=loaded.describe(), experts_source=req.experts_source,
@@ -196,9 +205,10 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,
                    progress: bool = False) -> dict[str, Any]:
     """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
-    if req.model is not None and req.experts is not None:  # before reading the weights
-        check_experts_in_config(req.experts, load_config(req.model, req.trust_remote_code))
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                        allow_missing_weights=req.allow_missing_weights)  # fmt: skip
+    if not loaded.synthetic:
+        warn_seq_len(loaded.model.config, req.seq_len)
     if loaded.synthetic:
         from ..models.demo import BANNER
 
