@@ -1,6 +1,6 @@
 """Flags and defaults shared by the subcommands: declared once, parsed once.
 
-`add_model_args` (MODEL, --device, --dtype, --trust-remote-code), `add_criterion_args`
+`add_model_args` (MODEL, --device, --device-map, --dtype, --trust-remote-code), `add_criterion_args`
 (--criterion, --param, --include-layers) and `window_defaults` (the demo's short windows).
 """
 
@@ -21,6 +21,10 @@ MODEL_WINDOWS = {"seq_len": 2048, "samples": 128}
 def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL", help=model_help)
     add_device_args(p)
+    p.add_argument("--device-map", metavar="auto|balanced|FILE",
+                   help="spread the model over devices with accelerate (instead of --device): auto, balanced, "
+                   "balanced_low_0, or a JSON file {module: cpu|cuda:N|disk}; what does not fit is offloaded "
+                   "to a temporary folder")  # fmt: skip
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

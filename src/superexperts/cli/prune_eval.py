@@ -92,7 +92,8 @@ def request(args: argparse.Namespace):
         ppl=args.ppl if args.ppl is not None or model is not None else "builtin", max_windows=args.max_windows,
         data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,
-        device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
+        device=args.device, device_map=args.device_map, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        overwrite=args.overwrite,
         criterion=args.criterion, fraction=args.fraction, protect=args.protect,
     )  # fmt: skip
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads

@@ -79,6 +79,7 @@ def request(args: argparse.Namespace):
         from_dir=args.run_dir, prune=args.prune, n_random=args.random, layer_controlled=args.layer_controlled,
         layers=_int_list(args.layers, "--layers"), heads=_int_list(args.heads, "--heads") or [], text=args.text,
         data=args.data, top_k=_top_k(args.sink_keys), epsilon=args.epsilon, seed=args.seed, device=args.device,
+        device_map=args.device_map,
         dtype=args.dtype, trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
 

@@ -15,6 +15,7 @@ import torch
 
 from ..ablate.controls import random_controls
 from ..data import calibration
+from ..device_map import check_device_args
 from ..errors import UserError, check_at_least
 from ..experts import Expert, resolve_experts, validate_experts
 from ..loading import check_dtype, load_config, load_model, resolve_device
@@ -42,6 +43,7 @@ class SinksRequest:
     epsilon: float = 0.3
     seed: int = 0
     device: str = "auto"
+    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
     dtype: str = "auto"
     trust_remote_code: bool = False
 
@@ -56,6 +58,7 @@ class SinksRequest:
                             "or list the experts, e.g. --prune 1:68,2:92.")
         check_dtype(self.dtype)
         resolve_device(self.device)
+        check_device_args(self.device, self.device_map)
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise UserError(f"--out {self.out} is a file, not a folder; pass a folder path.")
 
@@ -89,7 +92,8 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                        device_map=req.device_map)
     model, model_map = loaded.model, map_model(loaded.model)
     _check_sizes(config_sizes(model.config), req)
     experts = validate_experts(model_map, experts)

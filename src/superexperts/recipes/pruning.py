@@ -19,6 +19,7 @@ from ..ablate import confirm_candidates, default_candidates, expert_mean_outputs
 from ..ablate.ablation import MODES
 from ..ablate.conditions import Condition, EvalPlan, build_conditions, run_conditions, summarize
 from ..data import Calibration, calibration
+from ..device_map import check_device_args
 from ..errors import UserError, check_at_least, did_you_mean
 from ..evaluate.streams import EvalStream, eval_stream
 from ..experts import Expert, check_experts_in_config, validate_experts
@@ -59,6 +60,7 @@ class PruneEvalRequest:
     max_new_tokens: int = 64
     causal: int | None = None  # confirm the pruned experts + this many top other candidates
     device: str = "auto"
+    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
     dtype: str = "auto"
     trust_remote_code: bool = False
     overwrite: bool = False
@@ -86,6 +88,7 @@ class PruneEvalRequest:
             raise UserError("nothing to measure: pass --ppl DATA (e.g. wikitext2), --tasks LIST or --generate PROMPTS.")
         check_dtype(self.dtype)
         resolve_device(self.device)
+        check_device_args(self.device, self.device_map)
         out = Path(self.out)
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
@@ -107,8 +110,8 @@ def _plan(req: PruneEvalRequest, tokenizer) -> tuple[EvalPlan, dict[str, Any] | 
 def _metadata(req: PruneEvalRequest, loaded: Loaded, ppl: dict | None, calib: Calibration | None,
               experts: list[Expert]) -> dict:
     # The request as it was recorded before the recipes layer (same keys in prune_eval.json).
-    dropped = ("task_manager", "experts", "prompts", "out", "model", "device", "dtype", "trust_remote_code",
-               "overwrite")
+    dropped = ("task_manager", "experts", "prompts", "out", "model", "device", "device_map", "dtype",
+               "trust_remote_code", "overwrite")  # the device map is in model.device_map
     request = {k: v for k, v in asdict(req).items() if k not in dropped}
     return base_metadata(
         tool="prune-eval", seed=req.seed, model=loaded.describe(), experts_source=req.experts_source,
@@ -195,7 +198,8 @@ def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambd
     """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
     if req.model is not None and req.experts is not None:  # before reading the weights
         check_experts_in_config(req.experts, load_config(req.model, req.trust_remote_code))
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                        device_map=req.device_map)
     if loaded.synthetic:
         from ..models.demo import BANNER
 
