@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..evaluate.perplexity import window_nll
 from ..experts import Expert, validate_experts
-from ..models.adapters import ModelMap, map_model
+from ..models.adapters import ModelMap, input_device, map_model
 from .ablation import ablate
 
 COLUMNS = ["rank", "layer", "expert", "ma_original", "ma_ablated", "ma_drop", "loss_original", "loss_ablated",
@@ -33,7 +33,7 @@ COLUMNS = ["rank", "layer", "expert", "ma_original", "ma_ablated", "ma_drop", "l
 def measure(model: nn.Module, model_map: ModelMap, input_ids: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float]:
     """(max |hidden| after each decoder layer (layers,), mean next-token loss) over `input_ids`."""
     layer_max = torch.zeros(model_map.num_layers)
-    device = next(model.parameters()).device
+    device = input_device(model)
 
     def hook(i: int):
         def record(module, args, output) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..experts import Expert
-from ..models.adapters import map_model
+from ..models.adapters import input_device, map_model
 
 COLUMNS = ["layer", "expert", "scoring", "sink_score", "other_mean", "other_max", "sink_selected", "other_selected"]
 
@@ -61,7 +61,7 @@ def router_view(model: nn.Module, input_ids: torch.Tensor, experts: Sequence[Exp
             if router is not None:
                 stack.callback(router.register_forward_hook(hook(layer)).remove)
         with torch.no_grad():
-            model(input_ids=input_ids.to(next(model.parameters()).device), use_cache=False)
+            model(input_ids=input_ids.to(input_device(model)), use_cache=False)
     return _table(routed, seen, input_ids.shape, sink_position)
 
 
