@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of windows and random controls (default 0)")
     p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
+    # not offered: accepted only to say what runs sinks beyond memory instead
+    p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 
@@ -71,6 +73,9 @@ def _top_k(text: str) -> int | None:
 def request(args: argparse.Namespace):
     from ..recipes.attention_sinks import SinksRequest
 
+    if args.stream:
+        raise UserError("sinks has no --stream (it records attention and routing across the whole model); "
+                        "use --device-map auto to run it beyond memory.")  # fmt: skip
     model = model_of(args, args.run_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples, model_seq_len=MODEL_SEQ_LEN,
                                        default_samples=SAMPLES)  # fmt: skip
