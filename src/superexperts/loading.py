@@ -6,12 +6,14 @@ Everything that can be checked from the config is checked before any weight is r
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .device_map import resolve_device
 from .errors import UserError, warn
 from .integrity import check_loading_info, check_weight_files, hub_kwargs, hub_unreachable, quiet_transformers
 
@@ -26,37 +28,22 @@ class Loaded:
     spec: str  # what the user passed ("" for the demo)
     path: str  # local folder or hub id actually read
     synthetic: bool  # the built-in demo
+    device_map: str | None = None  # --device-map as given (None: the whole model on one device)
+    offload: Any = None  # the TemporaryDirectory holding disk-offloaded weights (lives with the model)
 
     def describe(self) -> dict[str, Any]:
         config = self.model.config
-        return {
+        described = {
             "model": self.spec or "builtin demo",
             "model_path": self.path,
             "revision": getattr(config, "_commit_hash", None),
             "synthetic": self.synthetic,
         }
+        if self.device_map is not None:
+            from .device_map import describe
 
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device!r} is not a device; use auto, cpu, cuda, cuda:1 or mps.")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here; use --device cpu or auto.")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                        f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of them or auto.")  # fmt: skip
-    mps = getattr(torch.backends, "mps", None)
-    if dev.type == "mps" and not (mps is not None and mps.is_available()):
-        raise UserError(f"--device {device}: Apple MPS is not available here; use --device cpu or auto.")
-    return dev
+            described["device_map"] = describe(self.device_map, self.model)
+        return described
 
 
 def check_dtype(dtype: str) -> None:
@@ -165,12 +152,15 @@ def load_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     allow_missing_weights: bool = False,
+    device_map: str | None = None,
 ) -> Loaded:
     """Load a transformers MoE causal LM and its tokenizer; `spec=None` is the built-in demo.
 
     A checkpoint with damaged files, or with weights missing, unexpected or of the wrong shape
     for the model, is refused (transformers would fill the gaps with random values);
     `allow_missing_weights` loads missing/unexpected ones anyway, with a warning.
+    `device_map` (auto | balanced | balanced_low_0 | a JSON file, see device_map.py) spreads the
+    model over devices and a disk offload folder instead of putting it all on `device`.
 
     >>> loaded = load_model("Qwen/Qwen3-30B-A3B", device="cuda", dtype="bfloat16")
     """
@@ -179,7 +169,11 @@ def load_model(
 
     hf_logging.disable_progress_bar()  # ours is the only progress bar on the terminal
     check_dtype(dtype)
-    dev = resolve_device(device)
+    from .device_map import check_device_args, main_device, read_device_map
+
+    check_device_args(device, device_map)
+    placement = read_device_map(device_map) if device_map is not None else None
+    dev = resolve_device(device) if placement is None else main_device(placement)
     synthetic = spec is None
     if synthetic:
         from .models.demo import demo_checkpoint
@@ -198,20 +192,44 @@ def load_model(
 
     # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture)
     quantization = dequantizing_config(config)
-    check_fits(path, dev, dequantized_bytes(path, torch_dtype) if quantization is not None else None)
     if quantization is not None:
         check_in_memory(path, config)
+    offload = None
+    if placement is None:
+        check_fits(path, dev, dequantized_bytes(path, torch_dtype) if quantization is not None else None)
+        placed: dict = {"device_map": {"": dev}}
+    else:  # accelerate may put what does not fit on disk: in a folder of ours, removed with the model
+        if isinstance(placement, dict):
+            _check_map_against_config(placement, config, device_map, trust_remote_code)
+        offload = tempfile.TemporaryDirectory(prefix="se-offload-")
+        placed = {"device_map": placement, "offload_folder": offload.name}
     check_weight_files(Path(path))
     with quiet_transformers():
         model, info = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, device_map={"": dev},
-            output_loading_info=True, ignore_mismatched_sizes=True, quantization_config=quantization,
-            **hub_kwargs(path),
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
+            ignore_mismatched_sizes=True, quantization_config=quantization, **placed, **hub_kwargs(path),
         )  # fmt: skip
     check_loading_info(info, spec or path, allow_missing=allow_missing_weights)
     model.eval()
+    if placement is not None:
+        from .device_map import mark_execution_devices
+
+        mark_execution_devices(model)
     tokenizer = load_tokenizer(path, trust_remote_code, model.get_input_embeddings().weight.shape[0])
-    return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic)
+    return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic,
+                  device_map=device_map, offload=offload)  # fmt: skip
+
+
+def _check_map_against_config(placement: dict, config, spec: str, trust_remote_code: bool) -> None:
+    """A FILE map's module names against the model built on the meta device (no weights read)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    from .device_map import check_covers
+
+    with init_empty_weights(), quiet_transformers():
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    check_covers(placement, skeleton, spec)
 
 
 def warn_seq_len(config, seq_len: int) -> None:

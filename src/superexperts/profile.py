@@ -17,7 +17,7 @@ from .batching import parse_batch_size, resolve_batch_size
 from .capture import Capture, capture
 from .capture.tracker import MassiveTracker
 from .errors import UserError
-from .models.adapters import ModelMap, map_model
+from .models.adapters import ModelMap, input_device, map_model
 from .rules import flag_massive
 
 # What layer_stats holds exactly and what it estimates (capture.tracker.MassiveTracker), for profile.json.
@@ -70,7 +70,7 @@ def _batches(input_ids: torch.Tensor | Iterable[torch.Tensor], batch_size: int) 
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    return input_device(model)
 
 
 def skip_logits(model: nn.Module) -> dict[str, Any]:

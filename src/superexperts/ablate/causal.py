@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..evaluate.perplexity import window_nll
 from ..experts import Expert, validate_experts
-from ..models.adapters import ModelMap, map_model
+from ..models.adapters import ModelMap, input_device, map_model
 from ..rules import flag_massive
 from .ablation import ablate
 
@@ -75,7 +75,7 @@ class Peaks:
 def measure_peaks(model: nn.Module, model_map: ModelMap, input_ids: torch.Tensor, batch_size: int, *,
                   medians: bool = False) -> Peaks:
     """Per-channel peaks |h| after every decoder layer, the layers' median |h| and the mean loss."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     peaks: list[torch.Tensor | None] = [None] * model_map.num_layers
     median_sum = torch.zeros(model_map.num_layers, dtype=torch.float64)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import UserError
 from ..experts import Expert
 from ..models.adapters import ModelMap
 
@@ -42,7 +43,21 @@ def apply_zero(model_map: ModelMap, experts: list[Expert], undo: list[Callable[[
     """Zero each expert's down projection; push one restore per slice onto `undo`."""
     with torch.no_grad():
         for expert in experts:
+            _check_resident(model_map, expert)
             for view in down_slices(model_map, expert):
                 saved = view.detach().clone()
                 undo.append(_restorer(view, saved))
                 view.zero_()
+
+
+def _check_resident(model_map: ModelMap, expert: Expert) -> None:
+    """Refuse to zero an expert whose weights accelerate offloaded (--device-map): they are
+    reloaded from the offload store on every forward, so zeroing the placeholder would silently
+    change nothing. (The meta skeleton of layer streaming is not tagged: its layers load later.)"""
+    from ..device_map import EXECUTION_ATTR
+
+    block = model_map.block(expert[0])
+    module = block.experts if expert[1] != "shared" else block.shared
+    if getattr(module, EXECUTION_ATTR, None) is not None and any(t.is_meta for t in module.parameters()):
+        raise UserError(f"expert {expert[0]}:{expert[1]} is offloaded by --device-map (its weights are loaded per "
+                        f"forward), so it cannot be zeroed; map layer {expert[0]} to a device, not disk/cpu offload.")

@@ -1,6 +1,6 @@
 """Flags and defaults shared by the subcommands: declared once, parsed once.
 
-`add_model_args` (MODEL, --device, --dtype, --trust-remote-code), `add_criterion_args`
+`add_model_args` (MODEL, --device, --device-map, --dtype, --trust-remote-code), `add_criterion_args`
 (--criterion, --param, --include-layers) and `window_defaults` (the demo's short windows).
 """
 
@@ -23,6 +23,10 @@ def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     add_device_args(p)
     p.add_argument("--allow-missing-weights", action="store_true", help="load a checkpoint whose weights do not "
                    "match the model (missing ones are random-initialised, unexpected ones dropped); default: refuse")
+    p.add_argument("--device-map", metavar="auto|balanced|FILE",
+                   help="spread the model over devices with accelerate (instead of --device): auto, balanced, "
+                   "balanced_low_0, or a JSON file {module: cpu|cuda:N|disk}; what does not fit is offloaded "
+                   "to a temporary folder")  # fmt: skip
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

@@ -44,8 +44,8 @@ def request(args: argparse.Namespace):
     return ProfileRequest(
         model=args.model, out=args.out, seq_len=seq_len, samples=samples, data=args.data,
         batch_size=parse_batch_size(args.batch_size),
-        seed=args.seed, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-        allow_missing_weights=args.allow_missing_weights,
+        seed=args.seed, device=args.device, device_map=args.device_map, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
         overwrite=args.overwrite, criterion=criterion, params=params, report=not args.no_report, stream=args.stream,
         state_dir=args.state_dir, resume=args.resume,
     )  # fmt: skip

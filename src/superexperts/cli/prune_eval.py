@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="folder for prune_eval.json (default: --from RUN_DIR, else "
                    "runs/prune-eval)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing prune_eval.json")
+    p.add_argument("--stream", action="store_true", help="perplexity only, reading MODEL (a local checkpoint "
+                   "folder) one decoder layer at a time: models larger than memory. Tasks, generations, "
+                   "--causal and --mode mean need the whole model (use --device-map auto)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -89,9 +92,9 @@ def request(args: argparse.Namespace):
         ppl=args.ppl if args.ppl is not None or model is not None else "builtin", max_windows=args.max_windows,
         data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,
-        device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, overwrite=args.overwrite,
-        allow_missing_weights=args.allow_missing_weights,
-        criterion=args.criterion, fraction=args.fraction, protect=args.protect,
+        device=args.device, device_map=args.device_map, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        overwrite=args.overwrite, allow_missing_weights=args.allow_missing_weights,
+        criterion=args.criterion, fraction=args.fraction, protect=args.protect, stream=args.stream,
     )  # fmt: skip
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads
         from ..evaluate.lm_eval import check_tasks

@@ -39,6 +39,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier sinks.json (and its figures) in --out")
+    # not offered: accepted only to say what runs sinks beyond memory instead
+    p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 
@@ -72,6 +74,9 @@ def _top_k(text: str) -> int | None:
 def request(args: argparse.Namespace):
     from ..recipes.attention_sinks import SinksRequest
 
+    if args.stream:
+        raise UserError("sinks has no --stream (it records attention and routing across the whole model); "
+                        "use --device-map auto to run it beyond memory.")  # fmt: skip
     model = model_of(args, args.run_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples, model_seq_len=MODEL_SEQ_LEN,
                                        default_samples=SAMPLES)  # fmt: skip
@@ -80,6 +85,7 @@ def request(args: argparse.Namespace):
         from_dir=args.run_dir, prune=args.prune, n_random=args.random, layer_controlled=args.layer_controlled,
         layers=_int_list(args.layers, "--layers"), heads=_int_list(args.heads, "--heads") or [], text=args.text,
         data=args.data, top_k=_top_k(args.sink_keys), epsilon=args.epsilon, seed=args.seed, device=args.device,
+        device_map=args.device_map,
         dtype=args.dtype, trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
         overwrite=args.overwrite,
     )  # fmt: skip

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..data import cut_windows
 from ..errors import UserError
+from ..models.adapters import input_device
 
 C4_DOCUMENTS = 1100  # GPTQ's C4 evaluation: first 1100 validation documents ...
 C4_WINDOWS = 256  # ... cut into 256 windows
@@ -118,7 +119,7 @@ def perplexity(
         raise UserError(f"batch_size must be at least 1, got {batch_size}.")
     windows = perplexity_windows(token_ids, seq_len, max_windows)
     check_vocab(model, windows)
-    device = model.get_input_embeddings().weight.device  # where input ids go, also with a device map
+    device = input_device(model)
     was_training = model.training
     model.eval()  # dropout would make the number depend on the RNG
     nll_sum = 0.0

@@ -184,6 +184,20 @@ def _shared_expert(block: nn.Module) -> nn.Module | None:
     return shared if isinstance(_child(shared, DOWN_NAMES), nn.Linear) else None
 
 
+def input_device(model: nn.Module) -> torch.device:
+    """Where a model's input ids go: its input embeddings' device, also with a device map."""
+    return param_device(model.get_input_embeddings())
+
+
 def param_device(module: nn.Module, device: torch.device | str | None = None) -> torch.device:
-    """`device` when given, else where the module's first parameter lives (per block under a device map)."""
-    return torch.device(device) if device is not None else next(module.parameters()).device
+    """`device` when given, else where the module computes: its first parameter's device (per block
+    under a device map), or, for weights offloaded to the meta device, the device accelerate runs
+    the module on (tagged by device_map.mark_execution_devices)."""
+    if device is not None:
+        return torch.device(device)
+    placed = next(module.parameters()).device
+    if placed.type == "meta":
+        from ..device_map import EXECUTION_ATTR
+
+        return getattr(module, EXECUTION_ATTR, placed)
+    return placed

@@ -14,6 +14,7 @@ import torch
 
 from ..ablate.controls import random_controls
 from ..data import calibration, check_texts
+from ..device_map import check_device_args
 from ..errors import UserError, check_at_least
 from ..experts import Expert, resolve_experts, validate_experts
 from ..loading import check_dtype, load_config, load_model, resolve_device, warn_seq_len
@@ -42,6 +43,7 @@ class SinksRequest:
     epsilon: float = 0.3
     seed: int = 0
     device: str = "auto"
+    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
     dtype: str = "auto"
     trust_remote_code: bool = False
     allow_missing_weights: bool = False
@@ -58,6 +60,7 @@ class SinksRequest:
                             "or list the experts, e.g. --prune 1:68,2:92.")
         check_dtype(self.dtype)
         resolve_device(self.device)
+        check_device_args(self.device, self.device_map)
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
         check_texts(self.data)
@@ -95,7 +98,7 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
     loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                        allow_missing_weights=req.allow_missing_weights)  # fmt: skip
+                        allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
     if not loaded.synthetic and req.text is None:  # windows of --seq-len are cut
         warn_seq_len(loaded.model.config, req.seq_len)
     model, model_map = loaded.model, map_model(loaded.model)

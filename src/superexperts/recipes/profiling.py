@@ -10,6 +10,7 @@ from typing import Any
 
 from ..batching import AUTO
 from ..data import Calibration, calibration, check_texts, check_window_args
+from ..device_map import check_device_args
 from ..errors import UserError
 from ..identification import Identification, identification
 from ..loading import (
@@ -40,6 +41,7 @@ class ProfileRequest:
     batch_size: int | str = "auto"  # windows per forward, or auto (batching.py)
     seed: int = 0
     device: str = "auto"
+    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
     dtype: str = "auto"
     trust_remote_code: bool = False
     allow_missing_weights: bool = False
@@ -55,11 +57,14 @@ class ProfileRequest:
         check_window_args(self.seq_len, self.samples, 1 if self.batch_size == AUTO else self.batch_size)
         check_dtype(self.dtype)
         resolve_device(self.device)
+        check_device_args(self.device, self.device_map)
         get_criterion(self.criterion)
         # --overwrite replaces only an earlier run (profile.json) or an empty folder, never an input
         check_out_path(self.out, [self.model, self.data], RUN_MARKER, overwrite=self.overwrite)
         if not self.stream and (self.resume or self.state_dir):
             raise UserError("--state-dir/--resume only apply with --stream; add --stream.")
+        if self.stream and self.device_map is not None:
+            raise UserError("--stream and --device-map are two ways past memory; give one of them.")
         if self.stream and self.model is None:
             raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
         if self.resume and not self.state_dir:
@@ -107,7 +112,7 @@ def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
     """(loaded, None) in memory, or (the meta skeleton, a streaming profiler) with --stream."""
     if not req.stream:
         return load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                          allow_missing_weights=req.allow_missing_weights), None
+                          allow_missing_weights=req.allow_missing_weights, device_map=req.device_map), None
     from ..stream.distributed import init_from_env
     from ..stream.layerwise import streaming_profiler
     from ..stream.skeleton import load_skeleton

@@ -8,6 +8,7 @@ each on the same perplexity tokens, tasks and prompts, and writes the document a
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,9 +20,10 @@ from ..ablate import confirm_candidates, default_candidates, expert_mean_outputs
 from ..ablate.ablation import MODES
 from ..ablate.conditions import Condition, EvalPlan, build_conditions, run_conditions, summarize
 from ..data import Calibration, calibration, check_texts
+from ..device_map import check_device_args
 from ..errors import UserError, check_at_least, did_you_mean
 from ..evaluate.streams import EvalStream, eval_stream
-from ..experts import Expert, check_experts_in_config, validate_experts
+from ..experts import Expert, check_experts_in_config, experts_json, validate_experts
 from ..loading import Loaded, check_dtype, load_config, load_model, resolve_device, warn_seq_len
 from ..models.adapters import map_model
 from ..pruning_criteria import check_prune_request, pruning_plan
@@ -60,6 +62,7 @@ class PruneEvalRequest:
     max_new_tokens: int = 64
     causal: int | None = None  # confirm the pruned experts + this many top other candidates
     device: str = "auto"
+    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
     dtype: str = "auto"
     trust_remote_code: bool = False
     allow_missing_weights: bool = False
@@ -67,6 +70,7 @@ class PruneEvalRequest:
     criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
     fraction: float | None = None
     protect: str = "super"  # super: also evaluate the criterion with `experts` protected
+    stream: bool = False  # perplexity read from the checkpoint one decoder layer at a time
 
     def __post_init__(self) -> None:
         self.check()
@@ -88,6 +92,9 @@ class PruneEvalRequest:
             raise UserError("nothing to measure: pass --ppl DATA (e.g. wikitext2), --tasks LIST or --generate PROMPTS.")
         check_dtype(self.dtype)
         resolve_device(self.device)
+        check_device_args(self.device, self.device_map)
+        if self.stream:
+            self._check_stream()
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.ppl, self.data], "prune_eval.json", overwrite=self.overwrite)
         if self.ppl != "builtin":
@@ -99,6 +106,20 @@ class PruneEvalRequest:
                 check_run_model(self.from_dir, config, self.model)
             if self.experts is not None:
                 check_experts_in_config(self.experts, config)
+
+    def _check_stream(self) -> None:
+        """--stream measures perplexity only; everything else runs the whole model."""
+        if self.model is None:
+            raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
+        if self.device_map is not None:
+            raise UserError("--stream and --device-map are two ways past memory; give one of them.")
+        whole = [("--tasks", bool(self.tasks)), ("--generate", bool(self.prompts)),
+                 ("--causal", self.causal is not None), ("--mode mean", self.mode == "mean"),
+                 ("--experts super without --from (profiling now)", self.experts is None)]  # fmt: skip
+        for flag, given in whole:
+            if given:
+                raise UserError(f"{flag} needs the whole model; drop --stream or use --device-map auto "
+                                "(--stream measures perplexity only).")  # fmt: skip
 
 
 def eval_plan(req, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | None]:
@@ -118,8 +139,8 @@ def eval_plan(req, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | 
 def _metadata(req: PruneEvalRequest, loaded: Loaded, ppl: dict | None, calib: Calibration | None,
               experts: list[Expert]) -> dict:
     # The request as it was recorded before the recipes layer (same keys in prune_eval.json).
-    dropped = ("task_manager", "experts", "prompts", "out", "model", "device", "dtype", "trust_remote_code",
-               "overwrite", "allow_missing_weights")
+    dropped = ("task_manager", "experts", "prompts", "out", "model", "device", "device_map", "dtype",
+               "trust_remote_code", "overwrite", "allow_missing_weights")  # the device map is in model.device_map
     request = {k: v for k, v in asdict(req).items() if k not in dropped}
     return base_metadata(
         tool="prune-eval", seed=req.seed, model=loaded.describe(), experts_source=req.experts_source,
@@ -182,38 +203,75 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
     if req.experts is None or req.mode == "mean" or req.causal is not None:
         calib = calibration(req.data, loaded.tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
     experts, stats = _experts_and_stats(req, loaded, calib, progress)
-    name = "custom" if req.experts_source == "custom" else "super"
-    pruning = None
-    if req.criterion is not None:
-        conditions, pruning = _criterion_conditions(req, model_map, stats, experts, name)
-    else:
-        conditions = build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
-                                      layer_controlled=req.layer_controlled, seed=req.seed)  # fmt: skip
+    conditions, pruning = _conditions(req, model_map, experts, stats)
     plan, ppl = eval_plan(req, loaded.tokenizer, req.seq_len)
     means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
     results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
-    # With --criterion each condition lists its own pruned set; `pruning` names the protected ones.
-    document = {"format": FORMAT, "conditions": results, "summary": summarize(results),
-                **_metadata(req, loaded, ppl, calib, experts if pruning is None else [])}  # fmt: skip
-    if pruning is not None:
-        document["pruning"] = pruning
+    document = _document(req, loaded, results, ppl, calib, experts, pruning)
     if req.causal is not None:
         document["causal"] = _causal(req, loaded, calib, experts, stats, progress)
     return document
 
 
+def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
+    """(conditions, the --criterion plan or None)."""
+    name = "custom" if req.experts_source == "custom" else "super"
+    if req.criterion is not None:
+        return _criterion_conditions(req, model_map, stats, experts, name)
+    return build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
+                            layer_controlled=req.layer_controlled, seed=req.seed), None  # fmt: skip
+
+
+def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, calib, experts, pruning) -> dict:
+    # With --criterion each condition lists its own pruned set; `pruning` names the protected ones.
+    document = {"format": FORMAT, "conditions": results, "summary": summarize(results),
+                **_metadata(req, loaded, ppl, calib, experts if pruning is None else [])}  # fmt: skip
+    if pruning is not None:
+        document["pruning"] = pruning
+    return document
+
+
+def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
+    """The prune_eval.json document with each condition's perplexity streamed layer by layer from
+    the checkpoint folder (stream.scoring.stream_perplexity: the in-memory numbers, one layer held)."""
+    from ..stream.scoring import stream_perplexity
+    from ..stream.skeleton import load_skeleton
+
+    loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
+                                          trust_remote_code=req.trust_remote_code)  # fmt: skip
+    model_map = map_model(loaded.model)
+    experts = validate_experts(model_map, req.experts)
+    stats = load_profile(req.from_dir).expert_stats if req.from_dir is not None and req.criterion else None
+    conditions, pruning = _conditions(req, model_map, experts, stats)
+    plan, ppl = eval_plan(req, loaded.tokenizer, req.seq_len)
+    results = []
+    for cond in conditions:
+        start = time.perf_counter()
+        detail = stream_perplexity(loaded.path, plan.ppl_ids, experts=cond.experts or None, mode=cond.mode,
+                                   seq_len=plan.seq_len, batch_size=plan.batch_size, max_windows=plan.max_windows,
+                                   device=device, dtype=dtype, progress=progress)  # fmt: skip
+        # the same record as ablate.conditions.run_conditions, tasks and generations not measured
+        results.append({"name": cond.name, "experts": experts_json(cond.experts), "mode": cond.mode,
+                        "perplexity": detail["perplexity"], "perplexity_detail": detail, "tasks": {},
+                        "generations": [], "seconds": round(time.perf_counter() - start, 3)})  # fmt: skip
+    return _document(req, loaded, results, ppl, None, experts, pruning)
+
+
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,
                    progress: bool = False) -> dict[str, Any]:
     """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                        allow_missing_weights=req.allow_missing_weights)  # fmt: skip
-    if not loaded.synthetic:
-        warn_seq_len(loaded.model.config, req.seq_len)
-    if loaded.synthetic:
-        from ..models.demo import BANNER
+    if req.stream:
+        document = evaluate_pruning_streamed(req, progress=progress)
+    else:
+        loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                            allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
+        if not loaded.synthetic:
+            warn_seq_len(loaded.model.config, req.seq_len)
+        if loaded.synthetic:
+            from ..models.demo import BANNER
 
-        echo(BANNER)
-    document = evaluate_pruning(loaded, req, progress=progress)
+            echo(BANNER)
+        document = evaluate_pruning(loaded, req, progress=progress)
     out = Path(req.out)
     atomic_write_json(out / "prune_eval.json", document)
     if (out / RUN_MARKER).is_file():  # a profile run folder: add the section to its report

@@ -20,6 +20,7 @@ from torch import nn
 from ..ablate import ablate
 from ..errors import UserError
 from ..experts import Expert
+from ..models.adapters import input_device
 from .attention import record_sinks
 
 MAX_MAP_TOKENS = 128
@@ -34,7 +35,7 @@ def attention_maps(model: nn.Module, input_ids: torch.Tensor, layers: Sequence[i
     if t > MAX_MAP_TOKENS:
         raise UserError(f"attention maps are T x T per head; the input has {t} tokens, the cap is "
                         f"{MAX_MAP_TOKENS}. Pass a shorter --text (sink metrics have no such cap).")
-    ids = input_ids[:1].to(next(model.parameters()).device)
+    ids = input_ids[:1].to(input_device(model))
     out: Maps = {}
     for name, experts in ({"original": []} | dict(conditions)).items():
         pruned = ablate(model, list(experts), mode=mode) if experts else contextlib.nullcontext()

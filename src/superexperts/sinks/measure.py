@@ -21,6 +21,7 @@ from torch import nn
 from ..ablate import ablate
 from ..errors import UserError
 from ..experts import Expert
+from ..models.adapters import input_device
 from . import metrics
 from .attention import LayerSinks, record_sinks
 from .hidden import max_hidden
@@ -80,7 +81,7 @@ class SinkResult:
 
 
 def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    return input_device(model)
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, key_sets, *, key_mass: bool = False):

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..capture import capture
 from ..experts import Expert
-from ..models.adapters import map_model
+from ..models.adapters import input_device, map_model
 from ..profile import expert_table
 
 COLUMNS = ["layer", "expert", "scoring", "sink_score", "other_mean", "other_max", "sink_selected",
@@ -75,7 +75,7 @@ def router_view(model: nn.Module, input_ids: torch.Tensor, experts: Sequence[Exp
         cap = stack.enter_context(capture(mm))
         cap.seq_len = input_ids.shape[1]
         with torch.no_grad():
-            model(input_ids=input_ids.to(next(model.parameters()).device), use_cache=False)
+            model(input_ids=input_ids.to(input_device(model)), use_cache=False)
     fires = expert_table(cap, input_ids.cpu(), tokenizer)
     return _table(routed, seen, input_ids.shape, sink_position, fires[fires["kind"] == "routed"])
 
