@@ -153,7 +153,7 @@ def test_cli_plan_offline_json(capsys, monkeypatch):
     (["Qwen/Qwen3-30B-A3B", "--memory", "0"], "--memory must be a positive number"),
     (["Qwen/Qwen3-30B-A3B", "--batch-size", "x"], "--batch-size must be 'auto'"),
     (["Qwen/Qwen3-30B-A3B", "--commands", "profil"], "Did you mean 'profile'"),
-    (["./no-such-model-here"], "could not read a model config"),
+    (["./no-such-model-here"], "is not a local folder"),
 ])  # fmt: skip
 def test_cli_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
