@@ -16,7 +16,7 @@ def readme_commands() -> list[str]:
     """Commands in fenced bash blocks and in `backticks` that start with superexperts (continuations joined)."""
     text = README.read_text(encoding="utf-8")
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #")[0].strip()
             line = re.sub(r"^\.venv/bin/", "", line)
