@@ -24,29 +24,42 @@ CAPTURE_IMPLEMENTATION = "superexperts_capture"
 # Filled and emptied by `capture.session.capture`; empty outside it.
 ACTIVE: dict[int, tuple[ExpertTracker, Callable[[], int]]] = {}
 
-# Output edits (ablations, measurements): id(module) -> fn(expert_ids_sorted, down_out) -> down_out.
-# Installed and removed only through `output_edit`.
-OutputEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_OUTPUT_EDITS: dict[int, OutputEdit] = {}
+# Edits of a fused experts module's rows, sorted by expert: fn(expert_ids_sorted, x) -> x, on the
+# down projection's output (ablations, measurements) or its input h (activation fake-quantization).
+# id(module) -> edit; installed and removed only through `output_edit` / `input_edit`.
+RowEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_OUTPUT_EDITS: dict[int, RowEdit] = {}
+_INPUT_EDITS: dict[int, RowEdit] = {}
 
 
 @contextlib.contextmanager
-def output_edit(experts: nn.Module, edit: Callable[[torch.Tensor, torch.Tensor, OutputEdit | None], torch.Tensor]
-                ) -> Iterator[None]:
-    """Apply `edit(expert_ids, down_out, previous)` to a fused experts module's down_proj output (before
-    the routing weight) while the context is open; `previous` is the edit already active there (or None),
-    so nested ablations compose. Restored on exit, also on exceptions. Takes effect with
-    `fused_implementation` (the stock transformers forwards have no edit point)."""
+def _installed(registry: dict[int, RowEdit], experts: nn.Module,
+               edit: Callable[[torch.Tensor, torch.Tensor, RowEdit | None], torch.Tensor]) -> Iterator[None]:
     key = id(experts)
-    previous = _OUTPUT_EDITS.get(key)
-    _OUTPUT_EDITS[key] = lambda ids, out: edit(ids, out, previous)
+    previous = registry.get(key)
+    registry[key] = lambda ids, x: edit(ids, x, previous)
     try:
         yield
     finally:
         if previous is None:
-            _OUTPUT_EDITS.pop(key, None)
+            registry.pop(key, None)
         else:
-            _OUTPUT_EDITS[key] = previous
+            registry[key] = previous
+
+
+def output_edit(experts: nn.Module, edit: Callable[[torch.Tensor, torch.Tensor, RowEdit | None], torch.Tensor]
+                ) -> contextlib.AbstractContextManager[None]:
+    """Apply `edit(expert_ids, down_out, previous)` to a fused experts module's down_proj output (before
+    the routing weight) while the context is open; `previous` is the edit already active there (or None),
+    so nested ablations compose. Restored on exit, also on exceptions. Takes effect with
+    `fused_implementation` (the stock transformers forwards have no edit point)."""
+    return _installed(_OUTPUT_EDITS, experts, edit)
+
+
+def input_edit(experts: nn.Module, edit: Callable[[torch.Tensor, torch.Tensor, RowEdit | None], torch.Tensor]
+               ) -> contextlib.AbstractContextManager[None]:
+    """Like `output_edit`, on the down projection's input h (S, intermediate) - where the SE outliers are."""
+    return _installed(_INPUT_EDITS, experts, edit)
 
 
 def active_output_edits() -> int:
@@ -66,26 +79,6 @@ def fused_implementation(experts_modules: list[nn.Module]) -> Iterator[None]:
     finally:
         for k, c in configs.items():
             c._experts_implementation_internal = saved[k]
-
-
-# Down_proj input edits (activation fake-quantization): id(module) -> fn(expert_ids_sorted, h) -> h.
-_INPUT_EDITS: dict[int, OutputEdit] = {}
-
-
-@contextlib.contextmanager
-def input_edit(experts: nn.Module, edit: Callable[[torch.Tensor, torch.Tensor, OutputEdit | None], torch.Tensor]
-               ) -> Iterator[None]:
-    """Like `output_edit`, on the down projection's input h (S, intermediate) - where the SE outliers are."""
-    key = id(experts)
-    previous = _INPUT_EDITS.get(key)
-    _INPUT_EDITS[key] = lambda ids, h: edit(ids, h, previous)
-    try:
-        yield
-    finally:
-        if previous is None:
-            _INPUT_EDITS.pop(key, None)
-        else:
-            _INPUT_EDITS[key] = previous
 
 
 def capture_experts_forward(
