@@ -29,3 +29,16 @@ def test_allow_missing_weights_opts_in(workspace, capfd):
     assert main(["profile", "missingattn", "--out", "opted", "--allow-missing-weights", *PROFILE_ARGS]) == 0
     assert (workspace / "opted" / "profile.json").is_file()
     assert "q_proj" in capfd.readouterr().err
+
+
+def test_ctrl_c_while_the_subcommands_import_is_one_line(monkeypatch, capsys):
+    """Issue 14 item 6: Ctrl-C during the (slow) imports of the subcommands gives one line, no traceback."""
+    from superexperts import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["profile"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "superexperts: interrupted while starting; nothing was written."

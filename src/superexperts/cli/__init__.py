@@ -41,9 +41,13 @@ def _one_line_warnings(command: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..runfolder import WRITTEN
+    try:  # the subcommands' imports (torch, transformers, pandas) take seconds: Ctrl-C there is one line too
+        from ..runfolder import WRITTEN
 
-    args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("superexperts: interrupted while starting; nothing was written.", file=sys.stderr)
+        return 130
     WRITTEN.clear()  # only this command's files count in the interruption message
     try:
         with warnings.catch_warnings():
