@@ -16,6 +16,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/superexperts profile --out runs/demo --overwrite
+	$(BIN)/superexperts prune-eval --from runs/demo --random 3 --layer-controlled --causal --generate "the first" --overwrite
+	$(BIN)/superexperts sinks --from runs/demo --overwrite
+	$(BIN)/superexperts quant-eval --from runs/demo --bits 4 --random 3 --overwrite
+	$(BIN)/superexperts report runs/demo
+	@echo "SYNTHETIC demo study done: open runs/demo/report.html (profile, pruning, causal check, sinks, quantization)."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider
