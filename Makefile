@@ -14,8 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole study on the built-in demo (a tiny trained MoE, SYNTHETIC), into one run folder.
+DEMO_OUT := runs/demo
+DEMO_RES := src/superexperts/resources
+# One thread: the demo model is tiny, and extra threads only spin on a busy machine.
+demo: export OMP_NUM_THREADS ?= 1
 demo: $(STAMP)
-	$(BIN)/superexperts profile --out runs/demo --overwrite
+	$(BIN)/superexperts profile --out $(DEMO_OUT) --overwrite
+	$(BIN)/superexperts prune-eval --from $(DEMO_OUT) --random 3 --layer-controlled --causal --batch-size 16 \
+	    --tasks demo_arith --tasks-include $(DEMO_RES)/tasks --generate $(DEMO_RES)/demo/prompts.txt --overwrite
+	$(BIN)/superexperts sinks --from $(DEMO_OUT)
+	$(BIN)/superexperts report $(DEMO_OUT)
+	@echo "SYNTHETIC demo study done. Open $(DEMO_OUT)/report.html (prune_eval.json: perplexity, demo_arith"
+	@echo "accuracy, generations; sinks.json: sink mass and D_sink; super_experts.json: the SEs found)."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -27,7 +27,7 @@ from .prune_eval import (
     write_prune_eval,
 )
 
-# The demo runs on the built-in text (~1.3k tokens): short windows.
+# The demo runs on the built-in text (~1.3k tokens) and its held-out split: short windows.
 DEMO_DEFAULTS = {"seq_len": 64, "samples": 16}
 MODEL_DEFAULTS = {"seq_len": 2048, "samples": 128}
 CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
@@ -78,13 +78,21 @@ class PruneEvalRequest:
 
 
 def _plan(req: PruneEvalRequest, loaded: Loaded, seq_len: int) -> tuple[EvalPlan, dict[str, Any]]:
-    ppl_spec = req.ppl if req.ppl is not None or not loaded.synthetic else "builtin"
-    ppl_ids = token_stream(None if ppl_spec == "builtin" else ppl_spec, loaded.tokenizer) if ppl_spec else None
+    if loaded.synthetic:  # the demo: held-out text, BOS-first windows as in profiling (its SEs fire on BOS)
+        from .models.demo import heldout_path
+
+        ppl_spec = req.ppl or str(heldout_path())
+        ppl_ids = calibration(ppl_spec, loaded.tokenizer, seq_len=seq_len, samples=None).input_ids.reshape(-1)
+    else:
+        ppl_spec = req.ppl
+        ppl_ids = token_stream(ppl_spec, loaded.tokenizer) if ppl_spec else None
     plan = EvalPlan(ppl_ids=ppl_ids, seq_len=seq_len, max_windows=req.max_windows, batch_size=req.batch_size,
                     tasks=req.tasks, task_manager=req.task_manager, limit=req.limit, num_fewshot=req.num_fewshot,
                     prompts=req.prompts, max_new_tokens=req.max_new_tokens)  # fmt: skip
     described = {"spec": ppl_spec, "tokens": int(ppl_ids.numel()), "sha256": tensor_sha256(ppl_ids),
-                 "seq_len": seq_len, "max_windows": req.max_windows} if ppl_ids is not None else None  # fmt: skip
+                 "seq_len": seq_len, "max_windows": req.max_windows,
+                 "windows": "BOS-first (demo)" if loaded.synthetic else "the token stream cut in seq_len windows",
+                 } if ppl_ids is not None else None  # fmt: skip
     return plan, described
 
 

@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
                    help="also draw N_SEEDS controls inside the SEs' layers (paper v3)")
     p.add_argument("--seed", type=int, default=0, help="first seed of the controls and windows (default 0)")
     p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset "
-                   "name (default: built-in text for the demo, none otherwise)")  # fmt: skip
+                   "name (default: the demo's held-out text, in BOS-first windows, for the demo; none otherwise)")  # fmt: skip
     p.add_argument("--seq-len", type=int, help="perplexity/calibration window length (default 2048; demo 64)")
     p.add_argument("--max-windows", type=int, help="perplexity windows kept (default all; the reference's C4: 256)")
     p.add_argument("--tasks", metavar="LIST", help="lm-eval tasks, e.g. arc_easy,piqa (needs the eval extra)")
