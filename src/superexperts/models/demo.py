@@ -1,6 +1,8 @@
 """The built-in demo: a tiny synthetic Qwen3-MoE with Super Experts planted as the paper describes.
 
-Weights are random (seeded) except for a few planted entries that build the paper's causal chain:
+A few planted entries build the paper's causal chain; everything else was trained on the demo's
+data with those entries held fixed (`demo_train`, `scripts/train_demo.py`) and ships as
+resources/demo/weights.safetensors (issue 13: a miniature in which the SEs are load-bearing):
 
 1. the BOS token's embedding points along channel `BOS_CHANNEL`, so its normalized hidden state
    is distinctive and the layer-1 router sends it to SE 1 with an exceptionally large score;
@@ -10,11 +12,12 @@ Weights are random (seeded) except for a few planted entries that build the pape
    channel (the amplification chain of Qwen3-30B-A3B's layers 1-3);
 4. every layer's attention maps channel DEMO_CHANNEL to a key direction that all other tokens'
    queries share (through a constant channel of their embeddings), so BOS becomes an attention
-   sink only while the massive activation exists; its value vector is ~0 (a no-op sink);
+   sink only while the massive activation exists; its value vector is ~0 (a no-op sink). Only
+   planted weights write the RESERVED_CHANNELS, so training cannot build a second sink around it;
 5. a late-layer expert (DEMO_OUTLIER) produces large outputs on the ',' token: a candidate the
    paper's layer rule (layers < round(0.75 L)) must exclude.
 
-The numbers are made up; every output of a run on this model says "synthetic".
+The model is synthetic; every output of a run on it says so.
 """
 
 from __future__ import annotations
@@ -46,12 +49,12 @@ OUTLIER_CHANNEL = 50  # where the outlier writes
 SINK_HEAD_DIM = 7  # a RoPE pair that rotates ~1e-5 rad per position: alignment survives distance
 SPECIAL_TOKENS = ["<unk>", "<bos>", "<eos>", "<pad>"]
 RESERVED_CHANNELS = (BOS_CHANNEL, QUERY_CHANNEL, DEMO_CHANNEL, COMMA_CHANNEL)  # written by planted weights only
-SINK_GAIN = 1.5  # q_norm/k_norm weight of SINK_HEAD_DIM: how strongly queries align with the sink's key
+SINK_GAIN = 2.0  # q_norm/k_norm weight of SINK_HEAD_DIM: how strongly queries align with the sink's key
 # (layer, expert) -> (channel read, channel written, gate strength, super weight, router/gate inhibition)
 PLANTED_EXPERTS: dict[tuple[int, int], tuple[int, int, float, float, float]] = {
     DEMO_SUPER_EXPERTS[0]: (BOS_CHANNEL, DEMO_CHANNEL, 1.0, 5.0, 2.0),
     DEMO_SUPER_EXPERTS[1]: (DEMO_CHANNEL, DEMO_CHANNEL, 1.0, 8.0, 2.0),
-    DEMO_OUTLIER: (COMMA_CHANNEL, OUTLIER_CHANNEL, 1.5, 40.0, 0.5),  # large enough to pass max/10 of the trained SEs
+    DEMO_OUTLIER: (COMMA_CHANNEL, OUTLIER_CHANNEL, 1.5, 100.0, 0.5),  # trained: above max/10, far below SE 1 x 10
 }
 WEIGHTS_FILE = "weights.safetensors"
 HELDOUT_FILE = "heldout.txt"

@@ -35,53 +35,45 @@ class TrainSettings:
     lr: float = 3e-3
     weight_decay: float = 0.1
     warmup: int = 30
+    label_smoothing: float = 0.1  # tempers certainty: 11 paragraphs cannot teach held-out English
     seed: int = 0
 
     def describe(self) -> dict:
         return asdict(self)
 
 
-def _rows(shape: torch.Size, rows: list[int]) -> torch.Tensor:
-    mask = torch.zeros(shape, dtype=torch.bool)
-    mask[rows] = True
-    return mask
-
-
-def _cols(shape: torch.Size, cols: list[int]) -> torch.Tensor:
-    mask = torch.zeros(shape, dtype=torch.bool)
-    mask[..., cols] = True
-    return mask
-
-
 def planted_masks(model: Qwen3MoeForCausalLM, tokenizer) -> dict[str, torch.Tensor]:
     """{parameter name: bool mask of the entries the planting set}; they stay fixed in training."""
-    cfg = model.config
-    reserved = list(demo.RESERVED_CHANNELS)
-    q_rows = [h * cfg.head_dim + demo.SINK_HEAD_DIM for h in range(cfg.num_attention_heads)]
-    k_rows = [h * cfg.head_dim + demo.SINK_HEAD_DIM for h in range(cfg.num_key_value_heads)]
-    params = dict(model.named_parameters())
-    emb = params["model.embed_tokens.weight"]
-    masks = {"model.embed_tokens.weight": _cols(emb.shape, reserved) | _rows(emb.shape, [tokenizer.bos_token_id])}
-    for i, _ in enumerate(model.model.layers):
-        p = f"model.layers.{i}."
-        shape = params[p + "self_attn.k_proj.weight"].shape
-        masks[p + "self_attn.q_proj.weight"] = _rows(params[p + "self_attn.q_proj.weight"].shape, q_rows)
-        masks[p + "self_attn.k_proj.weight"] = _rows(shape, k_rows) | _cols(shape, [demo.DEMO_CHANNEL])
-        masks[p + "self_attn.v_proj.weight"] = _cols(params[p + "self_attn.v_proj.weight"].shape, [demo.DEMO_CHANNEL])
-        masks[p + "self_attn.o_proj.weight"] = _rows(params[p + "self_attn.o_proj.weight"].shape, reserved)
-        for norm in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
-            masks[p + norm] = _rows(params[p + norm].shape, [demo.SINK_HEAD_DIM])
+    cfg, params = model.config, dict(model.named_parameters())
+    reserved, sink = list(demo.RESERVED_CHANNELS), demo.SINK_HEAD_DIM
+
+    def mask(name: str, rows: list[int] = (), cols: list[int] = ()) -> torch.Tensor:
+        m = torch.zeros(params[name].shape, dtype=torch.bool)
+        m[list(rows)] = True
+        m[..., list(cols)] = True
+        return m
+
+    q_rows = [h * cfg.head_dim + sink for h in range(cfg.num_attention_heads)]
+    k_rows = [h * cfg.head_dim + sink for h in range(cfg.num_key_value_heads)]
+    emb = "model.embed_tokens.weight"
+    masks = {emb: mask(emb, rows=[tokenizer.bos_token_id], cols=reserved)}
+    for i in range(cfg.num_hidden_layers):
+        a, m = f"model.layers.{i}.self_attn.", f"model.layers.{i}.mlp."
+        masks |= {a + "q_proj.weight": mask(a + "q_proj.weight", rows=q_rows),
+                  a + "k_proj.weight": mask(a + "k_proj.weight", rows=k_rows, cols=[demo.DEMO_CHANNEL]),
+                  a + "v_proj.weight": mask(a + "v_proj.weight", cols=[demo.DEMO_CHANNEL]),
+                  a + "o_proj.weight": mask(a + "o_proj.weight", rows=reserved),
+                  a + "q_norm.weight": mask(a + "q_norm.weight", rows=[sink]),
+                  a + "k_norm.weight": mask(a + "k_norm.weight", rows=[sink]),
+                  m + "gate.weight": mask(m + "gate.weight"),
+                  m + "experts.gate_up_proj": mask(m + "experts.gate_up_proj"),
+                  m + "experts.down_proj": mask(m + "experts.down_proj")}  # fmt: skip
+        masks[m + "experts.down_proj"][:, reserved] = True  # (E, H, I): no expert writes a reserved channel
         for norm in ("input_layernorm.weight", "post_attention_layernorm.weight"):
-            masks[p + norm] = _rows(params[p + norm].shape, reserved)
-        down = params[p + "mlp.experts.down_proj"]  # (E, H, I)
-        masks[p + "mlp.experts.down_proj"] = torch.zeros(down.shape, dtype=torch.bool)
-        masks[p + "mlp.experts.down_proj"][:, reserved] = True
-        masks[p + "mlp.experts.gate_up_proj"] = torch.zeros(params[p + "mlp.experts.gate_up_proj"].shape, dtype=torch.bool)
-        masks[p + "mlp.gate.weight"] = torch.zeros(params[p + "mlp.gate.weight"].shape, dtype=torch.bool)
-    for (layer, e) in demo.PLANTED_EXPERTS:  # the planted experts and their router rows, whole
-        p = f"model.layers.{layer}.mlp."
+            masks[f"model.layers.{i}.{norm}"] = mask(f"model.layers.{i}.{norm}", rows=reserved)
+    for layer, e in demo.PLANTED_EXPERTS:  # the planted experts and their router rows, whole
         for name in ("experts.down_proj", "experts.gate_up_proj", "gate.weight"):
-            masks[p + name][e] = True
+            masks[f"model.layers.{layer}.mlp.{name}"][e] = True
     return masks
 
 
@@ -142,7 +134,9 @@ def train_demo(settings: TrainSettings = TrainSettings(), *, log: Callable[[int,
         for group in opt.param_groups:
             group["lr"] = settings.lr * _lr_factor(step, settings)
         ids = batches.next()
-        loss = model(input_ids=ids, labels=ids).loss
+        logits = model(input_ids=ids).logits[:, :-1]  # position t predicts token t + 1
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1),
+                                                 label_smoothing=settings.label_smoothing)  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -151,7 +145,6 @@ def train_demo(settings: TrainSettings = TrainSettings(), *, log: Callable[[int,
         if log is not None:
             log(step, losses[-1])
     return model.eval(), tokenizer, losses
-
 
 
 SHIPPED_DTYPE = torch.float16  # halves the package's weights file; the planted values survive the cast
