@@ -14,13 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole study on the built-in demo (a tiny trained MoE, SYNTHETIC), into one run folder.
+DEMO_OUT := runs/demo
+DEMO_RES := src/superexperts/resources
+# One thread: the demo model is tiny, and extra threads only spin on a busy machine.
+demo: export OMP_NUM_THREADS ?= 1
 demo: $(STAMP)
-	$(BIN)/superexperts profile --out runs/demo --overwrite
-	$(BIN)/superexperts prune-eval --from runs/demo --random 3 --layer-controlled --causal --generate "the first" --overwrite
-	$(BIN)/superexperts sinks --from runs/demo --overwrite
-	$(BIN)/superexperts quant-eval --from runs/demo --bits 4 --random 3 --overwrite
-	$(BIN)/superexperts report runs/demo
-	@echo "SYNTHETIC demo study done: open runs/demo/report.html (profile, pruning, causal check, sinks, quantization)."
+	$(BIN)/superexperts profile --out $(DEMO_OUT) --overwrite
+	$(BIN)/superexperts prune-eval --from $(DEMO_OUT) --random 3 --layer-controlled --causal --batch-size 16 \
+	    --tasks demo_arith --tasks-include $(DEMO_RES)/tasks --generate $(DEMO_RES)/demo/prompts.txt --overwrite
+	$(BIN)/superexperts sinks --from $(DEMO_OUT) --overwrite
+	$(BIN)/superexperts quant-eval --from $(DEMO_OUT) --bits 4 --random 3 --overwrite
+	$(BIN)/superexperts report $(DEMO_OUT)
+	@echo "SYNTHETIC demo study done. Open $(DEMO_OUT)/report.html: the SEs found, what pruning them does"
+	@echo "(perplexity, demo_arith accuracy, generations, causal check), attention sinks, quantization."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider

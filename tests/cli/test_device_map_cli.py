@@ -7,7 +7,7 @@ import json
 import pytest
 
 from superexperts.cli import main
-from superexperts.models.demo import demo_checkpoint
+from superexperts.models.demo import demo_checkpoint, heldout_path
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_bad_device_maps_are_one_line_before_loading(demo_dir, tmp_path, capsys,
     assert not (out / "profile.json").exists()
 
 
-@pytest.mark.parametrize("cmd", [["sinks", "--prune", "1:1"], ["prune-eval", "--experts", "1:1", "--ppl", "builtin"]])
+@pytest.mark.parametrize("cmd", [["sinks", "--prune", "1:1"], ["prune-eval", "--experts", "1:1", "--ppl", str(heldout_path())]])
 def test_device_and_device_map_together_refused(demo_dir, tmp_path, capsys, cmd):
     argv = [cmd[0], str(demo_dir), *cmd[1:], "--device", "cpu", "--device-map", "auto", "--out", str(tmp_path / "o")]
     assert main(argv) == 2

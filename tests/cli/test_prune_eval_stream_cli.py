@@ -7,7 +7,7 @@ import json
 import pytest
 
 from superexperts.cli import main
-from superexperts.models.demo import demo_checkpoint
+from superexperts.models.demo import demo_checkpoint, heldout_path
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def demo_dir(tmp_path_factory):
 
 
 def _prune_eval(demo_dir, out, *extra):
-    argv = ["prune-eval", str(demo_dir), "--experts", "1:13,2:41", "--random", "1", "--ppl", "builtin",
+    argv = ["prune-eval", str(demo_dir), "--experts", "1:13,2:41", "--random", "1", "--ppl", str(heldout_path()),
             "--seq-len", "32", "--max-windows", "3", "--batch-size", "2", "--dtype", "float32", "--out", str(out),
             *extra]  # fmt: skip
     assert main(argv) == 0
@@ -49,7 +49,7 @@ def test_whole_model_parts_refused_with_stream(demo_dir, tmp_path, capsys, extra
     if flag == "--tasks":
         pytest.importorskip("lm_eval")
     out = tmp_path / "out"
-    argv = ["prune-eval", str(demo_dir), "--experts", "1:13", "--ppl", "builtin", "--stream", "--out", str(out),
+    argv = ["prune-eval", str(demo_dir), "--experts", "1:13", "--ppl", str(heldout_path()), "--stream", "--out", str(out),
             *extra]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -56,3 +56,35 @@ def test_adapter_sees_the_demo_layout(demo):
     mm = map_model(demo[0])
     assert mm.num_layers == 8 and len(mm.moe) == 8 and not mm.dense
     assert {b.layout for b in mm.moe} == {"fused"} and mm.moe[0].num_experts == 64
+
+
+def test_shipped_weights_keep_every_planted_entry_and_train_the_rest(demo):
+    from superexperts.models.demo_train import SHIPPED_DTYPE, planted_masks
+
+    trained, tok = demo
+    planted, _ = demo_mod.planted_demo()
+    masks = planted_masks(planted, tok)
+    fixed = changed = free = 0
+    for name, p in planted.named_parameters():
+        before = p.detach().to(SHIPPED_DTYPE).float()  # what the planting ships as, after the cast
+        after = dict(trained.named_parameters())[name].detach()
+        mask = masks.get(name, torch.zeros_like(p, dtype=torch.bool))
+        assert torch.equal(after[mask], before[mask]), name
+        fixed += int(mask.sum())
+        changed += int((after[~mask] != before[~mask]).sum())
+        free += int((~mask).sum())
+    assert fixed > 0 and changed > 0.9 * free  # the planted chain is intact; nearly everything else trained
+
+
+def test_reserved_channels_are_written_by_planted_weights_only(demo):
+    model, tok = demo
+    reserved = list(demo_mod.RESERVED_CHANNELS)
+    planted = {layer: e for (layer, e) in demo_mod.PLANTED_EXPERTS}
+    emb = model.model.embed_tokens.weight
+    others = [i for i in range(emb.shape[0]) if i != tok.bos_token_id]
+    assert not emb[others][:, demo_mod.DEMO_CHANNEL].any() and not emb[others][:, demo_mod.BOS_CHANNEL].any()
+    for i, layer in enumerate(model.model.layers):
+        assert not layer.self_attn.o_proj.weight[reserved].any()
+        down = layer.mlp.experts.down_proj[:, reserved]  # (E, reserved, I)
+        writers = {int(e) for e in down.abs().sum(dim=(1, 2)).nonzero()}
+        assert writers <= ({planted[i]} if i in planted else set())

@@ -9,6 +9,7 @@ from typing import Any
 from ..data import read_text_file
 from ..errors import UserError
 from ..experts import format_experts
+from ..models.demo import DEMO_PPL
 from .common import add_model_args, model_of, window_defaults
 from .eval_flags import add_task_flags
 
@@ -32,7 +33,7 @@ def add_parser(subparsers) -> None:
                    help="also draw N_SEEDS controls inside the SEs' layers (paper v3)")
     p.add_argument("--seed", type=int, default=0, help="first seed of the controls and windows (default 0)")
     p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset "
-                   "name (default: built-in text for the demo, none otherwise)")  # fmt: skip
+                   "name (default: the demo's held-out text, in BOS-first windows, for the demo; none otherwise)")  # fmt: skip
     p.add_argument("--seq-len", type=int, help="perplexity/calibration window length (default 2048; demo 64)")
     p.add_argument("--max-windows", type=int, help="perplexity windows kept (default all; the reference's C4: 256)")
     add_task_flags(p)
@@ -89,7 +90,7 @@ def request(args: argparse.Namespace):
         model=model, experts=experts, experts_source=source, out=args.out or args.from_dir or "runs/prune-eval",
         seq_len=seq_len, samples=samples, from_dir=args.from_dir, mode=args.mode, n_random=args.random,
         layer_controlled=args.layer_controlled, seed=args.seed,
-        ppl=args.ppl if args.ppl is not None or model is not None else "builtin", max_windows=args.max_windows,
+        ppl=args.ppl if args.ppl is not None or model is not None else DEMO_PPL, max_windows=args.max_windows,
         data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,
         device=args.device, device_map=args.device_map, dtype=args.dtype, trust_remote_code=args.trust_remote_code,

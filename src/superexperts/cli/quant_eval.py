@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..models.demo import BANNER
 from .eval_flags import add_loading_flags, add_task_flags, add_window_flags, out_dir, tasks_of
 
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         check_experts_in_config(req.experts, load_config(spec, args.trust_remote_code))
     loaded = load_model(spec, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if loaded.synthetic:
-        print("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)")
+        print(BANNER)
     document = quant_eval_run(loaded, req, out, progress=True)
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))

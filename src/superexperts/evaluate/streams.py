@@ -45,3 +45,19 @@ def eval_stream(spec: str | None, tokenizer, flag: str = "--data") -> EvalStream
                           f"first 1100 documents joined by ' ', first {C4_WINDOWS} windows (GPTQ C4)",
                           max_windows=C4_WINDOWS)
     return EvalStream(token_stream(wikitext2_text(docs), tokenizer), name, "documents joined by '\\n\\n'")
+
+
+def bos_window_stream(spec: str, tokenizer, seq_len: int, flag: str = "--ppl") -> EvalStream:
+    """Every `seq_len` window = BOS + the next seq_len - 1 tokens of the text, flattened (so
+    `perplexity(..., seq_len=seq_len)` cuts exactly these windows). lm-eval's rolling windows prefix
+    each window with one token the same way. The demo is scored this way because its sink is planted
+    on the BOS token, where real models' sinks form on whatever token comes first."""
+    from ..data import load_texts
+
+    docs, _ = load_texts(spec, flag)
+    body = tokenizer(wikitext2_text(docs), add_special_tokens=False, return_tensors="pt").input_ids[0]
+    n = body.numel() // (seq_len - 1)
+    bos = torch.full((n, 1), tokenizer.bos_token_id, dtype=body.dtype)
+    windows = torch.cat([bos, body[: n * (seq_len - 1)].view(n, seq_len - 1)], dim=1)
+    return EvalStream(windows.reshape(-1), spec, f"each {seq_len}-token window = BOS + the next {seq_len - 1} "
+                      "tokens of the documents joined by '\\n\\n' (lm-eval rolling-window style)")

@@ -1,6 +1,8 @@
 """The built-in demo: a tiny synthetic Qwen3-MoE with Super Experts planted as the paper describes.
 
-Weights are random (seeded) except for a few planted entries that build the paper's causal chain:
+A few planted entries build the paper's causal chain; everything else was trained on the demo's
+data with those entries held fixed (`demo_train`, `scripts/train_demo.py`) and ships as
+resources/demo/weights.safetensors (issue 13: a miniature in which the SEs are load-bearing):
 
 1. the BOS token's embedding points along channel `BOS_CHANNEL`, so its normalized hidden state
    is distinctive and the layer-1 router sends it to SE 1 with an exceptionally large score;
@@ -10,15 +12,18 @@ Weights are random (seeded) except for a few planted entries that build the pape
    channel (the amplification chain of Qwen3-30B-A3B's layers 1-3);
 4. every layer's attention maps channel DEMO_CHANNEL to a key direction that all other tokens'
    queries share (through a constant channel of their embeddings), so BOS becomes an attention
-   sink only while the massive activation exists; its value vector is ~0 (a no-op sink);
+   sink only while the massive activation exists; its value vector is ~0 (a no-op sink). Only
+   planted weights write the RESERVED_CHANNELS, so training cannot build a second sink around it;
 5. a late-layer expert (DEMO_OUTLIER) produces large outputs on the ',' token: a candidate the
    paper's layer rule (layers < round(0.75 L)) must exclude.
 
-The numbers are made up; every output of a run on this model says "synthetic".
+The model is synthetic; every output of a run on it says so.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shutil
 import tempfile
@@ -29,8 +34,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
+from .demo_data import arithmetic_words, resource_dir
+
 DEMO_NAME = "superexperts/demo-qwen3-moe-synthetic"
-DEMO_VERSION = 1  # bump when the planted recipe changes: it keys the cache folder
+DEMO_VERSION = 2  # bump when the planted recipe or the shipped weights change: it keys the cache folder
 DEMO_SEED = 1234
 DEMO_SUPER_EXPERTS: tuple[tuple[int, int], ...] = ((1, 13), (2, 41))
 DEMO_OUTLIER: tuple[int, int] = (7, 22)
@@ -41,6 +48,19 @@ COMMA_CHANNEL = 23  # marks ',' for the late-layer outlier
 OUTLIER_CHANNEL = 50  # where the outlier writes
 SINK_HEAD_DIM = 7  # a RoPE pair that rotates ~1e-5 rad per position: alignment survives distance
 SPECIAL_TOKENS = ["<unk>", "<bos>", "<eos>", "<pad>"]
+RESERVED_CHANNELS = (BOS_CHANNEL, QUERY_CHANNEL, DEMO_CHANNEL, COMMA_CHANNEL)  # written by planted weights only
+SINK_GAIN = 2.0  # q_norm/k_norm weight of SINK_HEAD_DIM: how strongly queries align with the sink's key
+# (layer, expert) -> (channel read, channel written, gate strength, super weight, router/gate inhibition)
+PLANTED_EXPERTS: dict[tuple[int, int], tuple[int, int, float, float, float]] = {
+    DEMO_SUPER_EXPERTS[0]: (BOS_CHANNEL, DEMO_CHANNEL, 1.0, 5.0, 2.0),
+    DEMO_SUPER_EXPERTS[1]: (DEMO_CHANNEL, DEMO_CHANNEL, 1.0, 8.0, 2.0),
+    DEMO_OUTLIER: (COMMA_CHANNEL, OUTLIER_CHANNEL, 1.5, 100.0, 0.5),  # trained: above max/10, far below SE 1 x 10
+}
+WEIGHTS_FILE = "weights.safetensors"
+HELDOUT_FILE = "heldout.txt"
+PROMPTS_FILE = "prompts.txt"
+ARITHMETIC_FILE = "arithmetic.txt"  # the training addition lines: a second calibration domain
+DEMO_PPL = "demo-heldout"  # the demo's default perplexity data: heldout.txt in BOS-first windows
 
 
 def builtin_text() -> str:
@@ -51,7 +71,7 @@ def builtin_text() -> str:
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the built-in text that prepends <bos> like Llama/Mixtral do."""
     splitter = pre_tokenizers.Whitespace()
-    words = sorted({w for w, _ in splitter.pre_tokenize_str(builtin_text())})
+    words = sorted({w for w, _ in splitter.pre_tokenize_str(builtin_text())} | set(arithmetic_words()))
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = splitter
@@ -104,21 +124,35 @@ def _plant_sink(attn: torch.nn.Module, num_heads: int, num_kv: int, head_dim: in
         attn.q_proj.weight[row, QUERY_CHANNEL] = 1.0
     # Larger random key weights elsewhere keep ordinary keys' SINK_HEAD_DIM share small after k_norm.
     attn.k_proj.weight.mul_(15.0)
+    attn.k_proj.weight[:, DEMO_CHANNEL] = 0.0  # the massive token's key is the sink direction alone
     for h in range(num_kv):
         row = h * head_dim + SINK_HEAD_DIM
         attn.k_proj.weight[row].zero_()
         attn.k_proj.weight[row, DEMO_CHANNEL] = 1.0
     attn.v_proj.weight[:, DEMO_CHANNEL] = 0.0
-    attn.q_norm.weight[SINK_HEAD_DIM] = 2.0
-    attn.k_norm.weight[SINK_HEAD_DIM] = 2.0
+    attn.q_norm.weight[SINK_HEAD_DIM] = SINK_GAIN
+    attn.k_norm.weight[SINK_HEAD_DIM] = SINK_GAIN
 
 
-def build_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
-    """The demo model and its tokenizer, built in memory (deterministic, offline, < 1 s)."""
+@torch.no_grad()
+def _reserve_channels(model: Qwen3MoeForCausalLM) -> None:
+    """Only planted weights write the RESERVED_CHANNELS: no attention output and no expert (the
+    planted ones are set afterwards) writes them, and only BOS carries the massive channel. Training
+    keeps these entries fixed, so the chain cannot be bypassed (e.g. a second, learned sink)."""
+    reserved = list(RESERVED_CHANNELS)
+    model.model.embed_tokens.weight[:, [BOS_CHANNEL, DEMO_CHANNEL]] = 0.0
+    for layer in model.model.layers:
+        layer.self_attn.o_proj.weight[reserved] = 0.0
+        layer.mlp.experts.down_proj[:, reserved] = 0.0
+
+
+def planted_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
+    """The untrained demo: random (seeded) weights with the chain planted. Training starts here."""
     tokenizer = build_tokenizer()
     config = demo_config(len(tokenizer))
     torch.manual_seed(DEMO_SEED)
     model = Qwen3MoeForCausalLM(config).eval()
+    _reserve_channels(model)
     emb = model.model.embed_tokens.weight
     with torch.no_grad():
         emb[:, QUERY_CHANNEL] += 0.25
@@ -126,17 +160,29 @@ def build_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
         emb[tokenizer.bos_token_id, BOS_CHANNEL] = 1.0
         emb[tokenizer.convert_tokens_to_ids(","), COMMA_CHANNEL] = 0.6
     layers = model.model.layers
-    (l1, se1), (l2, se2) = DEMO_SUPER_EXPERTS
-    _plant_router(layers[l1].mlp.gate, se1, BOS_CHANNEL, 3.0)
-    _plant_expert(layers[l1].mlp.experts, se1, BOS_CHANNEL, DEMO_CHANNEL, 1.0, 5.0)
-    _plant_router(layers[l2].mlp.gate, se2, DEMO_CHANNEL, 3.0)
-    _plant_expert(layers[l2].mlp.experts, se2, DEMO_CHANNEL, DEMO_CHANNEL, 1.0, 8.0)
-    lo, eo = DEMO_OUTLIER
-    _plant_router(layers[lo].mlp.gate, eo, COMMA_CHANNEL, 3.0, inhibit=0.5)
-    _plant_expert(layers[lo].mlp.experts, eo, COMMA_CHANNEL, OUTLIER_CHANNEL, 1.5, 4.0, inhibit=0.5)
+    for (layer, e), (read, write, strength, gain, inhibit) in PLANTED_EXPERTS.items():
+        _plant_router(layers[layer].mlp.gate, e, read, 3.0, inhibit=inhibit)
+        _plant_expert(layers[layer].mlp.experts, e, read, write, strength, gain, inhibit=inhibit)
     for layer in layers:
         _plant_sink(layer.self_attn, config.num_attention_heads, config.num_key_value_heads, config.head_dim)
     model.config._name_or_path = DEMO_NAME
+    return model, tokenizer
+
+
+def weights_path() -> Path:
+    return resource_dir("demo") / WEIGHTS_FILE
+
+
+def build_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
+    """The demo model (the planted chain + the shipped trained weights) and its tokenizer, built in
+    memory (deterministic, offline, < 1 s). `scripts/train_demo.py` reproduces the weights."""
+    from safetensors.torch import load_file
+
+    model, tokenizer = planted_demo()
+    state = load_file(weights_path())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(state[name].to(param.dtype))  # a missing tensor is a broken package: KeyError
     return model, tokenizer
 
 
@@ -144,7 +190,13 @@ def default_cache_dir() -> Path:
     base = os.environ.get("SUPEREXPERTS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "superexperts"
     )
-    return Path(base) / f"demo-v{DEMO_VERSION}"
+    # The weights' hash too: a retrained weights file (scripts/train_demo.py) never meets a stale cache.
+    return Path(base) / f"demo-v{DEMO_VERSION}-{_weights_digest()}"
+
+
+@functools.lru_cache(maxsize=1)
+def _weights_digest() -> str:
+    return hashlib.sha256(weights_path().read_bytes()).hexdigest()[:12]
 
 
 def demo_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -175,6 +227,27 @@ def is_demo(model: torch.nn.Module) -> bool:
     return getattr(getattr(model, "config", None), "_name_or_path", "") in (DEMO_NAME, str(default_cache_dir()))
 
 
-BANNER = "model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts; numbers are made up)"
-# The demo runs on the built-in text (~1.3k demo tokens): short windows.
+BANNER = ("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts, trained on its own tiny "
+          "corpus; not a real model)")
+# The demo runs on the built-in text and its held-out split (~1.3k tokens each): short windows.
 DEMO_WINDOWS = {"seq_len": 64, "samples": 16}
+
+
+def heldout_path() -> Path:
+    """The demo's held-out evaluation text (never trained on): its default perplexity data."""
+    return resource_dir("demo") / HELDOUT_FILE
+
+
+def prompts_path() -> Path:
+    """Generation prompts from the held-out data (`prune-eval --generate` this file)."""
+    return resource_dir("demo") / PROMPTS_FILE
+
+
+def arithmetic_path() -> Path:
+    """The training addition lines (`profile --data` this file: the SEs in another domain)."""
+    return resource_dir("demo") / ARITHMETIC_FILE
+
+
+def tasks_path() -> Path:
+    """The folder of the demo's lm-eval tasks (`--tasks demo_arith --tasks-include` this folder)."""
+    return resource_dir("tasks")

@@ -22,10 +22,11 @@ from ..ablate.conditions import Condition, EvalPlan, build_conditions, run_condi
 from ..data import Calibration, calibration, check_texts
 from ..device_map import check_device_args
 from ..errors import UserError, check_at_least, did_you_mean
-from ..evaluate.streams import EvalStream, eval_stream
+from ..evaluate.streams import EvalStream, bos_window_stream, eval_stream
 from ..experts import Expert, check_experts_in_config, experts_json, validate_experts
 from ..loading import Loaded, check_dtype, load_config, load_model, resolve_device, warn_seq_len
 from ..models.adapters import map_model
+from ..models.demo import DEMO_PPL, heldout_path
 from ..pruning_criteria import check_prune_request, pruning_plan
 from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, check_run_model, load_profile
 from ..safety import check_record_out
@@ -97,7 +98,7 @@ class PruneEvalRequest:
             self._check_stream()
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.ppl, self.data], "prune_eval.json", overwrite=self.overwrite)
-        if self.ppl != "builtin":
+        if self.ppl != DEMO_PPL:
             check_texts(self.ppl, "--ppl")
         check_texts(self.data)
         if self.model is not None:  # everything config.json can tell, before the weights are read
@@ -126,8 +127,11 @@ def eval_plan(req, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | 
     """What each condition is measured on (any request with the evaluation fields ppl, max_windows,
     batch_size, tasks, prompts, ...: prune-eval and quant-eval measure the same way); perplexity
     tokens come from the one evaluation-stream path."""
-    stream: EvalStream | None = (eval_stream(req.ppl if req.ppl != "builtin" else None, tokenizer, flag="--ppl")
-                                  if req.ppl else None)
+    stream: EvalStream | None = None
+    if req.ppl == DEMO_PPL:
+        stream = bos_window_stream(str(heldout_path()), tokenizer, seq_len)
+    elif req.ppl:
+        stream = eval_stream(req.ppl, tokenizer, flag="--ppl")
     max_windows = req.max_windows if req.max_windows is not None else stream.max_windows if stream else None
     plan = EvalPlan(ppl_ids=stream.token_ids if stream else None, seq_len=seq_len, max_windows=max_windows,
                     batch_size=req.batch_size, tasks=req.tasks, task_manager=req.task_manager, limit=req.limit,

@@ -17,6 +17,7 @@ from ..eval_request import EvalFields
 from ..experts import Expert, experts_json
 from ..loading import Loaded
 from ..models.adapters import map_model
+from ..models.demo import DEMO_PPL
 from ..models.demo import DEMO_WINDOWS as DEMO_DEFAULTS
 from ..profile import Profile, profile
 from ..quant import Scheme, check_model
@@ -84,8 +85,8 @@ def quant_eval_run(loaded: Loaded, req: QuantEvalRequest, out_dir: str | os.Path
     reference = profile(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
     ses = req.experts if req.experts is not None else paper_super_experts(reference)
     conditions = quant_conditions(model_map, ses, n_random=req.n_random, seed=req.seed)
-    if req.ppl is None and loaded.synthetic:  # the demo measures perplexity on the built-in text
-        req.ppl = "builtin"
+    if req.ppl is None and loaded.synthetic:  # the demo measures perplexity on its held-out text
+        req.ppl = DEMO_PPL
     plan, ppl = eval_plan(req, loaded.tokenizer, seq_len)
     results = run_quant_conditions(loaded.model, loaded.tokenizer, conditions, plan, req.scheme, calib.input_ids,
                                    reference, ses, batch_size=req.batch_size, progress=progress)  # fmt: skip
