@@ -21,7 +21,7 @@ from ..loading import check_dtype, load_config, load_model, resolve_device, warn
 from ..models.adapters import map_model
 from ..runfolder import base_metadata, check_run_model, tensor_sha256, write_files
 from ..safety import check_record_out
-from ..sinks.study import SinkStudy, sinks_study, study_files
+from ..sinks.study import SinkStudy, sinks_study, streamed_sinks_study, study_files
 from ..sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
 
 
@@ -48,8 +48,11 @@ class SinksRequest:
     trust_remote_code: bool = False
     allow_missing_weights: bool = False
     overwrite: bool = False
+    stream: bool = False  # read the checkpoint one decoder layer at a time (no router view)
 
     def __post_init__(self) -> None:
+        if self.stream:
+            self._check_stream()
         check_at_least("--random", self.n_random, 0)
         if not 0.0 < self.epsilon < 1.0:
             raise UserError(f"--epsilon must be in (0, 1), got {self.epsilon}.")
@@ -66,6 +69,19 @@ class SinksRequest:
         check_texts(self.data)
         if self.model is not None and self.from_dir is not None:  # before the weights are read
             check_run_model(self.from_dir, load_config(self.model, self.trust_remote_code), self.model)
+
+    def _check_stream(self) -> None:
+        """--stream reads a local folder layer by layer; what needs the whole model is refused."""
+        if self.model is None:
+            raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
+        if not os.path.isdir(os.path.expanduser(self.model)):
+            raise UserError(f"--stream reads a local checkpoint folder; {self.model} is not one (download it first).")
+        if self.device_map is not None:
+            raise UserError("--stream and --device-map are two ways past memory; give one of them.")
+        for flag, given in [("--sink-keys topK", self.top_k is not None),
+                            ("--allow-missing-weights", self.allow_missing_weights)]:  # fmt: skip
+            if given:
+                raise UserError(f"{flag} needs the whole model; drop --stream or use --device-map auto.")
 
     def experts(self) -> list[Expert]:
         """The experts to prune (not yet checked against a model); `super` without --from is the demo's."""
@@ -97,6 +113,8 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
+    if req.stream:
+        return _run_streamed(req, experts)
     loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
                         allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
     if not loaded.synthetic and req.text is None:  # windows of --seq-len are cut
@@ -117,6 +135,31 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
                         tokenizer=loaded.tokenizer)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
+                         random_controls="layer-controlled" if req.layer_controlled else "global")
+    write_files(req.out, study_files(study, meta))
+    return study
+
+
+def _run_streamed(req: SinksRequest, experts: list[Expert]) -> SinkStudy:
+    """The same study from a checkpoint folder read one decoder layer at a time (no router view)."""
+    from ..stream.skeleton import load_skeleton
+
+    loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
+                                          trust_remote_code=req.trust_remote_code)  # fmt: skip
+    if req.text is None:
+        warn_seq_len(loaded.model.config, req.seq_len)
+    model_map = map_model(loaded.model)
+    experts = validate_experts(model_map, experts)
+    layers = req.layers if req.layers is not None else default_map_layers(model_map.num_layers, experts)
+    ids, source = input_ids(req, loaded.tokenizer)
+    controls = random_controls(model_map, experts, req.n_random, layer_controlled=req.layer_controlled, seed=req.seed)
+    named = {f"random-{req.seed + i}": c for i, c in enumerate(controls)}
+    study = streamed_sinks_study(loaded.path, ids, super_experts=experts, controls=named, map_layers=layers,
+                                 map_heads=req.heads, tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]),
+                                 epsilon=req.epsilon, device=device, dtype=dtype,
+                                 trust_remote_code=req.trust_remote_code)  # fmt: skip
+    meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
+                         input_shape=list(ids.shape), data_sha256=tensor_sha256(ids), streamed=True,
                          random_controls="layer-controlled" if req.layer_controlled else "global")
     write_files(req.out, study_files(study, meta))
     return study
