@@ -114,8 +114,6 @@ PARAMETERS = [
     case(["sinks", "org/model", "--prune", "1:3", "--stream", *SINKS], "local checkpoint folder", early=True),
     case(["sinks", "good", "--prune", "1:3", "--stream", "--device-map", "auto", *SINKS[:-2]],
          "--stream and --device-map", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--stream", "--sink-keys", "top2", *SINKS], "--sink-keys topK",
-         early=True),
     case(["sinks", "--prune", "1:3", "--stream", *SINKS], "--stream needs MODEL", early=True),
 ]
 

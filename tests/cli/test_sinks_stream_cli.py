@@ -19,11 +19,14 @@ def _sinks(demo_dir, out, *extra):
     return json.loads((out / "sinks.json").read_text())
 
 
-def test_streamed_sinks_json_equals_in_memory(demo_dir, tmp_path, capsys):
-    in_memory = _sinks(demo_dir, tmp_path / "mem", "--device", "cpu")
+@pytest.mark.parametrize("keys", [[], ["--sink-keys", "top2"]], ids=["first", "top2"])
+def test_streamed_sinks_json_equals_in_memory(demo_dir, tmp_path, capsys, keys):
+    in_memory = _sinks(demo_dir, tmp_path / "mem", "--device", "cpu", *keys)
     capsys.readouterr()
-    streamed = _sinks(demo_dir, tmp_path / "stream", "--stream")
+    streamed = _sinks(demo_dir, tmp_path / "stream", "--stream", *keys)
     printed = capsys.readouterr().out
+    assert streamed["sink_keys"] == in_memory["sink_keys"] == ([0] if not keys else streamed["sink_keys"])
+    assert len(streamed["sink_keys"]) == (2 if keys else 1)
     names = [c["name"] for c in in_memory["conditions"]]
     assert names == [c["name"] for c in streamed["conditions"]]
     assert names == ["original", "super-layer-1", "super-layer-2", "super", "random-0"]
@@ -35,7 +38,7 @@ def test_streamed_sinks_json_equals_in_memory(demo_dir, tmp_path, capsys):
                 assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (got["name"], key)
         for row_got, row_want in zip(got["sink_mass_per_head"], want["sink_mass_per_head"]):
             assert row_got == pytest.approx(row_want, rel=1e-4, abs=1e-6), got["name"]
-    # the SEs' ablation acts in the streamed run: the sink collapses (demo: planted SEs)
+    # the SEs' ablation acts in the streamed run: the first-token sink collapses (demo: planted SEs)
     assert streamed["conditions"][0]["sink_rate"] > 0.5 and streamed["conditions"][3]["sink_rate"] == 0.0
     assert streamed["streamed"] is True and "streamed" not in in_memory
     assert streamed["router"] is None and streamed["not_measured"] == [ROUTER_NOT_STREAMED]
@@ -54,7 +57,6 @@ def test_help_says_what_stream_skips(capsys):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--device-map", "auto"], "--stream and --device-map"),
-    (["--sink-keys", "top2"], "--sink-keys topK needs the whole model"),
     (["--allow-missing-weights"], "--allow-missing-weights needs the whole model"),
 ])  # fmt: skip
 def test_stream_refusals(demo_dir, tmp_path, capsys, extra, message):

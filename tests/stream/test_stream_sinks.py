@@ -56,6 +56,18 @@ def test_streamed_sinks_equal_in_memory(checkpoints, family):
             _close(maps[name][layer], want_maps[name][layer], f"{name} map L{layer}")
 
 
+def test_streamed_top_k_sink_keys_equal_in_memory(checkpoints):
+    model, folder = checkpoints("qwen2_moe", "hub")
+    ids = families.random_ids(samples=2, seq_len=16)
+    want = measure_sinks(model, ids, {"one": [(1, 3)]}, top_k=3)
+    got, maps = stream_sinks(folder, ids, {"one": [(1, 3)]}, top_k=3, dtype=torch.float32)
+    assert got.sink_keys == want.sink_keys and len(got.sink_keys) == 3 and maps == {}
+    for g, w in zip(got.conditions, want.conditions):
+        _close(g.head_mass, w.head_mass, f"{g.name} sink mass per head")
+        if g.d_sink is not None:
+            _close(g.d_sink, w.d_sink, f"{g.name} D_sink")
+
+
 def test_stream_sinks_refuses_a_missing_folder(tmp_path):
     from superexperts.errors import UserError
 

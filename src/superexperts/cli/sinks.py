@@ -42,8 +42,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--stream", action="store_true",
                    help="read the local checkpoint MODEL one decoder layer at a time (models larger than memory): "
                    "the same sink metrics, D_sink and attention maps; the router view is not measured "
-                   "(sinks_router.csv holds only its header). Not with --device-map, --sink-keys topK, "
-                   "--allow-missing-weights")  # fmt: skip
+                   "(sinks_router.csv holds only its header); --sink-keys topK reads the checkpoint twice. Not with "
+                   "--device-map, --allow-missing-weights")  # fmt: skip
     p.set_defaults(run=run)
 
 

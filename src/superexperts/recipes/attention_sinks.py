@@ -78,10 +78,8 @@ class SinksRequest:
             raise UserError(f"--stream reads a local checkpoint folder; {self.model} is not one (download it first).")
         if self.device_map is not None:
             raise UserError("--stream and --device-map are two ways past memory; give one of them.")
-        for flag, given in [("--sink-keys topK", self.top_k is not None),
-                            ("--allow-missing-weights", self.allow_missing_weights)]:  # fmt: skip
-            if given:
-                raise UserError(f"{flag} needs the whole model; drop --stream or use --device-map auto.")
+        if self.allow_missing_weights:
+            raise UserError("--allow-missing-weights needs the whole model; drop --stream or use --device-map auto.")
 
     def experts(self) -> list[Expert]:
         """The experts to prune (not yet checked against a model); `super` without --from is the demo's."""
@@ -156,7 +154,7 @@ def _run_streamed(req: SinksRequest, experts: list[Expert]) -> SinkStudy:
     named = {f"random-{req.seed + i}": c for i, c in enumerate(controls)}
     study = streamed_sinks_study(loaded.path, ids, super_experts=experts, controls=named, map_layers=layers,
                                  map_heads=req.heads, tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]),
-                                 epsilon=req.epsilon, device=device, dtype=dtype,
+                                 top_k=req.top_k, epsilon=req.epsilon, device=device, dtype=dtype,
                                  trust_remote_code=req.trust_remote_code)  # fmt: skip
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids), streamed=True,

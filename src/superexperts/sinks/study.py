@@ -68,15 +68,16 @@ def sinks_study(model: nn.Module, input_ids: torch.Tensor, *, super_experts: Seq
 
 def streamed_sinks_study(checkpoint_dir: str, input_ids: torch.Tensor, *, super_experts: Sequence[Expert],
                          controls: Mapping[str, list[Expert]], map_layers: Sequence[int], map_heads: Sequence[int],
-                         tokens: Sequence[str] | None = None, sink_keys: Sequence[int] = (0,), mode: str = "zero",
-                         epsilon: float = metrics.EPSILON, device=None, dtype=None, trust_remote_code: bool = False,
+                         tokens: Sequence[str] | None = None, sink_keys: Sequence[int] = (0,),
+                         top_k: int | None = None, mode: str = "zero", epsilon: float = metrics.EPSILON, device=None, dtype=None, trust_remote_code: bool = False,
                          progress: bool = False) -> SinkStudy:  # fmt: skip
     """`sinks_study` of a checkpoint folder read one decoder layer at a time (stream.sinks): the same
     sink metrics and attention maps; the router view is not measured (ROUTER_NOT_STREAMED)."""
     from ..stream.sinks import stream_sinks
 
     conditions = layerwise_conditions(list(super_experts)) | dict(controls)
-    result, maps = stream_sinks(checkpoint_dir, input_ids, conditions, sink_keys=sink_keys, mode=mode, epsilon=epsilon,
+    result, maps = stream_sinks(checkpoint_dir, input_ids, conditions, sink_keys=sink_keys, top_k=top_k, mode=mode,
+                                epsilon=epsilon,
                                 map_ids=input_ids[:1, :MAP_TOKENS], map_layers=map_layers,
                                 map_conditions={"super": list(super_experts)}, device=device, dtype=dtype,
                                 trust_remote_code=trust_remote_code, progress=progress)  # fmt: skip

@@ -64,17 +64,48 @@ class _Run:
         return seen
 
 
+def _layers(ckpt: Checkpoint, skeleton: nn.Module, model_map, runs: list[_Run], *, device: torch.device,
+            dtype: torch.dtype, progress: bool, desc: str):  # fmt: skip
+    """Yield (index, layer) with the layer's weights loaded; free them and the runs' old hidden states after."""
+    with progress_bar(range(model_map.num_layers), desc=desc, unit="layer", disable=not progress) as bar:
+        for index in bar:
+            layer = model_map.layers[index]
+            load_layer(ckpt, skeleton, layer, index, device, dtype)
+            yield index, layer
+            layer.to("meta")  # free the weights before the next layer loads
+            release_freed_memory()
+            for r in runs:
+                r.store.drop_old()
+
+
+def _top_k_keys(ckpt: Checkpoint, skeleton: nn.Module, model_map, path: str, batches: list[torch.Tensor], k: int,
+                spill: Path, **where) -> list[int]:  # fmt: skip
+    """`measure.choose_sink_keys` streamed: a first pass of the original model (the checkpoint is read
+    twice). Per sample the layers are summed in order, then the samples, as the in-memory sum does."""
+    store = ActivationStore(device=where["device"], budget_bytes=default_budget(where["device"]), spill_dir=spill)
+    with record_sinks(skeleton, [(0,)], key_mass=True) as rec:
+        calls = embed(skeleton, path, batches, store, write=True)
+        run = _Run([], batches, store)
+        per_sample: list = [0] * len(batches)
+        for index, layer in _layers(ckpt, skeleton, model_map, [run], desc="choosing sink keys", **where):
+            for b, (ls, _) in enumerate(run.through(layer, index, calls, rec, skeleton, "zero")):
+                per_sample[b] = per_sample[b] + ls.key_mass.sum(dim=(0, 1))
+    total = None
+    for mass in per_sample:
+        total = mass if total is None else total + mass
+    return metrics.top_k_keys(total, k)
+
+
 def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
                  conditions: Mapping[str, list[Expert]] | None = None, *, sink_keys: Sequence[int] = (0,),
-                 mode: str = "zero", epsilon: float = metrics.EPSILON, map_ids: torch.Tensor | None = None,
+                 top_k: int | None = None, mode: str = "zero", epsilon: float = metrics.EPSILON, map_ids: torch.Tensor | None = None,
                  map_layers: Sequence[int] = (), map_conditions: Mapping[str, list[Expert]] | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                  trust_remote_code: bool = False, progress: bool = False) -> tuple[SinkResult, Maps]:  # fmt: skip
     """`measure_sinks` (and `attention_maps` of `map_ids` when given) for a checkpoint folder
-    streamed layer by layer: (SinkResult, maps {"original" and each map condition: {layer: (heads, T, T)}})."""
+    streamed layer by layer: (SinkResult, maps {"original" and each map condition: {layer: (heads, T, T)}}).
+    With `top_k` the checkpoint is read twice: once to choose the keys, once to measure."""
     batches = check_input(input_ids)  # one sample at a time, as measure_sinks runs them
-    keys = check_keys(sink_keys, input_ids.shape[1])
-    key_sets = [tuple(keys), (0,)]  # the last set is always the first token, for the sink rate
     if map_ids is not None and map_ids.shape[-1] > MAX_MAP_TOKENS:
         raise UserError(f"attention maps are T x T per head; the input has {map_ids.shape[-1]} tokens, the cap is "
                         f"{MAX_MAP_TOKENS}. Pass a shorter --text (sink metrics have no such cap).")  # fmt: skip
@@ -88,12 +119,17 @@ def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
     mapped = {} if map_ids is None else {"original": []} | {k: list(v) for k, v in (map_conditions or {}).items()}
     sums = {name: _Sums() for name in named}
     maps: Maps = {name: {} for name in mapped}
+    where = {"device": device, "dtype": dtype, "progress": progress}
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="se-spill-")))
+        load_outer(ckpt, skeleton, path, device, dtype)
+        if top_k:
+            sink_keys = _top_k_keys(ckpt, skeleton, model_map, path, batches, top_k, spill / "keys", **where)
+        keys = check_keys(sink_keys, input_ids.shape[1])
+        key_sets = [tuple(keys), (0,)]  # the last set is always the first token, for the sink rate
         # entered before the embedding pass, so the masks handed to each layer are built for the recorder
         rec = stack.enter_context(record_sinks(skeleton, key_sets))
-        load_outer(ckpt, skeleton, path, device, dtype)
         budget = default_budget(device) // (len(named) + len(mapped))
         calls: dict[tuple, dict[int, LayerCall]] = {}
 
@@ -104,29 +140,22 @@ def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
 
         runs = {name: run(f"c{i}", experts, batches) for i, (name, experts) in enumerate(named.items())}
         map_runs = {name: run(f"m{i}", experts, [map_ids[:1]]) for i, (name, experts) in enumerate(mapped.items())}
-        with progress_bar(range(model_map.num_layers), desc="streaming layers", unit="layer",
-                          disable=not progress) as bar:  # fmt: skip
-            for index in bar:
-                layer = model_map.layers[index]
-                load_layer(ckpt, skeleton, layer, index, device, dtype)
-                reference: list[LayerSinks] = []  # the original's masses of this layer, per sample
-                for name, r in runs.items():
-                    for b, (ls, peak) in enumerate(r.through(layer, index, calls, rec, skeleton, mode)):
-                        original = None if name == "original" else {index: reference[b]}
-                        _accumulate(sums[name], {index: ls}, {index: peak}, original)
-                        if name == "original":
-                            reference.append(ls)
-                if index in map_layers:  # full T x T maps of the short map input, this layer only
-                    rec.maps = frozenset([index])
-                for name, r in map_runs.items():
-                    (ls, _), = r.through(layer, index, calls, rec, skeleton, mode)
-                    if index in map_layers:
-                        maps[name][index] = ls.probs[0].cpu()
-                rec.maps = frozenset()
-                layer.to("meta")  # free the weights before the next layer loads
-                release_freed_memory()
-                for r in [*runs.values(), *map_runs.values()]:
-                    r.store.drop_old()
+        every = [*runs.values(), *map_runs.values()]
+        for index, layer in _layers(ckpt, skeleton, model_map, every, desc="streaming layers", **where):
+            reference: list[LayerSinks] = []  # the original's masses of this layer, per sample
+            for name, r in runs.items():
+                for b, (ls, peak) in enumerate(r.through(layer, index, calls, rec, skeleton, mode)):
+                    original = None if name == "original" else {index: reference[b]}
+                    _accumulate(sums[name], {index: ls}, {index: peak}, original)
+                    if name == "original":
+                        reference.append(ls)
+            if index in map_layers:  # full T x T maps of the short map input, this layer only
+                rec.maps = frozenset([index])
+            for name, r in map_runs.items():
+                (ls, _), = r.through(layer, index, calls, rec, skeleton, mode)
+                if index in map_layers:
+                    maps[name][index] = ls.probs[0].cpu()
+            rec.maps = frozenset()
     implementation = f"{rec.implementation} (model configured: {rec.configured})"
     results = [_finish(name, named[name], sums[name], model_map.num_layers) for name in named]
     return SinkResult(sink_keys=keys, conditions=results, implementation=implementation, epsilon=epsilon), maps
