@@ -111,10 +111,14 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
-    if req.stream:
-        return _run_streamed(req, experts)
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                        allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
+    if req.stream:  # the meta skeleton: weights are read one decoder layer at a time by stream.sinks
+        from ..stream.skeleton import load_skeleton
+
+        loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
+                                              trust_remote_code=req.trust_remote_code)  # fmt: skip
+    else:
+        loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                            allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
     if not loaded.synthetic and req.text is None:  # windows of --seq-len are cut
         warn_seq_len(loaded.model.config, req.seq_len)
     model, model_map = loaded.model, map_model(loaded.model)
@@ -128,36 +132,16 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
         from ..models.demo import BANNER
 
         echo(BANNER)
-    study = sinks_study(model, ids, super_experts=experts, controls=named, map_layers=layers, map_heads=req.heads,
-                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=req.top_k, epsilon=req.epsilon,
-                        tokenizer=loaded.tokenizer)
+    common = {"super_experts": experts, "controls": named, "map_layers": layers, "map_heads": req.heads,
+              "tokens": loaded.tokenizer.convert_ids_to_tokens(ids[0]), "top_k": req.top_k, "epsilon": req.epsilon}
+    if req.stream:
+        study = streamed_sinks_study(loaded.path, ids, **common, device=device, dtype=dtype,
+                                     trust_remote_code=req.trust_remote_code)  # fmt: skip
+    else:
+        study = sinks_study(model, ids, **common, tokenizer=loaded.tokenizer)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
-                         random_controls="layer-controlled" if req.layer_controlled else "global")
-    write_files(req.out, study_files(study, meta))
-    return study
-
-
-def _run_streamed(req: SinksRequest, experts: list[Expert]) -> SinkStudy:
-    """The same study from a checkpoint folder read one decoder layer at a time (no router view)."""
-    from ..stream.skeleton import load_skeleton
-
-    loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
-                                          trust_remote_code=req.trust_remote_code)  # fmt: skip
-    if req.text is None:
-        warn_seq_len(loaded.model.config, req.seq_len)
-    model_map = map_model(loaded.model)
-    experts = validate_experts(model_map, experts)
-    layers = req.layers if req.layers is not None else default_map_layers(model_map.num_layers, experts)
-    ids, source = input_ids(req, loaded.tokenizer)
-    controls = random_controls(model_map, experts, req.n_random, layer_controlled=req.layer_controlled, seed=req.seed)
-    named = {f"random-{req.seed + i}": c for i, c in enumerate(controls)}
-    study = streamed_sinks_study(loaded.path, ids, super_experts=experts, controls=named, map_layers=layers,
-                                 map_heads=req.heads, tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]),
-                                 top_k=req.top_k, epsilon=req.epsilon, device=device, dtype=dtype,
-                                 trust_remote_code=req.trust_remote_code)  # fmt: skip
-    meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
-                         input_shape=list(ids.shape), data_sha256=tensor_sha256(ids), streamed=True,
-                         random_controls="layer-controlled" if req.layer_controlled else "global")
+                         random_controls="layer-controlled" if req.layer_controlled else "global",
+                         **({"streamed": True} if req.stream else {}))  # fmt: skip
     write_files(req.out, study_files(study, meta))
     return study
