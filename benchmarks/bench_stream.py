@@ -3,8 +3,9 @@
     python benchmarks/bench_stream.py memory      # (a) peak RSS, synthetic ~1.7 GB checkpoint
     python benchmarks/bench_stream.py throughput  # (b) streaming vs in-memory tokens/s
     python benchmarks/bench_stream.py fp8         # (d) block-wise FP8 checkpoints: (b) and peak RSS per layer byte
+    python benchmarks/bench_stream.py sinks       # (e) peak RSS of sinks --stream vs in-memory sinks
     python benchmarks/bench_stream.py all
-    python benchmarks/bench_stream.py fp8 --quick # small settings: check that it runs
+    python benchmarks/bench_stream.py fp8 --quick # small settings: check that it runs (also sinks)
 
 The synthetic checkpoint is a random Qwen3-MoE written layer by layer in the hub per-expert
 layout (keys produced by transformers' own `revert_weight_conversion`), so it never exists in
@@ -257,13 +258,62 @@ def bench_fp8(quick: bool = False) -> dict:
     return result
 
 
+SINK_CONDITIONS = {"super": [(1, 3)], "random-0": [(0, 5)]}  # a pruned set and a control: D_sink per condition
+
+
+def child_sinks(folder: str, how: str, samples: int, seq_len: int) -> None:
+    """Runs in a fresh process: the sink metrics of `folder` streamed or loaded whole; prints peak RSS."""
+    from transformers import AutoModelForCausalLM
+
+    from superexperts.sinks.measure import measure_sinks
+    from superexperts.stream.sinks import stream_sinks
+
+    torch.set_num_threads(2)
+    ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
+    baseline = _rss()  # after the imports: the same fixed cost for both
+    start = time.perf_counter()
+    if how == "stream":
+        result, _ = stream_sinks(folder, ids, SINK_CONDITIONS, dtype=torch.bfloat16)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+        result = measure_sinks(model, ids, SINK_CONDITIONS)
+    print(json.dumps({"baseline": baseline, "peak": _peak_rss(), "seconds": time.perf_counter() - start,
+                      "sink_mass": result["original"].sink_mass}))  # fmt: skip
+
+
+def bench_sinks(quick: bool = False) -> dict:
+    """(e) `sinks --stream` (stream.sinks.stream_sinks, what the CLI runs) against in-memory sinks:
+    peak RSS over the checkpoint size, and the same sink mass from both."""
+    import os
+
+    dims = SMALL | {"num_hidden_layers": 2, "num_experts": 8} if quick else BIG
+    samples, seq_len = (2, 32) if quick else (4, 512)
+    folder = write_synthetic(WORKDIR / ("sinks-quick" if quick else "big"), dims)
+    total, largest = layer_bytes(folder)
+    result: dict = {"checkpoint_GB": total / 1e9, "largest_layer_MB": largest / 1e6}
+    runs = {}
+    for how in ("stream", "memory"):
+        out = subprocess.run([sys.executable, __file__, "_sinks_child", str(folder), how, str(samples), str(seq_len)],
+                             capture_output=True, text=True, check=True, env=dict(os.environ))  # fmt: skip
+        runs[how] = r = json.loads(out.stdout.strip().splitlines()[-1])
+        result |= {f"{how}_peak_rss_MB": r["peak"] / 1e6, f"{how}_peak_minus_imports_over_checkpoint":
+                   (r["peak"] - r["baseline"]) / total, f"{how}_seconds": r["seconds"]}  # fmt: skip
+    result["stream_over_memory_peak"] = runs["stream"]["peak"] / runs["memory"]["peak"]
+    result["max_sink_mass_difference"] = max(abs(a - b) for a, b in zip(runs["stream"]["sink_mass"],
+                                                                       runs["memory"]["sink_mass"]))  # fmt: skip
+    print("(e) sinks:", json.dumps({k: round(v, 4) for k, v in result.items()}, indent=1))
+    return result
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_child"]:
         folder, samples, seq_len, batch_size = sys.argv[2], *map(int, sys.argv[3:6])
         return child_memory(folder, samples, seq_len, batch_size)
+    if sys.argv[1:2] == ["_sinks_child"]:
+        return child_sinks(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["memory", "throughput", "fp8", "all"])
-    parser.add_argument("--quick", action="store_true", help="fp8: tiny settings, to check the benchmark runs")
+    parser.add_argument("what", choices=["memory", "throughput", "fp8", "sinks", "all"])
+    parser.add_argument("--quick", action="store_true", help="fp8, sinks: tiny settings, to check the benchmark runs")
     args = parser.parse_args()
     if args.what in ("memory", "all"):
         bench_memory()
@@ -271,6 +321,8 @@ def main() -> None:
         bench_throughput()
     if args.what in ("fp8", "all"):
         bench_fp8(quick=args.quick)
+    if args.what in ("sinks", "all"):
+        bench_sinks(quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,18 @@ def test_modes_and_recommendations():
     assert "does not offer it" in offline["recommended"]["reason"]
 
 
+def test_streamed_sinks_read_each_layer_once():
+    """sinks --stream pushes every condition through a layer per load: one checkpoint read, and the
+    hidden states of every condition (5: baseline, SEs pruned, 3 controls) between two layers."""
+    shape = model_shape(families.build("qwen3_moe"))
+    dev = device("h100-80gb", memory_gb=80)
+    plan = make_plan(shape, dev, [workload("profile", samples=4, seq_len=16), workload("sinks", samples=4, seq_len=16),
+                                  workload("prune-eval", samples=4, seq_len=16)], batch=1, disk_bytes=1e9)  # fmt: skip
+    profile, sinks, prune = (plan["commands"][c]["modes"]["stream"]["parts"] for c in ("profile", "sinks", "prune-eval"))
+    assert sinks["hidden_states"] == 5 * profile["hidden_states"] == 5 * 4 * 16 * 32 * 4
+    assert sinks["read_s"] == profile["read_s"] and prune["read_s"] == 2 * profile["read_s"]
+
+
 def test_device_table_and_overrides():
     assert device("H100-80GB").tflops == DEVICES["h100-80gb"].tflops
     assert device("cpu", memory_gb=12, bandwidth_gbs=7, tflops=0.1).memory_gb == 12

@@ -93,13 +93,15 @@ class Workload:
     logits: bool  # the full logits are computed (perplexity)
     attention_factor: float = 1.0  # sinks computes QK^T a second time for the sink mass
     note: str = ""
+    one_read: bool = False  # streamed, all passes share one read of each layer, each with its own hidden states
 
 
 WORKLOADS = {
     "profile": Workload("profile", 128, 2048, 1, False, note="one pass, no logits"),
     "prune-eval": Workload("prune-eval", 140, 2048, 2, True, note="perplexity: baseline + SEs pruned; "
                            "140 windows ~ WikiText-2 test with a 150k-token vocabulary"),
-    "sinks": Workload("sinks", 4, 1024, 5, False, 2.0, note="baseline + SEs pruned + 3 random controls"),
+    "sinks": Workload("sinks", 4, 1024, 5, False, 2.0, note="baseline + SEs pruned + 3 random controls",
+                      one_read=True),
 }  # fmt: skip
 
 
@@ -160,7 +162,9 @@ def _costs(shape: ModelShape, dev: Device, w: Workload, batch: int, disk_bytes: 
     in_mem = {"runtime": runtime, "weights": weights, "loading": largest, "activations": activations}
     outer = (shape.outer_params + (shape.head_params if w.logits else 0)) * b
     stream = {"runtime": runtime, "outer": outer, "layer": STREAM_LAYER_FACTOR * largest, "activations": activations}
-    hidden = w.samples * w.seq_len * shape.hidden * b  # every window's hidden states between two layers
+    # every window's hidden states between two layers (sinks --stream: of every condition)
+    hidden = w.samples * w.seq_len * shape.hidden * b * (w.passes if w.one_read else 1)
+    stream_reads = 1 if w.one_read else w.passes
     kept = min(hidden, max(0.0, SPILL_BUDGET[dev.kind] * (memory - sum(stream.values()))))
     stream["hidden_states"] = kept  # the rest is spilled to disk (stream.activations)
     on_device = max(0.0, min(weights, memory - runtime - activations - largest))
@@ -170,8 +174,8 @@ def _costs(shape: ModelShape, dev: Device, w: Workload, batch: int, disk_bytes: 
     return [
         ModeCost("in-memory", sum(in_mem.values()), read_s + compute_s, sum(in_mem.values()) <= memory,
                  in_mem | {"read_s": read_s, "compute_s": compute_s}),
-        ModeCost("stream", sum(stream.values()), read_s * w.passes + compute_s, sum(stream.values()) <= memory,
-                 stream | {"hidden_spilled": hidden - kept, "read_s": read_s * w.passes, "compute_s": compute_s}),
+        ModeCost("stream", sum(stream.values()), read_s * stream_reads + compute_s, sum(stream.values()) <= memory,
+                 stream | {"hidden_spilled": hidden - kept, "read_s": read_s * stream_reads, "compute_s": compute_s}),
         ModeCost("device-map", sum(dmap.values()), read_s + compute_s + dmap_extra,
                  runtime + activations + largest <= memory,
                  dmap | {"offloaded": offloaded, "read_s": read_s, "compute_s": compute_s, "offload_s": dmap_extra}),

@@ -56,6 +56,7 @@ def damaged_cases():
         yield case(["profile", folder, "--stream", *PROFILE_ARGS], STREAM_MESSAGE.get(folder, message))
         yield case(["prune-eval", folder, "--experts", "1:3", *PRUNE_EVAL], message)
         yield case(["sinks", folder, "--prune", "1:3", *SINKS], message)
+        yield case(["sinks", folder, "--prune", "1:3", "--stream", *SINKS], STREAM_MESSAGE.get(folder, message))
         if folder not in ("missingattn", "unexpected"):  # export copies non-expert tensors as they are
             yield case(["export", folder, *EXPORT], "expert 3" if folder == "missingexpert" else message)
 
@@ -110,6 +111,10 @@ PARAMETERS = [
     case(["sinks", "good", "--prune", "1:3", "--epsilon", "2", *SINKS], "--epsilon", early=True),
     case(["sinks", "good", "--prune", "1:3", "--heads", "x", *SINKS], "--heads", early=True),
     case(["sinks", "good", "--prune", "1:3", "--layers", "1,99", *SINKS], "99", early=True),
+    case(["sinks", "org/model", "--prune", "1:3", "--stream", *SINKS], "local checkpoint folder", early=True),
+    case(["sinks", "good", "--prune", "1:3", "--stream", "--device-map", "auto", *SINKS[:-2]],
+         "--stream and --device-map", early=True),
+    case(["sinks", "--prune", "1:3", "--stream", *SINKS], "--stream needs MODEL", early=True),
 ]
 
 RUNS = [

@@ -86,13 +86,6 @@ def test_device_and_device_map_together_refused(demo_dir, tmp_path, capsys, cmd)
     assert "--stream and --device-map" in capsys.readouterr().err
 
 
-def test_sinks_stream_names_device_map(demo_dir, tmp_path, capsys):
-    assert main(["sinks", str(demo_dir), "--prune", "1:13", "--stream", "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--device-map auto" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "o").exists()
-
-
 def test_sinks_with_offloaded_layers(demo_dir, tmp_path, capsys):
     """Layers 0, 2 resident (the SEs' layer 2 among them), odd layers on disk: the same sinks;
     pruning an expert of a disk layer is refused (its weights reload on every forward)."""

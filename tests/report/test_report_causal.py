@@ -174,6 +174,17 @@ def test_router_view_names_the_token_where_each_se_fires(hand_run):
     assert idle[2] == "nowhere on this input" and idle[4] == "n/a" and idle[7] == "n/a"
 
 
+def test_streamed_sinks_say_the_router_view_was_not_measured(hand_run):
+    from superexperts.sinks.study import ROUTER_NOT_STREAMED
+
+    atomic_write_json(hand_run / "sinks.json", _sinks(0.5, caveats=[]) | {"router": None,
+                                                                         "not_measured": [ROUTER_NOT_STREAMED]})
+    page = write_report(hand_run, figures=False).read_text()
+    assert "router view: not measured with --stream" in page
+    atomic_write_json(hand_run / "sinks.json", _sinks(0.5, caveats=[]))  # in memory, no router rows: no note
+    assert "not measured with --stream" not in write_report(hand_run, figures=False).read_text()
+
+
 def test_tables_scroll_in_their_box_and_titles_are_unique(full_report):
     _, page = full_report
     tags = parse_page(page).tags

@@ -39,8 +39,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier sinks.json (and its figures) in --out")
-    # not offered: accepted only to say what runs sinks beyond memory instead
-    p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--stream", action="store_true",
+                   help="read the local checkpoint MODEL one decoder layer at a time (models larger than memory): "
+                   "the same sink metrics, D_sink and attention maps; the router view is not measured "
+                   "(sinks_router.csv holds only its header); --sink-keys topK reads the checkpoint twice. Not with "
+                   "--device-map, --allow-missing-weights")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -74,9 +77,6 @@ def _top_k(text: str) -> int | None:
 def request(args: argparse.Namespace):
     from ..recipes.attention_sinks import SinksRequest
 
-    if args.stream:
-        raise UserError("sinks has no --stream (it records attention and routing across the whole model); "
-                        "use --device-map auto to run it beyond memory.")  # fmt: skip
     model = model_of(args, args.run_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples, model_seq_len=MODEL_SEQ_LEN,
                                        default_samples=SAMPLES)  # fmt: skip
@@ -87,7 +87,7 @@ def request(args: argparse.Namespace):
         data=args.data, top_k=_top_k(args.sink_keys), epsilon=args.epsilon, seed=args.seed, device=args.device,
         device_map=args.device_map,
         dtype=args.dtype, trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, stream=args.stream,
     )  # fmt: skip
 
 
@@ -99,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
     study = run_sinks(req, echo=print)
     for line in summary_lines(study):
         print(line)
-    print(f"wrote {req.out}/ (sinks.json, sinks_router.csv, sinks_chain/d_sink/maps .png + .svg)")
+    router = "sinks_router.csv (header only: not measured)" if req.stream else "sinks_router.csv"
+    print(f"wrote {req.out}/ (sinks.json, {router}, sinks_chain/d_sink/maps .png + .svg)")
     return 0

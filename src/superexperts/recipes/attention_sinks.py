@@ -21,7 +21,7 @@ from ..loading import check_dtype, load_config, load_model, resolve_device, warn
 from ..models.adapters import map_model
 from ..runfolder import base_metadata, check_run_model, tensor_sha256, write_files
 from ..safety import check_record_out
-from ..sinks.study import SinkStudy, sinks_study, study_files
+from ..sinks.study import SinkStudy, sinks_study, streamed_sinks_study, study_files
 from ..sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
 
 
@@ -48,8 +48,11 @@ class SinksRequest:
     trust_remote_code: bool = False
     allow_missing_weights: bool = False
     overwrite: bool = False
+    stream: bool = False  # read the checkpoint one decoder layer at a time (no router view)
 
     def __post_init__(self) -> None:
+        if self.stream:
+            self._check_stream()
         check_at_least("--random", self.n_random, 0)
         if not 0.0 < self.epsilon < 1.0:
             raise UserError(f"--epsilon must be in (0, 1), got {self.epsilon}.")
@@ -66,6 +69,17 @@ class SinksRequest:
         check_texts(self.data)
         if self.model is not None and self.from_dir is not None:  # before the weights are read
             check_run_model(self.from_dir, load_config(self.model, self.trust_remote_code), self.model)
+
+    def _check_stream(self) -> None:
+        """--stream reads a local folder layer by layer; what needs the whole model is refused."""
+        if self.model is None:
+            raise UserError("--stream needs MODEL, a local checkpoint folder (the demo is small enough to load).")
+        if not os.path.isdir(os.path.expanduser(self.model)):
+            raise UserError(f"--stream reads a local checkpoint folder; {self.model} is not one (download it first).")
+        if self.device_map is not None:
+            raise UserError("--stream and --device-map are two ways past memory; give one of them.")
+        if self.allow_missing_weights:
+            raise UserError("--allow-missing-weights needs the whole model; drop --stream or use --device-map auto.")
 
     def experts(self) -> list[Expert]:
         """The experts to prune (not yet checked against a model); `super` without --from is the demo's."""
@@ -97,8 +111,14 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
-    loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                        allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
+    if req.stream:  # the meta skeleton: weights are read one decoder layer at a time by stream.sinks
+        from ..stream.skeleton import load_skeleton
+
+        loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
+                                              trust_remote_code=req.trust_remote_code)  # fmt: skip
+    else:
+        loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+                            allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
     if not loaded.synthetic and req.text is None:  # windows of --seq-len are cut
         warn_seq_len(loaded.model.config, req.seq_len)
     model, model_map = loaded.model, map_model(loaded.model)
@@ -112,11 +132,16 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
         from ..models.demo import BANNER
 
         echo(BANNER)
-    study = sinks_study(model, ids, super_experts=experts, controls=named, map_layers=layers, map_heads=req.heads,
-                        tokens=loaded.tokenizer.convert_ids_to_tokens(ids[0]), top_k=req.top_k, epsilon=req.epsilon,
-                        tokenizer=loaded.tokenizer)
+    common = {"super_experts": experts, "controls": named, "map_layers": layers, "map_heads": req.heads,
+              "tokens": loaded.tokenizer.convert_ids_to_tokens(ids[0]), "top_k": req.top_k, "epsilon": req.epsilon}
+    if req.stream:
+        study = streamed_sinks_study(loaded.path, ids, **common, device=device, dtype=dtype,
+                                     trust_remote_code=req.trust_remote_code)  # fmt: skip
+    else:
+        study = sinks_study(model, ids, **common, tokenizer=loaded.tokenizer)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
-                         random_controls="layer-controlled" if req.layer_controlled else "global")
+                         random_controls="layer-controlled" if req.layer_controlled else "global",
+                         **({"streamed": True} if req.stream else {}))  # fmt: skip
     write_files(req.out, study_files(study, meta))
     return study

@@ -62,8 +62,9 @@ ROUTER_COLUMNS = [
 def router_table(data: dict[str, Any]) -> Raw:
     """One row per SE: where it fires, the router's score there and at the first token (paper App. F)."""
     records = [r for r in data.get("router") or [] if isinstance(r, dict)]
-    if not records:
-        return Raw("")
+    if not records:  # sinks --stream skips the router view and says why in `not_measured`
+        skipped = [n for n in data.get("not_measured") or [] if isinstance(n, str) and n.startswith("router view")]
+        return Raw("".join(f"<h3>Router view</h3><p>{esc(n)}</p>" for n in skipped[:1]))
     rows = [
         [
             f"{r.get('layer')}:{r.get('expert')}",

@@ -137,6 +137,14 @@ def check_input(input_ids: torch.Tensor) -> list[torch.Tensor]:
     return list(input_ids.split(1))
 
 
+def check_keys(keys: Sequence[int], length: int) -> list[int]:
+    """The sink key positions, sorted and unique; each must lie in 0..length-1."""
+    keys = sorted({int(i) for i in keys})
+    if not keys or min(keys) < 0 or max(keys) >= length:
+        raise UserError(f"sink keys {keys} must be positions 0..{length - 1} of the input.")
+    return keys
+
+
 def measure_sinks(model: nn.Module, input_ids: torch.Tensor,
                   conditions: Mapping[str, list[Expert] | Callable[[], AbstractContextManager]] | None = None,
                   *, sink_keys: Sequence[int] = (0,), top_k: int | None = None, mode: str = "zero",
@@ -148,9 +156,7 @@ def measure_sinks(model: nn.Module, input_ids: torch.Tensor,
     most attended positions of the original model instead of `sink_keys`.
     """
     batches = check_input(input_ids)
-    keys = choose_sink_keys(model, batches, top_k) if top_k else sorted({int(i) for i in sink_keys})
-    if not keys or min(keys) < 0 or max(keys) >= input_ids.shape[1]:
-        raise UserError(f"sink keys {keys} must be positions 0..{input_ids.shape[1] - 1} of the input.")
+    keys = check_keys(choose_sink_keys(model, batches, top_k) if top_k else sink_keys, input_ids.shape[1])
     key_sets = [tuple(keys), (0,)]  # the last set is always the first token, for the sink rate
     named = {"original": []} | dict(conditions or {})
     sums = {name: _Sums() for name in named}
