@@ -29,12 +29,12 @@ SES = {*DEMO_SUPER_EXPERTS, THIRD_SE}
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
     """The demo with a third chain SE (layer 3, amplifying channel DEMO_CHANNEL) and its late outlier
-    made 27x larger, saved as an ordinary checkpoint folder (not recognised as the demo)."""
+    made 200x larger, saved as an ordinary checkpoint folder (not recognised as the demo)."""
     model, tokenizer = build_demo()
     planted.plant_expert(model, *THIRD_SE, {DEMO_CHANNEL: 1.0}, DEMO_CHANNEL, 10.0, query=QUERY_CHANNEL)
     layer, expert = DEMO_OUTLIER
     with torch.no_grad():
-        model.model.layers[layer].mlp.experts.down_proj[expert, OUTLIER_CHANNEL, 0] *= 27
+        model.model.layers[layer].mlp.experts.down_proj[expert, OUTLIER_CHANNEL, 0] *= 200
     folder = tmp_path_factory.mktemp("heldout") / "ckpt"
     model.config._name_or_path = "heldout"
     model.save_pretrained(folder)
@@ -45,7 +45,7 @@ def heldout(tmp_path_factory):
 @pytest.mark.slow
 def test_every_planted_se_is_causal_at_its_own_layers(heldout, tmp_path, capsys):
     run = tmp_path / "run"
-    common = ["--seq-len", "32", "--samples", "2", "--device", "cpu"]
+    common = ["--seq-len", "64", "--samples", "4", "--device", "cpu"]
     assert main(["profile", str(heldout), "--out", str(run), "--no-report", *common]) == 0
     # On 512 experts P99.5 lets at most ~2 through, so the SEs are named (the run still picks the others).
     experts = ",".join(f"{layer}:{e}" for layer, e in sorted(SES))
