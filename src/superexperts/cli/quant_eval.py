@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .eval_flags import add_loading_flags, add_task_flags, add_window_flags, out_dir, tasks_of
+from .common import add_loading_flags, add_task_flags, add_window_flags, out_dir, tasks_of
 
 
 def add_parser(subparsers) -> None:
