@@ -13,9 +13,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import families
+from superexperts.device_map import resolve_device
 from superexperts.errors import SuperExpertsWarning, UserError
 from superexperts.integrity import hub_unreachable
-from superexperts.loading import load_config, load_model, resolve_device
+from superexperts.loading import load_config, load_model
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """`audit`: did a compressed checkpoint keep its Super Experts? Pure functions over two measurements.
 
-Both checkpoints are profiled on the same calibration windows (`audit_run`). The verdict is
+Both checkpoints are profiled on the same calibration windows (`recipes.auditing.run_audit`). The verdict is
 `damaged` when, for any SE, its max |down_proj output| (a[l,e], paper Eq. 6) or the massive
 activation it feeds (max |hidden| over its layer and every later one, `damage.fed_massive`) fell
 below (1 - THRESHOLD) of the original's; otherwise `intact`. Rises are reported, not judged.

@@ -1,24 +1,22 @@
 """What every evaluation recipe measures a model on: perplexity data, windows, lm-eval tasks, prompts.
 
-Shared by the prune-eval and quant-eval requests (`recipes.pruning.eval_plan` turns it into an
-`EvalPlan`); keyword-only, so each request puts its own required fields first.
+Declared once here. `Measures` (windows kept, batch size, tasks, prompts) is shared by the requests
+(`EvalFields`: prune-eval, quant-eval) and by what the conditions are run on
+(`ablate.conditions.EvalPlan`, built by `recipes.pruning.eval_plan`); keyword-only, so each
+request puts its own required fields first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import UserError
+from .errors import check_at_least
 
 
 @dataclass(kw_only=True)
-class EvalFields:
-    ppl: str | None = None  # data spec; None with a real model = no perplexity
-    seq_len: int | None = None  # None: 2048 (demo 64)
+class Measures:
     max_windows: int | None = None
-    data: str | None = None  # calibration data (None: built-in text)
-    samples: int | None = None
     batch_size: int = 1
     tasks: list[str] = field(default_factory=list)
     task_manager: Any = None  # from evaluate.lm_eval.check_tasks
@@ -27,6 +25,18 @@ class EvalFields:
     prompts: list[str] = field(default_factory=list)
     max_new_tokens: int = 64
 
+    def measures(self) -> dict[str, Any]:
+        """These fields by name (to build an `EvalPlan` from a request)."""
+        return {f.name: getattr(self, f.name) for f in fields(Measures)}
+
+
+@dataclass(kw_only=True)
+class EvalFields(Measures):
+    ppl: str | None = None  # data spec; None with a real model = no perplexity
+    seq_len: int | None = None  # None: 2048 (demo 64)
+    data: str | None = None  # calibration data (None: built-in text)
+    samples: int | None = None
+
     def check_ranges(self, **extra: int | None) -> None:
         """Each numeric flag against its lower bound; `extra` adds flag=value pairs that must be >= 0."""
         bounds = [("--seq-len", self.seq_len, 2), ("--batch-size", self.batch_size, 1),
@@ -34,5 +44,4 @@ class EvalFields:
                   ("--max-windows", self.max_windows, 1)]  # fmt: skip
         bounds += [(f"--{name.replace('_', '-')}", value, 0) for name, value in extra.items()]
         for name, value, low in bounds:
-            if value is not None and value < low:
-                raise UserError(f"{name} must be >= {low}, got {value}.")
+            check_at_least(name, value, low)

@@ -147,14 +147,25 @@ def paper(
     return Verdict(criterion, _select(pool, _above(values, limits)), pool)
 
 
-def reap_abs(
-    table: pd.DataFrame,
-    num_layers: int,
-    *,
-    percentile: float = 99.5,
-    max_fraction: float = 0.1,
-    include_layers: float | list[int] = 0.75,
-) -> Verdict:
+def _all_layer_rule(judge: Callable[[pd.DataFrame, int, float, float, float | list[int]], Verdict]) -> Criterion:
+    """REAP's shape, shared by `reap` and `reap-abs`: one signature (its keyword defaults are the
+    criterion's parameters, `criterion_defaults`) and one range check. Each takes P_percentile and a
+    fraction of the max over the experts of EVERY layer, then keeps the judged layers' experts;
+    `judge(table, num_layers, percentile, max_fraction, include_layers)` says which values and how."""
+
+    def rule(table: pd.DataFrame, num_layers: int, *, percentile: float = 99.5, max_fraction: float = 0.1,
+             include_layers: float | list[int] = 0.75) -> Verdict:  # fmt: skip
+        _check_range("percentile", percentile, 0, 100)
+        _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
+        return judge(table, num_layers, percentile, max_fraction, include_layers)
+
+    rule.__name__, rule.__qualname__, rule.__doc__ = judge.__name__, judge.__qualname__, judge.__doc__
+    return rule
+
+
+@_all_layer_rule
+def reap_abs(table: pd.DataFrame, num_layers: int, percentile: float, max_fraction: float,
+             include_layers: float | list[int]) -> Verdict:  # fmt: skip
     """REAP's pooling on the paper's a[l,e]: the percentile (linear) and max(A)/10 (true division)
     over the experts of ALL layers (|output|, shared experts included), then layers < int(0.75 L).
     Not REAP's own rule, which ranks the signed max of routed experts: see `reap`."""
@@ -183,14 +194,9 @@ def _reap_values(table: pd.DataFrame) -> pd.DataFrame:
     return routed.assign(reap_value=signed.clip(lower=0.0).astype(np.float32))
 
 
-def reap(
-    table: pd.DataFrame,
-    num_layers: int,
-    *,
-    percentile: float = 99.5,
-    max_fraction: float = 0.1,
-    include_layers: float | list[int] = 0.75,
-) -> Verdict:
+@_all_layer_rule
+def reap(table: pd.DataFrame, num_layers: int, percentile: float, max_fraction: float,
+         include_layers: float | list[int]) -> Verdict:  # fmt: skip
     """CerebrasResearch/reap `get_super_expert_indices`, exactly: over every MoE layer's ROUTED
     experts, v = max(0, largest signed down_proj output); threshold = max(torch.quantile(v, p/100),
     max(v) / 10) in float32; SE iff v > threshold and the expert's MoE layer is among the first
@@ -199,8 +205,6 @@ def reap(
     rows against decoder-layer numbers, which differ when dense layers come first: DeepSeek, GLM4.)"""
     import torch
 
-    _check_range("percentile", percentile, 0, 100)
-    _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
     routed = _reap_values(table)
     moe_layers = sorted(int(x) for x in routed["layer"].unique())
     if isinstance(include_layers, (list, tuple)):

@@ -14,13 +14,14 @@ spread.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..eval_request import Measures
 from ..evaluate import generate, perplexity
 from ..experts import Expert, experts_json, validate_experts
 from ..models.adapters import ModelMap
@@ -37,20 +38,12 @@ class Condition:
     mode: str  # "none" for the original model
 
 
-@dataclass
-class EvalPlan:
+@dataclass(kw_only=True)
+class EvalPlan(Measures):  # + max_windows, batch_size, tasks, task_manager, limit, num_fewshot, prompts, ...
     """What each condition is measured on; a part left at its default is skipped."""
 
     ppl_ids: torch.Tensor | None = None  # one token stream
     seq_len: int = 2048
-    max_windows: int | None = None
-    batch_size: int = 1
-    tasks: list[str] = field(default_factory=list)
-    task_manager: Any = None  # from evaluate.lm_eval.check_tasks
-    limit: int | None = None
-    num_fewshot: int | None = None
-    prompts: list[str] = field(default_factory=list)
-    max_new_tokens: int = 64
 
 
 def build_conditions(model_map: ModelMap, experts: list[Expert], *, name: str = "super", mode: str = "zero",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .eval_flags import add_loading_flags, add_window_flags, out_dir
+from .common import add_loading_flags, add_window_flags, out_dir
 
 
 def add_parser(subparsers) -> None:
@@ -32,12 +32,9 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..audit import format_audit
     from ..experts import resolve_experts
-    from ..loading import check_dtype, resolve_device
-    from ..recipes.auditing import AuditRequest, audit_run
+    from ..recipes.auditing import AuditRequest, run_audit
 
     out = out_dir(args, "audit.json", "runs/audit")
-    check_dtype(args.dtype)
-    resolve_device(args.device)
     experts, source = resolve_experts("super", args.from_dir)
     req = AuditRequest(
         original=args.original, compressed=args.compressed, experts=experts, experts_source=source, data=args.data,
@@ -45,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, threshold=args.threshold, device=args.device, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
-    document = audit_run(req, out, progress=True)
+    document = run_audit(req, out, progress=True)
     print(format_audit(document))
     print(f"wrote {out}/audit.json and {out}/audit.html")
     return 0

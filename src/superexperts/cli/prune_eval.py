@@ -10,8 +10,7 @@ from ..data import read_text_file
 from ..errors import UserError
 from ..experts import format_experts
 from ..models.demo import DEMO_PPL
-from .common import add_model_args, model_of, window_defaults
-from .eval_flags import add_task_flags
+from .common import add_model_args, add_task_flags, model_of, window_defaults
 
 
 def add_parser(subparsers) -> None:

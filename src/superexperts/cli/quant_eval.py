@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..models.demo import BANNER
-from .eval_flags import add_loading_flags, add_task_flags, add_window_flags, out_dir, tasks_of
+from .common import add_loading_flags, add_task_flags, add_window_flags, model_of, out_dir, tasks_of
 
 
 def add_parser(subparsers) -> None:
@@ -45,10 +44,11 @@ def _request(args: argparse.Namespace):
     scheme.check()
     experts, source = resolve_experts("super", args.from_dir)
     req = QuantEvalRequest(
-        scheme=scheme, experts=experts, experts_source=source, n_random=args.random, seed=args.seed, ppl=args.ppl,
+        model=model_of(args, args.from_dir), scheme=scheme, experts=experts, experts_source=source, n_random=args.random, seed=args.seed, ppl=args.ppl,
         seq_len=args.seq_len, max_windows=args.max_windows, data=args.data, samples=args.samples,
         batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,
-        prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens,
+        prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, device=args.device,
+        dtype=args.dtype, trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
     req.check()
     req.tasks, req.task_manager = tasks_of(args)
@@ -56,21 +56,12 @@ def _request(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experts import check_experts_in_config
-    from ..loading import load_config, load_model
     from ..quant_eval import format_quant_table
-    from ..recipes.quantizing import quant_eval_run
-    from ..runfolder import model_of_run
+    from ..recipes.quantizing import run_quant_eval
 
     req = _request(args)
     out = out_dir(args, "quant_eval.json", "runs/quant-eval")
-    spec = args.model if args.model is not None or args.from_dir is None else model_of_run(args.from_dir)
-    if spec is not None and req.experts is not None:  # before reading the weights
-        check_experts_in_config(req.experts, load_config(spec, args.trust_remote_code))
-    loaded = load_model(spec, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    if loaded.synthetic:
-        print(BANNER)
-    document = quant_eval_run(loaded, req, out, progress=True)
+    document = run_quant_eval(req, out, echo=print, progress=True)
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))
     print(f"wrote {out}/quant_eval.json")

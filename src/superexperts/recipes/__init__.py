@@ -16,4 +16,6 @@ components below never mention flags.
 | pruning.py             | prune-eval   | prune_eval.json (+ the run's report)               |
 | attention_sinks.py     | sinks        | sinks.json, sinks_router.csv, figures              |
 | exporting.py           | export       | a pruned checkpoint folder                         |
+| quantizing.py          | quant-eval   | quant_eval.json (+ the run's report)               |
+| auditing.py            | audit        | audit.json, audit.html                             |
 """

@@ -14,10 +14,10 @@ import torch
 
 from ..ablate.controls import random_controls
 from ..data import calibration, check_texts
-from ..device_map import check_device_args
 from ..errors import UserError, check_at_least
 from ..experts import Expert, resolve_experts, validate_experts
-from ..loading import check_dtype, load_config, load_model, resolve_device, warn_seq_len
+from ..loading import load_config, warn_seq_len
+from ..model_fields import ModelFields
 from ..models.adapters import map_model
 from ..runfolder import base_metadata, check_run_model, tensor_sha256, write_files
 from ..safety import check_record_out
@@ -25,8 +25,8 @@ from ..sinks.study import SinkStudy, sinks_study, streamed_sinks_study, study_fi
 from ..sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
 
 
-@dataclass(frozen=True)
-class SinksRequest:
+@dataclass
+class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_code, allow_missing_weights
     model: str | None  # None = the built-in demo
     out: str | os.PathLike
     seq_len: int
@@ -42,11 +42,6 @@ class SinksRequest:
     top_k: int | None = None  # sink keys: None = the first token, K = the K most attended keys
     epsilon: float = 0.3
     seed: int = 0
-    device: str = "auto"
-    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    allow_missing_weights: bool = False
     overwrite: bool = False
     stream: bool = False  # read the checkpoint one decoder layer at a time (no router view)
 
@@ -61,9 +56,7 @@ class SinksRequest:
         if self.prune == "super" and self.from_dir is None and self.model is not None:
             raise UserError("--prune super needs the SE list: pass --from RUN_DIR (a profile run of this model) "
                             "or list the experts, e.g. --prune 1:68,2:92.")
-        check_dtype(self.dtype)
-        resolve_device(self.device)
-        check_device_args(self.device, self.device_map)
+        self.check_model_fields()
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
         check_texts(self.data)
@@ -117,8 +110,7 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
         loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
                                               trust_remote_code=req.trust_remote_code)  # fmt: skip
     else:
-        loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                            allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
+        loaded = req.load(req.model)
     if not loaded.synthetic and req.text is None:  # windows of --seq-len are cut
         warn_seq_len(loaded.model.config, req.seq_len)
     model, model_map = loaded.model, map_model(loaded.model)

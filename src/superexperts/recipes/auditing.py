@@ -1,4 +1,4 @@
-"""The audit recipe (`audit_run`): ORIGINAL + COMPRESSED checkpoints -> audit.json + audit.html, one model in memory at a time.
+"""The audit recipe (`run_audit`): ORIGINAL + COMPRESSED checkpoints -> audit.json + audit.html, one model in memory at a time.
 
 Everything checkable is checked before any weights load: the request, that both configs are the
 same architecture, that both tokenizers give the same ids, and the windows (calibration and
@@ -20,7 +20,8 @@ from ..errors import UserError
 from ..evaluate import perplexity
 from ..evaluate.streams import eval_stream
 from ..experts import Expert, check_experts_in_config, experts_json
-from ..loading import load_config, load_model, load_tokenizer
+from ..loading import load_config, load_tokenizer
+from ..model_fields import ModelFields
 from ..profile import profile
 from ..quant_eval import SINK_WINDOWS
 from ..runfolder import base_metadata, json_bytes, tensor_sha256, write_files
@@ -33,7 +34,7 @@ DATA_DEFAULTS = {"seq_len": 2048, "samples": 16}
 
 
 @dataclass
-class AuditRequest:
+class AuditRequest(ModelFields):  # + device, dtype, trust_remote_code (device_map, allow_missing_weights unset)
     original: str
     compressed: str
     experts: list[Expert] | None  # the SEs; None: the paper rule on the original's profile
@@ -46,11 +47,9 @@ class AuditRequest:
     max_windows: int | None = None
     batch_size: int = 1
     threshold: float = THRESHOLD
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
 
     def check(self) -> None:
+        self.check_model_fields()
         for name, value, low in [("--seq-len", self.seq_len, 2), ("--samples", self.samples, 1),
                                  ("--max-windows", self.max_windows, 1), ("--batch-size", self.batch_size, 1)]:
             if value is not None and value < low:
@@ -79,7 +78,7 @@ def _tokenizers_agree(req: AuditRequest, original_config, compressed_config):
 
 def _measure(path: str, req: AuditRequest, calib_ids: torch.Tensor, ppl_ids: torch.Tensor, seq_len: int,
              progress: bool) -> Measured:  # fmt: skip
-    loaded = load_model(path, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code)
+    loaded = req.load(path)
     try:
         prof = profile(loaded.model, calib_ids, batch_size=req.batch_size, progress=progress)
         ppl = perplexity(loaded.model, ppl_ids, seq_len=seq_len, batch_size=req.batch_size,
@@ -113,7 +112,7 @@ def prepare(req: AuditRequest):
     return calib, ppl_ids, seq_len
 
 
-def audit_run(req: AuditRequest, out_dir: str | os.PathLike, *, progress: bool = False) -> dict[str, Any]:
+def run_audit(req: AuditRequest, out_dir: str | os.PathLike, *, progress: bool = False) -> dict[str, Any]:
     """Measure both checkpoints on the same windows; write audit.json and audit.html all-or-nothing."""
     from ..report.audit_page import audit_files
 

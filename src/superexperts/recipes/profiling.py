@@ -10,18 +10,10 @@ from typing import Any
 
 from ..batching import AUTO
 from ..data import Calibration, calibration, check_texts, check_window_args
-from ..device_map import check_device_args
 from ..errors import UserError
 from ..identification import Identification, identification
-from ..loading import (
-    Loaded,
-    check_dtype,
-    config_layers,
-    load_config,
-    load_model,
-    resolve_device,
-    warn_seq_len,
-)
+from ..loading import Loaded, config_layers, load_config, warn_seq_len
+from ..model_fields import ModelFields
 from ..profile import Profile, profile
 from ..rules import check_criterion, get_criterion
 from ..runfolder import RUN_MARKER, base_metadata, remove_stale_run_files, run_files, write_files
@@ -29,8 +21,8 @@ from ..safety import check_out_path
 from ..sensitivity import sensitivity_verdict
 
 
-@dataclass(frozen=True)
-class ProfileRequest:
+@dataclass
+class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_code, allow_missing_weights
     """What `superexperts profile` was asked; validated on construction (no model needed)."""
 
     model: str | None  # local folder or hub id; None = the built-in demo
@@ -40,11 +32,6 @@ class ProfileRequest:
     data: str | None = None  # None = the built-in text
     batch_size: int | str = "auto"  # windows per forward, or auto (batching.py)
     seed: int = 0
-    device: str = "auto"
-    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    allow_missing_weights: bool = False
     overwrite: bool = False
     criterion: str = "paper"
     params: dict[str, Any] = field(default_factory=dict)
@@ -55,9 +42,7 @@ class ProfileRequest:
 
     def __post_init__(self) -> None:
         check_window_args(self.seq_len, self.samples, 1 if self.batch_size == AUTO else self.batch_size)
-        check_dtype(self.dtype)
-        resolve_device(self.device)
-        check_device_args(self.device, self.device_map)
+        self.check_model_fields()
         get_criterion(self.criterion)
         # --overwrite replaces only an earlier run (profile.json) or an empty folder, never an input
         check_out_path(self.out, [self.model, self.data], RUN_MARKER, overwrite=self.overwrite)
@@ -111,8 +96,7 @@ def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.Path
 def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
     """(loaded, None) in memory, or (the meta skeleton, a streaming profiler) with --stream."""
     if not req.stream:
-        return load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                          allow_missing_weights=req.allow_missing_weights, device_map=req.device_map), None
+        return req.load(req.model), None
     from ..stream.distributed import init_from_env
     from ..stream.layerwise import streaming_profiler
     from ..stream.skeleton import load_skeleton

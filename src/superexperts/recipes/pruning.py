@@ -20,11 +20,12 @@ from ..ablate import confirm_candidates, default_candidates, expert_mean_outputs
 from ..ablate.ablation import MODES
 from ..ablate.conditions import Condition, EvalPlan, build_conditions, run_conditions, summarize
 from ..data import Calibration, calibration, check_texts
-from ..device_map import check_device_args
-from ..errors import UserError, check_at_least, did_you_mean
+from ..errors import UserError, did_you_mean
+from ..eval_request import EvalFields
 from ..evaluate.streams import EvalStream, bos_window_stream, eval_stream
 from ..experts import Expert, check_experts_in_config, experts_json, validate_experts
-from ..loading import Loaded, check_dtype, load_config, load_model, resolve_device, warn_seq_len
+from ..loading import Loaded, load_config, warn_seq_len
+from ..model_fields import ModelFields
 from ..models.adapters import map_model
 from ..models.demo import DEMO_PPL, heldout_path
 from ..pruning_criteria import check_prune_request, pruning_plan
@@ -37,36 +38,22 @@ CAUSAL_THRESHOLD = 0.5  # causal = at least half of the MA a candidate writes is
 
 
 @dataclass
-class PruneEvalRequest:
+class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, tasks, prompts, ...; device, dtype, ...
     """What `superexperts prune-eval` was asked; `check()` runs everything that needs no model."""
 
     model: str | None  # None = the built-in demo
     experts: list[Expert] | None  # None: profile the model and take the paper rule's SEs
     experts_source: str  # custom | profiled | <run>/super_experts.json
     out: str | os.PathLike
-    seq_len: int  # perplexity and calibration window length
-    samples: int  # calibration windows (profiling, mean outputs, causal check)
+    # Required here (the CLI fills the defaults); keyword-only, as EvalFields declares them.
+    seq_len: int = field(kw_only=True)  # perplexity and calibration window length
+    samples: int = field(kw_only=True)  # calibration windows (profiling, mean outputs, causal check)
     from_dir: str | None = None  # a profile run folder (its expert table picks causal candidates)
     mode: str = "zero"
     n_random: int = 0
     layer_controlled: bool = False
     seed: int = 0
-    ppl: str | None = None  # data spec; None = no perplexity
-    max_windows: int | None = None
-    data: str | None = None  # calibration data (None: built-in text)
-    batch_size: int = 1
-    tasks: list[str] = field(default_factory=list)
-    task_manager: Any = None  # from evaluate.lm_eval.check_tasks
-    limit: int | None = None
-    num_fewshot: int | None = None
-    prompts: list[str] = field(default_factory=list)
-    max_new_tokens: int = 64
     causal: int | None = None  # confirm the pruned experts + this many top other candidates
-    device: str = "auto"
-    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    allow_missing_weights: bool = False
     overwrite: bool = False
     criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
     fraction: float | None = None
@@ -82,18 +69,12 @@ class PruneEvalRequest:
         if self.mode not in MODES:
             raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
                             f"Available: {', '.join(MODES)}.")  # fmt: skip
-        for flag, value, low in [("--random", self.n_random, 0), ("--seq-len", self.seq_len, 2),
-                                 ("--batch-size", self.batch_size, 1), ("--max-new-tokens", self.max_new_tokens, 1),
-                                 ("--samples", self.samples, 1), ("--max-windows", self.max_windows, 1),
-                                 ("--causal", self.causal, 0)]:  # fmt: skip
-            check_at_least(flag, value, low)
+        self.check_ranges(random=self.n_random, causal=self.causal)
         if self.layer_controlled and self.n_random < 1:
             raise UserError("--layer-controlled draws per seed: also pass --random N_SEEDS (e.g. --random 5).")
         if self.model is not None and self.ppl is None and not self.tasks and not self.prompts:
             raise UserError("nothing to measure: pass --ppl DATA (e.g. wikitext2), --tasks LIST or --generate PROMPTS.")
-        check_dtype(self.dtype)
-        resolve_device(self.device)
-        check_device_args(self.device, self.device_map)
+        self.check_model_fields()
         if self.stream:
             self._check_stream()
         # Written beside the --from run's files (its default), never into the model or a data file.
@@ -123,7 +104,7 @@ class PruneEvalRequest:
                                 "(--stream measures perplexity only).")  # fmt: skip
 
 
-def eval_plan(req, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | None]:
+def eval_plan(req: EvalFields, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | None]:
     """What each condition is measured on (any request with the evaluation fields ppl, max_windows,
     batch_size, tasks, prompts, ...: prune-eval and quant-eval measure the same way); perplexity
     tokens come from the one evaluation-stream path."""
@@ -133,9 +114,8 @@ def eval_plan(req, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | 
     elif req.ppl:
         stream = eval_stream(req.ppl, tokenizer, flag="--ppl")
     max_windows = req.max_windows if req.max_windows is not None else stream.max_windows if stream else None
-    plan = EvalPlan(ppl_ids=stream.token_ids if stream else None, seq_len=seq_len, max_windows=max_windows,
-                    batch_size=req.batch_size, tasks=req.tasks, task_manager=req.task_manager, limit=req.limit,
-                    num_fewshot=req.num_fewshot, prompts=req.prompts, max_new_tokens=req.max_new_tokens)  # fmt: skip
+    plan = EvalPlan(**req.measures() | {"max_windows": max_windows}, ppl_ids=stream.token_ids if stream else None,
+                    seq_len=seq_len)  # fmt: skip
     described = stream.describe() | {"seq_len": seq_len, "max_windows": max_windows} if stream else None
     return plan, described
 
@@ -267,8 +247,7 @@ def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambd
     if req.stream:
         document = evaluate_pruning_streamed(req, progress=progress)
     else:
-        loaded = load_model(req.model, device=req.device, dtype=req.dtype, trust_remote_code=req.trust_remote_code,
-                            allow_missing_weights=req.allow_missing_weights, device_map=req.device_map)  # fmt: skip
+        loaded = req.load(req.model)
         if not loaded.synthetic:
             warn_seq_len(loaded.model.config, req.seq_len)
         if loaded.synthetic:

@@ -1,12 +1,13 @@
-"""The quant-eval recipe (`quant_eval_run`): a loaded model + a request -> quant_eval.json (and the run report's section).
+"""The quant-eval recipe (`run_quant_eval`): a request -> quant_eval.json (and the run report's section).
 
-The CLI builds a `QuantEvalRequest` (everything checkable is checked before the model loads),
-loads the model, and calls `quant_eval_run`.
+The CLI builds a `QuantEvalRequest` (everything checkable is checked before the model loads) and
+calls `run_quant_eval`, which loads the model, evaluates every condition and writes the document.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 from ..data import calibration
 from ..errors import UserError
 from ..eval_request import EvalFields
-from ..experts import Expert, experts_json
-from ..loading import Loaded
+from ..experts import Expert, check_experts_in_config, experts_json
+from ..loading import Loaded, load_config
+from ..model_fields import ModelFields
 from ..models.adapters import map_model
 from ..models.demo import DEMO_PPL
 from ..models.demo import DEMO_WINDOWS as DEMO_DEFAULTS
@@ -30,7 +32,9 @@ MODEL_DEFAULTS = {"seq_len": 2048, "samples": 32}
 
 
 @dataclass
-class QuantEvalRequest(EvalFields):  # + ppl, seq_len, data (SE outputs, massive activations, sinks), tasks, ...
+class QuantEvalRequest(EvalFields, ModelFields):  # + ppl, seq_len, data (SE outputs, massive activations,
+    # sinks), tasks, ...; device, dtype, trust_remote_code, ...
+    model: str | None  # None = the built-in demo
     scheme: Scheme
     experts: list[Expert] | None  # the SEs; None: profile the model and take the paper rule's
     experts_source: str  # profiled | <run>/super_experts.json
@@ -41,6 +45,7 @@ class QuantEvalRequest(EvalFields):  # + ppl, seq_len, data (SE outputs, massive
         """Argument checks that need no model."""
         self.scheme.check()
         self.check_ranges(random=self.n_random)
+        self.check_model_fields()
 
 
 def paper_super_experts(prof: Profile) -> list[Expert]:
@@ -56,7 +61,10 @@ def paper_super_experts(prof: Profile) -> list[Expert]:
 
 def _metadata(req: QuantEvalRequest, loaded: Loaded, ppl: dict | None, calib, ses: list[Expert],
               sink_windows: int) -> dict:  # fmt: skip
-    request = {k: v for k, v in asdict(req).items() if k not in ("task_manager", "experts", "prompts", "scheme")}
+    # The request as recorded before it carried the model fields (those are in `model`).
+    dropped = ("task_manager", "experts", "prompts", "scheme", "model", "device", "device_map", "dtype",
+               "trust_remote_code", "allow_missing_weights")  # fmt: skip
+    request = {k: v for k, v in asdict(req).items() if k not in dropped}
     return base_metadata(
         tool="quant-eval", seed=req.seed, model=loaded.describe(), experts_source=req.experts_source,
         super_experts=experts_json(ses), request=request, sink_windows=sink_windows,
@@ -70,10 +78,17 @@ def write_quant_eval(out_dir: str | os.PathLike, document: dict[str, Any]) -> Pa
     return path
 
 
-def quant_eval_run(loaded: Loaded, req: QuantEvalRequest, out_dir: str | os.PathLike, *,
+def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: Callable[[str], None] = lambda _: None,
                    progress: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Evaluate every condition, write `out_dir`/quant_eval.json, refresh the run's report."""
+    """Load the model, evaluate every condition, write `out_dir`/quant_eval.json, refresh the run's report."""
     req.check()
+    if req.model is not None and req.experts is not None:  # before reading the weights
+        check_experts_in_config(req.experts, load_config(req.model, req.trust_remote_code))
+    loaded = req.load(req.model)
+    if loaded.synthetic:
+        from ..models.demo import BANNER
+
+        echo(BANNER)
     defaults = DEMO_DEFAULTS if loaded.synthetic else MODEL_DEFAULTS
     seq_len = req.seq_len or defaults["seq_len"]
     model_map = map_model(loaded.model)

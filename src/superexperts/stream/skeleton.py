@@ -21,8 +21,9 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from ..device_map import resolve_device
 from ..errors import UserError
-from ..loading import Loaded, load_tokenizer, resolve_device, resolve_dtype
+from ..loading import Loaded, load_tokenizer, resolve_dtype
 from ..models.adapters import find_decoder_layers
 from ..quantized import dequantizing_config, prepare, quant_method
 

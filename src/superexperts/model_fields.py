@@ -1,0 +1,32 @@
+"""How a recipe loads its model: the fields every request that loads one carries, checked one way.
+
+Keyword-only, so each request (`recipes/*.py`) puts its own required fields first; the CLI flags
+are `cli.common.add_model_args` / `add_device_args`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .device_map import check_device_args, resolve_device
+from .loading import Loaded, check_dtype, load_model
+
+
+@dataclass(kw_only=True)
+class ModelFields:
+    device: str = "auto"
+    device_map: str | None = None  # auto | balanced | balanced_low_0 | a JSON file (device_map.py)
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    allow_missing_weights: bool = False
+
+    def check_model_fields(self) -> None:
+        """--dtype, --device and --device-map, before any file is read."""
+        check_dtype(self.dtype)
+        resolve_device(self.device)
+        check_device_args(self.device, self.device_map)
+
+    def load(self, spec: str | None) -> Loaded:
+        """`spec` (a folder, a hub id, None = the demo) loaded as these fields ask."""
+        return load_model(spec, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                          allow_missing_weights=self.allow_missing_weights, device_map=self.device_map)  # fmt: skip
