@@ -32,7 +32,7 @@ def _dense_routed_rows(module_input: torch.Tensor, num_experts: int) -> torch.Te
     return module_input.reshape(num_experts, -1, module_input.shape[-1]).abs().amax(-1) > 0
 
 
-class _Sums:
+class Sums:
     """Running per-expert sums and counts of down_proj outputs for one unit (routed or shared)."""
 
     def __init__(self, n: int, hidden: int, device: torch.device) -> None:
@@ -47,7 +47,7 @@ class _Sums:
         return self.sum / self.count.clamp(min=1).unsqueeze(-1)
 
 
-def _linear_sum_hook(sums: _Sums, index: int):
+def _linear_sum_hook(sums: Sums, index: int):
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         out = output.reshape(-1, output.shape[-1])
         sums.add(torch.full((out.shape[0],), index, device=out.device), out)
@@ -55,7 +55,7 @@ def _linear_sum_hook(sums: _Sums, index: int):
     return hook
 
 
-def _install_sums(block: MoEBlock, sums: _Sums, stack: contextlib.ExitStack) -> None:
+def _install_sums(block: MoEBlock, sums: Sums, stack: contextlib.ExitStack) -> None:
     if block.layout == "fused":
         # Measures the raw output: an edit already active here is replaced while the sums are taken.
         stack.enter_context(experts_fn.output_edit(block.experts, lambda ids, out, _prev: (sums.add(ids, out), out)[1]))
@@ -84,8 +84,8 @@ def expert_mean_outputs(model: nn.Module, input_ids: torch.Tensor | Iterable[tor
     device = next(model.parameters()).device
     hidden = model.get_input_embeddings().weight.shape[-1]
     # Sums live beside each block's weights (models split over devices keep working).
-    routed = {b.layer: _Sums(b.num_experts, hidden, param_device(b.experts)) for b in model_map.moe}
-    shared = {b.layer: _Sums(1, hidden, param_device(b.shared)) for b in model_map.moe if b.shared is not None}
+    routed = {b.layer: Sums(b.num_experts, hidden, param_device(b.experts)) for b in model_map.moe}
+    shared = {b.layer: Sums(1, hidden, param_device(b.shared)) for b in model_map.moe if b.shared is not None}
     batches = input_ids.split(batch_size) if isinstance(input_ids, torch.Tensor) else input_ids
     with contextlib.ExitStack() as stack:
         for b in model_map.moe:

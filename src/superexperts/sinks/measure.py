@@ -28,7 +28,7 @@ from .hidden import max_hidden
 
 
 @dataclass
-class _Sums:
+class Sums:
     """Running per-layer, per-head sums of one condition."""
 
     mass: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # [sum, count] on S
@@ -94,7 +94,7 @@ def _forward(model: nn.Module, batch: torch.Tensor, key_sets, *, key_mass: bool 
     return rec, peaks
 
 
-def _accumulate(sums: _Sums, layers: Mapping[int, LayerSinks], peaks: Mapping[int, float],
+def accumulate(sums: Sums, layers: Mapping[int, LayerSinks], peaks: Mapping[int, float],
                 original: Mapping[int, LayerSinks] | None) -> None:
     for layer, ls in layers.items():
         _add(sums.mass, layer, *metrics.head_sums(ls.mass[..., 0], ls.visible[..., 0]))
@@ -108,7 +108,7 @@ def _accumulate(sums: _Sums, layers: Mapping[int, LayerSinks], peaks: Mapping[in
         sums.hidden[layer] = max(sums.hidden.get(layer, value), value)
 
 
-def _finish(name: str, experts: list[Expert], sums: _Sums, num_layers: int) -> ConditionSinks:
+def finish_condition(name: str, experts: list[Expert], sums: Sums, num_layers: int) -> ConditionSinks:
     layers = range(num_layers)
     norms = {k: [(v[layer][0] / v[layer][1]).tolist() for layer in layers] for k, v in sums.norms.items()}
     return ConditionSinks(
@@ -159,20 +159,21 @@ def measure_sinks(model: nn.Module, input_ids: torch.Tensor,
     keys = check_keys(choose_sink_keys(model, batches, top_k) if top_k else sink_keys, input_ids.shape[1])
     key_sets = [tuple(keys), (0,)]  # the last set is always the first token, for the sink rate
     named = {"original": []} | dict(conditions or {})
-    sums = {name: _Sums() for name in named}
+    sums = {name: Sums() for name in named}
     implementation = ""
     for batch in batches:
         original, peaks = _forward(model, batch.to(_device(model)), key_sets)
         implementation = f"{original.implementation} (model configured: {original.configured})"
-        _accumulate(sums["original"], original.layers, peaks, None)
+        accumulate(sums["original"], original.layers, peaks, None)
         for name, experts in named.items():
             if name == "original":
                 continue
             with experts() if callable(experts) else ablate(model, list(experts), mode=mode):
                 rec, peaks = _forward(model, batch.to(_device(model)), key_sets)
-            _accumulate(sums[name], rec.layers, peaks, original.layers)
+            accumulate(sums[name], rec.layers, peaks, original.layers)
     num_layers = max(sums["original"].mass) + 1
-    results = [_finish(name, [] if callable(named[name]) else named[name], sums[name], num_layers) for name in named]
+    results = [finish_condition(name, [] if callable(named[name]) else named[name], sums[name], num_layers)
+               for name in named]
     return SinkResult(sink_keys=keys, conditions=results, implementation=implementation, epsilon=epsilon)
 
 

@@ -32,7 +32,7 @@ from ..progress import progress_bar
 from ..sinks import metrics
 from ..sinks.attention import LayerSinks, SinkRecording, record_sinks
 from ..sinks.maps import MAX_MAP_TOKENS, Maps
-from ..sinks.measure import SinkResult, _accumulate, _finish, _Sums, check_input, check_keys
+from ..sinks.measure import SinkResult, Sums, accumulate, check_input, check_keys, finish_condition
 from .activations import ActivationStore
 from .checkpoint import Checkpoint
 from .layerwise import embed, load_layer, load_outer
@@ -117,7 +117,7 @@ def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
     ckpt = Checkpoint.open(folder, skeleton, layers_prefix=path)
     named = {"original": []} | {k: list(v) for k, v in (conditions or {}).items()}
     mapped = {} if map_ids is None else {"original": []} | {k: list(v) for k, v in (map_conditions or {}).items()}
-    sums = {name: _Sums() for name in named}
+    sums = {name: Sums() for name in named}
     maps: Maps = {name: {} for name in mapped}
     where = {"device": device, "dtype": dtype, "progress": progress}
     with contextlib.ExitStack() as stack:
@@ -146,7 +146,7 @@ def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
             for name, r in runs.items():
                 for b, (ls, peak) in enumerate(r.through(layer, index, calls, rec, skeleton, mode)):
                     original = None if name == "original" else {index: reference[b]}
-                    _accumulate(sums[name], {index: ls}, {index: peak}, original)
+                    accumulate(sums[name], {index: ls}, {index: peak}, original)
                     if name == "original":
                         reference.append(ls)
             if index in map_layers:  # full T x T maps of the short map input, this layer only
@@ -157,5 +157,5 @@ def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
                     maps[name][index] = ls.probs[0].cpu()
             rec.maps = frozenset()
     implementation = f"{rec.implementation} (model configured: {rec.configured})"
-    results = [_finish(name, named[name], sums[name], model_map.num_layers) for name in named]
+    results = [finish_condition(name, named[name], sums[name], model_map.num_layers) for name in named]
     return SinkResult(sink_keys=keys, conditions=results, implementation=implementation, epsilon=epsilon), maps
