@@ -4,6 +4,8 @@
     python benchmarks/bench_stream.py throughput  # (b) streaming vs in-memory tokens/s
     python benchmarks/bench_stream.py fp8         # (d) block-wise FP8 checkpoints: (b) and peak RSS per layer byte
     python benchmarks/bench_stream.py sinks       # (e) peak RSS of sinks --stream vs in-memory sinks
+    python benchmarks/bench_stream.py budget      # (f) sinks and prune-eval perplexity streamed under a data
+                                                  #     limit (RLIMIT_DATA) of half the checkpoint + 64 MB
     python benchmarks/bench_stream.py all
     python benchmarks/bench_stream.py fp8 --quick # small settings: check that it runs (also sinks)
 
@@ -305,15 +307,90 @@ def bench_sinks(quick: bool = False) -> dict:
     return result
 
 
+def _vm_data() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+
+
+def child_budget(folder: str, what: str, how: str, budget: int, samples: int, seq_len: int) -> None:
+    """Runs in a fresh process under RLIMIT_DATA = (data after imports) + `budget` bytes: heap and
+    anonymous memory count, the read-only mmap of the safetensors shards does not (Linux >= 4.7), so
+    the limit is the memory the run may hold, not the file it reads. Prints peak RSS or the failure."""
+    from transformers import AutoModelForCausalLM
+
+    from superexperts.evaluate.perplexity import perplexity
+    from superexperts.sinks.measure import measure_sinks
+    from superexperts.stream.scoring import stream_perplexity
+    from superexperts.stream.sinks import stream_sinks
+
+    torch.set_num_threads(2)
+    ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
+    limit = _vm_data() + budget
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+    start = time.perf_counter()
+    try:
+        if how == "stream" and what == "sinks":
+            value = stream_sinks(folder, ids, SINK_CONDITIONS, dtype=torch.bfloat16)[0].conditions[0].sink_mass
+        elif how == "stream":
+            value = stream_perplexity(folder, ids.reshape(-1), experts=[(1, 3)], seq_len=seq_len,
+                                      dtype=torch.bfloat16)["perplexity"]  # fmt: skip
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+            if what == "sinks":
+                value = measure_sinks(model, ids, SINK_CONDITIONS).conditions[0].sink_mass
+            else:
+                from superexperts.ablate import ablate
+
+                with ablate(model, [(1, 3)]):
+                    value = perplexity(model, ids.reshape(-1), seq_len=seq_len)["perplexity"]
+        outcome = "ok"
+    except (MemoryError, RuntimeError, OSError) as e:  # torch reports a failed allocation as RuntimeError
+        value, outcome = None, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+    print(json.dumps({"outcome": outcome, "peak": _peak_rss(), "seconds": time.perf_counter() - start,
+                      "value": value}))  # fmt: skip
+
+
+FIXED_ALLOWANCE = 64 * 2**20  # lazy imports, thread pools, allocator arenas: paid once, whatever the model
+
+
+def bench_budget(quick: bool = False) -> dict:
+    """(f) issue 10: `sinks --stream` and `prune-eval --stream` (perplexity with an expert pruned) on a
+    checkpoint larger than the memory they are given; the in-memory run under the same limit fails."""
+    import os
+
+    dims = SMALL | {"num_hidden_layers": 2, "num_experts": 8} if quick else BIG
+    samples, seq_len = (2, 32) if quick else (4, 512)
+    folder = write_synthetic(WORKDIR / ("sinks-quick" if quick else "big"), dims)
+    total, largest = layer_bytes(folder)
+    budget = total // 2 + FIXED_ALLOWANCE
+    result: dict = {"checkpoint_MB": total / 1e6, "largest_layer_MB": largest / 1e6, "budget_MB": budget / 1e6}
+    for what in ("sinks", "prune-eval"):
+        for how in ("stream", "memory"):
+            argv = [sys.executable, __file__, "_budget_child", str(folder), what, how, str(budget), str(samples),
+                    str(seq_len)]  # fmt: skip
+            out = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ))
+            lines = out.stdout.strip().splitlines()
+            r = json.loads(lines[-1]) if lines else {"outcome": f"failed: exit {out.returncode}", "peak": 0}
+            result[f"{what} {how}"] = r["outcome"]
+            if r["outcome"] == "ok":
+                result[f"{what} {how} peak_rss_MB"] = r["peak"] / 1e6
+                result[f"{what} {how} seconds"] = r["seconds"]
+    print("(f) budget:", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()},
+                                    indent=1))  # fmt: skip
+    return result
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_child"]:
         folder, samples, seq_len, batch_size = sys.argv[2], *map(int, sys.argv[3:6])
         return child_memory(folder, samples, seq_len, batch_size)
+    if sys.argv[1:2] == ["_budget_child"]:
+        return child_budget(*sys.argv[2:5], *map(int, sys.argv[5:8]))
     if sys.argv[1:2] == ["_sinks_child"]:
         return child_sinks(sys.argv[2], sys.argv[3], *map(int, sys.argv[4:6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["memory", "throughput", "fp8", "sinks", "all"])
-    parser.add_argument("--quick", action="store_true", help="fp8, sinks: tiny settings, to check the benchmark runs")
+    parser.add_argument("what", choices=["memory", "throughput", "fp8", "sinks", "budget", "all"])
+    parser.add_argument("--quick", action="store_true", help="fp8, sinks, budget: tiny settings, to check the benchmark runs")
     args = parser.parse_args()
     if args.what in ("memory", "all"):
         bench_memory()
@@ -323,6 +400,8 @@ def main() -> None:
         bench_fp8(quick=args.quick)
     if args.what in ("sinks", "all"):
         bench_sinks(quick=args.quick)
+    if args.what in ("budget", "all"):
+        bench_budget(quick=args.quick)
 
 
 if __name__ == "__main__":
