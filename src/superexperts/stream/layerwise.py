@@ -91,7 +91,7 @@ class LayerReader:
     the same `Checkpoint.read` runs inline, chunk by chunk, as each layer is placed.
 
     `prefetch=None` (auto) turns it on for accelerators only. On CPU the compute is the CPU:
-    with the few cores streaming runs on (2 here), a reader thread competes with the layer's
+    with the few cores a CPU run typically has (2 on the test machines), a reader thread competes with the layer's
     matmuls for them and holds a second layer in RAM, which on CPU is also the compute memory;
     `prefetch=True` forces it (tests use that to check that it changes nothing). An error while
     reading (a missing shard, a non-float tensor) is raised in the calling thread, unchanged.
