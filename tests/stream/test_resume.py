@@ -47,7 +47,7 @@ def test_resume_equals_uninterrupted(checkpoints, tmp_path, monkeypatch):
 
     loaded = []
     real_load = layerwise.load_layer
-    monkeypatch.setattr(layerwise, "load_layer", lambda *a: (loaded.append(a[3]), real_load(*a)))
+    monkeypatch.setattr(layerwise, "load_layer", lambda *a, **k: (loaded.append(a[3]), real_load(*a, **k)))
     resumed = stream_profile(folder, IDS, batch_size=1, state_dir=tmp_path / "state", resume=True)
     assert loaded == [2, 3]  # layers 0 and 1 were not recomputed
     pd.testing.assert_frame_equal(full.expert_stats, resumed.expert_stats)

@@ -15,7 +15,7 @@ import copy
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,11 +136,18 @@ class Checkpoint:
                             "no fp8/mxfp4 quantization_config that would dequantize it; the config does not match.")  # fmt: skip
 
     def load(self, model: nn.Module, keys: list[str], *, device: torch.device | str, dtype: torch.dtype) -> None:
-        """Read `keys` from the shards and set them (converted) on `model`, on `device`.
+        """Read `keys` from the shards and set them (converted) on `model`, on `device`: `place`
+        fed lazily by `read`, so only one chunk is in host memory at a time."""
+        self.place(model, self.read(keys), device=device, dtype=dtype)
 
-        Large parameters one at a time, largest first: converting per-expert tensors to a fused
-        one briefly holds both, so this bounds the peak at about 4/3 of the layer instead of 2x.
-        Tensors are read with pread, not mmap, so file pages do not count as resident memory.
+    def read(self, keys: list[str], *, pin: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+        """`keys`' tensors as they are stored (no conversion), in host memory, one chunk at a time.
+
+        Large parameters one chunk each, largest first: converting per-expert tensors to a fused
+        one briefly holds both, so placing chunk by chunk bounds the peak at about 4/3 of the layer
+        instead of 2x. Tensors are read with pread, not mmap, so file pages do not count as resident
+        memory. `pin` puts them in page-locked memory so the copy to a CUDA device can be
+        asynchronous. Touches no model and no transformers state, so a reader thread may run it.
         """
         self.check_dtypes(keys)
         groups: dict[str, list[str]] = defaultdict(list)
@@ -149,9 +156,8 @@ class Checkpoint:
         size = {t: sum(self.tensors[k].end - self.tensors[k].start for k in ks) for t, ks in groups.items()}
         total = sum(size.values())
         big = sorted((t for t in groups if size[t] >= total / 10), key=lambda t: -size[t])
-        small = [k for t in groups if t not in big for k in groups[t]]  # norms, router, attention: one call
-        mapping = copy.deepcopy(self.mapping)
-        with contextlib.ExitStack() as files, quiet_loading():
+        small = [k for t in groups if t not in big for k in groups[t]]  # norms, router, attention: one chunk
+        with contextlib.ExitStack() as files:
             handles: dict[Path, Any] = {}
             for chunk in [groups[t] for t in big] + ([small] if small else []):
                 state = {}
@@ -159,7 +165,23 @@ class Checkpoint:
                     path = self.tensors[k].file
                     if path not in handles:
                         handles[path] = files.enter_context(_open(path))
-                    state[k] = handles[path].get_slice(k)
+                    tensor = handles[path].get_tensor(k)
+                    state[k] = tensor.pin_memory() if pin else tensor
+                yield state
+
+    def place(self, model: nn.Module, chunks: Iterable[dict[str, torch.Tensor]], *, device: torch.device | str,
+              dtype: torch.dtype) -> None:  # fmt: skip
+        """Convert chunks from `read` (dequantize, fuse experts, cast) and set them on `model`, on `device`.
+
+        Pinned chunks are copied to the device first, asynchronously (the copy overlaps the host
+        work of the next chunk); transformers then converts them there, as `from_pretrained` does.
+        """
+        device = torch.device(device)
+        mapping = copy.deepcopy(self.mapping)
+        with quiet_loading():
+            for state in chunks:
+                if device.type != "cpu" and all(t.is_pinned() for t in state.values()):
+                    state = {k: t.to(device, non_blocking=True) for k, t in state.items()}
                 self._convert(model, state, device, dtype, mapping)
                 del state
                 release_freed_memory()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -80,9 +82,110 @@ def run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[t
     return medians
 
 
+class LayerReader:
+    """Decoder layers' tensors read from the shards into host memory, in order, for `load_layer`.
+
+    With `prefetch`, one background thread reads layer i+1 while layer i computes (safetensors
+    reads and torch copies release the GIL), so disk time hides behind compute: at most two
+    layers' host tensors exist at once (the one being placed, the one being read). Without it,
+    the same `Checkpoint.read` runs inline, chunk by chunk, as each layer is placed.
+
+    `prefetch=None` (auto) turns it on for accelerators only. On CPU the compute is the CPU:
+    with the few cores a CPU run typically has (2 on the test machines), a reader thread competes with the layer's
+    matmuls for them and holds a second layer in RAM, which on CPU is also the compute memory;
+    `prefetch=True` forces it (tests use that to check that it changes nothing). An error while
+    reading (a missing shard, a non-float tensor) is raised in the calling thread, unchanged.
+
+    >>> with LayerReader(ckpt, range(n), device=torch.device("cuda")) as reader:
+    ...     load_layer(ckpt, skeleton, layers[0], 0, device, dtype, reader=reader)
+    """
+
+    def __init__(self, ckpt: Checkpoint, indices, *, device: torch.device, prefetch: bool | None = None) -> None:
+        self.ckpt, self.order = ckpt, list(indices)
+        self.pin = device.type == "cuda"  # page-locked host tensors: the copy to the GPU is asynchronous
+        self.prefetch = device.type != "cpu" if prefetch is None else prefetch
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="se-layer-reader") if self.prefetch else None
+        self.pending: tuple[int, Future] | None = None
+        self.lock = threading.Lock()
+        self.held = self.peak_held = 0  # layers whose host tensors exist (read or being read, not yet placed)
+        self.reads: list[int] = []  # layer indices in the order reading started
+
+    def take(self, index: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Layer `index`'s chunks for `Checkpoint.place`; starts reading the next layer."""
+        if self.pool is None:  # inline: each chunk is read as `place` asks for it
+            self._hold()
+            return self._drain(self._read(index))
+        if self.pending is not None and self.pending[0] == index:
+            future = self.pending[1]
+        else:  # first call, or out of order: read it now
+            self._cancel()
+            future = self._submit(index)
+        self.pending = None
+        try:
+            chunks = future.result()  # re-raises the reader's exception here, in the caller's thread
+        except BaseException:
+            self._release()
+            raise
+        later = self.order.index(index) + 1 if index in self.order else len(self.order)
+        if later < len(self.order):
+            self.pending = (self.order[later], self._submit(self.order[later]))
+        return self._drain(chunks)
+
+    def _read(self, index: int) -> Iterator[dict[str, torch.Tensor]]:
+        with self.lock:
+            self.reads.append(index)
+        return self.ckpt.read(self.ckpt.layer_keys.get(index, []), pin=self.pin)
+
+    def _submit(self, index: int) -> Future:
+        self._hold()  # counted from submission: the thread may start at once
+        return self.pool.submit(lambda: list(self._read(index)))
+
+    def _drain(self, chunks: Iterator | list) -> Iterator[dict[str, torch.Tensor]]:
+        """Hand the chunks over one by one, keeping no reference; then count the layer as placed."""
+        try:
+            if isinstance(chunks, list):
+                while chunks:
+                    yield chunks.pop(0)
+            else:
+                yield from chunks
+        finally:
+            self._release()
+
+    def _hold(self) -> None:
+        with self.lock:
+            self.held += 1
+            self.peak_held = max(self.peak_held, self.held)
+
+    def _release(self) -> None:
+        with self.lock:
+            self.held -= 1
+
+    def _cancel(self) -> None:
+        if self.pending is not None:
+            future = self.pending[1]
+            self.pending = None
+            if not future.cancel():  # already reading: wait for it and drop the layer (or its error)
+                with contextlib.suppress(Exception):
+                    future.result()
+            self._release()
+
+    def close(self) -> None:
+        self._cancel()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def load_layer(ckpt: Checkpoint, skeleton: nn.Module, layer: nn.Module, index: int,
-                device: torch.device, dtype: torch.dtype) -> None:  # fmt: skip
-    ckpt.load(skeleton, ckpt.layer_keys.get(index, []), device=device, dtype=dtype)
+                device: torch.device, dtype: torch.dtype, *, reader: LayerReader | None = None) -> None:  # fmt: skip
+    """Place layer `index`'s weights on `device` (read inline, or taken from `reader`'s prefetch)."""
+    reader = reader or LayerReader(ckpt, [index], device=device, prefetch=False)
+    ckpt.place(skeleton, reader.take(index), device=device, dtype=dtype)
     missing = [n for n, p in layer.named_parameters() if p.is_meta]
     if missing:
         raise UserError(f"{ckpt.folder} has no weights for layer {index} ({missing[0]}, ...); "
@@ -102,14 +205,16 @@ def load_outer(ckpt: Checkpoint, skeleton: nn.Module, path: str, device: torch.d
 
 def _stream_layers(ckpt: Checkpoint, skeleton: nn.Module, model_map, cap: Capture, batches: list[torch.Tensor],
                    offsets: list[int], calls: dict, store: ActivationStore, state: RunState | None, done: dict,
-                   *, device: torch.device, dtype: torch.dtype, progress: bool) -> dict[int, dict]:  # fmt: skip
+                   *, device: torch.device, dtype: torch.dtype, progress: bool,
+                   prefetch: bool | None = None) -> dict[int, dict]:  # fmt: skip
     """Load, run, record and free every layer not in `done`; {layer: tracker state} of all layers."""
     states = dict(done)  # small: a few numbers per expert
     todo = range(len(done), model_map.num_layers)
-    with progress_bar(todo, desc="streaming layers", unit="layer", disable=not progress) as bar:
+    with (LayerReader(ckpt, todo, device=device, prefetch=prefetch) as reader,
+          progress_bar(todo, desc="streaming layers", unit="layer", disable=not progress) as bar):  # fmt: skip
         for index in bar:
             layer = model_map.layers[index]
-            load_layer(ckpt, skeleton, layer, index, device, dtype)
+            load_layer(ckpt, skeleton, layer, index, device, dtype, reader=reader)
             medians = run_layer(layer, index, cap, batches, offsets, calls, store)
             layer.to("meta")  # free the weights before the next layer loads
             release_freed_memory()
@@ -143,11 +248,13 @@ def stream_profile(
     progress: bool = False,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    prefetch: bool | None = None,
 ) -> Profile:
     """Profile a safetensors checkpoint folder layer by layer; same result as `superexperts.profile`.
 
     Under torch.distributed (e.g. `torchrun --nproc_per_node 2`) each rank profiles a contiguous
-    share of the batches and every rank returns the merged profile.
+    share of the batches and every rank returns the merged profile. `prefetch` reads the next
+    layer from disk while the current one computes (`LayerReader`; None = on for accelerators).
 
     >>> prof = stream_profile("Qwen3-30B-A3B/", input_ids, device="cuda", dtype=torch.bfloat16,
     ...                       state_dir="state/", resume=True)
@@ -186,7 +293,7 @@ def stream_profile(
         load_outer(ckpt, skeleton, path, device, dtype)
         calls = embed(skeleton, path, batches, store, write=not done)
         states = _stream_layers(ckpt, skeleton, model_map, cap, batches, offsets, calls, store, state, done,
-                                device=device, dtype=dtype, progress=progress)  # fmt: skip
+                                device=device, dtype=dtype, progress=progress, prefetch=prefetch)  # fmt: skip
         if world > 1:
             for index, merged in distributed.merge_across_ranks(states, cap).items():
                 restore_layer(cap, index, merged)

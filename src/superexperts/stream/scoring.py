@@ -31,7 +31,7 @@ from ..evaluate.perplexity import check_vocab, perplexity_windows, window_nll
 from ..models.adapters import map_model
 from .activations import ActivationStore
 from .checkpoint import Checkpoint
-from .layerwise import embed, load_layer, load_outer, run_layer
+from .layerwise import LayerReader, embed, load_layer, load_outer, run_layer
 from .skeleton import build_skeleton, layers_path
 
 
@@ -70,8 +70,9 @@ def _load_head(ckpt: Checkpoint, skeleton: nn.Module, device: torch.device, dtyp
 def stream_perplexity(checkpoint_dir: str | os.PathLike, token_ids: torch.Tensor, *, experts=None, mode: str = "zero",
                       means=None, seq_len: int = 2048, batch_size: int = 1, max_windows: int | None = None,
                       device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                      progress: bool = False) -> dict:  # fmt: skip
-    """`evaluate.perplexity` for a checkpoint folder read one layer at a time (same dict)."""
+                      progress: bool = False, prefetch: bool | None = None) -> dict:  # fmt: skip
+    """`evaluate.perplexity` for a checkpoint folder read one layer at a time (same dict).
+    `prefetch`: read the next layer while this one computes (`LayerReader`; None = on for accelerators)."""
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}.")
     folder, device = Path(checkpoint_dir), torch.device(device or "cpu")
@@ -89,9 +90,10 @@ def stream_perplexity(checkpoint_dir: str | os.PathLike, token_ids: torch.Tensor
         store = ActivationStore(device=device, budget_bytes=default_budget(device), spill_dir=spill)
         load_outer(ckpt, skeleton, path, device, dtype)
         calls = embed(skeleton, path, batches, store, write=True)
+        reader = stack.enter_context(LayerReader(ckpt, range(model_map.num_layers), device=device, prefetch=prefetch))
         for index in tqdm(range(model_map.num_layers), desc="streaming layers", unit="layer", disable=not progress):
             layer = model_map.layers[index]
-            load_layer(ckpt, skeleton, layer, index, device, dtype)
+            load_layer(ckpt, skeleton, layer, index, device, dtype, reader=reader)
             if handle is not None and mode == "zero":
                 apply_zero(model_map, [e for e in handle.experts if e[0] == index], [], None)
             run_layer(layer, index, None, batches, [], calls, store)

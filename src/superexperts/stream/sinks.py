@@ -35,7 +35,7 @@ from ..sinks.maps import MAX_MAP_TOKENS, Maps
 from ..sinks.measure import SinkResult, Sums, accumulate, check_input, check_keys, finish_condition
 from .activations import ActivationStore
 from .checkpoint import Checkpoint
-from .layerwise import embed, load_layer, load_outer
+from .layerwise import LayerReader, embed, load_layer, load_outer
 from .skeleton import LayerCall, build_skeleton, layers_path
 
 
@@ -65,12 +65,15 @@ class _Run:
 
 
 def _layers(ckpt: Checkpoint, skeleton: nn.Module, model_map, runs: list[_Run], *, device: torch.device,
-            dtype: torch.dtype, progress: bool, desc: str):  # fmt: skip
-    """Yield (index, layer) with the layer's weights loaded; free them and the runs' old hidden states after."""
-    with progress_bar(range(model_map.num_layers), desc=desc, unit="layer", disable=not progress) as bar:
+            dtype: torch.dtype, progress: bool, desc: str, prefetch: bool | None = None):  # fmt: skip
+    """Yield (index, layer) with the layer's weights loaded; free them and the runs' old hidden states after.
+    `prefetch`: read the next layer while this one computes (`LayerReader`; None = on for accelerators)."""
+    todo = range(model_map.num_layers)
+    with (LayerReader(ckpt, todo, device=device, prefetch=prefetch) as reader,
+          progress_bar(todo, desc=desc, unit="layer", disable=not progress) as bar):  # fmt: skip
         for index in bar:
             layer = model_map.layers[index]
-            load_layer(ckpt, skeleton, layer, index, device, dtype)
+            load_layer(ckpt, skeleton, layer, index, device, dtype, reader=reader)
             yield index, layer
             layer.to("meta")  # free the weights before the next layer loads
             release_freed_memory()
