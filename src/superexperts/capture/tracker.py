@@ -77,8 +77,9 @@ class ExpertTracker:
     def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, finite: torch.Tensor,
                          weights: torch.Tensor | None) -> None:  # fmt: skip
         """EAN, weighted norm sum and signed max; non-finite rows add nothing (they are counted)."""
-        # In the accumulator's float64: a float32 norm's rounding depends on the thread count.
-        norms = torch.linalg.vector_norm(down_out, dim=-1, dtype=self.ean.dtype)  # (S,)
+        # Each row's norm in float32 (a float64 norm cost as much as the expert matmuls: 1.2x the
+        # forward); summed over rows in the accumulator's float64, where batch order matters.
+        norms = torch.linalg.vector_norm(down_out, dim=-1, dtype=torch.float32).to(self.ean.dtype)  # (S,)
         norms = torch.where(finite, norms, torch.zeros_like(norms))
         self.ean.scatter_add_(0, expert_ids, norms)
         w = weights.to(norms.dtype) if weights is not None else torch.full_like(norms, float("nan"))
