@@ -96,10 +96,10 @@ def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> No
     load_peaks: list[int] = []
     real_load = layerwise.load_layer
 
-    def load_layer(*args):  # benchmark instrumentation: fixed costs end where layers start
+    def load_layer(*args, **kwargs):  # benchmark instrumentation: fixed costs end where layers start
         if not before_layers:
             before_layers.append(_rss())
-        real_load(*args)
+        real_load(*args, **kwargs)
         if not load_peaks:  # peak while loading (converting) the first layer, before any compute
             load_peaks.append(_peak_rss())
 
