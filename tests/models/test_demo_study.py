@@ -93,7 +93,7 @@ def test_make_demo_runs_the_whole_study_into_one_report(tmp_path, offline, capsy
     for argv in commands:
         argv = [*argv, "--device", "cpu"] if argv[0] != "report" else argv
         if argv[0] == "prune-eval":
-            argv += ["--max-new-tokens", "8"]  # the study's shape, not its length, is under test
+            argv += ["--max-new-tokens", "8", "--limit", "30"]  # the study's shape, not its length, is under test
         assert main(argv) == 0, argv
         printed = capsys.readouterr().out
         assert argv[0] == "report" or "SYNTHETIC" in printed
