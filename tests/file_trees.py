@@ -1,10 +1,14 @@
-"""Helpers for tests that check a command left the user's files alone."""
+"""Helpers for tests over files on disk: did a command leave the user's files alone; a damaged checkpoint."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 
 def tree_digest(root: Path) -> str:
@@ -18,3 +22,17 @@ def tree_digest(root: Path) -> str:
             h.update(path.read_bytes())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def drop_tensor(folder: Path, key: str) -> None:
+    """Remove checkpoint tensor `key` from `folder`'s shards (and its index, when there is one)."""
+    for path in folder.glob("*.safetensors"):
+        with safe_open(path, framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
+        if state.pop(key, None) is not None:
+            save_file(state, path, metadata={"format": "pt"})
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        del data["weight_map"][key]
+        index.write_text(json.dumps(data))

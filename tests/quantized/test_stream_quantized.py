@@ -15,6 +15,7 @@ from transformers import FineGrainedFP8Config, Mxfp4Config
 
 import families
 import quantized_checkpoints as qz
+from file_trees import drop_tensor
 from superexperts import find_super_experts
 from superexperts.ablate import ablate
 from superexperts.cli import main
@@ -114,17 +115,6 @@ def _copy(folder, tmp_path):
     return shutil.copytree(folder, tmp_path / "damaged")
 
 
-def _drop(folder, key):
-    for path in folder.glob("*.safetensors"):
-        with safe_open(path, framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
-        if state.pop(key, None) is not None:
-            save_file(state, path, metadata={"format": "pt"})
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        data = json.loads(index.read_text())
-        del data["weight_map"][key]
-        index.write_text(json.dumps(data))
 
 
 @pytest.mark.parametrize(("fixture", "key"), [
@@ -134,7 +124,7 @@ def _drop(folder, key):
 ])  # fmt: skip
 def test_missing_scale_is_one_line_error(request, tmp_path, fixture, key):
     folder = _copy(request.getfixturevalue(fixture), tmp_path)
-    _drop(folder, key)
+    drop_tensor(folder, key)
     with pytest.raises(UserError, match="scale .* is missing") as info:
         stream_profile(folder, IDS)
     assert key in str(info.value) and "\n" not in str(info.value)

@@ -4,17 +4,15 @@ in the calling thread with the text the sequential path gives."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 import families
 import quantized_checkpoints as qz
+from file_trees import drop_tensor
 from superexperts.errors import UserError
 from superexperts.stream import stream_profile
 from superexperts.stream.checkpoint import Checkpoint
@@ -87,16 +85,6 @@ def test_default_prefetches_on_accelerators_only(checkpoints):
         assert not cpu.prefetch and other.prefetch and not other.pin  # pinned host memory is for CUDA only
 
 
-def _drop(folder, key) -> None:
-    for path in folder.glob("*.safetensors"):
-        with safe_open(path, framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a dict
-        if state.pop(key, None) is not None:
-            save_file(state, path, metadata={"format": "pt"})
-    index = folder / "model.safetensors.index.json"
-    data = json.loads(index.read_text())
-    del data["weight_map"][key]
-    index.write_text(json.dumps(data))
 
 
 def _message(folder, **kwargs) -> str:
@@ -108,7 +96,7 @@ def _message(folder, **kwargs) -> str:
 def test_missing_layer_weights_same_error(checkpoints, tmp_path):
     _, source = checkpoints("olmoe", "sharded")
     folder = shutil.copytree(source, tmp_path / "ckpt")
-    _drop(folder, "model.layers.1.self_attn.q_proj.weight")
+    drop_tensor(folder, "model.layers.1.self_attn.q_proj.weight")
     sequential = _message(folder, prefetch=False)
     assert "has no weights for layer 1" in sequential
     assert _message(folder, prefetch=True) == sequential
