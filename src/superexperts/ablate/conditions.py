@@ -44,6 +44,7 @@ class EvalPlan(Measures):  # + max_windows, batch_size, tasks, task_manager, lim
 
     ppl_ids: torch.Tensor | None = None  # one token stream
     seq_len: int = 2048
+    batch_size: int = 1  # a number: requests resolve their "auto" (Measures.resolve_batch) before the plan
 
 
 def build_conditions(model_map: ModelMap, experts: list[Expert], *, name: str = "super", mode: str = "zero",

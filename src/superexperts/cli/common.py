@@ -84,8 +84,14 @@ def model_of(args: argparse.Namespace, from_dir: str | None) -> str | None:
 
 def add_loading_flags(p: argparse.ArgumentParser) -> None:
     """--batch-size and the device flags of the evaluation subcommands (quant-eval, audit)."""
-    p.add_argument("--batch-size", type=int, default=1)
+    add_batch_flag(p)
     add_device_args(p)
+
+
+def add_batch_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", default="auto", metavar="auto|N",
+                   help="windows per forward: N, or auto (default): the most that fit the device's free memory "
+                   "with full logits (a token budget on CPU), recorded in the output")  # fmt: skip
 
 
 def add_window_flags(p: argparse.ArgumentParser, samples_default: str, seq_len_default: str = "2048; demo 64",

@@ -10,7 +10,7 @@ from ..data import read_text_file
 from ..errors import UserError
 from ..experts import format_experts
 from ..models.demo import DEMO_PPL
-from .common import add_model_args, add_task_flags, model_of, window_defaults
+from .common import add_batch_flag, add_model_args, add_task_flags, model_of, window_defaults
 
 
 def add_parser(subparsers) -> None:
@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", help="calibration data for --experts super without --from and --mode mean "
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
-    p.add_argument("--batch-size", type=int, default=1)
+    add_batch_flag(p)
     p.add_argument("--criterion", help="prune by a one-pass criterion instead: frequency | reap | ean (the lowest "
                    "--fraction of each MoE layer's experts, ranked from the --from run's expert table)")
     p.add_argument("--fraction", type=float, help="with --criterion: share of each layer's experts pruned, e.g. 0.25")

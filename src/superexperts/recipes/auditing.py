@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
+from ..batching import AUTO, BatchSize, parse_batch_size, resolve_batch_size
 from ..data import calibration
 from ..errors import UserError
 from ..evaluate import perplexity
@@ -45,13 +46,14 @@ class AuditRequest(ModelFields):  # + device, dtype, trust_remote_code (device_m
     seed: int = 0
     ppl: str | None = None  # perplexity data (default: --data, else the built-in text)
     max_windows: int | None = None
-    batch_size: int = 1
+    batch_size: BatchSize = AUTO  # auto: resolved per checkpoint once it is loaded
     threshold: float = THRESHOLD
 
     def check(self) -> None:
         self.check_model_fields()
+        self.batch_size = parse_batch_size(self.batch_size)
         for name, value, low in [("--seq-len", self.seq_len, 2), ("--samples", self.samples, 1),
-                                 ("--max-windows", self.max_windows, 1), ("--batch-size", self.batch_size, 1)]:
+                                 ("--max-windows", self.max_windows, 1)]:
             if value is not None and value < low:
                 raise UserError(f"{name} must be >= {low}, got {value}.")
         if not 0 < self.threshold < 1:
@@ -80,8 +82,10 @@ def _measure(path: str, req: AuditRequest, calib_ids: torch.Tensor, ppl_ids: tor
              progress: bool) -> Measured:  # fmt: skip
     loaded = req.load(path)
     try:
-        prof = profile(loaded.model, calib_ids, batch_size=req.batch_size, progress=progress)
-        ppl = perplexity(loaded.model, ppl_ids, seq_len=seq_len, batch_size=req.batch_size,
+        batch, _ = resolve_batch_size(req.batch_size, loaded.model, samples=max(1, ppl_ids.numel() // seq_len),
+                                      seq_len=seq_len, logits=True)  # fmt: skip
+        prof = profile(loaded.model, calib_ids, batch_size=batch, progress=progress)
+        ppl = perplexity(loaded.model, ppl_ids, seq_len=seq_len, batch_size=batch,
                          max_windows=req.max_windows, progress=progress)  # fmt: skip
         sinks = measure_sinks(loaded.model, calib_ids[:SINK_WINDOWS])["original"]
         return Measured(prof, ppl, sinks.sink_mass, sinks.sink_rate(), loaded.describe())

@@ -183,6 +183,7 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
     model_map = map_model(loaded.model)
     if req.experts is not None:  # fail on a bad list before any long computation
         validate_experts(model_map, req.experts)
+    batching = req.resolve_batch(loaded.model, seq_len=req.seq_len)
     calib = None
     if req.experts is None or req.mode == "mean" or req.causal is not None:
         calib = calibration(req.data, loaded.tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
@@ -191,7 +192,7 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
     plan, ppl = eval_plan(req, loaded.tokenizer, req.seq_len)
     means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
     results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
-    document = _document(req, loaded, results, ppl, calib, experts, pruning)
+    document = _document(req, loaded, results, ppl, calib, experts, pruning) | {"batching": batching}
     if req.causal is not None:
         document["causal"] = _causal(req, loaded, calib, experts, stats, progress)
     return document
@@ -225,6 +226,7 @@ def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) 
                                           trust_remote_code=req.trust_remote_code)  # fmt: skip
     model_map = map_model(loaded.model)
     experts = validate_experts(model_map, req.experts)
+    batching = req.resolve_batch(loaded.model, seq_len=req.seq_len, device=device)
     stats = load_profile(req.from_dir).expert_stats if req.from_dir is not None and req.criterion else None
     conditions, pruning = _conditions(req, model_map, experts, stats)
     plan, ppl = eval_plan(req, loaded.tokenizer, req.seq_len)
@@ -238,7 +240,7 @@ def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) 
         results.append({"name": cond.name, "experts": experts_json(cond.experts), "mode": cond.mode,
                         "perplexity": detail["perplexity"], "perplexity_detail": detail, "tasks": {},
                         "generations": [], "seconds": round(time.perf_counter() - start, 3)})  # fmt: skip
-    return _document(req, loaded, results, ppl, None, experts, pruning)
+    return _document(req, loaded, results, ppl, None, experts, pruning) | {"batching": batching}
 
 
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,

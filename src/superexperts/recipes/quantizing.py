@@ -92,6 +92,7 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
     defaults = DEMO_DEFAULTS if loaded.synthetic else MODEL_DEFAULTS
     seq_len = req.seq_len or defaults["seq_len"]
     model_map = map_model(loaded.model)
+    batching = req.resolve_batch(loaded.model, seq_len=seq_len)
     check_model(model_map, req.scheme)  # fail on a bad scheme or list before any long computation
     if req.experts is not None:
         quant_conditions(model_map, req.experts, n_random=req.n_random, seed=req.seed)
@@ -107,6 +108,7 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
                                    reference, ses, batch_size=req.batch_size, progress=progress)  # fmt: skip
     windows = add_sinks(loaded.model, results, conditions, req.scheme, calib.input_ids)
     document = quant_eval_json(results, req.scheme, _metadata(req, loaded, ppl, calib, ses, windows))
+    document["batching"] = batching
     write_quant_eval(out_dir, document)
     if (Path(out_dir) / RUN_MARKER).is_file():  # a profile run folder: add the section to its report
         from ..report import write_report
