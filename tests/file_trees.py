@@ -24,6 +24,16 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def odd_layers_on_disk(checkpoint_dir: Path, path: Path, **changes: str) -> Path:
+    """A --device-map FILE for a Qwen3-style checkpoint: odd decoder layers offloaded to disk, the rest on
+    the CPU; `changes` override entries (e.g. a bad module name)."""
+    layers = json.loads((checkpoint_dir / "config.json").read_text())["num_hidden_layers"]
+    placement = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
+    placement |= {f"model.layers.{i}": "disk" if i % 2 else "cpu" for i in range(layers)}
+    path.write_text(json.dumps(placement | changes))
+    return path
+
+
 def drop_tensor(folder: Path, key: str) -> None:
     """Remove checkpoint tensor `key` from `folder`'s shards (and its index, when there is one)."""
     for path in folder.glob("*.safetensors"):

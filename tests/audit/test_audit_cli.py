@@ -7,6 +7,7 @@ import json
 import pytest
 
 import families
+from file_trees import odd_layers_on_disk
 from superexperts.cli import main
 from superexperts.data import calibration
 from superexperts.export import export_pruned
@@ -92,3 +93,20 @@ def test_run_folder_of_another_model_refused(demo_dir, exports, tmp_path, capsys
     out = tmp_path / "a"
     assert main(["audit", str(demo_dir), str(exports / "no-se"), "--from", str(run), *FAST, "--out", str(out)]) == 2
     assert "layer 9 is out of range" in capsys.readouterr().err and not out.exists()
+
+
+def test_device_map_gives_the_in_memory_audit(demo_dir, exports, tmp_path):
+    """--device-map FILE (odd layers offloaded to disk) for both checkpoints: the in-memory figures."""
+    docs = {}
+    for name, extra in [("mem", FAST), ("map", [*FAST[:-2], "--device-map",
+                                               str(odd_layers_on_disk(demo_dir, tmp_path / "map.json"))])]:
+        assert main(["audit", str(demo_dir), str(exports / "no-se"), *extra, "--out", str(tmp_path / name)]) == 0
+        docs[name] = json.loads((tmp_path / name / "audit.json").read_text())
+    assert docs["map"]["verdict"] == docs["mem"]["verdict"] == "damaged"
+    for got, want in zip(docs["map"]["super_experts"], docs["mem"]["super_experts"], strict=True):
+        assert got["layer"] == want["layer"] and got["expert"] == want["expert"]
+        for key in ("max_abs_output_before", "max_abs_output_after", "massive_before", "massive_after"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-9), key
+    ppl = docs["map"]["perplexity"], docs["mem"]["perplexity"]
+    assert ppl[0]["before"] == pytest.approx(ppl[1]["before"], rel=1e-5)
+    assert ppl[0]["after"] == pytest.approx(ppl[1]["after"], rel=1e-5)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from file_trees import odd_layers_on_disk
 from superexperts.cli import main
 from superexperts.models.demo import demo_checkpoint, heldout_path
 
@@ -13,14 +14,6 @@ from superexperts.models.demo import demo_checkpoint, heldout_path
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     return demo_checkpoint(tmp_path_factory.mktemp("demo") / "ckpt")
-
-
-def _map_file(demo_dir, path, **changes):
-    layers = json.loads((demo_dir / "config.json").read_text())["num_hidden_layers"]
-    placement = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
-    placement |= {f"model.layers.{i}": "disk" if i % 2 else "cpu" for i in range(layers)}  # odd layers on disk
-    path.write_text(json.dumps(placement | changes))
-    return path
 
 
 def _profile(demo_dir, out, *extra):
@@ -45,7 +38,7 @@ def _same_table(got_rows, want_rows):
 
 def test_disk_offloaded_layers_give_the_in_memory_table(demo_dir, tmp_path):
     in_memory = _profile(demo_dir, tmp_path / "mem", "--device", "cpu")
-    placed = _profile(demo_dir, tmp_path / "map", "--device-map", str(_map_file(demo_dir, tmp_path / "map.json")))
+    placed = _profile(demo_dir, tmp_path / "map", "--device-map", str(odd_layers_on_disk(demo_dir, tmp_path / "map.json")))
     _same_table(placed["expert_stats"], in_memory["expert_stats"])
     _same_table(placed["layer_stats"], in_memory["layer_stats"])
     recorded = placed["meta"]["device_map"]
@@ -66,10 +59,10 @@ def test_bad_device_maps_are_one_line_before_loading(demo_dir, tmp_path, capsys,
     if changes is None:
         path.write_text("{not json")
     elif changes == "drop":
-        _map_file(demo_dir, path)
+        odd_layers_on_disk(demo_dir, path)
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "lm_head"}))
     else:
-        _map_file(demo_dir, path, **changes)
+        odd_layers_on_disk(demo_dir, path, **changes)
     out = tmp_path / "out"
     assert main(["profile", str(demo_dir), "--device-map", str(path), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
@@ -89,7 +82,7 @@ def test_device_and_device_map_together_refused(demo_dir, tmp_path, capsys, cmd)
 def test_sinks_with_offloaded_layers(demo_dir, tmp_path, capsys):
     """Layers 0, 2 resident (the SEs' layer 2 among them), odd layers on disk: the same sinks;
     pruning an expert of a disk layer is refused (its weights reload on every forward)."""
-    placement = str(_map_file(demo_dir, tmp_path / "map.json"))
+    placement = str(odd_layers_on_disk(demo_dir, tmp_path / "map.json"))
     common = ["sinks", str(demo_dir), "--random", "0", "--samples", "1", "--seq-len", "32", "--dtype", "float32"]
     assert main([*common, "--prune", "2:41", "--device", "cpu", "--out", str(tmp_path / "mem")]) == 0
     assert main([*common, "--prune", "2:41", "--device-map", placement, "--out", str(tmp_path / "map")]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_loading_flags, add_window_flags, out_dir
+from .common import add_device_map_arg, add_loading_flags, add_window_flags, out_dir
 
 
 def add_parser(subparsers) -> None:
@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="damaged = an SE's output or the massive "
                    "activation it feeds fell by this fraction or more (default 0.5)")  # fmt: skip
     add_loading_flags(p)
+    add_device_map_arg(p)  # the same placement for both checkpoints (same architecture)
     p.add_argument("--out", metavar="DIR", default="runs/audit", help="folder for audit.json and audit.html "
                    "(default runs/audit)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing audit.json")
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         original=args.original, compressed=args.compressed, experts=experts, experts_source=source, data=args.data,
         samples=args.samples, seq_len=args.seq_len, seed=args.seed, ppl=args.ppl, max_windows=args.max_windows,
         batch_size=args.batch_size, threshold=args.threshold, device=args.device, dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, device_map=args.device_map,
     )  # fmt: skip
     document = run_audit(req, out, progress=True)
     print(format_audit(document))

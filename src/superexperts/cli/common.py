@@ -25,6 +25,10 @@ def add_model_args(p: argparse.ArgumentParser, model_help: str) -> None:
     add_device_args(p)
     p.add_argument("--allow-missing-weights", action="store_true", help="load a checkpoint whose weights do not "
                    "match the model (missing ones are random-initialised, unexpected ones dropped); default: refuse")
+    add_device_map_arg(p)
+
+
+def add_device_map_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-map", metavar="auto|balanced|FILE",
                    help="spread the model over devices with accelerate (instead of --device): auto, balanced, "
                    "balanced_low_0, or a JSON file {module: cpu|cuda:N|disk}; what does not fit is offloaded "

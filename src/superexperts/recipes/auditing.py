@@ -35,7 +35,7 @@ DATA_DEFAULTS = {"seq_len": 2048, "samples": 16}
 
 
 @dataclass
-class AuditRequest(ModelFields):  # + device, dtype, trust_remote_code (device_map, allow_missing_weights unset)
+class AuditRequest(ModelFields):  # + device, device_map, dtype, trust_remote_code (allow_missing_weights unset)
     original: str
     compressed: str
     experts: list[Expert] | None  # the SEs; None: the paper rule on the original's profile
