@@ -8,12 +8,7 @@ import pytest
 
 from file_trees import odd_layers_on_disk
 from superexperts.cli import main
-from superexperts.models.demo import demo_checkpoint, heldout_path
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    return demo_checkpoint(tmp_path_factory.mktemp("demo") / "ckpt")
+from superexperts.models.demo import heldout_path
 
 
 def _profile(demo_dir, out, *extra):

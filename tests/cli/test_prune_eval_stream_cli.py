@@ -7,12 +7,7 @@ import json
 import pytest
 
 from superexperts.cli import main
-from superexperts.models.demo import demo_checkpoint, heldout_path
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    return demo_checkpoint(tmp_path_factory.mktemp("demo") / "ckpt")
+from superexperts.models.demo import heldout_path
 
 
 def _prune_eval(demo_dir, out, *extra):

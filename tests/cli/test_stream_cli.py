@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from superexperts.cli import main
-from superexperts.models.demo import DEMO_SUPER_EXPERTS, demo_checkpoint
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    return demo_checkpoint(tmp_path_factory.mktemp("demo") / "ckpt")
+from superexperts.models.demo import DEMO_SUPER_EXPERTS
 
 
 def _profile(demo_dir, out, *extra):
