@@ -17,7 +17,7 @@ import torch
 from ..audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
 from ..batching import AUTO, BatchSize, parse_batch_size, resolve_batch_size
 from ..data import calibration
-from ..errors import UserError
+from ..errors import UserError, check_at_least
 from ..evaluate import perplexity
 from ..evaluate.streams import eval_stream
 from ..experts import Expert, check_experts_in_config, experts_json
@@ -54,8 +54,7 @@ class AuditRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         self.batch_size = parse_batch_size(self.batch_size)
         for name, value, low in [("--seq-len", self.seq_len, 2), ("--samples", self.samples, 1),
                                  ("--max-windows", self.max_windows, 1)]:
-            if value is not None and value < low:
-                raise UserError(f"{name} must be >= {low}, got {value}.")
+            check_at_least(name, value, low)
         if not 0 < self.threshold < 1:
             raise UserError(f"--threshold {self.threshold} must be in (0, 1), e.g. 0.5 for a fall by half.")
 
