@@ -44,7 +44,8 @@ def _request(args: argparse.Namespace):
     scheme.check()
     experts, source = resolve_experts("super", args.from_dir)
     req = QuantEvalRequest(
-        model=model_of(args, args.from_dir), scheme=scheme, experts=experts, experts_source=source, n_random=args.random, seed=args.seed, ppl=args.ppl,
+        model=model_of(args, args.from_dir), scheme=scheme, experts=experts, experts_source=source,
+        n_random=args.random, seed=args.seed, ppl=args.ppl,
         seq_len=args.seq_len, max_windows=args.max_windows, data=args.data, samples=args.samples,
         batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, device=args.device,
