@@ -223,10 +223,6 @@ def demo_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
-def is_demo(model: torch.nn.Module) -> bool:
-    return getattr(getattr(model, "config", None), "_name_or_path", "") in (DEMO_NAME, str(default_cache_dir()))
-
-
 BANNER = ("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts, trained on its own tiny "
           "corpus; not a real model)")
 # The demo runs on the built-in text and its held-out split (~1.3k tokens each): short windows.
