@@ -93,8 +93,8 @@ class BlockFp8Dequantize(Fp8Dequantize):
                     {key: weights, f"{key}_scale_inv": scales}, full_layer_name=full_layer_name, model=model)[key]
                 continue
             stacked = None
-            for i, (w, s) in enumerate(zip(weights, scales)):
-                one = self._dequantize_one(w, s, output_dtype=dtype)
+            for i in range(len(weights)):  # by index: zip/enumerate tuples would keep the last codes alive
+                one = self._dequantize_one(weights[i], scales[i], output_dtype=dtype)
                 if stacked is None:
                     stacked = one.new_empty((len(weights), *one.shape))
                 stacked[i] = one

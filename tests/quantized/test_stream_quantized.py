@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import weakref
 from types import SimpleNamespace
 
 import pandas as pd
@@ -162,3 +163,27 @@ def test_fp8_streamed_perplexity_with_pruned_experts(deepseek_fp8, tmp_path):
     streamed = stream_perplexity(deepseek_fp8, ids, experts=experts, mode="zero", seq_len=24, batch_size=2)
     assert streamed["windows"] == expected["windows"] == 3
     assert streamed["nll_sum"] == expected["nll_sum"]  # the same weights, bit for bit
+
+
+def test_fp8_codes_are_freed_as_each_expert_is_dequantized(qwen3_fp8, monkeypatch):
+    """While a layer converts, no code tensor already dequantized stays resident: transformers'
+    loader keeps its whole input until it returns, so the loader must be lent the tensors (TakeOnce)."""
+    from superexperts.quantized import BlockFp8Dequantize
+
+    skeleton, _ = build_skeleton(qwen3_fp8, torch.float32)
+    ckpt = Checkpoint.open(qwen3_fp8, skeleton, layers_prefix=layers_path(skeleton))
+    done, alive_before_each = [], []
+    real = BlockFp8Dequantize._dequantize_one
+
+    def spy(self, quantized, scales, output_dtype=None):
+        alive_before_each.append(sum(ref() is not None for ref in done))
+        done.append(weakref.ref(quantized.untyped_storage()))
+        return real(self, quantized, scales, output_dtype=output_dtype)
+
+    monkeypatch.setattr(BlockFp8Dequantize, "_dequantize_one", spy)
+    ckpt.load(skeleton, ckpt.layer_keys[1], device="cpu", dtype=torch.float32)
+    assert len(done) > skeleton.config.num_experts  # every expert's codes went through the op
+    assert alive_before_each == [0] * len(done)
+    reference = qz.in_memory(qwen3_fp8, FineGrainedFP8Config(dequantize=True))
+    for name, p in skeleton.model.layers[1].named_parameters():
+        assert torch.equal(p, reference.model.layers[1].get_parameter(name)), name

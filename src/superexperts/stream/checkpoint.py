@@ -182,8 +182,10 @@ class Checkpoint:
             for state in chunks:
                 if device.type != "cpu" and all(t.is_pinned() for t in state.values()):
                     state = {k: t.to(device, non_blocking=True) for k, t in state.items()}
-                self._convert(model, state, device, dtype, mapping)
-                del state
+                lent = {k: TakeOnce(t, self.tensors[k].dtype) for k, t in state.items()}
+                state.clear()  # the reader's dict too: the wrappers hold the only references now
+                self._convert(model, lent, device, dtype, mapping)
+                del lent
                 release_freed_memory()
 
     def _convert(self, model: nn.Module, state: dict, device: torch.device | str, dtype: torch.dtype,
@@ -201,6 +203,27 @@ class Checkpoint:
         if info.conversion_errors:
             name, message = next(iter(info.conversion_errors.items()))
             raise UserError(f"{self.folder}: cannot convert {name}: {message.strip().splitlines()[-1]}")
+
+
+class TakeOnce:
+    """A stored tensor handed to transformers' loader the way safetensors hands it a lazy slice
+    (`get_dtype()`, `t[...]`), giving up its reference on that one read. The loader keeps its
+    input (a sorted list of the whole chunk) until the call returns, so a plain tensor would stay
+    resident while its converted copy is built: e.g. a layer's FP8 codes next to the dequantized,
+    fused experts (measured: peak grew 1.66 MB per MB of layer instead of 1.33)."""
+
+    def __init__(self, tensor: torch.Tensor, header_dtype: str) -> None:
+        self.tensor: torch.Tensor | None = tensor
+        self.header_dtype = header_dtype
+
+    def get_dtype(self) -> str:
+        return self.header_dtype
+
+    def __getitem__(self, index) -> torch.Tensor:
+        tensor, self.tensor = self.tensor, None
+        if tensor is None:
+            raise RuntimeError("TakeOnce: the tensor was already taken")
+        return tensor[index]
 
 
 def _unexpected(skeleton: nn.Module, names: set[str]) -> set[str]:
