@@ -5,9 +5,10 @@
 Writes a random Qwen3-MoE checkpoint (float32, one shard per layer; bench_stream's writer), then in
 fresh processes profiles it (a) in memory: from_pretrained + superexperts.profile, and (b) with layer
 streaming: stream_profile, both with batch_size="auto" on the CPU, recording peak RSS (VmHWM) and
-wall time (load included, imports excluded: reported apart). The plan gets this machine's figures, measured here: RAM, fp32 GEMM
-TFLOPS and copy bandwidth at the thread count the runs use, and the read speed of the checkpoint
-files (just written, so from the page cache). Prints the plan's estimates, the measurements and
+wall time (load included, imports excluded: reported apart). The plan gets this machine's figures,
+measured as `plan --measure` does (superexperts.plan_measure: RAM, fp32 GEMM TFLOPS, copy and
+activation bandwidth at the thread count the runs use), and the read speed of the checkpoint files
+(just written, so from the page cache). Prints the plan's estimates, the measurements and
 their ratios. No figure is asserted; on a loaded machine the times are not representative.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -73,31 +73,11 @@ def measure(mode: str, folder: Path, samples: int, seq_len: int, threads: int) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _median_seconds(fn, repeats: int = 5) -> float:
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
-
-
-def _copy_gbs(numel: int) -> float:
-    """Bytes read + written per second by a float32 tensor copy (freed on return)."""
-    src, dst = torch.randn(numel), torch.empty(numel)
-    return 2 * numel * 4 / _median_seconds(lambda: dst.copy_(src)) / 1e9
-
-
 def machine(folder: Path, threads: int) -> dict:
-    """This machine's figures for the plan: GEMM TFLOPS, copy GB/s, checkpoint read GB/s, RAM GB."""
-    from superexperts.batching import total_ram
+    """This machine's figures for the plan (what `plan --measure` measures) and the checkpoint's read speed."""
+    from superexperts.plan_measure import measure_device, median_seconds
 
     torch.set_num_threads(threads)
-    n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    tflops = 2 * n**3 / _median_seconds(lambda: a @ b) / 1e12
-    bandwidth = _copy_gbs(1 << 26)  # 256 MB tensors
     files = sorted(folder.glob("*.safetensors"))
     size = sum(f.stat().st_size for f in files)
 
@@ -107,8 +87,7 @@ def machine(folder: Path, threads: int) -> dict:
                 while fh.read(64 << 20):
                     pass
 
-    disk = size / _median_seconds(read_all, 3) / 1e9
-    return {"tflops": tflops, "bandwidth_gbs": bandwidth, "disk_gbs": disk, "memory_gb": total_ram() / 1e9}
+    return measure_device("cpu", torch.float32) | {"disk_gbs": size / median_seconds(read_all, torch.device("cpu"), 3) / 1e9}
 
 
 def main() -> None:
@@ -136,7 +115,7 @@ def main() -> None:
     figures = machine(folder, args.threads)
     pm = load_plan_model(str(folder), dtype="float32", device_kind="cpu")
     dev = device("cpu", memory_gb=figures["memory_gb"], bandwidth_gbs=figures["bandwidth_gbs"],
-                 tflops=figures["tflops"])  # fmt: skip
+                 tflops=figures["tflops"], activation_gbs=figures["activation_gbs"])  # fmt: skip
     plan = make_plan(pm.shape, dev, [workload("profile", samples=args.samples, seq_len=args.seq_len)],
                      disk_bytes=pm.disk_bytes, disk_gbs=figures["disk_gbs"])  # fmt: skip
     modes = plan["commands"]["profile"]["modes"]

@@ -12,11 +12,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import families
+from superexperts import plan_measure
+from superexperts.batching import total_ram
 from superexperts.cli import main
-from superexperts.costs import head_flops_per_token, layer_flops_per_token
+from superexperts.costs import (
+    head_flops_per_token,
+    layer_activation_bytes,
+    layer_flops_per_token,
+    layer_weight_bytes_read,
+)
 from superexperts.errors import UserError
 from superexperts.model_shape import model_shape
-from superexperts.plan import DEVICES, GB, device, make_plan, workload
+from superexperts.plan import DEVICES, GB, device, forward_seconds, make_plan, workload
 from superexperts.plan_model import load_plan_model
 
 
@@ -177,3 +184,39 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, message)
 def test_cli_folder_without_config_exits_2(tmp_path, capsys):
     assert main(["plan", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_activation_passes_add_to_the_products():
+    """With the activation bandwidth unbounded the time is the plain roofline of the products; with a
+    finite one it grows by the activation bytes over that bandwidth (they do not overlap the products)."""
+    shape = model_shape(families.build("qwen3_moe"))
+    w = workload("profile", samples=8, seq_len=16)
+    fast, slow = device("cpu", activation_gbs=1e12), device("cpu", activation_gbs=1.0)
+    t_fast, _ = forward_seconds(shape, fast, 32, 16, w)
+    t_slow, _ = forward_seconds(shape, slow, 32, 16, w)
+    roofline = sum(max(layer_weight_bytes_read(shape, x, 32) / (fast.bandwidth_gbs * GB),
+                       32 * layer_flops_per_token(shape, x, 16) / (fast.tflops * 1e12)) for x in shape.layers)
+    assert t_fast == pytest.approx(roofline, rel=1e-6)
+    activations = sum(2 * 32 * layer_activation_bytes(shape, x) for x in shape.layers)
+    assert t_slow - t_fast == pytest.approx(activations / GB, rel=1e-6)
+    with pytest.raises(UserError, match="--activation-bandwidth must be a positive number"):
+        device("cpu", activation_gbs=0)
+
+
+def test_cli_plan_measures_this_machine(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(plan_measure, "SIZES", {"cpu": (128, 1 << 16)})  # small: the figures, not their accuracy
+    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--measure", "--tflops", "0.5", "--json", "--commands", "profile"]) == 0
+    dev = json.loads(capsys.readouterr().out)["device"]
+    assert "measured on this machine" in dev["note"]
+    assert dev["tflops"] == 0.5  # an explicit figure beats the measured one
+    assert dev["memory_gb"] == pytest.approx(total_ram() / 1e9)
+    assert 0 < dev["activation_gbs"] < float("inf") and 0 < dev["bandwidth_gbs"] < float("inf")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device to measure")
+def test_cli_measure_needs_the_device_here(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--device", "h100-80gb", "--measure"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no cuda device" in err and len(err.splitlines()) == 1

@@ -1,10 +1,15 @@
 """A cost plan before the run: peak memory and time of profile, prune-eval and sinks, per way of running.
 
 Pure functions of a ModelShape (sizes from config.json), a Device (memory, bandwidth, FLOPS) and a
-Workload (windows, passes). Time is a roofline estimate in the style of LLM-Viewer: per decoder
-layer and batch, max(bytes moved / memory bandwidth, FLOPs / peak FLOPS), summed, plus reading
-the checkpoint from disk (and, with a device map, the offloaded weights over the host link for
-every batch). Peak memory is the sum of what is held at once:
+Workload (windows, passes). Time is a roofline estimate in the style of LLM-Viewer, per decoder
+layer and batch: the matrix products at max(weight bytes / memory bandwidth, FLOPs / peak FLOPS),
+plus the activation passes (expert gathers, activation function, routing weights, norms, the
+capture's reductions) at their bytes / activation bandwidth. Eager PyTorch runs those passes one
+after another, so they add to the products rather than overlap them; on a CPU they are slower than
+a copy because every new output tensor is first-touched (page faults): measured 5.3 GB/s against a
+25-28 GB/s copy on the 2-core benchmark machine. Plus reading the checkpoint from disk (and, with
+a device map, the offloaded weights over the host link for every batch). Peak memory is the sum of
+what is held at once:
 
 - in memory: the runtime, all weights at the compute dtype, one layer more while loading
   (converting per-expert tensors to fused ones), and one forward's activations;
@@ -44,7 +49,9 @@ RESUMABLE_AFTER_S = 3600.0  # recommend --state-dir (resume) for streamed runs l
 
 @dataclass(frozen=True)
 class Device:
-    """Published peak figures (dense bf16 tensor FLOPS on GPUs); `host_gbs` is the link to host memory."""
+    """Published peak figures (dense bf16 tensor FLOPS on GPUs), or this machine's (`plan_measure`).
+    `activation_gbs`: bytes/s of an elementwise op writing a new tensor (on GPUs the caching
+    allocator makes it the memory bandwidth); `host_gbs` is the link to host memory."""
 
     name: str
     kind: str  # cpu | cuda | mps
@@ -52,34 +59,38 @@ class Device:
     bandwidth_gbs: float
     tflops: float
     host_gbs: float
+    activation_gbs: float
     note: str = ""
 
 
 DEVICES = {
-    "cpu": Device("cpu", "cpu", 64, 50, 1.0, 2.0, "nominal 16-core CPU, fp32; memory = this machine's RAM "
-                  "unless --memory; offload goes to disk (host_gbs = disk)"),
-    "a100-40gb": Device("a100-40gb", "cuda", 40, 1555, 312, 25, "SXM; PCIe 4.0 x16"),
-    "a100-80gb": Device("a100-80gb", "cuda", 80, 2039, 312, 25, "SXM; PCIe 4.0 x16"),
-    "h100-80gb": Device("h100-80gb", "cuda", 80, 3350, 989, 50, "SXM; PCIe 5.0 x16"),
-    "h200": Device("h200", "cuda", 141, 4800, 989, 50, "SXM; PCIe 5.0 x16"),
-    "l40s": Device("l40s", "cuda", 48, 864, 362, 25, "PCIe 4.0 x16"),
-    "rtx-4090": Device("rtx-4090", "cuda", 24, 1008, 165, 25, "bf16 with fp32 accumulate; PCIe 4.0 x16"),
+    "cpu": Device("cpu", "cpu", 64, 50, 1.0, 2.0, 10, "nominal 16-core CPU, fp32; activation passes at 1/5 "
+                  "of the copy bandwidth (measured ratio); memory = this machine's RAM unless --memory; "
+                  "offload goes to disk (host_gbs = disk); --measure for this machine's figures"),
+    "a100-40gb": Device("a100-40gb", "cuda", 40, 1555, 312, 25, 1555, "SXM; PCIe 4.0 x16"),
+    "a100-80gb": Device("a100-80gb", "cuda", 80, 2039, 312, 25, 2039, "SXM; PCIe 4.0 x16"),
+    "h100-80gb": Device("h100-80gb", "cuda", 80, 3350, 989, 50, 3350, "SXM; PCIe 5.0 x16"),
+    "h200": Device("h200", "cuda", 141, 4800, 989, 50, 4800, "SXM; PCIe 5.0 x16"),
+    "l40s": Device("l40s", "cuda", 48, 864, 362, 25, 864, "PCIe 4.0 x16"),
+    "rtx-4090": Device("rtx-4090", "cuda", 24, 1008, 165, 25, 1008, "bf16 with fp32 accumulate; PCIe 4.0 x16"),
 }  # fmt: skip
 
 
 def device(name: str, *, memory_gb: float | None = None, bandwidth_gbs: float | None = None,
-           tflops: float | None = None) -> Device:  # fmt: skip
-    """A table entry by name, with any figure overridden (--memory, --bandwidth, --tflops)."""
+           tflops: float | None = None, activation_gbs: float | None = None) -> Device:  # fmt: skip
+    """A table entry by name, with any figure overridden (--memory, --bandwidth, --tflops,
+    --activation-bandwidth)."""
     key = name.strip().lower()
     if key not in DEVICES:
         raise UserError(f"unknown --device {name!r}. {did_you_mean(key, list(DEVICES))}"
                         f"Known: {', '.join(DEVICES)}; or give --memory, --bandwidth and --tflops.")  # fmt: skip
-    for flag, value in (("--memory", memory_gb), ("--bandwidth", bandwidth_gbs), ("--tflops", tflops)):
+    for flag, value in (("--memory", memory_gb), ("--bandwidth", bandwidth_gbs), ("--tflops", tflops),
+                        ("--activation-bandwidth", activation_gbs)):  # fmt: skip
         if value is not None and not value > 0:
             raise UserError(f"{flag} must be a positive number, got {value}.")
     base = DEVICES[key]
     return replace(base, memory_gb=memory_gb or base.memory_gb, bandwidth_gbs=bandwidth_gbs or base.bandwidth_gbs,
-                   tflops=tflops or base.tflops)  # fmt: skip
+                   tflops=tflops or base.tflops, activation_gbs=activation_gbs or base.activation_gbs)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,20 +135,26 @@ class ModeCost:
 
 
 def forward_seconds(shape: ModelShape, dev: Device, tokens: int, seq_len: int, w: Workload) -> tuple[float, float]:
-    """(seconds, FLOPs) of one forward of `tokens`: per layer max(bytes / bandwidth, FLOPs / peak)."""
+    """(seconds, FLOPs) of one forward of `tokens`: per layer, the products at max(weight bytes /
+    bandwidth, FLOPs / peak), then the activations written and read back at the activation bandwidth."""
     total_s, total_flops = 0.0, 0.0
     for layer in shape.layers:
         flops = tokens * layer_flops_per_token(shape, layer, seq_len)
         flops += tokens * (w.attention_factor - 1) * 2 * shape.heads * shape.qk_dim * (seq_len + 1) / 2
-        moved = layer_weight_bytes_read(shape, layer, tokens) + 2 * tokens * layer_activation_bytes(shape, layer)
-        total_s += max(moved / (dev.bandwidth_gbs * GB), flops / (dev.tflops * 1e12))
+        weights = layer_weight_bytes_read(shape, layer, tokens)
+        passes = 2 * tokens * layer_activation_bytes(shape, layer)  # each activation written, then read
+        total_s += _roofline(dev, weights, flops) + passes / (dev.activation_gbs * GB)
         total_flops += flops
     if w.logits:
         flops = tokens * head_flops_per_token(shape)
-        moved = (shape.head_params or shape.vocab * shape.hidden) * shape.dtype_bytes + tokens * shape.vocab * 4
-        total_s += max(moved / (dev.bandwidth_gbs * GB), flops / (dev.tflops * 1e12))
+        weights = (shape.head_params or shape.vocab * shape.hidden) * shape.dtype_bytes
+        total_s += _roofline(dev, weights, flops) + tokens * shape.vocab * 4 / (dev.activation_gbs * GB)
         total_flops += flops
     return total_s, total_flops
+
+
+def _roofline(dev: Device, weight_bytes: float, flops: float) -> float:
+    return max(weight_bytes / (dev.bandwidth_gbs * GB), flops / (dev.tflops * 1e12))
 
 
 def resolve_batch(shape: ModelShape, dev: Device, w: Workload, batch: int | str, free_bytes: float) -> int:
@@ -252,8 +269,9 @@ def format_plan(plan: dict[str, Any], *, source: str = "") -> str:
              f"({m['active_params_per_token'] / 1e9:.2f} B active per token, top-{m['top_k']}){source}")
     weights = (f"weights: {m['weights_bytes'] / GB:.2f} GB at {m['dtype_bytes']} bytes/parameter; per layer "
                f"{min(sizes) / GB:.3f}-{max(sizes) / GB:.3f} GB; on disk {plan['disk_bytes'] / GB:.2f} GB")
-    hardware = (f"device: {dev['name']}: {dev['memory_gb']:.1f} GB, {dev['bandwidth_gbs']:g} GB/s, {dev['tflops']:g} "
-                f"TFLOPS, host link {dev['host_gbs']:g} GB/s ({dev['note']}); disk {plan['disk_gbs']:g} GB/s")
+    hardware = (f"device: {dev['name']}: {dev['memory_gb']:.1f} GB, {dev['bandwidth_gbs']:.3g} GB/s, "
+                f"{dev['tflops']:.3g} TFLOPS, activations {dev['activation_gbs']:.3g} GB/s, host link "
+                f"{dev['host_gbs']:g} GB/s ({dev['note']}); disk {plan['disk_gbs']:g} GB/s")
     lines = [model, weights, hardware]
     for command, c in plan["commands"].items():
         w = c["workload"]
@@ -269,8 +287,10 @@ def format_plan(plan: dict[str, Any], *, source: str = "") -> str:
                          + f"   # {rec['reason']}")
         else:
             lines.append(f"  recommended: none: {rec['reason']}")
-    lines += ["", ("Estimates: roofline time (max of bytes/bandwidth and FLOPs/peak per layer and batch) from "
-                   "published peak figures; real runs reach a fraction of the peak. Peak memory includes the runtime.")]
+    lines += ["", ("Estimates: roofline time per layer and batch (max of weight bytes/bandwidth and FLOPs/peak, "
+                   "plus activation bytes/activation bandwidth) from the device's figures (published peaks, or "
+                   "--measure); on this project's CPU benchmark the estimate was within 2x of measured runs "
+                   "(README). Peak memory includes the runtime.")]
     return "\n".join(lines)  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from ..errors import UserError
 
@@ -25,6 +26,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--memory", type=float, metavar="GB", help="device memory (overrides the table)")
     p.add_argument("--bandwidth", type=float, metavar="GB/s", help="memory bandwidth (overrides the table)")
     p.add_argument("--tflops", type=float, metavar="X", help="peak TFLOPS at the compute dtype (overrides the table)")
+    p.add_argument("--activation-bandwidth", type=float, metavar="GB/s",
+                   help="bandwidth of elementwise ops writing new tensors (overrides the table)")
+    p.add_argument("--measure", action="store_true", help="measure this machine's device of --device's kind "
+                   "(matrix product, copy and activation bandwidth, memory; a few seconds) instead of the table; "
+                   "the flags above still override")  # fmt: skip
     p.add_argument("--disk", type=float, default=2.0, metavar="GB/s", help="checkpoint read speed (default 2)")
     p.add_argument("--samples", type=int, help="windows (default: profile 128, prune-eval 140, sinks 4)")
     p.add_argument("--seq-len", type=int, help="tokens per window (default: 2048; sinks 1024)")
@@ -46,15 +52,21 @@ def _offered() -> dict[str, set[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..batching import parse_batch_size, total_ram
     from ..errors import did_you_mean
     from ..loading import check_dtype
     from ..plan import device, format_plan, make_plan, workload
+    from ..plan_measure import check_measurable, measure_device
     from ..plan_model import load_plan_model
 
     # Everything is checked before the config is read.
     memory = args.memory if args.memory is not None or args.device.strip().lower() != "cpu" else total_ram() / 1e9
-    dev = device(args.device, memory_gb=memory, bandwidth_gbs=args.bandwidth, tflops=args.tflops)
+    overrides = {"bandwidth_gbs": args.bandwidth, "tflops": args.tflops, "activation_gbs": args.activation_bandwidth}
+    dev = device(args.device, memory_gb=memory, **overrides)
+    if args.measure:
+        check_measurable(dev.kind)
     if not args.disk > 0:
         raise UserError(f"--disk must be a positive number (GB/s), got {args.disk}.")
     batch = parse_batch_size(args.batch_size)
@@ -66,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
                             f"Plannable: {', '.join(COMMANDS_PLANNED)}.")  # fmt: skip
     workloads = [workload(c, samples=args.samples, seq_len=args.seq_len) for c in commands]
     pm = load_plan_model(args.model, dtype=args.dtype, device_kind=dev.kind, trust_remote_code=args.trust_remote_code)
+    if args.measure:  # after the config: a bad MODEL fails before seconds of measuring
+        figures = measure_device(dev.kind, torch.float32 if pm.shape.dtype_bytes == 4 else torch.bfloat16)
+        dev = replace(device(args.device, **(figures | {k: v for k, v in overrides.items() if v is not None}
+                                             | ({"memory_gb": args.memory} if args.memory else {}))),
+                      note=f"measured on this machine (--measure) at {pm.shape.dtype_bytes} bytes/value")  # fmt: skip
     plan = make_plan(pm.shape, dev, workloads, batch=batch, disk_bytes=pm.disk_bytes, disk_gbs=args.disk,
                      offered=_offered())  # fmt: skip
     plan["source"] = pm.source
