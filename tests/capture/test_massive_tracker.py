@@ -12,7 +12,7 @@ import torch
 import families
 from superexperts import profile
 from superexperts.capture import tracker as tracker_mod
-from superexperts.capture.tracker import MassiveTracker, median_step
+from superexperts.capture.tracker import MassiveTracker, median_step, row_max_abs
 
 
 def _batches(seed: int, dtype=torch.float32, nonfinite: bool = False) -> list[torch.Tensor]:
@@ -114,3 +114,12 @@ def test_layer_stats_equal_output_hidden_states(family):
                 (sample, position, channel), (family, layer, k)  # fmt: skip
         expected = (h[:3].median() + h[3:].median()) / 2  # one median per batch, averaged
         assert row["median_abs"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_max_abs_equals_the_abs_max_nonfinite_included(dtype):
+    x = torch.randn(64, 48, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x[3, 5], x[4, 2], x[5, 7], x[6, 0] = float("nan"), float("-inf"), float("inf"), -1e4  # a negative extreme too
+    expected = x.abs().amax(dim=-1)
+    torch.testing.assert_close(row_max_abs(x), expected, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(row_max_abs(x, x.amax(dim=-1)), expected, rtol=0, atol=0, equal_nan=True)

@@ -49,7 +49,8 @@ class ExpertTracker:
         e, s = self.num_experts, expert_ids.numel()
         if s == 0:
             return
-        row_abs = down_out.abs().amax(dim=-1).float()  # (S,) channels are found below for E rows only
+        row_top = down_out.amax(dim=-1)  # (S,) signed maximum of each row
+        row_abs = row_max_abs(down_out, row_top).float()  # (S,) channels are found below for E rows only
         finite = torch.isfinite(row_abs)
         # NaN/inf rows are counted, not ranked: max() over them would hide every finite value.
         self.nonfinite_rows.scatter_add_(0, expert_ids, (~finite).long())
@@ -69,13 +70,13 @@ class ExpertTracker:
         self.channel = torch.where(better, channel, self.channel)
         self.max_output = torch.where(better, down_out[row, channel].float(), self.max_output)
         self.token = torch.where(better, token_index[row], self.token)
-        in_abs = down_in.abs().amax(dim=-1).float()
+        in_abs = row_max_abs(down_in).float()
         self.max_abs_input = self.max_abs_input.scatter_reduce(0, expert_ids, in_abs, "amax")
         self.tokens_routed += torch.bincount(expert_ids, minlength=e)
-        self._update_criteria(expert_ids, down_out, finite, weights)
+        self._update_criteria(expert_ids, down_out, row_top, finite, weights)
 
-    def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, finite: torch.Tensor,
-                         weights: torch.Tensor | None) -> None:  # fmt: skip
+    def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, row_top: torch.Tensor,
+                         finite: torch.Tensor, weights: torch.Tensor | None) -> None:  # fmt: skip
         """EAN, weighted norm sum and signed max; non-finite rows add nothing (they are counted)."""
         # Each row's norm in float32 (a float64 norm cost as much as the expert matmuls: 1.2x the
         # forward); summed over rows in the accumulator's float64, where batch order matters.
@@ -84,7 +85,7 @@ class ExpertTracker:
         self.ean.scatter_add_(0, expert_ids, norms)
         w = weights.to(norms.dtype) if weights is not None else torch.full_like(norms, float("nan"))
         self.weighted_norm_sum.scatter_add_(0, expert_ids, norms * w)
-        row_max = down_out.amax(dim=-1).float()
+        row_max = row_top.float()
         row_max = torch.where(finite, row_max, torch.full_like(row_max, float("-inf")))
         self.max_signed_output = self.max_signed_output.scatter_reduce(0, expert_ids, row_max, "amax")
 
@@ -140,13 +141,13 @@ class MassiveTracker:
         width = hidden.shape[-1]
         self.hidden_size = width
         rows = hidden.detach().reshape(-1, width)  # (tokens, hidden)
-        row_max = rows.abs().amax(dim=-1)  # (tokens,); NaN/inf propagate into their token's maximum
+        row_max = row_max_abs(rows)  # (tokens,); NaN/inf propagate into their token's maximum
         clean = rows  # NaN/inf as 0; |h| is taken below on the few rows and samples read
         if not host_check_is_free(rows.device) or not bool(torch.isfinite(row_max).all()):
             finite = torch.isfinite(rows)
             self.nonfinite += finite.numel() - finite.sum()
             clean = torch.where(finite, rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
-            row_max = clean.abs().amax(dim=-1)
+            row_max = row_max_abs(clean)
         tokens = row_max.topk(min(self.k, row_max.numel())).indices  # (k,) they hold the top-k elements
         candidates = clean[tokens].abs().float().reshape(-1)  # (k * hidden,)
         values, pos = candidates.topk(min(self.k, candidates.numel()))
@@ -159,6 +160,14 @@ class MassiveTracker:
         sample = flat[:: median_step(flat.numel(), width, self.MEDIAN_SAMPLE)]
         self.median_sum += sample.abs().float().median()
         self.batches += 1
+
+
+def row_max_abs(x: torch.Tensor, row_top: torch.Tensor | None = None) -> torch.Tensor:
+    """max |x| over the last dimension, equal to x.abs().amax(-1) (NaN propagates) without the
+    |x| tensor: on a CPU writing that new tensor (first-touched pages) cost 10x the two reductions
+    (26 vs 2 x 1.9 ms on a 32768 x 512 float32 batch). `row_top`: x.amax(-1), when already taken."""
+    top = x.amax(dim=-1) if row_top is None else row_top
+    return torch.maximum(top, x.amin(dim=-1).neg())
 
 
 def host_check_is_free(device: torch.device) -> bool:
