@@ -165,7 +165,7 @@ def replace_offloaded(module: nn.Module, name: str, edit: Callable[[torch.Tensor
     """
     hook = _offload_hook(module)
     store, key = hook.weights_map.dataset, hook.weights_map.prefix + name
-    entries = getattr(store, "state_dict", None)
+    entries = store if isinstance(store, dict) else getattr(store, "state_dict", None)  # cpu_offload's plain dict
     if not isinstance(entries, dict):
         raise UserError(f"--device-map: {key} is offloaded to a store ({type(store).__name__}) whose weights cannot "
                         "be edited; map its layer to a device instead of offloading it.")  # fmt: skip
