@@ -9,7 +9,9 @@ covered.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,6 @@ from .errors import UserError
 NAMED = ("auto", "balanced", "balanced_low_0")
 OFFLOADED = ("cpu", "disk")  # what accelerate keeps off the execution device when a GPU is in the map
 EXECUTION_ATTR = "_superexperts_execution_device"
-
 
 
 def resolve_device(device: str) -> torch.device:
@@ -137,3 +138,48 @@ def describe(spec: str, model: nn.Module) -> dict[str, Any]:
     """The flag and where each placed module ended up (transformers' hf_device_map)."""
     placed = getattr(model, "hf_device_map", None) or {}
     return {"spec": spec, "placement": {name: str(device) for name, device in placed.items()}}
+
+
+def _offload_hook(module: nn.Module) -> Any | None:
+    """The accelerate hook that loads `module`'s own parameters from an offload store per forward."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):  # a SequentialHook, or one
+        if getattr(h, "offload", False) and getattr(h, "weights_map", None) is not None:
+            return h
+    return None
+
+
+def offloaded(module: nn.Module, name: str) -> bool:
+    """Whether `module.<name>` is a meta placeholder whose values accelerate loads from an offload store."""
+    return getattr(module, name).is_meta and _offload_hook(module) is not None
+
+
+def replace_offloaded(module: nn.Module, name: str, edit: Callable[[torch.Tensor], None],
+                      stack: contextlib.ExitStack) -> None:  # fmt: skip
+    """Edit the values every forward loads for the offloaded `module.<name>` (CPU or disk offload) until
+    `stack` closes, when the store holds its original entry again: bit-identical, disk untouched.
+
+    accelerate's OffloadedWeightsLoader looks a key up in its in-memory state dict before the offload
+    folder, so an edited copy placed there is what the hook puts on the execution device. `edit`
+    changes that copy in place, on the execution device (the same arithmetic as a resident weight).
+    """
+    hook = _offload_hook(module)
+    store, key = hook.weights_map.dataset, hook.weights_map.prefix + name
+    entries = store if isinstance(store, dict) else getattr(store, "state_dict", None)  # cpu_offload's plain dict
+    if not isinstance(entries, dict):
+        raise UserError(f"--device-map: {key} is offloaded to a store ({type(store).__name__}) whose weights cannot "
+                        "be edited; map its layer to a device instead of offloading it.")  # fmt: skip
+    original = entries.get(key)
+    current = hook.weights_map[name]
+    device = hook.execution_device
+    work = current.to(torch.device(f"cuda:{device}" if isinstance(device, int) else device), copy=True)
+    edit(work)
+    entries[key] = work.to(current.device)
+
+    def restore() -> None:
+        if original is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = original
+
+    stack.callback(restore)

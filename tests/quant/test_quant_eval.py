@@ -135,3 +135,29 @@ def test_conditions_with_a_shared_super_expert():
     for seed in (7, 8, 9):
         kept = conds[f"protect-random-{seed}"].protected
         assert len(kept) == 2 and not set(kept) & set(ses) and all(isinstance(e, int) for _, e in kept)
+
+
+def test_device_map_offload_gives_the_in_memory_conditions(demo_dir, tmp_path):
+    """--device-map FILE with the odd layers (SE layer 1 among them) offloaded to disk: every condition's
+    numbers equal the in-memory run's, so the offloaded experts were really quantized, and restored
+    between conditions (protect-super after all would otherwise keep the SEs quantized)."""
+    from file_trees import odd_layers_on_disk
+    from superexperts.models.demo import heldout_path
+
+    common = ["quant-eval", str(demo_dir), "--ppl", str(heldout_path()), "--seq-len", "32", "--max-windows", "1",
+              "--samples", "2", "--dtype", "float32", "--bits", "3", "--act-bits", "8", "--random", "1"]  # fmt: skip
+    placement = str(odd_layers_on_disk(demo_dir, tmp_path / "map.json"))
+    assert main([*common, "--device", "cpu", "--out", str(tmp_path / "mem")]) == 0
+    assert main([*common, "--device-map", placement, "--out", str(tmp_path / "map")]) == 0
+    in_memory, placed = (json.loads((tmp_path / d / "quant_eval.json").read_text()) for d in ("mem", "map"))
+    assert [c["name"] for c in placed["conditions"]] == [c["name"] for c in in_memory["conditions"]]
+    for got, want in zip(placed["conditions"], in_memory["conditions"]):
+        assert got["quantized_experts"] == want["quantized_experts"]
+        for key in ("perplexity", "massive_retention", "sink_mass"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5), (want["name"], key)
+        assert got["d_sink"] == (None if want["d_sink"] is None else pytest.approx(want["d_sink"], rel=1e-4, abs=1e-6))
+        assert [s["relative_change"] for s in got["super_experts"]] == pytest.approx(
+            [s["relative_change"] for s in want["super_experts"]], rel=1e-4, abs=1e-6)
+    by = {c["name"]: c for c in in_memory["conditions"]}
+    assert by["all"]["perplexity"] != by["original"]["perplexity"]
+    assert placed["model"]["device_map"]["placement"]["model.layers.1"] == "disk"

@@ -35,6 +35,13 @@ def add_device_map_arg(p: argparse.ArgumentParser) -> None:
                    "to a temporary folder")  # fmt: skip
 
 
+def add_prefetch_arg(p: argparse.ArgumentParser) -> None:
+    """--prefetch, beside each streaming subcommand's --stream."""
+    p.add_argument("--prefetch", choices=("auto", "on", "off"), help="with --stream: read the next layer in a "
+                   "background thread while this one computes: auto (default; on for accelerators, off on the "
+                   "CPU, where the thread takes a core from the compute), on, off")  # fmt: skip
+
+
 def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float16 | float32 (default auto)")

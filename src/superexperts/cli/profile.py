@@ -6,7 +6,7 @@ import argparse
 
 from ..batching import parse_batch_size
 from ..known import agreement_line
-from .common import add_criterion_args, add_model_args, criterion_args, window_defaults
+from .common import add_criterion_args, add_model_args, add_prefetch_arg, criterion_args, window_defaults
 from .identify import se_table, thresholds_line
 
 
@@ -31,6 +31,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--stream", action="store_true", help="read the checkpoint one decoder layer at a time "
                    "(models larger than memory; under torchrun each rank takes a share of the data)")  # fmt: skip
+    add_prefetch_arg(p)
     p.add_argument("--state-dir", help="with --stream: save per-layer progress here (for --resume)")
     p.add_argument("--resume", action="store_true", help="with --stream --state-dir: continue an interrupted run")
     p.set_defaults(run=run)
@@ -47,7 +48,7 @@ def request(args: argparse.Namespace):
         seed=args.seed, device=args.device, device_map=args.device_map, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
         overwrite=args.overwrite, criterion=criterion, params=params, report=not args.no_report, stream=args.stream,
-        state_dir=args.state_dir, resume=args.resume,
+        state_dir=args.state_dir, resume=args.resume, prefetch=args.prefetch,
     )  # fmt: skip
 
 

@@ -10,7 +10,14 @@ from ..data import read_text_file
 from ..errors import UserError
 from ..experts import format_experts
 from ..models.demo import DEMO_PPL
-from .common import add_batch_flag, add_model_args, add_task_flags, model_of, window_defaults
+from .common import (
+    add_batch_flag,
+    add_model_args,
+    add_prefetch_arg,
+    add_task_flags,
+    model_of,
+    window_defaults,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -55,6 +62,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--stream", action="store_true", help="perplexity only, reading MODEL (a local checkpoint "
                    "folder) one decoder layer at a time: models larger than memory. Tasks, generations, "
                    "--causal and --mode mean need the whole model (use --device-map auto)")  # fmt: skip
+    add_prefetch_arg(p)
     p.set_defaults(run=run)
 
 
@@ -95,6 +103,7 @@ def request(args: argparse.Namespace):
         device=args.device, device_map=args.device_map, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
         overwrite=args.overwrite, allow_missing_weights=args.allow_missing_weights,
         criterion=args.criterion, fraction=args.fraction, protect=args.protect, stream=args.stream,
+        prefetch=args.prefetch,
     )  # fmt: skip
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads
         from ..evaluate.lm_eval import check_tasks

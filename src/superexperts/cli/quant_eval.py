@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_loading_flags, add_task_flags, add_window_flags, model_of, out_dir, tasks_of
+from .common import (
+    add_device_map_arg,
+    add_loading_flags,
+    add_task_flags,
+    add_window_flags,
+    model_of,
+    out_dir,
+    tasks_of,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -28,6 +36,7 @@ def add_parser(subparsers) -> None:
     add_window_flags(p, samples_default="32; demo 16")
     add_task_flags(p)
     add_loading_flags(p)
+    add_device_map_arg(p)
     p.add_argument("--out", metavar="DIR", help="folder for quant_eval.json (default: --from RUN_DIR, else "
                    "runs/quant-eval)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing quant_eval.json")
@@ -49,7 +58,7 @@ def _request(args: argparse.Namespace):
         seq_len=args.seq_len, max_windows=args.max_windows, data=args.data, samples=args.samples,
         batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, device=args.device,
-        dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        device_map=args.device_map, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
     req.check()
     req.tasks, req.task_manager = tasks_of(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from .common import add_model_args, model_of, window_defaults
+from .common import add_model_args, add_prefetch_arg, model_of, window_defaults
 
 MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
 
@@ -44,6 +44,7 @@ def add_parser(subparsers) -> None:
                    "the same sink metrics, D_sink and attention maps; the router view is not measured "
                    "(sinks_router.csv holds only its header); --sink-keys topK reads the checkpoint twice. Not with "
                    "--device-map, --allow-missing-weights")  # fmt: skip
+    add_prefetch_arg(p)
     p.set_defaults(run=run)
 
 
@@ -87,7 +88,7 @@ def request(args: argparse.Namespace):
         data=args.data, top_k=_top_k(args.sink_keys), epsilon=args.epsilon, seed=args.seed, device=args.device,
         device_map=args.device_map,
         dtype=args.dtype, trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
-        overwrite=args.overwrite, stream=args.stream,
+        overwrite=args.overwrite, stream=args.stream, prefetch=args.prefetch,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from ..runfolder import base_metadata, check_run_model, tensor_sha256, write_fil
 from ..safety import check_record_out
 from ..sinks.study import SinkStudy, sinks_study, streamed_sinks_study, study_files
 from ..sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
+from ..stream.layerwise import check_prefetch, prefetch_of, prefetch_used
 
 
 @dataclass
@@ -44,8 +45,10 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
     seed: int = 0
     overwrite: bool = False
     stream: bool = False  # read the checkpoint one decoder layer at a time (no router view)
+    prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
 
     def __post_init__(self) -> None:
+        check_prefetch(self.prefetch, self.stream)
         if self.stream:
             self._check_stream()
         check_at_least("--random", self.n_random, 0)
@@ -128,12 +131,12 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
               "tokens": loaded.tokenizer.convert_ids_to_tokens(ids[0]), "top_k": req.top_k, "epsilon": req.epsilon}
     if req.stream:
         study = streamed_sinks_study(loaded.path, ids, **common, device=device, dtype=dtype,
-                                     trust_remote_code=req.trust_remote_code)  # fmt: skip
+                                     trust_remote_code=req.trust_remote_code, prefetch=prefetch_of(req.prefetch))  # fmt: skip
     else:
         study = sinks_study(model, ids, **common, tokenizer=loaded.tokenizer)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
                          random_controls="layer-controlled" if req.layer_controlled else "global",
-                         **({"streamed": True} if req.stream else {}))  # fmt: skip
+                         **({"streamed": True, "prefetch": prefetch_used(prefetch_of(req.prefetch), device)} if req.stream else {}))  # fmt: skip
     write_files(req.out, study_files(study, meta))
     return study

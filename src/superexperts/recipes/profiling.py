@@ -19,6 +19,7 @@ from ..rules import check_criterion, get_criterion
 from ..runfolder import RUN_MARKER, base_metadata, remove_stale_run_files, run_files, write_files
 from ..safety import check_out_path
 from ..sensitivity import sensitivity_verdict
+from ..stream.layerwise import check_prefetch, prefetch_of
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_
     stream: bool = False  # read the checkpoint one decoder layer at a time
     state_dir: str | None = None
     resume: bool = False
+    prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
 
     def __post_init__(self) -> None:
         check_window_args(self.seq_len, self.samples, 1 if self.batch_size == AUTO else self.batch_size)
@@ -48,6 +50,7 @@ class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_
         check_out_path(self.out, [self.model, self.data], RUN_MARKER, overwrite=self.overwrite)
         if not self.stream and (self.resume or self.state_dir):
             raise UserError("--state-dir/--resume only apply with --stream; add --stream.")
+        check_prefetch(self.prefetch, self.stream)
         if self.stream and self.device_map is not None:
             raise UserError("--stream and --device-map are two ways past memory; give one of them.")
         if self.stream and self.model is None:
@@ -104,7 +107,8 @@ def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
     init_from_env()
     loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
                                           trust_remote_code=req.trust_remote_code)  # fmt: skip
-    return loaded, streaming_profiler(loaded, device, dtype, state_dir=req.state_dir, resume=req.resume)
+    return loaded, streaming_profiler(loaded, device, dtype, state_dir=req.state_dir, resume=req.resume,
+                                      prefetch=prefetch_of(req.prefetch))
 
 
 def run_profile(req: ProfileRequest, *, echo: Callable[[str], None] = lambda _: None,

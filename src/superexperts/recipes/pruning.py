@@ -31,6 +31,7 @@ from ..models.demo import DEMO_PPL, heldout_path
 from ..pruning_criteria import check_prune_request, pruning_plan
 from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, check_run_model, load_profile
 from ..safety import check_record_out
+from ..stream.layerwise import check_prefetch, prefetch_of, prefetch_used
 
 FORMAT = "superexperts.prune_eval/1"
 CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
@@ -59,6 +60,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
     fraction: float | None = None
     protect: str = "super"  # super: also evaluate the criterion with `experts` protected
     stream: bool = False  # perplexity read from the checkpoint one decoder layer at a time
+    prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
 
     def __post_init__(self) -> None:
         self.check()
@@ -75,6 +77,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
         if self.model is not None and self.ppl is None and not self.tasks and not self.prompts:
             raise UserError("nothing to measure: pass --ppl DATA (e.g. wikitext2), --tasks LIST or --generate PROMPTS.")
         self.check_model_fields()
+        check_prefetch(self.prefetch, self.stream)
         if self.stream:
             self._check_stream()
         # Written beside the --from run's files (its default), never into the model or a data file.
@@ -235,12 +238,13 @@ def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) 
         start = time.perf_counter()
         detail = stream_perplexity(loaded.path, plan.ppl_ids, experts=cond.experts or None, mode=cond.mode,
                                    seq_len=plan.seq_len, batch_size=plan.batch_size, max_windows=plan.max_windows,
-                                   device=device, dtype=dtype, progress=progress)  # fmt: skip
+                                   device=device, dtype=dtype, progress=progress, prefetch=prefetch_of(req.prefetch))  # fmt: skip
         # the same record as ablate.conditions.run_conditions, tasks and generations not measured
         results.append({"name": cond.name, "experts": experts_json(cond.experts), "mode": cond.mode,
                         "perplexity": detail["perplexity"], "perplexity_detail": detail, "tasks": {},
                         "generations": [], "seconds": round(time.perf_counter() - start, 3)})  # fmt: skip
-    return _document(req, loaded, results, ppl, None, experts, pruning) | {"batching": batching}
+    return _document(req, loaded, results, ppl, None, experts, pruning) | {
+        "batching": batching, "prefetch": prefetch_used(prefetch_of(req.prefetch), device)}
 
 
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,

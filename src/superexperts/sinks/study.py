@@ -70,7 +70,7 @@ def streamed_sinks_study(checkpoint_dir: str, input_ids: torch.Tensor, *, super_
                          controls: Mapping[str, list[Expert]], map_layers: Sequence[int], map_heads: Sequence[int],
                          tokens: Sequence[str] | None = None, sink_keys: Sequence[int] = (0,),
                          top_k: int | None = None, mode: str = "zero", epsilon: float = metrics.EPSILON, device=None, dtype=None, trust_remote_code: bool = False,
-                         progress: bool = False) -> SinkStudy:  # fmt: skip
+                         progress: bool = False, prefetch: bool | None = None) -> SinkStudy:  # fmt: skip
     """`sinks_study` of a checkpoint folder read one decoder layer at a time (stream.sinks): the same
     sink metrics and attention maps; the router view is not measured (ROUTER_NOT_STREAMED)."""
     from ..stream.sinks import stream_sinks
@@ -80,7 +80,7 @@ def streamed_sinks_study(checkpoint_dir: str, input_ids: torch.Tensor, *, super_
                                 epsilon=epsilon,
                                 map_ids=input_ids[:1, :MAP_TOKENS], map_layers=map_layers,
                                 map_conditions={"super": list(super_experts)}, device=device, dtype=dtype,
-                                trust_remote_code=trust_remote_code, progress=progress)  # fmt: skip
+                                trust_remote_code=trust_remote_code, progress=progress, prefetch=prefetch)  # fmt: skip
     return assemble_study(result, maps, None, super_experts=super_experts, map_layers=map_layers,
                           map_heads=map_heads, tokens=tokens, not_measured=[ROUTER_NOT_STREAMED])  # fmt: skip
 

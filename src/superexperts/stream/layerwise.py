@@ -82,6 +82,29 @@ def run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[t
     return medians
 
 
+PREFETCH = {"auto": None, "on": True, "off": False}  # --prefetch: LayerReader's `prefetch`
+
+
+def prefetch_of(flag: str | None) -> bool | None:
+    """--prefetch auto|on|off (None: not given, auto) as LayerReader's `prefetch`."""
+    return PREFETCH[flag or "auto"]
+
+
+def prefetch_used(prefetch: bool | None, device: torch.device) -> bool:
+    """Whether a LayerReader on `device` reads ahead: auto (None) is on for accelerators only."""
+    return device.type != "cpu" if prefetch is None else prefetch
+
+
+def check_prefetch(flag: str | None, stream: bool) -> None:
+    """Request-time check of --prefetch: a value of PREFETCH, and only with --stream."""
+    if flag is None:
+        return
+    if flag not in PREFETCH:
+        raise UserError(f"--prefetch {flag!r}: use {', '.join(PREFETCH)}.")
+    if not stream:
+        raise UserError("--prefetch only applies with --stream (layer reads); add --stream or drop --prefetch.")
+
+
 class LayerReader:
     """Decoder layers' tensors read from the shards into host memory, in order, for `load_layer`.
 
@@ -103,7 +126,7 @@ class LayerReader:
     def __init__(self, ckpt: Checkpoint, indices, *, device: torch.device, prefetch: bool | None = None) -> None:
         self.ckpt, self.order = ckpt, list(indices)
         self.pin = device.type == "cuda"  # page-locked host tensors: the copy to the GPU is asynchronous
-        self.prefetch = device.type != "cpu" if prefetch is None else prefetch
+        self.prefetch = prefetch_used(prefetch, device)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="se-layer-reader") if self.prefetch else None
         self.pending: tuple[int, Future] | None = None
         self.lock = threading.Lock()
@@ -299,7 +322,7 @@ def stream_profile(
                 restore_layer(cap, index, merged)
         all_ids = input_ids.cpu()
         meta = _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store, time.perf_counter() - start)
-        meta |= batch_meta | {"layer_stats_method": LAYER_STATS_METHOD}
+        meta |= batch_meta | {"layer_stats_method": LAYER_STATS_METHOD, "prefetch": prefetch_used(prefetch, device)}
         return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)
 
 
@@ -313,12 +336,13 @@ def _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store,
 
 
 def streaming_profiler(loaded: Loaded, device: torch.device, dtype: torch.dtype, *, state_dir: str | None = None,
-                       resume: bool = False) -> Callable[..., Profile]:  # fmt: skip
+                       resume: bool = False, prefetch: bool | None = None) -> Callable[..., Profile]:  # fmt: skip
     """A drop-in for `superexperts.profile(model, input_ids, ...)` that streams `loaded.path`."""
 
     def profiler(model, input_ids, *, batch_size: int | str = "auto", tokenizer=None, progress: bool = False
                  ) -> Profile:
         return stream_profile(loaded.path, input_ids, device=device, dtype=dtype, batch_size=batch_size,
-                              state_dir=state_dir, resume=resume, tokenizer=tokenizer, progress=progress)  # fmt: skip
+                              state_dir=state_dir, resume=resume, tokenizer=tokenizer, progress=progress,
+                              prefetch=prefetch)  # fmt: skip
 
     return profiler

@@ -104,10 +104,12 @@ def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
                  top_k: int | None = None, mode: str = "zero", epsilon: float = metrics.EPSILON, map_ids: torch.Tensor | None = None,
                  map_layers: Sequence[int] = (), map_conditions: Mapping[str, list[Expert]] | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                 trust_remote_code: bool = False, progress: bool = False) -> tuple[SinkResult, Maps]:  # fmt: skip
+                 trust_remote_code: bool = False, progress: bool = False,
+                 prefetch: bool | None = None) -> tuple[SinkResult, Maps]:  # fmt: skip
     """`measure_sinks` (and `attention_maps` of `map_ids` when given) for a checkpoint folder
     streamed layer by layer: (SinkResult, maps {"original" and each map condition: {layer: (heads, T, T)}}).
-    With `top_k` the checkpoint is read twice: once to choose the keys, once to measure."""
+    With `top_k` the checkpoint is read twice: once to choose the keys, once to measure. `prefetch`:
+    read the next layer while this one computes (`LayerReader`; None = on for accelerators)."""
     batches = check_input(input_ids)  # one sample at a time, as measure_sinks runs them
     if map_ids is not None and map_ids.shape[-1] > MAX_MAP_TOKENS:
         raise UserError(f"attention maps are T x T per head; the input has {map_ids.shape[-1]} tokens, the cap is "
@@ -122,7 +124,7 @@ def stream_sinks(checkpoint_dir: str | os.PathLike, input_ids: torch.Tensor,
     mapped = {} if map_ids is None else {"original": []} | {k: list(v) for k, v in (map_conditions or {}).items()}
     sums = {name: Sums() for name in named}
     maps: Maps = {name: {} for name in mapped}
-    where = {"device": device, "dtype": dtype, "progress": progress}
+    where = {"device": device, "dtype": dtype, "progress": progress, "prefetch": prefetch}
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
         spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="se-spill-")))
