@@ -45,13 +45,15 @@ def peak_rss() -> int:
 def child(mode: str, folder: str, samples: int, seq_len: int, threads: int) -> None:
     """Runs in a fresh process: one profile; prints peak RSS, RSS after imports, and the times."""
     started = time.perf_counter()
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from superexperts import profile
     from superexperts.stream import stream_profile
 
     torch.set_num_threads(threads)
     ids = torch.randint(0, 1024, (samples, seq_len), generator=torch.Generator().manual_seed(0))
+    config = AutoConfig.from_pretrained(folder)
+    AutoModelForCausalLM._model_mapping[type(config)]  # imports the modeling module (1-3 s): an import, not loading
     imported_rss = peak_rss()
     start = time.perf_counter()
     if mode == "memory":

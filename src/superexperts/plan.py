@@ -7,8 +7,9 @@ plus the activation passes (expert gathers, activation function, routing weights
 capture's reductions) at their bytes / activation bandwidth. Eager PyTorch runs those passes one
 after another, so they add to the products rather than overlap them; on a CPU they are slower than
 a copy because every new output tensor is first-touched (page faults): measured 5.3 GB/s against a
-25-28 GB/s copy on the 2-core benchmark machine. Plus reading the checkpoint from disk (and, with
-a device map, the offloaded weights over the host link for every batch). Peak memory is the sum of
+25-28 GB/s copy on the 2-core benchmark machine. Plus loading: reading the checkpoint from disk and
+converting it to the model's layout (`LOAD_PASSES` passes over the weights at the activation
+bandwidth), and, with a device map, the offloaded weights over the host link for every batch. Peak memory is the sum of
 what is held at once:
 
 - in memory: the runtime, all weights at the compute dtype, one layer more while loading
@@ -41,9 +42,14 @@ from .errors import UserError, did_you_mean
 from .model_shape import ModelShape
 
 GB = 1e9
-RUNTIME_BYTES = {"cpu": 0.6 * GB, "cuda": 0.5 * GB, "mps": 0.5 * GB}  # python+torch+transformers; cuda context
+RUNTIME_BYTES = {"cpu": 0.45 * GB, "cuda": 0.5 * GB, "mps": 0.5 * GB}  # python+torch+transformers (cpu: RSS after imports, measured by bench_plan); cuda context
 STREAM_LAYER_FACTOR = 1.3  # peak while one layer loads (stream/checkpoint.py: measured 1.3x the layer)
 SPILL_BUDGET = {"cpu": 0.5, "cuda": 0.8, "mps": 0.5}  # share of the free memory stored hidden states may use
+# Loading writes each weight into a new tensor about twice: read from the file, then stacked (and
+# gate with up concatenated) into the fused layout from the hub's per-expert tensors. Each pass
+# reads and writes, at the activation bandwidth (new tensors); torch.stack alone was 1.4 of 2.9 s
+# of from_pretrained on the 1.4 GB benchmark checkpoint.
+LOAD_PASSES = 2
 RESUMABLE_AFTER_S = 3600.0  # recommend --state-dir (resume) for streamed runs longer than this
 
 
@@ -175,6 +181,8 @@ def _costs(shape: ModelShape, dev: Device, w: Workload, batch: int, disk_bytes: 
     step_s, _ = forward_seconds(shape, dev, batch * w.seq_len, w.seq_len, w)
     compute_s = step_s * batches * w.passes
     read_s = disk_bytes / (disk_gbs * GB)
+    convert_s = LOAD_PASSES * 2 * weights / (dev.activation_gbs * GB)
+    load_s = read_s + convert_s
 
     in_mem = {"runtime": runtime, "weights": weights, "loading": largest, "activations": activations}
     outer = (shape.outer_params + (shape.head_params if w.logits else 0)) * b
@@ -189,13 +197,15 @@ def _costs(shape: ModelShape, dev: Device, w: Workload, batch: int, disk_bytes: 
     dmap = {"runtime": runtime, "weights_on_device": on_device, "activations": activations}
     dmap_extra = offloaded / (dev.host_gbs * GB) * batches * w.passes
     return [
-        ModeCost("in-memory", sum(in_mem.values()), read_s + compute_s, sum(in_mem.values()) <= memory,
-                 in_mem | {"read_s": read_s, "compute_s": compute_s}),
-        ModeCost("stream", sum(stream.values()), read_s * stream_reads + compute_s, sum(stream.values()) <= memory,
-                 stream | {"hidden_spilled": hidden - kept, "read_s": read_s * stream_reads, "compute_s": compute_s}),
-        ModeCost("device-map", sum(dmap.values()), read_s + compute_s + dmap_extra,
+        ModeCost("in-memory", sum(in_mem.values()), load_s + compute_s, sum(in_mem.values()) <= memory,
+                 in_mem | {"read_s": read_s, "convert_s": convert_s, "compute_s": compute_s}),
+        ModeCost("stream", sum(stream.values()), load_s * stream_reads + compute_s, sum(stream.values()) <= memory,
+                 stream | {"hidden_spilled": hidden - kept, "read_s": read_s * stream_reads,
+                           "convert_s": convert_s * stream_reads, "compute_s": compute_s}),
+        ModeCost("device-map", sum(dmap.values()), load_s + compute_s + dmap_extra,
                  runtime + activations + largest <= memory,
-                 dmap | {"offloaded": offloaded, "read_s": read_s, "compute_s": compute_s, "offload_s": dmap_extra}),
+                 dmap | {"offloaded": offloaded, "read_s": read_s, "convert_s": convert_s, "compute_s": compute_s,
+                         "offload_s": dmap_extra}),
     ]  # fmt: skip
 
 
