@@ -1,6 +1,6 @@
 """Layer streaming benchmarks (issue 6): peak memory vs checkpoint size, throughput vs in-memory.
 
-    python benchmarks/bench_stream.py memory      # (a) peak RSS, synthetic ~1.7 GB checkpoint
+    python benchmarks/bench_stream.py memory      # (a) peak RSS, synthetic ~1.7 GB checkpoint; bf16 growth per layer byte
     python benchmarks/bench_stream.py throughput  # (b) streaming vs in-memory tokens/s
     python benchmarks/bench_stream.py fp8         # (d) block-wise FP8 checkpoints: (b) and peak RSS per layer byte
     python benchmarks/bench_stream.py sinks       # (e) peak RSS of sinks --stream vs in-memory sinks
@@ -163,6 +163,8 @@ def bench_memory(samples: int = 8, seq_len: int = 128, batch_size: int = 4) -> d
                    f"{name}_peak_minus_before_and_workspace_over_budget":
                        (r["peak"] - r["baseline"] - r["workspace"]) / budget,
                    f"{name}_peak_over_checkpoint": r["peak"] / total, f"{name}_seconds": r["seconds"]}  # fmt: skip
+    folders = [write_synthetic(WORKDIR / f"big-e{e}", BIG | {"num_experts": e}) for e in (32, 96)]
+    result |= {f"bf16_{k}": v for k, v in peak_growth(folders, lambda f: layer_bytes(f)[1]).items()}
     double = write_synthetic(WORKDIR / "big16", BIG | {"num_hidden_layers": 16})
     r = _measure(double, samples, seq_len, batch_size, {})
     result |= {"double_checkpoint_GB": layer_bytes(double)[0] / 1e9, "double_default_malloc_peak_rss_MB": r["peak"] / 1e6,
@@ -246,18 +248,25 @@ def bench_fp8(quick: bool = False) -> dict:
               "stream_s": streamed - in_memory,
               "stream_over_load_plus_profile_throughput": (in_memory - start) / (streamed - in_memory)}  # fmt: skip
     big = BIG | ({"hidden_size": 256, "moe_intermediate_size": 128, "num_hidden_layers": 2} if quick else {})
-    peaks, layers = [], []
-    for experts in (32, 96):
-        folder = fp8_checkpoint(big | {"num_experts": experts}, f"fp8src-e{experts}" + ("-quick" if quick else ""))
-        r = _measure(folder, 4 if quick else 8, 64 if quick else 128, batch_size=4 if not quick else 2, env={})
-        peaks.append(r["peak"])
-        layers.append(dequantized_layer_bytes(folder))
-        result |= {f"e{experts}_fp8_layer_MB": layer_bytes(folder)[1] / 1e6, f"e{experts}_layer_MB": layers[-1] / 1e6,
-                   f"e{experts}_peak_rss_MB": r["peak"] / 1e6, f"e{experts}_workspace_MB": r["workspace"] / 1e6}  # fmt: skip
-    slope = (peaks[1] - peaks[0]) / (layers[1] - layers[0])
-    result |= {"peak_growth_MB_per_layer_MB": slope, "fixed_cost_MB": (peaks[0] - slope * layers[0]) / 1e6}
+    folders = [fp8_checkpoint(big | {"num_experts": e}, f"fp8src-e{e}" + ("-quick" if quick else "")) for e in (32, 96)]
+    result |= {f"e{e}_fp8_layer_MB": layer_bytes(f)[1] / 1e6 for e, f in zip((32, 96), folders)}
+    result |= peak_growth(folders, dequantized_layer_bytes, quick)
     print("(d) fp8:", json.dumps({k: round(v, 3) for k, v in result.items()}, indent=1))
     return result
+
+
+def peak_growth(folders: list[Path], layer_size, quick: bool = False) -> dict:
+    """Peak RSS of streaming two checkpoints that differ only in their expert count (32, 96): MB of
+    peak per MB of decoder layer (`layer_size` bytes, as held in memory) and the fixed cost."""
+    peaks, layers, result = [], [], {}
+    for experts, folder in zip((32, 96), folders):
+        r = _measure(folder, 4 if quick else 8, 64 if quick else 128, batch_size=4 if not quick else 2, env={})
+        peaks.append(r["peak"])
+        layers.append(layer_size(folder))
+        result |= {f"e{experts}_layer_MB": layers[-1] / 1e6, f"e{experts}_peak_rss_MB": r["peak"] / 1e6,
+                   f"e{experts}_workspace_MB": r["workspace"] / 1e6}  # fmt: skip
+    slope = (peaks[1] - peaks[0]) / (layers[1] - layers[0])
+    return result | {"peak_growth_MB_per_layer_MB": slope, "fixed_cost_MB": (peaks[0] - slope * layers[0]) / 1e6}
 
 
 SINK_CONDITIONS = {"super": [(1, 3)], "random-0": [(0, 5)]}  # a pruned set and a control: D_sink per condition

@@ -165,25 +165,32 @@ def test_fp8_streamed_perplexity_with_pruned_experts(deepseek_fp8, tmp_path):
     assert streamed["nll_sum"] == expected["nll_sum"]  # the same weights, bit for bit
 
 
-def test_fp8_codes_are_freed_as_each_expert_is_dequantized(qwen3_fp8, monkeypatch):
-    """While a layer converts, no code tensor already dequantized stays resident: transformers'
-    loader keeps its whole input until it returns, so the loader must be lent the tensors (TakeOnce)."""
+def test_fp8_codes_are_freed_before_the_experts_are_fused(qwen3_fp8, monkeypatch):
+    """When gate and up are concatenated into the fused tensor, no FP8 code of the layer is resident:
+    transformers' loader keeps its whole input until it returns, so the loader must be lent the
+    tensors (TakeOnce) and the chunk's buffer must go with its last view."""
+    from transformers.core_model_loading import Concatenate
+
     from superexperts.quantized import BlockFp8Dequantize
 
     skeleton, _ = build_skeleton(qwen3_fp8, torch.float32)
     ckpt = Checkpoint.open(qwen3_fp8, skeleton, layers_prefix=layers_path(skeleton))
-    done, alive_before_each = [], []
-    real = BlockFp8Dequantize._dequantize_one
+    codes, alive_at_fusing = [], []
+    real_dequantize, real_concatenate = BlockFp8Dequantize._dequantize_one, Concatenate.convert
 
-    def spy(self, quantized, scales, output_dtype=None):
-        alive_before_each.append(sum(ref() is not None for ref in done))
-        done.append(weakref.ref(quantized.untyped_storage()))
-        return real(self, quantized, scales, output_dtype=output_dtype)
+    def dequantize(self, quantized, scales, output_dtype=None):
+        codes.append(weakref.ref(quantized.untyped_storage()))
+        return real_dequantize(self, quantized, scales, output_dtype=output_dtype)
 
-    monkeypatch.setattr(BlockFp8Dequantize, "_dequantize_one", spy)
+    def concatenate(self, *args, **kwargs):
+        alive_at_fusing.append(sum(ref() is not None for ref in codes))
+        return real_concatenate(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockFp8Dequantize, "_dequantize_one", dequantize)
+    monkeypatch.setattr(Concatenate, "convert", concatenate)
     ckpt.load(skeleton, ckpt.layer_keys[1], device="cpu", dtype=torch.float32)
-    assert len(done) > skeleton.config.num_experts  # every expert's codes went through the op
-    assert alive_before_each == [0] * len(done)
+    assert len(codes) > 2 * skeleton.config.num_experts  # gate, up and down of every expert went through the op
+    assert alive_at_fusing == [0]  # one fused gate_up, built with every code already freed
     reference = qz.in_memory(qwen3_fp8, FineGrainedFP8Config(dequantize=True))
     for name, p in skeleton.model.layers[1].named_parameters():
         assert torch.equal(p, reference.model.layers[1].get_parameter(name)), name

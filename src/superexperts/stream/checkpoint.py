@@ -1,8 +1,8 @@
 """A safetensors checkpoint folder, read lazily: headers once, one layer's tensors at a time.
 
 Only the headers are read up front (they are validated against the file sizes, so missing,
-truncated or damaged shards fail before any work starts). Tensors are read on demand through
-safetensors' `safe_open` and loaded into a meta skeleton with transformers' own loader
+truncated or damaged shards fail before any work starts). Tensors are read on demand (straight
+from the byte ranges the headers give) and loaded into a meta skeleton with transformers' own loader
 (`convert_and_load_state_dict_in_model`) and key/layout rules (`get_model_conversion_mapping`),
 so hub per-expert keys (`mlp.experts.7.down_proj.weight`, Mixtral's `block_sparse_moe.experts.7.w2`)
 become the fused parameters exactly as `from_pretrained` would make them.
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 from transformers.modeling_utils import LoadStateDictConfig
@@ -30,6 +29,7 @@ from transformers.utils import logging as hf_logging
 from ..checkpoint_files import (
     TensorInfo,
     read_tensor_index,
+    read_tensors,
     release_freed_memory,
 )
 from ..errors import UserError
@@ -145,9 +145,10 @@ class Checkpoint:
 
         Large parameters one chunk each, largest first: converting per-expert tensors to a fused
         one briefly holds both, so placing chunk by chunk bounds the peak at about 4/3 of the layer
-        instead of 2x. Tensors are read with pread, not mmap, so file pages do not count as resident
-        memory. `pin` puts them in page-locked memory so the copy to a CUDA device can be
-        asynchronous. Touches no model and no transformers state, so a reader thread may run it.
+        instead of 2x. A chunk is read into one buffer (`read_tensors`), not mmapped, so file pages
+        do not count as resident memory. `pin` puts it in page-locked memory so the copy to a CUDA
+        device can be asynchronous. Touches no model and no transformers state, so a reader thread
+        may run it.
         """
         self.check_dtypes(keys)
         groups: dict[str, list[str]] = defaultdict(list)
@@ -160,14 +161,11 @@ class Checkpoint:
         with contextlib.ExitStack() as files:
             handles: dict[Path, Any] = {}
             for chunk in [groups[t] for t in big] + ([small] if small else []):
-                state = {}
                 for k in chunk:
                     path = self.tensors[k].file
                     if path not in handles:
                         handles[path] = files.enter_context(_open(path))
-                    tensor = handles[path].get_tensor(k)
-                    state[k] = tensor.pin_memory() if pin else tensor
-                yield state
+                yield read_tensors({k: self.tensors[k] for k in chunk}, handles, pin=pin)
 
     def place(self, model: nn.Module, chunks: Iterable[dict[str, torch.Tensor]], *, device: torch.device | str,
               dtype: torch.dtype) -> None:  # fmt: skip
@@ -239,6 +237,6 @@ def _unexpected(skeleton: nn.Module, names: set[str]) -> set[str]:
 
 def _open(path: Path):
     try:
-        return safe_open(path, framework="pt", device="cpu", backend="pread")
-    except (SafetensorError, OSError) as e:
+        return open(path, "rb", buffering=0)
+    except OSError as e:
         raise UserError(f"cannot read {path} ({e}); re-download or re-save the checkpoint.") from None
