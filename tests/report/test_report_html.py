@@ -200,3 +200,20 @@ def test_overflowed_values_are_read_back_as_numbers(tmp_path, hand_profile):
     row = hand_profile.expert_stats.loc[100]
     assert parsed.tables["candidates"][1][1:4] == [str(row.layer), str(row.expert), "inf"]
     assert parsed.tables["massive-activations"][6][1] == "inf"
+
+
+def test_pruning_table_shows_the_headline_generation_metrics_and_folds_the_rest(hand_run):
+    metrics = {"tokens": 32, "distinct_1": 0.5, "distinct_2": 0.25, "longest_run": 9, "loop_fraction": 0.75}
+    conditions = [{"name": "original", "experts": [], "mode": "zero", "perplexity": 11.6,
+                   "generation_metrics": metrics},
+                  {"name": "super", "experts": [{"layer": 1, "expert": 13}], "mode": "zero", "perplexity": 54.2,
+                   "generation_metrics": {k: v * 2 for k, v in metrics.items()}}]  # fmt: skip
+    atomic_write_json(hand_run / "prune_eval.json", {"conditions": conditions})
+    body = eval_sections.prune_eval(load_inputs(hand_run)).body
+    rows = parse_page(f'<section id="p">{body}</section>').tables["p"]  # both tables' rows, in order
+    assert rows[0] == ["condition", "experts pruned", "mode", "perplexity", "generation loop_fraction",
+                       "generation distinct_2"]  # fmt: skip
+    assert [float(v) for v in rows[2][4:]] == [1.5, 0.5]
+    assert rows[3] == ["condition", *metrics]  # the folded table: every metric
+    assert [float(v) for v in rows[5][1:]] == [v * 2 for v in metrics.values()]
+    assert body.index("<details>") < body.index("<th>tokens</th>")

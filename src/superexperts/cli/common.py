@@ -127,12 +127,18 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default 64)")
 
 
-def tasks_of(args: argparse.Namespace):
-    """(task names, lm-eval task manager or None); lm-eval missing or an unknown task fails here,
-    before the model loads."""
+def task_names(args: argparse.Namespace) -> list[str]:
+    """--tasks as a list of names (none when the flag is absent; an empty flag is an error)."""
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     if args.tasks is not None and not tasks:
         raise UserError("--tasks is empty; pass task names such as arc_easy,piqa.")
+    return tasks
+
+
+def tasks_of(args: argparse.Namespace):
+    """(task names, lm-eval task manager or None); lm-eval missing or an unknown task fails here,
+    before the model loads."""
+    tasks = task_names(args)
     if not tasks:
         return tasks, None
     from ..evaluate.lm_eval import check_tasks

@@ -16,6 +16,7 @@ from .common import (
     add_prefetch_arg,
     add_task_flags,
     model_of,
+    task_names,
     window_defaults,
 )
 
@@ -87,9 +88,7 @@ def request(args: argparse.Namespace):
     from ..experts import resolve_experts
     from ..recipes.pruning import PruneEvalRequest
 
-    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
-    if args.tasks is not None and not tasks:
-        raise UserError("--tasks is empty; pass task names such as arc_easy,piqa.")
+    tasks = task_names(args)
     experts, source = resolve_experts(args.experts, args.from_dir)
     model = model_of(args, args.from_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples)

@@ -18,6 +18,9 @@ from .page import Raw, Section, esc, figure, number, paragraphs, table
 from .sinks_notes import caveat_notes, router_table, sink_caveats
 
 MAX_GENERATIONS = 5  # per condition; the JSON file has them all
+# The pruning table's generation columns: repetition collapse shows as a high loop fraction and few
+# distinct bigrams; the other metrics (tokens, distinct-1/3, runs) are in a folded table below it.
+HEADLINE_GENERATION_METRICS = ("loop_fraction", "distinct_2")
 PAPER_CELL = (99.5, 0.1)  # the paper's thresholds: other cells of the grid are compared with it
 
 
@@ -115,6 +118,17 @@ def control_summary(summary: Any) -> Raw:
     return Raw(table(columns, rows)) if rows else Raw("")
 
 
+def generation_metrics(conditions: list[dict[str, Any]], metrics: list[str], shown: list[str]) -> Raw:
+    """Every repetition metric of the generations, folded away when the pruning table shows only the
+    headline ones (a table with all of them was wider than the page)."""
+    if set(metrics) <= set(shown):
+        return Raw("")
+    rows = [[c.get("name", "")] + [number((c.get("generation_metrics") or {}).get(m)) for m in metrics]
+            for c in conditions]  # fmt: skip
+    return Raw(f"<details><summary>All generation metrics ({len(metrics)})</summary>"
+               f"{table(['condition', *metrics], rows)}</details>")  # fmt: skip
+
+
 def generations(conditions: list[dict[str, Any]]) -> Raw:
     parts = []
     for c in conditions:
@@ -133,12 +147,14 @@ def prune_eval(inputs: ReportInputs) -> Section | None:
         return failed
     conditions = _conditions(data)
     metrics = list(dict.fromkeys(k for c in conditions for k in (c.get("generation_metrics") or {})))
+    shown = [m for m in HEADLINE_GENERATION_METRICS if m in metrics]
     rows = [[c.get("name", ""), experts_text(c.get("experts")), c.get("mode", ""),
              number(_perplexity(c.get("perplexity")))]
-            + [number((c.get("generation_metrics") or {}).get(m)) for m in metrics]
+            + [number((c.get("generation_metrics") or {}).get(m)) for m in shown]
             for c in conditions]  # fmt: skip
-    columns = ["condition", "experts pruned", "mode", "perplexity"] + [f"generation {m}" for m in metrics]
-    body = paragraphs(texts.PRUNE_EVAL) + table(columns, rows) + control_summary(data.get("summary"))
+    columns = ["condition", "experts pruned", "mode", "perplexity"] + [f"generation {m}" for m in shown]
+    body = paragraphs(texts.PRUNE_EVAL) + table(columns, rows) + generation_metrics(conditions, metrics, shown)
+    body += control_summary(data.get("summary"))
     files: dict[str, bytes] = {}
     if any(_perplexity(c.get("perplexity")) is not None for c in conditions):
         bars = fig_perplexity([c | {"perplexity": _perplexity(c.get("perplexity"))} for c in conditions])
