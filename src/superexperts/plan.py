@@ -279,9 +279,9 @@ def format_plan(plan: dict[str, Any], *, source: str = "") -> str:
              f"({m['active_params_per_token'] / 1e9:.2f} B active per token, top-{m['top_k']}){source}")
     weights = (f"weights: {m['weights_bytes'] / GB:.2f} GB at {m['dtype_bytes']} bytes/parameter; per layer "
                f"{min(sizes) / GB:.3f}-{max(sizes) / GB:.3f} GB; on disk {plan['disk_bytes'] / GB:.2f} GB")
-    hardware = (f"device: {dev['name']}: {dev['memory_gb']:.1f} GB, {dev['bandwidth_gbs']:.3g} GB/s, "
-                f"{dev['tflops']:.3g} TFLOPS, activations {dev['activation_gbs']:.3g} GB/s, host link "
-                f"{dev['host_gbs']:g} GB/s ({dev['note']}); disk {plan['disk_gbs']:g} GB/s")
+    hardware = (f"device: {dev['name']}: {dev['memory_gb']:.1f} GB, {_figure(dev['bandwidth_gbs'])} GB/s, "
+                f"{_figure(dev['tflops'])} TFLOPS, activations {_figure(dev['activation_gbs'])} GB/s, host link "
+                f"{_figure(dev['host_gbs'])} GB/s ({dev['note']}); disk {_figure(plan['disk_gbs'])} GB/s")
     lines = [model, weights, hardware]
     for command, c in plan["commands"].items():
         w = c["workload"]
@@ -302,6 +302,11 @@ def format_plan(plan: dict[str, Any], *, source: str = "") -> str:
                    "--measure); on this project's CPU benchmark the estimate was within 2x of measured runs "
                    "(README). Peak memory includes the runtime.")]
     return "\n".join(lines)  # fmt: skip
+
+
+def _figure(x: float) -> str:
+    """3 significant digits without an exponent (measured figures have many)."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def _parts(parts: dict[str, float]) -> str:

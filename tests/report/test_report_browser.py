@@ -11,6 +11,7 @@ import subprocess
 import matplotlib.image
 import numpy as np
 import pytest
+
 from report_helpers import HOSTILE, PLANTED, parse_page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

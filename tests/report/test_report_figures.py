@@ -6,8 +6,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
-from report_helpers import NUM_EXPERTS, NUM_LAYERS, PLANTED
 
+from report_helpers import NUM_EXPERTS, NUM_LAYERS, PLANTED
 from superexperts.report.eval_figures import fig_perplexity, fig_sinks
 from superexperts.report.figures import (
     fig_distribution,

@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pytest
-from report_helpers import HOSTILE, HOSTILE_NAME, NUM_LAYERS, PLANTED, QUOTES, parse_page
 
 import families  # tests/families.py, on sys.path through tests/conftest.py
+from report_helpers import HOSTILE, HOSTILE_NAME, NUM_LAYERS, PLANTED, QUOTES, parse_page
 from superexperts import report
 from superexperts.errors import UserError
 from superexperts.profile import profile
