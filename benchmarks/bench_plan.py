@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_stream import write_synthetic
 
-WORKDIR = Path("/tmp/superexperts-bench-plan")
+WORKDIR = Path(os.environ.get("SUPEREXPERTS_BENCH_DIR", "/tmp/superexperts-bench-plan"))  # checkpoints written here, kept
 
 
 def peak_rss() -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-WORKDIR = Path("/tmp/superexperts-bench")
+WORKDIR = Path(os.environ.get("SUPEREXPERTS_BENCH_DIR", "/tmp/superexperts-bench"))  # checkpoints written here, kept
 BIG = {"hidden_size": 1024, "moe_intermediate_size": 512, "intermediate_size": 2048, "num_experts": 64,
        "num_experts_per_tok": 4, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
        "head_dim": 128, "vocab_size": 4096, "max_position_embeddings": 4096, "tie_word_embeddings": False}
@@ -136,8 +137,6 @@ def layer_bytes(folder: Path) -> tuple[int, int]:
 
 
 def _measure(folder: Path, samples: int, seq_len: int, batch_size: int, env: dict) -> dict:
-    import os
-
     out = subprocess.run([sys.executable, __file__, "_child", str(folder), str(samples), str(seq_len),
                           str(batch_size)], capture_output=True, text=True, check=True,
                          env=os.environ | env)  # fmt: skip
@@ -295,8 +294,6 @@ def child_sinks(folder: str, how: str, samples: int, seq_len: int) -> None:
 def bench_sinks(quick: bool = False) -> dict:
     """(e) `sinks --stream` (stream.sinks.stream_sinks, what the CLI runs) against in-memory sinks:
     peak RSS over the checkpoint size, and the same sink mass from both."""
-    import os
-
     dims = SMALL | {"num_hidden_layers": 2, "num_experts": 8} if quick else BIG
     samples, seq_len = (2, 32) if quick else (4, 512)
     folder = write_synthetic(WORKDIR / ("sinks-quick" if quick else "big"), dims)
@@ -365,8 +362,6 @@ FIXED_ALLOWANCE = 64 * 2**20  # lazy imports, thread pools, allocator arenas: pa
 def bench_budget(quick: bool = False) -> dict:
     """(f) issue 10: `sinks --stream` and `prune-eval --stream` (perplexity with an expert pruned) on a
     checkpoint larger than the memory they are given; the in-memory run under the same limit fails."""
-    import os
-
     dims = SMALL | {"num_hidden_layers": 2, "num_experts": 8} if quick else BIG
     samples, seq_len = (2, 32) if quick else (4, 512)
     folder = write_synthetic(WORKDIR / ("sinks-quick" if quick else "big"), dims)
