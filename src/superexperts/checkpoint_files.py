@@ -22,16 +22,14 @@ from .errors import UserError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-# Bytes per element of every dtype the safetensors format defines.
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
-               "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
-
-
+# Every dtype the safetensors format defines, as torch holds it.
 TORCH_DTYPES = {"BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "F8_E4M3": torch.float8_e4m3fn,
                 "F8_E5M2": torch.float8_e5m2, "F8_E8M0": torch.float8_e8m0fnu, "I16": torch.int16,
                 "U16": torch.uint16, "F16": torch.float16, "BF16": torch.bfloat16, "I32": torch.int32,
                 "U32": torch.uint32, "F32": torch.float32, "I64": torch.int64, "U64": torch.uint64,
                 "F64": torch.float64}  # fmt: skip
+# Bytes per element of every dtype the safetensors format defines.
+DTYPE_BYTES = {name: dtype.itemsize for name, dtype in TORCH_DTYPES.items()}
 ALIGN = 64  # bytes: each tensor of a chunk buffer starts on a cache line (any dtype's view is aligned)
 
 

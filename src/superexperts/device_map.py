@@ -154,6 +154,35 @@ def offloaded(module: nn.Module, name: str) -> bool:
     return getattr(module, name).is_meta and _offload_hook(module) is not None
 
 
+def edit_parameter(module: nn.Module, name: str, index: int | list[int] | None,
+                   new: Callable[[torch.Tensor], torch.Tensor], stack: contextlib.ExitStack) -> None:  # fmt: skip
+    """module.<name>[index] (all of it for None) <- new(that slice) until `stack` closes, when the old
+    values come back bit for bit. A resident slice is saved in host memory (an accelerator holds no
+    second copy); an offloaded parameter (--device-map) is edited in accelerate's offload store
+    (`replace_offloaded`). The one way ablations and fake quantization change weights."""
+
+    def where(t: torch.Tensor) -> tuple:
+        if index is None:
+            return (...,)
+        return (torch.tensor(index, device=t.device) if isinstance(index, list) else index,)
+
+    def edit(t: torch.Tensor) -> None:
+        t[where(t)] = new(t[where(t)])
+
+    if offloaded(module, name):
+        replace_offloaded(module, name, edit, stack)
+        return
+    param = getattr(module, name)
+    # A streamed skeleton's layer is meta until it loads (stream.scoring zeroes it again then): no values to keep.
+    saved = param.data[where(param)].to("meta" if param.is_meta else "cpu", copy=True)
+
+    def restore() -> None:
+        param.data[where(param)] = saved.to(param.device)
+
+    stack.callback(restore)
+    edit(param.data)
+
+
 def replace_offloaded(module: nn.Module, name: str, edit: Callable[[torch.Tensor], None],
                       stack: contextlib.ExitStack) -> None:  # fmt: skip
     """Edit the values every forward loads for the offloaded `module.<name>` (CPU or disk offload) until

@@ -9,8 +9,8 @@ after another, so they add to the products rather than overlap them; on a CPU th
 a copy because every new output tensor is first-touched (page faults): measured 5.3 GB/s against a
 25-28 GB/s copy on the 2-core benchmark machine. Plus loading: reading the checkpoint from disk and
 converting it to the model's layout (`LOAD_PASSES` passes over the weights at the activation
-bandwidth), and, with a device map, the offloaded weights over the host link for every batch. Peak memory is the sum of
-what is held at once:
+bandwidth), and, with a device map, the offloaded weights over the host link for every batch.
+Peak memory is the sum of what is held at once:
 
 - in memory: the runtime, all weights at the compute dtype, one layer more while loading
   (converting per-expert tensors to fused ones), and one forward's activations;
@@ -42,7 +42,8 @@ from .errors import UserError, did_you_mean
 from .model_shape import ModelShape
 
 GB = 1e9
-RUNTIME_BYTES = {"cpu": 0.45 * GB, "cuda": 0.5 * GB, "mps": 0.5 * GB}  # python+torch+transformers (cpu: RSS after imports, measured by bench_plan); cuda context
+# python+torch+transformers (cpu: the RSS after imports that bench_plan measures); on GPUs the CUDA context
+RUNTIME_BYTES = {"cpu": 0.45 * GB, "cuda": 0.5 * GB, "mps": 0.5 * GB}
 STREAM_LAYER_FACTOR = 1.3  # peak while one layer loads (stream/checkpoint.py: measured 1.3x the layer)
 SPILL_BUDGET = {"cpu": 0.5, "cuda": 0.8, "mps": 0.5}  # share of the free memory stored hidden states may use
 # Loading writes each weight into a new tensor about twice: read from the file, then stacked (and

@@ -1,8 +1,9 @@
 """`zero` mode: the expert is still routed but contributes nothing (the paper's pruning).
 
 Its down projection slice (and down bias: GPT-OSS, Linear biases) is set to zero in place;
-a clone of each slice is kept and copied back on restore, so weights return bit-for-bit. Weights
-offloaded by --device-map are zeroed in accelerate's offload store instead (as quant.fake does).
+a copy of each slice is kept and written back on restore, so weights return bit-for-bit. Weights
+offloaded by --device-map are zeroed in accelerate's offload store instead (device_map.edit_parameter,
+as quant.fake does).
 The routing weights are untouched (paper: no renormalisation).
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..device_map import offloaded, replace_offloaded
+from ..device_map import edit_parameter
 from ..experts import Expert
 from ..models.adapters import ModelMap
 
@@ -34,30 +35,12 @@ def down_params(model_map: ModelMap, expert: Expert) -> list[tuple[nn.Module, st
     return params
 
 
-def _restorer(view: torch.Tensor, saved: torch.Tensor) -> Callable[[], None]:
-    def restore() -> None:
-        with torch.no_grad():
-            view.copy_(saved)
-
-    return restore
-
-
-def _zero(t: torch.Tensor, index: int | None) -> None:
-    (t if index is None else t[index]).zero_()
-
-
 def apply_zero(model_map: ModelMap, experts: list[Expert], undo: list[Callable[[], None]], means=None) -> None:
-    """Zero each expert's down projection; push one restore per slice onto `undo`. Weights offloaded
-    by --device-map are zeroed where each forward loads them from (device_map.replace_offloaded)."""
+    """Zero each expert's down projection; push one restore per parameter onto `undo`. Weights offloaded
+    by --device-map are zeroed where each forward loads them from (device_map.edit_parameter)."""
     with torch.no_grad():
         for expert in experts:
             for module, name, index in down_params(model_map, expert):
-                if offloaded(module, name):
-                    stack = contextlib.ExitStack()
-                    replace_offloaded(module, name, lambda t, i=index: _zero(t, i), stack)
-                    undo.append(stack.close)
-                    continue
-                param = getattr(module, name)
-                view = param if index is None else param[index]
-                undo.append(_restorer(view, view.detach().clone()))
-                view.zero_()
+                stack = contextlib.ExitStack()
+                edit_parameter(module, name, index, torch.zeros_like, stack)
+                undo.append(stack.close)

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     memory = args.memory if args.memory is not None or args.device.strip().lower() != "cpu" else total_ram() / 1e9
     overrides = {"bandwidth_gbs": args.bandwidth, "tflops": args.tflops, "activation_gbs": args.activation_bandwidth}
     dev = device(args.device, memory_gb=memory, **overrides)
+    given = {k: v for k, v in (overrides | {"memory_gb": args.memory}).items() if v is not None}
     if args.measure:
         check_measurable(dev.kind)
     if not args.disk > 0:
@@ -80,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     pm = load_plan_model(args.model, dtype=args.dtype, device_kind=dev.kind, trust_remote_code=args.trust_remote_code)
     if args.measure:  # after the config: a bad MODEL fails before seconds of measuring
         figures = measure_device(dev.kind, torch.float32 if pm.shape.dtype_bytes == 4 else torch.bfloat16)
-        dev = replace(device(args.device, **(figures | {k: v for k, v in overrides.items() if v is not None}
-                                             | ({"memory_gb": args.memory} if args.memory else {}))),
+        dev = replace(device(args.device, **(figures | given)),  # the flags given beat the measured figures
                       note=f"measured on this machine (--measure) at {pm.shape.dtype_bytes} bytes/value")  # fmt: skip
     plan = make_plan(pm.shape, dev, workloads, batch=batch, disk_bytes=pm.disk_bytes, disk_gbs=args.disk,
                      offered=_offered())  # fmt: skip

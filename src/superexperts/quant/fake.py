@@ -7,7 +7,7 @@ Biases, routers, attention and dense MLPs are left alone (compression tools keep
 Each slice is copied to host memory before it changes and written back on exit, also on
 exceptions: the model returns bit-identical, and accelerator memory holds no second copy.
 Weights offloaded by --device-map (CPU or disk) are quantized where the forward loads them from:
-an edited copy in accelerate's offload store, dropped on exit (`device_map.replace_offloaded`).
+an edited copy in accelerate's offload store, dropped on exit (`device_map.edit_parameter`).
 
 Activations (`scheme.act_bits`): each token's down_proj input of a quantized expert is fake-
 quantized with its own scale, where the SE outliers live (paper Sec. 3). Fused experts get it
@@ -22,13 +22,13 @@ form that input inside one bmm, out of reach: refused.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..capture import experts_fn
-from ..device_map import offloaded, replace_offloaded
+from ..device_map import edit_parameter
 from ..errors import UserError
 from ..experts import Expert, validate_experts
 from ..models.adapters import ModelMap, MoEBlock, map_model, param_device
@@ -81,40 +81,15 @@ def check_model(model_map: ModelMap, scheme: Scheme) -> None:
                                 f"size {size}; pick a divisor of it, or omit --group-size (per-channel scales).")
 
 
-def _replace(module: nn.Module, name: str, index: list[int] | None, new: Callable[[torch.Tensor], torch.Tensor],
-             stack: contextlib.ExitStack) -> None:
-    """module.<name>[index] (all of it for None) <- new(...); the old values go back when `stack` closes.
-    An offloaded parameter (--device-map) is a meta placeholder: the values its forward loads are edited
-    in accelerate's offload store instead (device_map.replace_offloaded)."""
-
-    def where(t: torch.Tensor) -> tuple:
-        return (...,) if index is None else (torch.tensor(index, device=t.device),)
-
-    def edit(t: torch.Tensor) -> None:
-        t[where(t)] = new(t[where(t)])
-
-    if offloaded(module, name):
-        replace_offloaded(module, name, edit, stack)
-        return
-    param = getattr(module, name)
-    saved = param.data[where(param)].to("cpu", copy=True)
-
-    def restore() -> None:
-        param.data[where(param)] = saved.to(param.device)
-
-    stack.callback(restore)
-    edit(param.data)
-
-
 def _quantize_weights(block: MoEBlock, experts: list[int | str], scheme: Scheme, stack: contextlib.ExitStack) -> None:
     routed = [int(e) for e in experts if e != "shared"]
     linears = [m for e in experts if e == "shared" or block.layout == "modulelist" for m in _expert_linears(block, e)]
     if routed and block.layout != "modulelist":
         for name, _, transposed in _fused_params(block):
-            _replace(block.experts, name, routed, lambda w, t=transposed: fake_quantize_weight(w, scheme, transposed=t),
-                     stack)  # fmt: skip
+            edit_parameter(block.experts, name, routed,
+                           lambda w, t=transposed: fake_quantize_weight(w, scheme, transposed=t), stack)  # fmt: skip
     for linear in linears:
-        _replace(linear, "weight", None, lambda w: fake_quantize_weight(w, scheme), stack)
+        edit_parameter(linear, "weight", None, lambda w: fake_quantize_weight(w, scheme), stack)
 
 
 def _token_hook(bits: int):
