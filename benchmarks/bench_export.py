@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_stream import BIG, WORKDIR, write_synthetic
 
-from superexperts.export import export_pruned
+from superexperts.models.checkpoints.export import export_pruned
 
 EXPERTS = [(1, 68 % BIG["num_experts"]), (2, 7), (3, 42), (3, 43)]
 

@@ -6,7 +6,7 @@ Writes a random Qwen3-MoE checkpoint (float32, one shard per layer; bench_stream
 fresh processes profiles it (a) in memory: from_pretrained + superexperts.profile, and (b) with layer
 streaming: stream_profile, both with batch_size="auto" on the CPU, recording peak RSS (VmHWM) and
 wall time (load included, imports excluded: reported apart). The plan gets this machine's figures,
-measured as `plan --measure` does (superexperts.plan_measure: RAM, fp32 GEMM TFLOPS, copy and
+measured as `plan --measure` does (superexperts.scale.plan_measure: RAM, fp32 GEMM TFLOPS, copy and
 activation bandwidth at the thread count the runs use), and the read speed of the checkpoint files
 (just written, so from the page cache). Prints the plan's estimates, the measurements and
 their ratios. No figure is asserted; on a loaded machine the times are not representative.
@@ -49,7 +49,7 @@ def child(mode: str, folder: str, samples: int, seq_len: int, threads: int) -> N
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from superexperts import profile
-    from superexperts.stream import stream_profile
+    from superexperts.scale import stream_profile
 
     torch.set_num_threads(threads)
     ids = torch.randint(0, 1024, (samples, seq_len), generator=torch.Generator().manual_seed(0))
@@ -78,7 +78,7 @@ def measure(mode: str, folder: Path, samples: int, seq_len: int, threads: int) -
 
 def machine(folder: Path, threads: int) -> dict:
     """This machine's figures for the plan (what `plan --measure` measures) and the checkpoint's read speed."""
-    from superexperts.plan_measure import measure_device, median_seconds
+    from superexperts.scale.plan_measure import measure_device, median_seconds
 
     torch.set_num_threads(threads)
     files = sorted(folder.glob("*.safetensors"))
@@ -106,8 +106,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
 
-    from superexperts.plan import device, make_plan, workload
-    from superexperts.plan_model import load_plan_model
+    from superexperts.scale.plan import device, make_plan, workload
+    from superexperts.scale.plan_model import load_plan_model
 
     dims = {"hidden_size": args.hidden, "moe_intermediate_size": args.hidden // 2, "intermediate_size": 2 * args.hidden,
             "num_experts": args.experts, "num_experts_per_tok": 8, "num_hidden_layers": args.layers,

@@ -33,10 +33,10 @@ from transformers.integrations.moe import ExpertsInterface
 
 import superexperts
 from superexperts.capture import experts_fn
+from superexperts.capture.profile import run_capture
 from superexperts.capture.tracker import MassiveTracker
 from superexperts.models.adapters import map_model
-from superexperts.profile import run_capture
-from superexperts.runfolder import library_versions
+from superexperts.runs.runfolder import library_versions
 
 NAIVE_MAXIMA: dict[tuple[int, int], float] = {}
 

@@ -89,7 +89,7 @@ def _peak_rss() -> int:
 
 def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> None:
     """Runs in a fresh process: prints RSS before the first layer loads and the peak RSS."""
-    from superexperts.stream import layerwise
+    from superexperts.scale import layerwise
 
     torch.set_num_threads(2)
     ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
@@ -124,7 +124,7 @@ def child_memory(folder: str, samples: int, seq_len: int, batch_size: int) -> No
 
 def layer_bytes(folder: Path) -> tuple[int, int]:
     """(checkpoint bytes, largest decoder layer's bytes) from the shard headers."""
-    from superexperts.checkpoint_files import read_tensor_index
+    from superexperts.models.checkpoints.files import read_tensor_index
 
     tensors = read_tensor_index(folder)
     per_layer: dict[str, int] = {}
@@ -175,8 +175,8 @@ def bench_memory(samples: int = 8, seq_len: int = 128, batch_size: int = 4) -> d
 def bench_throughput(samples: int = 64, seq_len: int = 256, batch_size: int = 8) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from superexperts.profile import profile
-    from superexperts.stream import stream_profile
+    from superexperts.capture.profile import profile
+    from superexperts.scale import stream_profile
 
     folder = write_synthetic(WORKDIR / "small", SMALL, dtype=torch.float32)
     ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
@@ -199,8 +199,8 @@ def bench_throughput(samples: int = 64, seq_len: int = 256, batch_size: int = 8)
 def dequantized_layer_bytes(folder: Path, element_size: int = 2) -> int:
     """Bytes of the largest decoder layer once dequantized (scales dropped, every value in a
     2-byte dtype): what a streamed FP8/MXFP4 layer occupies in memory."""
-    from superexperts.checkpoint_files import read_tensor_index
-    from superexperts.quantized import dequantized_sizes
+    from superexperts.models.checkpoints.files import read_tensor_index
+    from superexperts.models.checkpoints.formats import dequantized_sizes
 
     per_layer: dict[str, int] = {}
     for key, size in dequantized_sizes(read_tensor_index(folder), element_size).items():
@@ -227,8 +227,8 @@ def bench_fp8(quick: bool = False) -> dict:
     checkpoints that differ only in their expert count (the difference cancels fixed costs)."""
     from transformers import AutoModelForCausalLM, FineGrainedFP8Config
 
-    from superexperts.profile import profile
-    from superexperts.stream import stream_profile
+    from superexperts.capture.profile import profile
+    from superexperts.scale import stream_profile
 
     dims = SMALL | ({"num_hidden_layers": 2, "num_experts": 8} if quick else {})
     samples, seq_len, batch_size = (4, 64, 2) if quick else (64, 256, 8)
@@ -275,8 +275,8 @@ def child_sinks(folder: str, how: str, samples: int, seq_len: int) -> None:
     """Runs in a fresh process: the sink metrics of `folder` streamed or loaded whole; prints peak RSS."""
     from transformers import AutoModelForCausalLM
 
-    from superexperts.sinks.measure import measure_sinks
-    from superexperts.stream.sinks import stream_sinks
+    from superexperts.evaluate.sinks.measure import measure_sinks
+    from superexperts.scale.sinks import stream_sinks
 
     torch.set_num_threads(2)
     ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
@@ -325,9 +325,9 @@ def child_budget(folder: str, what: str, how: str, budget: int, samples: int, se
     from transformers import AutoModelForCausalLM
 
     from superexperts.evaluate.perplexity import perplexity
-    from superexperts.sinks.measure import measure_sinks
-    from superexperts.stream.scoring import stream_perplexity
-    from superexperts.stream.sinks import stream_sinks
+    from superexperts.evaluate.sinks.measure import measure_sinks
+    from superexperts.scale.scoring import stream_perplexity
+    from superexperts.scale.sinks import stream_sinks
 
     torch.set_num_threads(2)
     ids = torch.randint(0, 2048, (samples, seq_len), generator=torch.Generator().manual_seed(0))
@@ -345,7 +345,7 @@ def child_budget(folder: str, what: str, how: str, budget: int, samples: int, se
             if what == "sinks":
                 value = measure_sinks(model, ids, SINK_CONDITIONS).conditions[0].sink_mass
             else:
-                from superexperts.ablate import ablate
+                from superexperts.evaluate.ablate import ablate
 
                 with ablate(model, [(1, 3)]):
                     value = perplexity(model, ids.reshape(-1), seq_len=seq_len)["perplexity"]

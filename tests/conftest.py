@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from superexperts.rules import paper
-from superexperts.runfolder import save_run
+from superexperts.identify.profile_run import save_run
+from superexperts.identify.rules import paper
 
 huggingface_hub.constants.HF_HUB_OFFLINE = True
 
@@ -57,7 +57,7 @@ def demo():
 @pytest.fixture(scope="session")
 def demo_calib(demo):
     """16 windows of 64 tokens of the built-in text, BOS first (the demo's default calibration)."""
-    from superexperts.data import calibration
+    from superexperts.capture.data import calibration
 
     return calibration(None, demo[1], seq_len=64, samples=16, seed=0)
 

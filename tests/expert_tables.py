@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from superexperts.profile import EXPERT_COLUMNS
+from superexperts.capture.profile import EXPERT_COLUMNS
 
 
 def expert_table(values: np.ndarray, shared: dict[int, float] | None = None,
@@ -46,9 +46,9 @@ def layer_stats(num_layers: int) -> pd.DataFrame:
 
 def save_table_run(out_dir, table: pd.DataFrame, num_layers: int, **meta) -> None:
     """A run folder (profile.json, super_experts.json, expert_stats.csv/.parquet) for a hand-made table."""
-    from superexperts.profile import Profile
-    from superexperts.rules import paper
-    from superexperts.runfolder import save_run
+    from superexperts.capture.profile import Profile
+    from superexperts.identify.profile_run import save_run
+    from superexperts.identify.rules import paper
 
     prof = Profile(table, layer_stats(num_layers), {"num_layers": num_layers, **meta})
     save_run(out_dir, prof, paper(table, num_layers))

@@ -13,8 +13,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 
-from superexperts.profile import EXPERT_COLUMNS, Profile
-from superexperts.rules import flag_massive
+from superexperts.capture.profile import EXPERT_COLUMNS, Profile, flag_massive
 
 HOSTILE = "<script>alert(1)</script>"
 QUOTES = "\"&<>'"
@@ -70,8 +69,8 @@ HOSTILE_NAME = "<img src=x onerror=alert(1)> $x$"
 
 def write_optional_files(run, prof) -> None:
     """sensitivity.json from the real grid; prune_eval.json and sinks.json by hand, hostile names."""
-    from superexperts.runfolder import atomic_write_json
-    from superexperts.sensitivity import sensitivity, sensitivity_json
+    from superexperts.identify.sensitivity import sensitivity, sensitivity_json
+    from superexperts.runs.runfolder import atomic_write_json
 
     atomic_write_json(
         run / "sensitivity.json", sensitivity_json(sensitivity(prof.expert_stats, prof.num_layers))

@@ -101,8 +101,8 @@ def test_legacy_modulelist_router_weights_match_fused():
 
 def test_nan_saliency_survives_the_run_folder(tmp_path):
     """Shared experts' NaN is saved as "nan" in profile.json and read back as a float column."""
-    from superexperts.rules import identify
-    from superexperts.runfolder import load_profile, save_run
+    from superexperts.identify.profile_run import load_profile, save_run
+    from superexperts.identify.rules import identify
 
     prof = profile(families.build("deepseek_v3"), families.random_ids(samples=2, seq_len=12))
     save_run(tmp_path, prof, identify(prof.expert_stats, prof.num_layers, "paper"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import families
-from superexperts.profile import profile
+from superexperts.capture.profile import profile
 
 
 def test_layer_table_matches_output_hidden_states():

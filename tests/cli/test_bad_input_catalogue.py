@@ -162,7 +162,7 @@ class ModelLoaded(AssertionError):
 def no_model_loading(monkeypatch):
     import transformers
 
-    from superexperts.stream.checkpoint import Checkpoint
+    from superexperts.models.checkpoints.reader import Checkpoint
 
     def refuse(*args, **kwargs):
         raise ModelLoaded("model weights were read before the bad input was refused")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from expert_tables import background, expert_table, save_table_run, snapshot
-from superexperts import rules
 from superexperts.cli import main
+from superexperts.identify import rules
 
 LAYERS = 8
 
@@ -136,8 +136,8 @@ def test_identify_reports_agreement_with_the_published_ses(tmp_path, capsys):
 def test_identify_on_a_profiled_tiny_model(tmp_path):
     """End to end on a real profile: DeepSeek-V2 (dense layer 0, shared experts)."""
     import families
-    from superexperts.profile import profile
-    from superexperts.runfolder import save_run
+    from superexperts.capture.profile import profile
+    from superexperts.identify.profile_run import save_run
 
     prof = profile(families.build("deepseek_v2"), families.random_ids(samples=2, seq_len=8))
     save_run(tmp_path, prof, rules.paper(prof.expert_stats, prof.num_layers))

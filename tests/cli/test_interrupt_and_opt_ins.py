@@ -7,7 +7,7 @@ import argparse
 from catalogue_workspace import PROFILE_ARGS
 
 from superexperts.cli import _interrupted, main
-from superexperts.runfolder import WRITTEN, atomic_write
+from superexperts.runs.runfolder import WRITTEN, atomic_write
 
 
 def test_interruption_after_run_files_does_not_say_nothing_was_written(tmp_path):

@@ -64,9 +64,9 @@ def test_from_run_dir_gives_model_and_super_experts(tmp_path, monkeypatch):
     # The models named here do not exist: skip the config read and run/model check (the catalogue tests those).
     monkeypatch.setattr(attention_sinks, "load_config", lambda *a: None)
     monkeypatch.setattr(attention_sinks, "check_run_model", lambda *a: None)
-    from superexperts.experts import validate_experts
     from superexperts.models.adapters import map_model
     from superexperts.models.demo import build_demo
+    from superexperts.models.experts import validate_experts
 
     (tmp_path / "profile.json").write_text(json.dumps({"meta": {"synthetic": False, "model_path": "/ckpt/qwen"}}))
     (tmp_path / "super_experts.json").write_text(json.dumps({"super_experts": [{"layer": 2, "expert": 41}]}))
@@ -86,8 +86,8 @@ def test_attention_that_bypasses_the_registry_is_explained():
     import torch
 
     import families
-    from superexperts.errors import UserError
-    from superexperts.sinks.measure import measure_sinks
+    from superexperts.evaluate.sinks.measure import measure_sinks
+    from superexperts.runs.errors import UserError
 
     model = families.build("qwen3_moe")
     for layer in model.model.layers:
@@ -103,8 +103,8 @@ def test_text_of_one_token_is_refused():
     import torch
 
     from superexperts.cli.sinks import build_args, request
-    from superexperts.errors import UserError
     from superexperts.recipes.attention_sinks import input_ids
+    from superexperts.runs.errors import UserError
 
     one_token = types.SimpleNamespace  # a tokenizer without BOS that turns "Hi" into one id
     tokenizer = lambda text, return_tensors: one_token(input_ids=torch.tensor([[7]]))

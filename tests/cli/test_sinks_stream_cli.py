@@ -8,8 +8,8 @@ import json
 import pytest
 
 from superexperts.cli import main
-from superexperts.sinks.router import COLUMNS
-from superexperts.sinks.study import ROUTER_NOT_STREAMED
+from superexperts.evaluate.sinks.router import COLUMNS
+from superexperts.evaluate.sinks.study import ROUTER_NOT_STREAMED
 
 
 def _sinks(demo_dir, out, *extra):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import families
-from superexperts.errors import UserError
 from superexperts.evaluate.generation import generate
 from superexperts.evaluate.repetition import repetition_metrics
+from superexperts.runs.errors import UserError
 
 
 def argmax_loop(model, tok, prompt: str, steps: int) -> list[int]:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import families
-from superexperts.errors import UserError
 from superexperts.evaluate.generation import generate
 from superexperts.evaluate.lm_eval import _metric_table, check_tasks, run_tasks
+from superexperts.runs.errors import UserError
 
 TASK_DIR = Path(__file__).with_name("lm_eval_task")
 TASK = "superexperts_tiny_choice"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from superexperts.errors import UserError
 from superexperts.evaluate.lm_eval import check_tasks
+from superexperts.runs.errors import UserError
 
 TASK_DIR = Path(__file__).with_name("lm_eval_task")
 UNCACHED = """task: superexperts_uncached

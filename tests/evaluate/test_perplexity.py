@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import families
-from superexperts.errors import UserError
 from superexperts.evaluate.perplexity import c4_text, perplexity, token_stream, wikitext2_text
+from superexperts.runs.errors import UserError
 
 
 def reference_loop(model, stream: torch.Tensor, seq_len: int) -> tuple[float, int]:

@@ -6,8 +6,8 @@ import pytest
 import transformers as tf
 
 import families
-from superexperts.errors import UserError
 from superexperts.models.adapters import map_model
+from superexperts.runs.errors import UserError
 
 # What each family's config says, independently of the adapter: (moe layers, dense layers, shared).
 EXPECTED = {

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from superexperts.ablate import ablate
 from superexperts.cli import main
+from superexperts.evaluate.ablate import ablate
 from superexperts.models import demo as demo_mod
 
 ROOT = Path(__file__).parents[2]

@@ -8,7 +8,7 @@ from report_helpers import HOSTILE, parse_page
 from superexperts.report import build_sections, load_inputs, write_report
 from superexperts.report.audit_page import audit_files
 from superexperts.report.quant_sections import protection
-from superexperts.runfolder import atomic_write_json
+from superexperts.runs.runfolder import atomic_write_json
 
 SES = [{"layer": 2, "expert": 5}]
 

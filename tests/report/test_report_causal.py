@@ -9,7 +9,7 @@ import re
 from report_helpers import HOSTILE, parse_page
 from superexperts.report import write_report
 from superexperts.report.page import CSS
-from superexperts.runfolder import atomic_write_json
+from superexperts.runs.runfolder import atomic_write_json
 
 LAYERS = 6
 
@@ -175,7 +175,7 @@ def test_router_view_names_the_token_where_each_se_fires(hand_run):
 
 
 def test_streamed_sinks_say_the_router_view_was_not_measured(hand_run):
-    from superexperts.sinks.study import ROUTER_NOT_STREAMED
+    from superexperts.evaluate.sinks.study import ROUTER_NOT_STREAMED
 
     atomic_write_json(hand_run / "sinks.json", _sinks(0.5, caveats=[]) | {"router": None,
                                                                          "not_measured": [ROUTER_NOT_STREAMED]})

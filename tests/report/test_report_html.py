@@ -12,12 +12,13 @@ import pytest
 import families  # tests/families.py, on sys.path through tests/conftest.py
 from report_helpers import HOSTILE, HOSTILE_NAME, NUM_LAYERS, PLANTED, QUOTES, parse_page
 from superexperts import report
-from superexperts.errors import UserError
-from superexperts.profile import profile
+from superexperts.capture.profile import profile
+from superexperts.identify.profile_run import save_run
+from superexperts.identify.rules import paper
 from superexperts.report import eval_sections, load_inputs, sections, write_report
 from superexperts.report.page import Section
-from superexperts.rules import paper
-from superexperts.runfolder import atomic_write_json, save_run
+from superexperts.runs.errors import UserError
+from superexperts.runs.runfolder import atomic_write_json
 
 
 def _expert(layer: int, kind: str, expert: int) -> str:
@@ -179,7 +180,7 @@ def test_report_of_a_real_tiny_model(tmp_path):
 
 
 def test_answer_says_whether_the_published_ses_were_found(hand_run):
-    from superexperts import known
+    from superexperts.identify import known
 
     inputs = load_inputs(hand_run)
     agreement = known.agreement(inputs.verdict, known.get("Qwen3-30B-A3B"))

@@ -6,10 +6,10 @@ import json
 import unicodedata
 
 from report_helpers import make_profile, parse_page
+from superexperts.identify.profile_run import save_run
+from superexperts.identify.rules import paper
 from superexperts.report import write_report
 from superexperts.report.page import visible
-from superexperts.rules import paper
-from superexperts.runfolder import save_run
 
 # right-to-left override, zero-width space, left-to-right isolate, a tag character (outside the BMP)
 TRICKY = "ab\u202edc\u200b\u2066x\U000e0041"

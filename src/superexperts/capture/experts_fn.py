@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, ExpertsInterface, _grouped_linear
 
-from ..errors import UserError
+from ..runs.errors import UserError
 from .tracker import ExpertTracker
 
 CAPTURE_IMPLEMENTATION = "superexperts_capture"

@@ -11,7 +11,7 @@ import importlib
 import sys
 import warnings
 
-from ..errors import SuperExpertsWarning, UserError
+from ..runs.errors import SuperExpertsWarning, UserError
 
 COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "protect", "plan",
             "quant-eval", "audit"]
@@ -42,7 +42,7 @@ def _one_line_warnings(command: str):
 
 def main(argv: list[str] | None = None) -> int:
     try:  # the subcommands' imports (torch, transformers, pandas) take seconds: Ctrl-C there is one line too
-        from ..runfolder import WRITTEN
+        from ..runs.runfolder import WRITTEN
 
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted(args: argparse.Namespace) -> str:
     """What an interruption left: files already complete (written atomically), resumable progress, or nothing."""
-    from ..runfolder import WRITTEN
+    from ..runs.runfolder import WRITTEN
 
     if getattr(args, "stream", False) and getattr(args, "state_dir", None):
         return (f"the layers finished so far are kept in {args.state_dir}; run the same command with --resume "

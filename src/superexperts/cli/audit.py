@@ -31,8 +31,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audit import format_audit
-    from ..experts import resolve_experts
+    from ..compress.audit import format_audit
+    from ..models.experts import resolve_experts
     from ..recipes.auditing import AuditRequest, run_audit
 
     out = out_dir(args, "audit.json", "runs/audit")

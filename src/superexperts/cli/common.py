@@ -12,9 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..identify.rules import CRITERIA, get_criterion, parse_include_layers, parse_params
 from ..models.demo import DEMO_WINDOWS
-from ..rules import CRITERIA, get_criterion, parse_include_layers, parse_params
+from ..runs.errors import UserError
 
 # A real model: the paper's windows.
 MODEL_WINDOWS = {"seq_len": 2048, "samples": 128}
@@ -88,7 +88,7 @@ def model_of(args: argparse.Namespace, from_dir: str | None) -> str | None:
                         f"{from_dir}` first.")
     if args.model is not None or from_dir is None:
         return args.model
-    from ..runfolder import model_of_run
+    from ..identify.profile_run import model_of_run
 
     return model_of_run(from_dir)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..compare import comparison_text
+from ..identify.compare import comparison_text
 from .common import add_criterion_args, criterion_args, criterion_names
 
 

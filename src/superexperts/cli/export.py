@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experts import format_experts
+    from ..models.experts import format_experts
     from ..recipes.exporting import ExportRequest, run_export
 
     req = ExportRequest(model=args.model, prune=args.prune, out=args.out, from_dir=args.run_dir, mode=args.mode,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..known import agreement_line
-from ..rules import Verdict
-from ..sensitivity import sensitivity_verdict
+from ..identify.known import agreement_line
+from ..identify.rules import Verdict
+from ..identify.sensitivity import sensitivity_verdict
 from .common import add_criterion_args, criterion_args, criterion_names
 
 THRESHOLD_KEYS = ("percentile_value", "max_fraction_value", "max_value", "mean", "std", "threshold")

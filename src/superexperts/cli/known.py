@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from ..experts import experts_from_records, format_experts
-from ..known import entries, get, known_experts
+from ..identify.known import entries, get, known_experts
+from ..models.experts import experts_from_records, format_experts
 
 
 def add_parser(subparsers) -> None:

@@ -6,13 +6,13 @@ import argparse
 import json
 from dataclasses import replace
 
-from ..errors import UserError
+from ..runs.errors import UserError
 
 COMMANDS_PLANNED = ("profile", "prune-eval", "sinks")
 
 
 def add_parser(subparsers) -> None:
-    from ..plan import DEVICES
+    from ..scale.plan import DEVICES
 
     p = subparsers.add_parser(
         "plan", help="estimate peak memory and time of profile, prune-eval and sinks before running them",
@@ -54,12 +54,12 @@ def _offered() -> dict[str, set[str]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..batching import parse_batch_size, total_ram
-    from ..errors import did_you_mean
-    from ..loading import check_dtype
-    from ..plan import device, format_plan, make_plan, workload
-    from ..plan_measure import check_measurable, measure_device
-    from ..plan_model import load_plan_model
+    from ..capture.batching import parse_batch_size, total_ram
+    from ..models.loading import check_dtype
+    from ..runs.errors import did_you_mean
+    from ..scale.plan import device, format_plan, make_plan, workload
+    from ..scale.plan_measure import check_measurable, measure_device
+    from ..scale.plan_model import load_plan_model
 
     # Everything is checked before the config is read.
     memory = args.memory if args.memory is not None or args.device.strip().lower() != "cpu" else total_ram() / 1e9

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..batching import parse_batch_size
-from ..known import agreement_line
+from ..capture.batching import parse_batch_size
+from ..identify.known import agreement_line
 from .common import add_criterion_args, add_model_args, add_prefetch_arg, criterion_args, window_defaults
 from .identify import se_table, thresholds_line
 

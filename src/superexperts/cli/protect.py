@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UserError
+from ..runs.errors import UserError
 from .common import add_device_args, window_defaults
 
 
 def add_parser(subparsers) -> None:
-    from ..protect import FORMATS
+    from ..compress.protect import FORMATS
 
     p = subparsers.add_parser(
         "protect", help="write the Super Experts as a keep-unquantized list for llm-compressor, AutoRound, GPTQModel",

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..data import read_text_file
-from ..errors import UserError
-from ..experts import format_experts
+from ..capture.data import read_text_file
 from ..models.demo import DEMO_PPL
+from ..models.experts import format_experts
+from ..runs.errors import UserError
 from .common import (
     add_batch_flag,
     add_model_args,
@@ -85,7 +85,7 @@ def read_prompts(values: list[str]) -> list[str]:
 
 def request(args: argparse.Namespace):
     """The validated request (nothing loaded yet; lm-eval tasks are checked here too)."""
-    from ..experts import resolve_experts
+    from ..models.experts import resolve_experts
     from ..recipes.pruning import PruneEvalRequest
 
     tasks = task_names(args)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if summary:
         print(summary)
     if "pruning" in document:
-        from ..pruning_criteria import format_plan
+        from ..identify.pruning_criteria import format_plan
 
         print(format_plan(document["pruning"]))
     if "causal" in document:
@@ -168,7 +168,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 def format_causal(causal: dict[str, Any]) -> str:
     """The causal check as console lines, causal first: per candidate the channel it writes, that
     channel's peak at its own layer (original -> ablated), the causal layers and the reason."""
-    from ..ablate.causal import layer_span
+    from ..evaluate.ablate.causal import layer_span
 
     lines = [f"causal check (ablate one expert, {causal['samples']} windows): {causal.get('definition', '')}"]
     for r in causal["candidates"]:

@@ -44,8 +44,8 @@ def add_parser(subparsers) -> None:
 
 
 def _request(args: argparse.Namespace):
-    from ..experts import resolve_experts
-    from ..quant import Scheme
+    from ..compress.quant import Scheme
+    from ..models.experts import resolve_experts
     from ..recipes.quantizing import QuantEvalRequest
     from .prune_eval import read_prompts
 
@@ -66,7 +66,7 @@ def _request(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..quant_eval import format_quant_table
+    from ..compress.quant_eval import format_quant_table
     from ..recipes.quantizing import run_quant_eval
 
     req = _request(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
+from ..runs.errors import UserError
 from .common import add_model_args, add_prefetch_arg, model_of, window_defaults
 
 MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
@@ -93,8 +93,8 @@ def request(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluate.sinks.study import summary_lines
     from ..recipes.attention_sinks import run_sinks
-    from ..sinks.study import summary_lines
 
     req = request(args)
     study = run_sinks(req, echo=print)

@@ -1,7 +1,10 @@
-"""Evaluation building blocks: perplexity, lm-eval tasks, generation samples, repetition metrics.
+"""Prove the effect: perplexity, lm-eval tasks, generations, ablations and attention sinks.
 
-The lm-eval wrapper (`superexperts.evaluate.lm_eval`) imports lm-evaluation-harness lazily, so
-this package works without the `eval` extra.
+Owns the evaluation building blocks (`perplexity`, `streams`, `lm_eval`, `generation`,
+`repetition`), what every evaluation recipe measures (`request`), reversible ablation and its
+controls (`ablate/`) and the SE -> massive activation -> attention sink chain (`sinks/`). It may
+import `identify`, `capture`, `models` and `runs`. The lm-eval wrapper imports lm-evaluation-harness
+lazily, so this package works without the `eval` extra.
 """
 
 from .generation import generate

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from ..errors import UserError
+from ..runs.errors import UserError
 from .repetition import repetition_metrics
 
 __all__ = ["generate", "repetition_metrics"]

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..runs.errors import UserError
 
 INSTALL_HINT = "pip install 'superexperts[eval]'"
 NOT_METRICS = {"sample_len", "alias"}  # bookkeeping lm-eval puts next to the metrics
@@ -68,7 +68,7 @@ def check_tasks(tasks: list[str], *, include_path: str | None = None):
 
 
 def _offline() -> bool:
-    from ..integrity import hub_unreachable
+    from ..models.checkpoints.integrity import hub_unreachable
 
     datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     return datasets_offline or hub_unreachable()

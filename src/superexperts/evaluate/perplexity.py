@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import cut_windows
-from ..errors import UserError
+from ..capture.data import cut_windows
 from ..models.adapters import input_device
+from ..runs.errors import UserError
 
 C4_DOCUMENTS = 1100  # GPTQ's C4 evaluation: first 1100 validation documents ...
 C4_WINDOWS = 256  # ... cut into 256 windows

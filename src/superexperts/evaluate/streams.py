@@ -1,6 +1,6 @@
 """Perplexity data: a `--data` spec -> the token stream the reference's protocol scores.
 
-Text loading is `superexperts.data.load_texts`; this module only applies the evaluation protocol:
+Text loading is `superexperts.capture.data.load_texts`; this module only applies the evaluation protocol:
 - C4 (`c4`): the first 1100 validation documents joined by " ", first 256 windows (GPTQ's C4 eval);
 - everything else (WikiText-2, files, folders, datasets): documents joined by "\\n\\n".
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..runfolder import tensor_sha256
+from ..runs.runfolder import tensor_sha256
 from .perplexity import C4_WINDOWS, c4_text, token_stream, wikitext2_text
 
 
@@ -34,8 +34,8 @@ class EvalStream:
 
 
 def eval_stream(spec: str | None, tokenizer, flag: str = "--data") -> EvalStream:
-    """Load `spec` (see `superexperts.data`) and tokenize it as one stream for `perplexity`."""
-    from ..data import load_texts
+    """Load `spec` (see `superexperts.capture.data`) and tokenize it as one stream for `perplexity`."""
+    from ..capture.data import load_texts
 
     docs, joiner = load_texts(spec, flag)
     name = spec or "builtin"
@@ -52,7 +52,7 @@ def bos_window_stream(spec: str, tokenizer, seq_len: int, flag: str = "--ppl") -
     `perplexity(..., seq_len=seq_len)` cuts exactly these windows). lm-eval's rolling windows prefix
     each window with one token the same way. The demo is scored this way because its sink is planted
     on the BOS token, where real models' sinks form on whatever token comes first."""
-    from ..data import load_texts
+    from ..capture.data import load_texts
 
     docs, _ = load_texts(spec, flag)
     body = tokenizer(wikitext2_text(docs), add_special_tokens=False, return_tensors="pt").input_ids[0]

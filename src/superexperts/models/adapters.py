@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..runs.errors import UserError
 
 # Names tried, in order, for each role. Adding a family with other names = one entry here.
 DOWN_NAMES = ("down_proj", "w2", "fc2")
@@ -197,7 +197,7 @@ def param_device(module: nn.Module, device: torch.device | str | None = None) ->
         return torch.device(device)
     placed = next(module.parameters()).device
     if placed.type == "meta":
-        from ..device_map import EXECUTION_ATTR
+        from .device_map import EXECUTION_ATTR
 
         return getattr(module, EXECUTION_ATTR, placed)
     return placed

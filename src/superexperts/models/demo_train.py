@@ -179,7 +179,7 @@ def write_resources(model: torch.nn.Module, losses: list[float], settings: Train
     (each file atomically); returns the paths written."""
     from safetensors.torch import save
 
-    from ..runfolder import atomic_write, atomic_write_json, base_metadata
+    from ..runs.runfolder import atomic_write, atomic_write_json, base_metadata
     from .demo_data import arithmetic_records
 
     split = demo_split(demo.builtin_text())

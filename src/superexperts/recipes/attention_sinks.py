@@ -12,18 +12,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..ablate.controls import random_controls
-from ..data import calibration, check_texts
-from ..errors import UserError, check_at_least
-from ..experts import Expert, resolve_experts, validate_experts
-from ..loading import load_config, warn_seq_len
-from ..model_fields import ModelFields
+from ..capture.data import calibration, check_texts
+from ..evaluate.ablate.controls import random_controls
+from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
+from ..evaluate.sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
+from ..identify.profile_run import check_run_model
 from ..models.adapters import map_model
-from ..runfolder import base_metadata, check_run_model, tensor_sha256, write_files
-from ..safety import check_record_out
-from ..sinks.study import SinkStudy, sinks_study, streamed_sinks_study, study_files
-from ..sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
-from ..stream.layerwise import check_prefetch, prefetch_of, prefetch_used
+from ..models.experts import Expert, resolve_experts, validate_experts
+from ..models.fields import ModelFields
+from ..models.loading import load_config, warn_seq_len
+from ..runs.errors import UserError, check_at_least
+from ..runs.runfolder import base_metadata, tensor_sha256, write_files
+from ..runs.safety import check_record_out
+from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
+from ..scale.sinks import streamed_sinks_study
 
 
 @dataclass
@@ -108,7 +110,7 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
     if req.stream:  # the meta skeleton: weights are read one decoder layer at a time by stream.sinks
-        from ..stream.skeleton import load_skeleton
+        from ..models.checkpoints.skeleton import load_skeleton
 
         loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
                                               trust_remote_code=req.trust_remote_code)  # fmt: skip

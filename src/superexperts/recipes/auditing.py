@@ -14,20 +14,20 @@ from typing import Any
 
 import torch
 
-from ..audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
-from ..batching import AUTO, BatchSize, parse_batch_size, resolve_batch_size
-from ..data import calibration
-from ..errors import UserError, check_at_least
+from ..capture.batching import AUTO, BatchSize, parse_batch_size, resolve_batch_size
+from ..capture.data import calibration
+from ..capture.profile import profile
+from ..compress.audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
+from ..compress.quant_eval import SINK_WINDOWS
 from ..evaluate import perplexity
+from ..evaluate.sinks import measure_sinks
 from ..evaluate.streams import eval_stream
-from ..experts import Expert, check_experts_in_config, experts_json
-from ..loading import load_config, load_tokenizer
-from ..model_fields import ModelFields
-from ..profile import profile
-from ..quant_eval import SINK_WINDOWS
-from ..runfolder import base_metadata, json_bytes, tensor_sha256, write_files
-from ..sinks import measure_sinks
-from .quantizing import paper_super_experts
+from ..identify.rules import paper_super_experts
+from ..models.experts import Expert, check_experts_in_config, experts_json
+from ..models.fields import ModelFields
+from ..models.loading import load_config, load_tokenizer
+from ..runs.errors import UserError, check_at_least
+from ..runs.runfolder import base_metadata, json_bytes, tensor_sha256, write_files
 
 # The built-in text is short (~1.3k tokens): short windows unless --data/--ppl bring real text.
 BUILTIN_DEFAULTS = {"seq_len": 64, "samples": 16}

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compare import Comparison, RunSEs, compare
-from ..compare_plot import compare_figure_files
-from ..errors import UserError
-from ..experts import experts_from_records
-from ..rules import get_criterion, identify
-from ..runfolder import base_metadata, json_bytes, load_profile, load_super_experts, write_files
-from ..safety import check_record_out
+from ..identify.compare import Comparison, RunSEs, compare
+from ..identify.profile_run import load_profile
+from ..identify.rules import get_criterion, identify
+from ..models.experts import experts_from_records
+from ..report.compare_figures import compare_figure_files
+from ..runs.errors import UserError
+from ..runs.runfolder import base_metadata, json_bytes, load_super_experts, write_files
+from ..runs.safety import check_record_out
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
-from ..experts import Expert, resolve_experts
+from ..models.experts import Expert, resolve_experts
+from ..runs.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class ExportRequest:
             raise UserError("--from is only used with --prune super; drop it or use --prune super.")
         experts, _ = resolve_experts(self.prune, self.from_dir)
         if self.from_dir is not None:  # a run of another model would name the wrong experts
-            from ..loading import load_config
-            from ..runfolder import check_run_model
+            from ..identify.profile_run import check_run_model
+            from ..models.loading import load_config
 
             check_run_model(self.from_dir, load_config(os.fspath(self.model), self.trust_remote_code), str(self.model))
         return experts
@@ -37,7 +37,7 @@ class ExportRequest:
 
 def run_export(req: ExportRequest) -> tuple[list[Expert], dict[str, Any]]:
     """(the experts zeroed, the export record written beside the checkpoint)."""
-    from ..export import export_pruned
+    from ..models.checkpoints.export import export_pruned
 
     experts = req.experts()
     inputs = [req.from_dir, req.prune]  # --out must not be or hold any of them (nor the model)

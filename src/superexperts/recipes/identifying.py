@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..identification import Identification, identification
-from ..rules import get_criterion
-from ..runfolder import load_profile, run_files, write_files
+from ..identify.identification import Identification, identification
+from ..identify.profile_run import load_profile, run_files
+from ..identify.rules import get_criterion
+from ..runs.runfolder import write_files
 
 EXPORTS = ("expert_stats.csv", "expert_stats.parquet")
 

@@ -8,18 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..batching import AUTO
-from ..data import Calibration, calibration, check_texts, check_window_args
-from ..errors import UserError
-from ..identification import Identification, identification
-from ..loading import Loaded, config_layers, load_config, warn_seq_len
-from ..model_fields import ModelFields
-from ..profile import Profile, profile
-from ..rules import check_criterion, get_criterion
-from ..runfolder import RUN_MARKER, base_metadata, remove_stale_run_files, run_files, write_files
-from ..safety import check_out_path
-from ..sensitivity import sensitivity_verdict
-from ..stream.layerwise import check_prefetch, prefetch_of
+from ..capture.batching import AUTO
+from ..capture.data import Calibration, calibration, check_texts, check_window_args
+from ..capture.profile import Profile, profile
+from ..identify.identification import Identification, identification
+from ..identify.profile_run import run_files
+from ..identify.rules import check_criterion, get_criterion
+from ..identify.sensitivity import sensitivity_verdict
+from ..models.fields import ModelFields
+from ..models.loading import Loaded, config_layers, load_config, warn_seq_len
+from ..runs.errors import UserError
+from ..runs.runfolder import RUN_MARKER, base_metadata, remove_stale_run_files, write_files
+from ..runs.safety import check_out_path
+from ..scale.layerwise import check_prefetch, prefetch_of
 
 
 @dataclass
@@ -100,9 +101,9 @@ def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
     """(loaded, None) in memory, or (the meta skeleton, a streaming profiler) with --stream."""
     if not req.stream:
         return req.load(req.model), None
-    from ..stream.distributed import init_from_env
-    from ..stream.layerwise import streaming_profiler
-    from ..stream.skeleton import load_skeleton
+    from ..models.checkpoints.skeleton import load_skeleton
+    from ..scale.distributed import init_from_env
+    from ..scale.layerwise import streaming_profiler
 
     init_from_env()
     loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
@@ -114,7 +115,7 @@ def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
 def run_profile(req: ProfileRequest, *, echo: Callable[[str], None] = lambda _: None,
                 progress: bool = False) -> ProfileResult | None:
     """Load, calibrate, profile, identify, write. None on a non-zero rank of a data-parallel stream."""
-    from ..stream.distributed import rank_and_world
+    from ..scale.distributed import rank_and_world
 
     loaded, profiler = _load(req)
     if not loaded.synthetic:

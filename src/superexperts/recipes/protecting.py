@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..experts import experts_from_records, format_experts, validate_experts
+from ..compress.names import checkpoint_keys, expert_modules
+from ..compress.protect import check_format, protected_entries, render
+from ..identify.profile_run import load_profile
 from ..models.adapters import map_model
-from ..protect import check_format, protected_entries, render
-from ..protect_names import checkpoint_keys, expert_modules
-from ..runfolder import RUN_MARKER, atomic_write, base_metadata, load_profile, load_super_experts
+from ..models.experts import experts_from_records, format_experts, validate_experts
+from ..runs.errors import UserError
+from ..runs.runfolder import RUN_MARKER, atomic_write, base_metadata, load_super_experts
 
 
 @dataclass
@@ -71,7 +72,7 @@ def model_folder(meta: dict[str, Any], trust_remote_code: bool = False) -> Path:
 
 def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
     """The protect list of `run_dir`'s Super Experts, as text in `req.fmt`."""
-    from ..stream.skeleton import build_skeleton
+    from ..models.checkpoints.skeleton import build_skeleton
 
     req.check()
     ses = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")

@@ -16,22 +16,22 @@ from typing import Any
 
 import torch
 
-from ..ablate import confirm_candidates, default_candidates, expert_mean_outputs
-from ..ablate.ablation import MODES
-from ..ablate.conditions import Condition, EvalPlan, build_conditions, run_conditions, summarize
-from ..data import Calibration, calibration, check_texts
-from ..errors import UserError, did_you_mean
-from ..eval_request import EvalFields
-from ..evaluate.streams import EvalStream, bos_window_stream, eval_stream
-from ..experts import Expert, check_experts_in_config, experts_json, validate_experts
-from ..loading import Loaded, load_config, warn_seq_len
-from ..model_fields import ModelFields
+from ..capture.data import Calibration, calibration, check_texts
+from ..evaluate.ablate import confirm_candidates, default_candidates, expert_mean_outputs
+from ..evaluate.ablate.ablation import MODES
+from ..evaluate.ablate.conditions import Condition, build_conditions, eval_plan, run_conditions, summarize
+from ..evaluate.request import EvalFields
+from ..identify.profile_run import check_run_model, load_profile
+from ..identify.pruning_criteria import check_prune_request, pruning_plan
 from ..models.adapters import map_model
-from ..models.demo import DEMO_PPL, heldout_path
-from ..pruning_criteria import check_prune_request, pruning_plan
-from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata, check_run_model, load_profile
-from ..safety import check_record_out
-from ..stream.layerwise import check_prefetch, prefetch_of, prefetch_used
+from ..models.demo import DEMO_PPL
+from ..models.experts import Expert, check_experts_in_config, experts_json, validate_experts
+from ..models.fields import ModelFields
+from ..models.loading import Loaded, load_config, warn_seq_len
+from ..runs.errors import UserError, did_you_mean
+from ..runs.runfolder import RUN_MARKER, atomic_write_json, base_metadata
+from ..runs.safety import check_record_out
+from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 
 FORMAT = "superexperts.prune_eval/1"
 CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
@@ -107,22 +107,6 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
                                 "(--stream measures perplexity only).")  # fmt: skip
 
 
-def eval_plan(req: EvalFields, tokenizer, seq_len: int) -> tuple[EvalPlan, dict[str, Any] | None]:
-    """What each condition is measured on (any request with the evaluation fields ppl, max_windows,
-    batch_size, tasks, prompts, ...: prune-eval and quant-eval measure the same way); perplexity
-    tokens come from the one evaluation-stream path."""
-    stream: EvalStream | None = None
-    if req.ppl == DEMO_PPL:
-        stream = bos_window_stream(str(heldout_path()), tokenizer, seq_len)
-    elif req.ppl:
-        stream = eval_stream(req.ppl, tokenizer, flag="--ppl")
-    max_windows = req.max_windows if req.max_windows is not None else stream.max_windows if stream else None
-    plan = EvalPlan(**req.measures() | {"max_windows": max_windows}, ppl_ids=stream.token_ids if stream else None,
-                    seq_len=seq_len)  # fmt: skip
-    described = stream.describe() | {"seq_len": seq_len, "max_windows": max_windows} if stream else None
-    return plan, described
-
-
 def _metadata(req: PruneEvalRequest, loaded: Loaded, ppl: dict | None, calib: Calibration | None,
               experts: list[Expert]) -> dict:
     # The request as it was recorded before the recipes layer (same keys in prune_eval.json).
@@ -141,8 +125,8 @@ def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, b
                            progress: bool = False) -> tuple[list[Expert], Any]:
     """The paper rule's SEs of `model` on `calib_ids` (for --experts super without --from), with
     the profile's expert table (for picking causal-check candidates)."""
-    from ..profile import profile
-    from ..rules import identify
+    from ..capture.profile import profile
+    from ..identify.rules import identify
 
     prof = profile(model, calib_ids, batch_size=batch_size, progress=progress)
     experts = identify(prof.expert_stats, prof.num_layers, "paper").experts
@@ -222,8 +206,8 @@ def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, c
 def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
     """The prune_eval.json document with each condition's perplexity streamed layer by layer from
     the checkpoint folder (stream.scoring.stream_perplexity: the in-memory numbers, one layer held)."""
-    from ..stream.scoring import stream_perplexity
-    from ..stream.skeleton import load_skeleton
+    from ..models.checkpoints.skeleton import load_skeleton
+    from ..scale.scoring import stream_perplexity
 
     loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
                                           trust_remote_code=req.trust_remote_code)  # fmt: skip

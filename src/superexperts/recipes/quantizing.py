@@ -12,20 +12,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import calibration
-from ..errors import UserError
-from ..eval_request import EvalFields
-from ..experts import Expert, check_experts_in_config, experts_json
-from ..loading import Loaded, load_config
-from ..model_fields import ModelFields
+from ..capture.data import calibration
+from ..capture.profile import profile
+from ..compress.quant import Scheme, check_model
+from ..compress.quant_eval import add_sinks, quant_conditions, quant_eval_json, run_quant_conditions
+from ..evaluate.ablate.conditions import eval_plan
+from ..evaluate.request import EvalFields
+from ..identify.rules import paper_super_experts
 from ..models.adapters import map_model
 from ..models.demo import DEMO_PPL
 from ..models.demo import DEMO_WINDOWS as DEMO_DEFAULTS
-from ..profile import Profile, profile
-from ..quant import Scheme, check_model
-from ..quant_eval import add_sinks, quant_conditions, quant_eval_json, run_quant_conditions
-from ..runfolder import RUN_MARKER, atomic_write_json, base_metadata
-from .pruning import eval_plan
+from ..models.experts import Expert, check_experts_in_config, experts_json
+from ..models.fields import ModelFields
+from ..models.loading import Loaded, load_config
+from ..runs.runfolder import RUN_MARKER, atomic_write_json, base_metadata
 
 # Each condition re-profiles the calibration windows: fewer than profile's 128 by default.
 MODEL_DEFAULTS = {"seq_len": 2048, "samples": 32}
@@ -46,17 +46,6 @@ class QuantEvalRequest(EvalFields, ModelFields):  # + ppl, seq_len, data (SE out
         self.scheme.check()
         self.check_ranges(random=self.n_random)
         self.check_model_fields()
-
-
-def paper_super_experts(prof: Profile) -> list[Expert]:
-    """The paper rule's SEs of a profile; a model without any cannot be studied."""
-    from ..rules import identify
-
-    experts = identify(prof.expert_stats, prof.num_layers, "paper").experts
-    if not experts:
-        raise UserError("profiling found no Super Experts with the paper's rule; `superexperts profile` with "
-                        "another --criterion, then pass --from RUN_DIR.")  # fmt: skip
-    return experts
 
 
 def _metadata(req: QuantEvalRequest, loaded: Loaded, ppl: dict | None, calib, ses: list[Expert],

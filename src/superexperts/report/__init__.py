@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..runfolder import write_files
+from ..runs.runfolder import write_files
 from . import causal_section, eval_sections, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Section, render_page

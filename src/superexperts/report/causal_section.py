@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ablate.causal import layer_span
+from ..evaluate.ablate.causal import layer_span
 from . import texts
 from .causal_figures import fig_causal
 from .inputs import ReportInputs

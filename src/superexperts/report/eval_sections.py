@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..sinks.caveats import meaningless
+from ..evaluate.sinks.caveats import meaningless
 from . import texts
 from .eval_figures import fig_perplexity, fig_sinks
 from .inputs import ReportInputs

@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import UserError
-from ..profile import Profile
-from ..rules import Verdict, identify
-from ..runfolder import load_profile, read_json
+from ..capture.profile import Profile
+from ..identify.profile_run import load_profile
+from ..identify.rules import Verdict, identify
+from ..runs.errors import UserError
+from ..runs.runfolder import read_json
 
 
 @dataclass

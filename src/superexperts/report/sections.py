@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import known
+from ..identify import known
 from . import texts
 from .figures import THRESHOLDS, expert_name, fig_distribution, fig_expert_lines, fig_heatmap, fig_massive
 from .inputs import ReportInputs

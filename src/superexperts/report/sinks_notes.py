@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..sinks.caveats import Caveat, caveat_text, d_sink_caveat
+from ..evaluate.sinks.caveats import Caveat, caveat_text, d_sink_caveat
 from .page import Raw, esc, number, table, token
 
 

@@ -1,0 +1,146 @@
+"""The `quant-eval` study: what keeping the Super Experts in full precision buys (issue 11).
+
+Conditions, each a set of experts fake-quantized in memory (`quant.fake_quantized`, RTN):
+`original` (nothing), `all` (every routed and shared expert), `protect-super` (all but the SEs),
+`protect-random-<seed>` (all but as many random non-SE routed experts: the control for "any
+protected expert helps") and `se-only` (only the SEs). Each is measured on the same perplexity
+tokens, lm-eval tasks and prompts as prune-eval (`prune_eval.evaluate_model`), and on the same
+calibration windows for the SEs' outputs and the massive activation per layer (`profile`); the
+attention sinks (D_sink against the original) on the first windows (`sinks.measure_sinks`).
+
+>>> conds = quant_conditions(map_model(model), [(1, 68), (2, 92)], n_random=3)
+>>> results = run_quant_conditions(model, tok, conds, plan, Scheme(bits=4), calib_ids, reference, ses)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..capture.profile import Profile, profile
+from ..evaluate.ablate import random_controls
+from ..evaluate.ablate.conditions import EvalPlan, evaluate_model, summarize
+from ..evaluate.sinks import measure_sinks
+from ..models.adapters import ModelMap, map_model
+from ..models.experts import Expert, experts_json, validate_experts
+from . import damage
+from .quant import Scheme, all_experts, fake_quantized
+
+FORMAT = "superexperts.compress.quant_eval/1"
+RANDOM_GROUP = "protect-random"
+SINK_WINDOWS = 4  # calibration windows for the sink metrics (each condition re-applied per window)
+
+
+@dataclass(frozen=True)
+class QuantCondition:
+    """Experts quantized: all but `protected`, or exactly `only` when it is given."""
+
+    name: str
+    protected: list[Expert]
+    only: list[Expert] | None = None
+
+    def quantized(self, everything: list[Expert]) -> list[Expert]:
+        if self.only is not None:
+            return list(self.only)
+        keep = set(self.protected)
+        return [x for x in everything if x not in keep]
+
+
+def quant_conditions(model_map: ModelMap, super_experts: list[Expert], *, n_random: int = 0,
+                     seed: int = 0) -> list[QuantCondition]:  # fmt: skip
+    """original, all, protect-super, protect-random-<seed>..., se-only (validated against the model)."""
+    ses = validate_experts(model_map, super_experts)
+    controls = random_controls(model_map, ses, n_random, seed=seed)
+    return [QuantCondition("original", [], []), QuantCondition("all", []), QuantCondition("protect-super", ses),
+            *[QuantCondition(f"{RANDOM_GROUP}-{seed + i}", c) for i, c in enumerate(controls)],
+            QuantCondition("se-only", [], ses)]  # fmt: skip
+
+
+def _condition_json(cond: QuantCondition, count: int) -> dict[str, Any]:
+    return {"name": cond.name, "protected": experts_json(cond.protected),
+            "quantized_only": experts_json(cond.only) if cond.only is not None else None, "quantized_experts": count}
+
+
+def _measures(prof: Profile, reference: Profile, ses: list[Expert]) -> dict[str, Any]:
+    before, after = damage.massive(reference.layer_stats), damage.massive(prof.layer_stats)
+    return {"massive": after, "massive_retention": damage.retention(before, after),
+            "super_experts": damage.se_outputs(reference.expert_stats, prof.expert_stats, ses)}
+
+
+def run_quant_conditions(model: torch.nn.Module, tokenizer, conditions: list[QuantCondition], plan: EvalPlan,
+                         scheme: Scheme, calib_ids: torch.Tensor, reference: Profile, ses: list[Expert], *,
+                         batch_size: int = 1, progress: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Evaluate every condition; `reference` is the original model's profile on `calib_ids`."""
+    everything = all_experts(map_model(model))
+    results = []
+    for cond in tqdm(conditions, desc="conditions", unit="condition", disable=not progress):
+        start = time.perf_counter()
+        chosen = cond.quantized(everything)
+        with fake_quantized(model, chosen, scheme):
+            measured = evaluate_model(model, tokenizer, plan)
+            prof = profile(model, calib_ids, batch_size=batch_size) if chosen else reference
+        results.append(_condition_json(cond, len(chosen)) | measured | _measures(prof, reference, ses)
+                       | {"seconds": round(time.perf_counter() - start, 3)})  # fmt: skip
+    return results
+
+
+def add_sinks(model: torch.nn.Module, results: list[dict[str, Any]], conditions: list[QuantCondition],
+              scheme: Scheme, calib_ids: torch.Tensor) -> int:  # fmt: skip
+    """Sink mass, sink rate and D_sink (vs the original) of every condition, on the first windows;
+    returns how many windows were used."""
+    everything = all_experts(map_model(model))
+    factories = {c.name: functools.partial(fake_quantized, model, c.quantized(everything), scheme)
+                 for c in conditions if c.name != "original"}  # fmt: skip
+    ids = calib_ids[:SINK_WINDOWS]
+    measured = {c.name: c for c in measure_sinks(model, ids, factories).conditions}
+    for r in results:
+        c = measured[r["name"]]
+        r |= {"sink_mass": c.sink_mass, "sink_rate": c.sink_rate(), "d_sink": c.d_sink}
+    return int(ids.shape[0])
+
+
+def _band(rows: list[list[float]]) -> dict[str, list[float]]:
+    arr = np.array(rows, dtype=np.float64)  # (seeds, layers)
+    return {"mean": arr.mean(0).tolist(), "min": arr.min(0).tolist(), "max": arr.max(0).tolist()}
+
+
+def quant_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The random-protection group: perplexity/task/generation spreads (as prune-eval's controls) and
+    the per-layer band (mean, min, max) of the massive retention."""
+    summary = summarize(results, groups=(RANDOM_GROUP,))
+    members = [r for r in results if r["name"].startswith(RANDOM_GROUP + "-")]
+    if members:
+        summary[RANDOM_GROUP]["massive_retention"] = _band([r["massive_retention"] for r in members])
+    return summary
+
+
+def quant_eval_json(results: list[dict[str, Any]], scheme: Scheme, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT, "scheme": scheme.describe(), "conditions": results, "summary": quant_summary(results),
+            **metadata}
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def format_quant_table(document: dict[str, Any]) -> str:
+    """One console line per condition: experts quantized, perplexity, worst MA retention, SE error, D_sink."""
+    header = ["condition", "quantized", "perplexity", "worst MA retention", "worst SE change", "mean D_sink"]
+    rows = [header]
+    for r in document["conditions"]:
+        first = min((s["layer"] for s in r["super_experts"]), default=0)
+        change = max((s["relative_change"] for s in r["super_experts"]), key=abs, default=None)
+        d_sink = [v for v in r.get("d_sink") or [] if isinstance(v, float) and math.isfinite(v)]
+        rows.append([r["name"], str(r["quantized_experts"]), _fmt(r["perplexity"], 6),
+                     _fmt(damage.worst_retention(r["massive_retention"], first), 3),
+                     "-" if change is None else f"{change:+.1%}",
+                     _fmt(float(np.mean(d_sink)) if d_sink else None, 3)])  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

@@ -1,0 +1,70 @@
+"""Random control sets: as many non-SE routed experts as there are SEs (paper Sec. 4, v3).
+
+`global` draws from every MoE layer; `layer_controlled` draws, for each SE, a non-SE from the
+same layer (same count per layer), so "pruning anything in layers 1-3 hurts" is ruled out.
+Pure functions: they take the number of experts per layer, not the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ...models.adapters import ModelMap
+from ...models.experts import Expert
+from ...runs.errors import UserError
+
+
+def experts_per_layer(model_map: ModelMap | Mapping[int, int]) -> dict[int, int]:
+    """{MoE layer: number of routed experts}."""
+    if isinstance(model_map, ModelMap):
+        return {b.layer: b.num_experts for b in model_map.moe}
+    return {int(k): int(v) for k, v in model_map.items()}
+
+
+def _draw(rng: np.random.Generator, pool: list[Expert], count: int, where: str) -> list[Expert]:
+    if count > len(pool):
+        raise UserError(f"cannot draw {count} random non-SE experts {where}: only {len(pool)} exist.")
+    return [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
+
+
+def random_controls(
+    model_map: ModelMap | Mapping[int, int],
+    super_experts: list[Expert],
+    n_seeds: int,
+    *,
+    layer_controlled: bool = False,
+    seed: int = 0,
+) -> list[list[Expert]]:
+    """One random non-SE expert set per seed (seeds `seed .. seed + n_seeds - 1`), each sorted.
+
+    A shared SE counts like a routed one: its control is a routed non-SE expert (of its layer
+    when layer-controlled).
+
+    >>> random_controls({1: 128, 2: 128}, [(1, 68), (2, 92)], 2, layer_controlled=True)
+    [[(1, 5), (2, 117)], [(1, 90), (2, 7)]]   # values illustrative
+    """
+    if n_seeds < 0:
+        raise UserError(f"--random must be >= 0, got {n_seeds}.")
+    per_layer = experts_per_layer(model_map)
+    if not super_experts:
+        raise UserError("no Super Experts to match: random controls need at least one SE.")
+    unknown = sorted({layer for layer, _ in super_experts} - per_layer.keys())
+    if unknown:
+        raise UserError(f"SE layers {unknown} have no routed experts; MoE layers are {sorted(per_layer)}.")
+    se = set(super_experts)
+    pool = {layer: [(layer, e) for e in range(n) if (layer, e) not in se] for layer, n in per_layer.items()}
+    wanted: dict[int, int] = {}
+    for layer, _ in super_experts:
+        wanted[layer] = wanted.get(layer, 0) + 1
+    controls = []
+    for s in range(seed, seed + n_seeds):
+        rng = np.random.default_rng(s)
+        if layer_controlled:
+            chosen = [x for layer, k in sorted(wanted.items()) for x in _draw(rng, pool[layer], k, f"in layer {layer}")]
+        else:
+            everything = [x for layer in sorted(pool) for x in pool[layer]]
+            chosen = _draw(rng, everything, len(super_experts), "in the model")
+        controls.append(sorted(chosen, key=lambda x: (x[0], x[1])))
+    return controls

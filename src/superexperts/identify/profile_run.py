@@ -1,0 +1,124 @@
+"""A profile run's own files: profile.json, super_experts.json and the expert tables, read back
+without the model, and the check that a run belongs to the model in use.
+
+    profile.json        {"format": FORMAT, "meta": {...}, "expert_stats": [...], "layer_stats": [...]}
+    expert_stats.csv    the expert table, for pandas users (also .parquet)
+    super_experts.json  {"criterion": {...}, "super_experts": [{"layer", "expert", "max_abs_output",
+                         "channel", "token": {...}}, ...]} sorted by max_abs_output desc
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+from pathlib import Path
+from typing import Any
+
+from ..capture.profile import EXPERT_COLUMNS, Profile
+from ..models.loading import EXPERT_COUNT_KEYS
+from ..runs.errors import UserError
+from ..runs.runfolder import RUN_MARKER, json_bytes, read_json, write_files
+from .rules import Verdict, expert_label
+
+
+def check_run_model(run_dir: str | os.PathLike, config, model: str, flag: str = "--from") -> None:
+    """Refuse a run folder profiled from another model than `model` (whose config is `config`):
+    its experts would be pruned in the wrong model. Compared: model type, layer count, routed experts
+    per layer, and the hub revision when both are known. (A checkpoint copied to another folder has
+    another path but the same model: paths alone are not compared.)"""
+    meta = {}
+    for name in ("super_experts.json", RUN_MARKER):  # both carry the profile's meta; either may be alone
+        data = read_json(Path(run_dir) / name, name) if (Path(run_dir) / name).is_file() else None
+        if isinstance(data, dict) and isinstance(data.get("meta"), dict):
+            meta = data["meta"]
+            break
+    text = getattr(config, "text_config", None) or config
+    target = {
+        "model type": getattr(config, "model_type", None),
+        "layers": getattr(text, "num_hidden_layers", None),
+        "experts per layer": next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)),
+                                  None),
+        "revision": getattr(config, "_commit_hash", None),
+    }
+    recorded = {"model type": meta.get("model_type"), "layers": meta.get("num_layers"),
+                "experts per layer": meta.get("num_experts"), "revision": meta.get("revision")}  # fmt: skip
+    if meta.get("synthetic"):
+        recorded["revision"] = None
+    for what, value in recorded.items():
+        if value is not None and target[what] is not None and value != target[what]:
+            source = meta.get("model") or meta.get("name_or_path") or "another model"
+            raise UserError(f"{flag} {run_dir} was profiled on {source} ({what} {value}), but {model} has "
+                            f"{what} {target[what]}; profile {model} and use that run.")
+
+
+
+FORMAT = "superexperts.profile/1"
+
+
+def super_experts_json(verdict: Verdict) -> dict[str, Any]:
+    experts = []
+    for r in verdict.super_experts.itertuples():
+        experts.append({
+            "layer": int(r.layer), "expert": expert_label(r.kind, r.expert),
+            "max_abs_output": float(r.max_abs_output), "max_output": float(r.max_output),
+            "channel": int(r.channel),
+            "token": {"sample": int(r.sample), "position": int(r.position), "id": int(r.token_id),
+                      "text": r.token_text},
+        })  # fmt: skip
+    return {"criterion": verdict.criterion, "super_experts": experts}
+
+
+def profile_json(prof: Profile) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "meta": prof.meta,
+        "expert_stats": prof.expert_stats.to_dict(orient="records"),
+        "layer_stats": prof.layer_stats.to_dict(orient="records"),
+    }
+
+
+def run_files(prof: Profile, verdict: Verdict) -> dict[str, Any]:
+    """The files of a run, as bytes or writer functions (for `write_files`)."""
+    csv = _io.StringIO()
+    prof.expert_stats.to_csv(csv, index=False)
+    return {
+        "profile.json": json_bytes(profile_json(prof)),
+        "super_experts.json": json_bytes(super_experts_json(verdict) | {"meta": prof.meta}),
+        "expert_stats.csv": csv.getvalue().encode(),
+        "expert_stats.parquet": lambda p: prof.expert_stats.to_parquet(p, index=False),
+    }
+
+
+def save_run(out_dir: str | os.PathLike, prof: Profile, verdict: Verdict, extra: dict[str, Any] | None = None) -> None:
+    """Write a run folder all-or-nothing; `extra` adds files (name -> bytes or writer)."""
+    write_files(out_dir, run_files(prof, verdict) | (extra or {}))
+
+
+def load_profile(run_dir: str | os.PathLike) -> Profile:
+    """Read a run folder's profile.json back into a Profile (no model needed)."""
+    import pandas as pd
+
+    path = Path(run_dir) / "profile.json"
+    data = read_json(path, "profile")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise UserError(f"{path} has format {found!r}, this tool reads {FORMAT!r}; re-run `superexperts profile`.")
+    try:
+        experts = pd.DataFrame(data["expert_stats"], columns=EXPERT_COLUMNS)
+        layers = pd.DataFrame(data["layer_stats"])
+        meta = dict(data["meta"])
+        meta["num_layers"]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path} is partial or damaged (missing {e}); re-run `superexperts profile`.")
+    for column in ("max_signed_output", "reap_saliency", "ean"):  # NaN is saved as "nan" (to_jsonable)
+        experts[column] = pd.to_numeric(experts[column], errors="coerce")
+    if experts.empty or experts["max_abs_output"].isna().any():
+        raise UserError(f"{path} has no usable expert records; re-run `superexperts profile`.")
+    return Profile(experts, layers, meta)
+
+
+def model_of_run(run_dir: str | os.PathLike) -> str | None:
+    """The model a profile run folder was made from (None = the built-in demo); reads only its metadata."""
+    data = read_json(Path(run_dir) / "profile.json", "profile")
+    meta = data.get("meta", {}) if isinstance(data, dict) else {}
+    return None if meta.get("synthetic") else meta.get("model_path") or meta.get("model") or None

@@ -1,0 +1,204 @@
+"""The run folder: one format, written atomically, read back without the model.
+
+A run folder is either complete or untouched (`write_files` stages everything, then renames).
+Layout:
+    profile.json        {"format": FORMAT, "meta": {...}, "expert_stats": [...], "layer_stats": [...]}
+    expert_stats.csv    the expert table, for pandas users (also .parquet)
+    expert_stats.parquet
+    super_experts.json  {"criterion": {...}, "super_experts": [{"layer", "expert", "max_abs_output",
+                         "channel", "token": {...}}, ...]} sorted by max_abs_output desc
+    prune_eval.json, sinks.json, report.html, ...   written by the other recipes into the same folder
+
+Every file carries `base_metadata` (versions, seed, command): what reproduces a printed number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io as _io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .version import __version__
+from .errors import UserError
+from .safety import os_error_reason
+from .staging import make_staging, usual_mode
+
+if TYPE_CHECKING:
+    import torch
+
+
+# -- metadata --
+
+_LIBS = ("torch", "transformers", "numpy", "pandas", "safetensors", "accelerate", "datasets", "lm_eval")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "superexperts": __version__, "platform": platform.platform()}
+    for name in _LIBS:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    """Hash of a token tensor: identifies the exact calibration data of a run."""
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def base_metadata(*, tool: str, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "tool": "superexperts",
+        "tool_version": __version__,
+        "command": tool,
+        "created_unix": round(time.time(), 3),
+        "seed": seed,
+        "versions": library_versions(),
+        **extra,
+    }
+
+
+# -- atomic writes --
+
+# Files a run folder may hold; `write_run` refuses to mix a new run with an old one's files.
+RUN_MARKER = "profile.json"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types; NaN/inf become strings so the file stays valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return to_jsonable(obj.item())
+    return obj
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(to_jsonable(obj), indent=2) + "\n").encode()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        usual_mode(Path(tmp))  # mkstemp makes 0600; the result gets what a plain open would
+        os.replace(tmp, path)
+        WRITTEN.append(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# Files this process has written (complete: atomic), so an interruption can say what already exists.
+WRITTEN: list[Path] = []
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, json_bytes(obj))
+
+
+FileWriter = Callable[[Path], None]
+
+
+def write_files(out_dir: str | os.PathLike, files: Mapping[str, bytes | FileWriter]) -> None:
+    """Write several files into `out_dir` all-or-nothing.
+
+    Each value is bytes or a function that writes the file at the path it is given (for
+    matplotlib, parquet...). Everything is written into a staging folder first, then moved in;
+    on any error nothing in `out_dir` changes.
+    """
+    out = Path(out_dir)
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    moved: list[str] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = make_staging(out, ".staging-")  # also sweeps those of killed runs
+        try:
+            for name, content in files.items():
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, (bytes, bytearray)):
+                    target.write_bytes(content)
+                else:
+                    content(target)
+            for name in files:
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / name, out / name)
+                moved.append(name)
+                WRITTEN.append(out / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as e:
+        for folder in created:  # innermost first; only the empty folders this call made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        done = f"only {', '.join(moved)} were replaced" if moved else "nothing was written"
+        raise UserError(f"writing {out} failed ({os_error_reason(e)}); {done}.") from None
+
+
+# Every file the recipes write into a run folder (names, or fnmatch patterns for figures): what an
+# overwriting profile may remove so that the folder holds only the new run. Nothing else is touched.
+RUN_FILE_PATTERNS = (
+    "profile.json", "super_experts.json", "expert_stats.csv", "expert_stats.parquet", "sensitivity.json",
+    "report.html", "prune_eval.json", "sinks.json", "sinks_router.csv", "sinks_chain.*", "sinks_d_sink.*",
+    "sinks_maps.*", "compare.json", "compare_scatter.*", "figures/*.png", "figures/*.svg",
+)  # fmt: skip
+
+
+def remove_stale_run_files(out_dir: str | os.PathLike, keep: Iterable[str]) -> list[str]:
+    """Remove the files of an earlier run in `out_dir` (our names only) that are not in `keep`;
+    an emptied figures/ folder goes too. Returns the names removed."""
+    out = Path(out_dir)
+    keep = set(keep)
+    removed = []
+    for pattern in RUN_FILE_PATTERNS:
+        for path in sorted(out.glob(pattern)):
+            name = path.relative_to(out).as_posix()
+            if name not in keep and path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(name)
+    with contextlib.suppress(OSError):  # only when empty: a user's file there keeps it
+        (out / "figures").rmdir()
+    return removed
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Read a JSON file with a one-line error for missing or damaged files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}; run `superexperts profile --out {path.parent}` first.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged or partial JSON ({e.msg if hasattr(e, 'msg') else e}); re-create it.")
+
+
+def load_super_experts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    data = read_json(Path(run_dir) / "super_experts.json", "super_experts.json")
+    try:
+        return list(data["super_experts"])
+    except (KeyError, TypeError):
+        raise UserError(f"{run_dir}/super_experts.json is damaged; re-run `superexperts identify {run_dir}`.")

@@ -1,0 +1,45 @@
+"""Random controls: same count as the SEs, never an SE, layer-controlled stays in the SEs' layers."""
+
+from __future__ import annotations
+
+import pytest
+
+from superexperts.evaluate.ablate.controls import random_controls
+from superexperts.runs.errors import UserError
+
+LAYERS = {0: 8, 1: 8, 2: 8, 3: 8}
+SES = [(1, 3), (1, 5), (2, 0), (2, "shared")]
+
+
+@pytest.mark.parametrize("layer_controlled", [False, True])
+def test_controls_never_include_an_se(layer_controlled):
+    controls = random_controls(LAYERS, SES, 300, layer_controlled=layer_controlled)
+    assert len(controls) == 300
+    seen = set()
+    for chosen in controls:
+        assert len(chosen) == len(SES) == len(set(chosen))
+        assert not set(chosen) & set(SES)
+        assert all(isinstance(e, int) and 0 <= e < LAYERS[layer] for layer, e in chosen)
+        if layer_controlled:  # same count per layer as the SEs
+            assert sorted(layer for layer, _ in chosen) == sorted(layer for layer, _ in SES)
+        seen.update(chosen)
+    # Over many seeds every non-SE candidate of the pool gets drawn: the draw is not stuck.
+    pool_layers = {1, 2} if layer_controlled else set(LAYERS)
+    pool = {(layer, e) for layer in pool_layers for e in range(LAYERS[layer])} - set(SES)
+    assert seen == pool
+
+
+def test_controls_are_seeded_and_differ_by_seed():
+    a = random_controls(LAYERS, SES, 5, seed=7)
+    assert a == random_controls(LAYERS, SES, 5, seed=7)
+    assert len({tuple(c) for c in a}) > 1
+    assert random_controls(LAYERS, SES, 3, seed=8)[0] == a[1]
+
+
+def test_controls_bad_input():
+    with pytest.raises(UserError, match="only 5 exist"):
+        random_controls({1: 8}, [(1, e) for e in range(3)] + [(1, "shared")] * 3, 1, layer_controlled=True)
+    with pytest.raises(UserError, match="no routed experts"):
+        random_controls(LAYERS, [(7, 1)], 1)
+    with pytest.raises(UserError, match="at least one SE"):
+        random_controls(LAYERS, [], 1)

@@ -1,0 +1,81 @@
+"""The paper's Table 9 grid on a stable and an unstable table, checked against a direct loop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from expert_tables import background, expert_table
+from superexperts.identify.sensitivity import (
+    FRACTIONS,
+    PERCENTILES,
+    percentile_cap,
+    sensitivity,
+    sensitivity_json,
+    sensitivity_verdict,
+)
+from superexperts.models.experts import format_experts
+
+
+def _loop_se_sets(values: np.ndarray, judged_layers: int) -> dict[tuple[float, float], set]:
+    """Independent: the rule written out with numpy for every cell."""
+    judged = values[:judged_layers]
+    out = {}
+    for p in PERCENTILES:
+        for f in FRACTIONS:
+            mask = (judged > np.percentile(judged, p)) & (judged > judged.max() // (1 / f))
+            out[(p, f)] = {(int(layer), int(e)) for layer, e in np.argwhere(mask)}
+    return out
+
+
+def test_stable_table_gives_the_same_set_in_all_16_cells():
+    values = background(8, 512, seed=2)
+    values[1, 5], values[2, 6], values[3, 7] = 900.0, 700.0, 500.0
+    grid = sensitivity(expert_table(values), 8)
+    assert len(grid) == 16 and set(grid["count"]) == {3}
+    expected = _loop_se_sets(values, 6)
+    for r in grid.itertuples():
+        assert r.super_experts == format_experts(sorted(expected[(r.percentile, r.max_fraction)]))
+    assert sensitivity_verdict(grid) == "stable: the same 3 SEs (1:5,2:6,3:7) in all 16 cells"
+
+
+def test_unstable_table_names_the_cells_that_differ():
+    values = background(8, 512, seed=2)
+    values[1, 5] = 1000.0
+    values[2, 6] = 75.0  # above 1000 // (1/0.07) = 70 but below 1000 // (1/0.08) = 80
+    grid = sensitivity(expert_table(values), 8)
+    expected = _loop_se_sets(values, 6)
+    assert {(r.percentile, r.max_fraction): r.count for r in grid.itertuples()} == {
+        cell: len(s) for cell, s in expected.items()}
+    differ = grid[grid["count"] == 2]
+    assert set(differ["max_fraction"]) == {0.07} and len(differ) == 4
+    line = sensitivity_verdict(grid)
+    assert line.startswith("unstable: 4 of 16 cells differ from the 1 SEs (1:5) at P99.5/f0.1: ")
+    assert "P95/f0.07: 2 (+2:6)" in line and "\n" not in line
+
+
+def test_sensitivity_json_is_serialisable_and_complete():
+    values = background(8, 512, seed=2)
+    values[1, 5] = 1000.0
+    table = expert_table(values, shared={2: 400.0})
+    data = sensitivity_json(sensitivity(table, 8))
+    assert json.loads(json.dumps(data)) == data
+    assert data["stable"] is True and len(data["cells"]) == 16
+    assert data["cells"][0]["super_experts"] == [{"layer": 1, "expert": 5}, {"layer": 2, "expert": "shared"}]
+
+
+@pytest.mark.parametrize("pool", [10, 200, 384, 1000, 4608])
+@pytest.mark.parametrize("p", PERCENTILES)
+def test_percentile_cap_matches_numpy(pool, p):
+    values = np.arange(pool, dtype=float)  # distinct values: the cap is reached
+    assert percentile_cap(pool, p) == int((values > np.percentile(values, p)).sum())
+
+
+def test_small_pool_verdict_says_the_percentile_caps_the_count():
+    values = background(8, 64, seed=2)  # 384 judged experts: P99.9 passes at most 1
+    values[1, 5], values[2, 6] = 900.0, 700.0
+    line = sensitivity_verdict(sensitivity(expert_table(values), 8))
+    assert line.startswith("unstable: 4 of 16 cells")
+    assert line.endswith("[the percentile alone caps these: P99.9 of 384 experts passes at most 1]")
