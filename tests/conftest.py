@@ -63,6 +63,23 @@ def demo_calib(demo):
 
 
 @pytest.fixture(scope="session")
+def demo_profile_run(tmp_path_factory, demo):
+    """(run folder, Profile, ids): the demo profiled on 4 windows of 32 built-in tokens, saved with the
+    paper rule's verdict. Treat as read-only; copy the folder to change it."""
+    from superexperts.capture.profile import profile
+    from superexperts.identify.rules import identify
+    from superexperts.models.demo import builtin_text
+
+    model, tokenizer = demo
+    ids = tokenizer(builtin_text(), return_tensors="pt").input_ids[0][:128].view(4, 32)
+    prof = profile(model, ids)
+    prof.meta["synthetic"] = True
+    folder = tmp_path_factory.mktemp("demo_run")
+    save_run(folder, prof, identify(prof.expert_stats, prof.num_layers, "paper"))
+    return folder, prof, ids
+
+
+@pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """The demo saved as a local checkpoint folder (what `superexperts profile` with no MODEL loads)."""
     from superexperts.models.demo import demo_checkpoint

@@ -85,6 +85,27 @@ def super_atoms_of(records: list[dict[str, Any]]) -> dict[Expert, list[tuple[int
     return out
 
 
+def resolve_atoms(spec: str, from_dir: str | None) -> tuple[list[Atom], str]:
+    """(atoms, source) for `--atoms super|LIST`, before any model is loaded: "super" takes the super
+    atoms of `from_dir`'s super_experts.json.
+
+    >>> resolve_atoms("1:68:3,2:92:7", None)
+    ([(1, 68, 3), (2, 92, 7)], 'custom')
+    """
+    if spec != "super":
+        return parse_atoms(spec), "custom"
+    if from_dir is None:
+        raise UserError("--atoms super takes the super atoms of a profile run: pass --from RUN_DIR, or list atoms "
+                        "like 1:68:3,2:92:7.")  # fmt: skip
+    from ..runs.runfolder import load_super_experts
+
+    found = super_atoms_of(load_super_experts(from_dir))
+    if not found:
+        raise UserError(f"{from_dir}/super_experts.json has no super atoms; re-run `superexperts profile` (older runs "
+                        "lack them) or list atoms like 1:68:3.")  # fmt: skip
+    return [(layer, expert, k) for (layer, expert), ks in found.items() for k, _ in ks], "super"
+
+
 def _transposed(block: MoEBlock) -> bool:
     return block.layout == "dense_routed" or bool(getattr(block.experts, "is_transposed", False))
 
