@@ -32,10 +32,11 @@ def test_super_atoms_alone_break_the_demo_and_random_atoms_do_not(atom_run, tmp_
     folder, _, ses = atom_run
     assert [s["super_atoms"][0]["atom"] for s in ses] == [0, 0]  # the demo plants unit 0
     # the demo's own windows (64 tokens): pruning the two SEs whole gives 11.6 -> 54 here
-    argv = ["prune-eval", "--from", str(folder), "--atoms", "super", "--random", "2",
-            "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    run = shutil.copytree(folder, tmp_path / "run")  # into the run folder: its report gets the section too
+    argv = ["prune-eval", "--from", str(run), "--atoms", "super", "--random", "2", "--device", "cpu"]
     assert main(argv) == 0
-    doc = json.loads((tmp_path / "prune_eval.json").read_text())
+    doc = json.loads((run / "prune_eval.json").read_text())
+    assert "super-atoms" in (run / "report.html").read_text()
     by = {c["name"]: c for c in doc["conditions"]}
     assert list(by) == ["original", "super-atoms", "random-0", "random-1"]
     want = [{"layer": s["layer"], "expert": s["expert"], "atom": a["atom"]} for s in ses for a in s["super_atoms"]]
