@@ -80,6 +80,27 @@ def demo_profile_run(tmp_path_factory, demo):
 
 
 @pytest.fixture(scope="session")
+def demo_atom_run(demo_profile_run, demo, tmp_path_factory):
+    """(run folder, CAMERA scores, super_experts.json entries): the demo profile run with super atoms
+    in its super_experts.json, and the demo's CAMERA score table, both computed by hand on the run's
+    windows (atom_helpers: stand-ins for issue 20's producers). Read-only; copy the folder to write."""
+    import json
+    import shutil
+
+    from atom_helpers import camera_scores_by_hand, super_atoms_by_hand
+
+    source, _, ids = demo_profile_run
+    folder = tmp_path_factory.mktemp("atom_run") / "run"
+    shutil.copytree(source, folder)
+    path = folder / "super_experts.json"
+    doc = json.loads(path.read_text())
+    for s in doc["super_experts"]:
+        s["super_atoms"] = super_atoms_by_hand(demo[0], ids, (s["layer"], s["expert"]))
+    path.write_text(json.dumps(doc))
+    return folder, camera_scores_by_hand(demo[0], ids), doc["super_experts"]
+
+
+@pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """The demo saved as a local checkpoint folder (what `superexperts profile` with no MODEL loads)."""
     from superexperts.models.demo import demo_checkpoint

@@ -7,25 +7,14 @@ import shutil
 
 import pytest
 
-from atom_helpers import camera_scores_by_hand, super_atoms_by_hand
 from superexperts.cli import main
 from superexperts.identify.atom_pruning import atom_pruning_plan, format_atom_plan
 from superexperts.models.atoms import super_atoms_of
 
 
 @pytest.fixture(scope="module")
-def atom_run(demo_profile_run, demo, tmp_path_factory):
-    """The demo profile run with super atoms in its super_experts.json, and the demo's CAMERA scores
-    (both by hand, on the run's calibration windows)."""
-    source, _, ids = demo_profile_run
-    folder = tmp_path_factory.mktemp("atom_run") / "run"
-    shutil.copytree(source, folder)
-    path = folder / "super_experts.json"
-    doc = json.loads(path.read_text())
-    for s in doc["super_experts"]:
-        s["super_atoms"] = super_atoms_by_hand(demo[0], ids, (s["layer"], s["expert"]))
-    path.write_text(json.dumps(doc))
-    return folder, camera_scores_by_hand(demo[0], ids), doc["super_experts"]
+def atom_run(demo_atom_run):
+    return demo_atom_run
 
 
 def test_super_atoms_alone_break_the_demo_and_random_atoms_do_not(atom_run, tmp_path):
