@@ -39,24 +39,29 @@ def test_super_atoms_alone_break_the_demo_and_random_atoms_do_not(atom_run, tmp_
     assert doc["summary"]["random"]["perplexity"]["n"] == 2
 
 
-def test_camera_criterion_with_super_atom_protection(atom_run, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("criterion, protect", [("camera", "super-atoms"), ("heapr", "super")])
+def test_atom_criterion_with_protection(atom_run, tmp_path, capsys, monkeypatch, criterion, protect):
     folder, scores, ses = atom_run
     import superexperts.recipes.pruning as recipe
 
-    # The profile does not record atom statistics yet (issue 20 item 1): the hand-computed table
-    # stands in for the one place the recipe takes atom scores from.
-    monkeypatch.setattr(recipe, "atom_scores", lambda prof, criterion, **kw: scores)
-    argv = ["prune-eval", "--from", str(folder), "--criterion", "camera", "--fraction", "0.25", "--protect",
-            "super-atoms", "--seq-len", "32", "--max-windows", "2", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    # The profile records no atom statistics and heapr is not built yet (issue 20 items 1 and 3): the
+    # hand-computed table stands in for the one place the recipe takes atom scores from.
+    monkeypatch.setattr(recipe, "atom_scores", lambda prof, name, **kw: scores if name == criterion else None)
+    argv = ["prune-eval", "--from", str(folder), "--criterion", criterion, "--fraction", "0.25", "--protect",
+            protect, "--seq-len", "32", "--max-windows", "2", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
     doc = json.loads((tmp_path / "prune_eval.json").read_text())
-    plan = atom_pruning_plan(scores, 0.25, criterion="camera", protect="super-atoms",
+    plan = atom_pruning_plan(scores, 0.25, criterion=criterion, protect=protect,
                              super_experts=[(s["layer"], s["expert"]) for s in ses], super_atoms=super_atoms_of(ses))  # fmt: skip
-    assert [c["name"] for c in doc["conditions"]] == ["original", "camera-0.25", "camera-0.25-protect-super-atoms"]
+    names = ["original", f"{criterion}-0.25", f"{criterion}-0.25-protect-{protect}"]
+    assert [c["name"] for c in doc["conditions"]] == names
     assert [c.get("atoms_pruned") for c in doc["conditions"]] == [None, len(plan.unprotected), len(plan.protected)]
-    assert doc["atom_pruning"] == json.loads(json.dumps(plan.to_json() | {"rho": 0.9}))
-    assert len(plan.unprotected) == sum(int(n * 0.25) for n in scores.groupby("layer").size())
+    assert doc["atom_pruning"] == json.loads(json.dumps(plan.to_json() | ({"rho": 0.9} if criterion == "camera" else {})))
+    per_scope = scores.groupby("layer").size() if criterion == "camera" else [len(scores)]
+    assert len(plan.unprotected) == sum(int(n * 0.25) for n in per_scope)
     assert all(isinstance(c["perplexity"], float) for c in doc["conditions"])
+    ppl = [c["perplexity"] for c in doc["conditions"]]
+    assert ppl[1] != ppl[0] and (ppl[2] == ppl[1]) == (plan.protected == plan.unprotected)
     assert format_atom_plan(doc["atom_pruning"]) in capsys.readouterr().out
 
 
