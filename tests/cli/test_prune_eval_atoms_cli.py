@@ -89,3 +89,23 @@ def test_a_profile_without_atom_statistics_is_refused(atom_run, tmp_path, capsys
     assert main(argv) == 2
     assert "the profile has no atom statistics" in capsys.readouterr().err
     assert not (tmp_path / "prune_eval.json").exists()
+
+
+def test_atoms_on_disk_offloaded_layers_give_the_in_memory_numbers(demo_dir, tmp_path):
+    """--device-map with the odd layers (SE layer 1 among them) on disk: zeroed atoms there are edited in
+    accelerate's offload store, so every condition equals the in-memory run's, and the store is restored
+    between conditions (the random controls would otherwise carry the super atoms' damage)."""
+    from file_trees import odd_layers_on_disk
+    from superexperts.models.demo import heldout_path
+
+    common = ["prune-eval", str(demo_dir), "--atoms", "1:13:0,2:41:0", "--random", "1", "--ppl", str(heldout_path()),
+              "--seq-len", "64", "--dtype", "float32"]  # fmt: skip
+    placement = str(odd_layers_on_disk(demo_dir, tmp_path / "map.json"))
+    assert main([*common, "--device", "cpu", "--out", str(tmp_path / "mem")]) == 0
+    assert main([*common, "--device-map", placement, "--out", str(tmp_path / "map")]) == 0
+    mem, placed = (json.loads((tmp_path / d / "prune_eval.json").read_text())["conditions"] for d in ("mem", "map"))
+    assert [c["name"] for c in placed] == ["original", "atoms", "random-0"]
+    for got, want in zip(placed, mem):
+        assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-5), want["name"]
+    # a plain file stream has no BOS-first windows (the demo's SE trigger): the atoms change it, but little
+    assert len({c["perplexity"] for c in mem}) == 3
