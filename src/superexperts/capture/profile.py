@@ -92,8 +92,7 @@ def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.T
                 raise UserError(f"each batch must be [batch, seq_len >= 2] token ids, got {tuple(batch.shape)}.")
             if seen and batch.shape[1] != seen[0].shape[1]:
                 raise UserError("all calibration windows must have the same length; use --seq-len.")
-            cap.token_offset = offset * batch.shape[1]
-            cap.seq_len = batch.shape[1]
+            cap.start_batch(offset, batch.shape)
             model(input_ids=batch.to(device), use_cache=False, **no_logits)
             seen.append(batch.cpu())
             offset += batch.shape[0]
@@ -114,6 +113,10 @@ def expert_table(cap: Capture, input_ids: torch.Tensor, tokenizer=None) -> pd.Da
     for (layer, kind), tracker in sorted(cap.experts.items()):
         for e, r in enumerate(tracker.to_rows()):
             token = r.pop("token")
+            if token >= input_ids.numel():  # the expert's rows were not the batch's tokens
+                raise UserError(f"{cap.model_map.family}: layer {layer} {kind} experts saw row {token} but the "
+                                f"calibration holds {input_ids.numel()} tokens {tuple(input_ids.shape)}; its "
+                                "experts' inputs do not map back to tokens, so this family cannot be profiled.")  # fmt: skip
             sample, position = (token // seq_len, token % seq_len) if token >= 0 else (-1, -1)
             token_id = int(input_ids[sample, position]) if token >= 0 else -1
             rows.append({"layer": layer, "expert": e if kind == "routed" else -1, "kind": kind, **r,
@@ -160,6 +163,7 @@ def describe_model(model: nn.Module, model_map: ModelMap) -> dict[str, Any]:
         "num_layers": model_map.num_layers,
         "moe_layers": [b.layer for b in model_map.moe],
         "dense_layers": [d.layer for d in model_map.dense],
+        "other_layers": list(model_map.other),  # neither experts nor an MLP (hybrids' Mamba/attention layers)
         "num_experts": b0.num_experts,
         "num_experts_total": sum(b.num_experts for b in model_map.moe),
         "has_shared_experts": any(b.shared is not None for b in model_map.moe),

@@ -67,7 +67,7 @@ def resolve_dtype(dtype: str, device: torch.device, config) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _expert_count(config) -> int:
+def expert_count(config) -> int:
     for cfg in (config, getattr(config, "text_config", None)):
         for key in EXPERT_COUNT_KEYS:
             value = getattr(cfg, key, None)
@@ -188,7 +188,7 @@ def load_model(
     else:
         path = os.path.expanduser(spec)
     config = load_config(path, trust_remote_code)
-    if _expert_count(config) == 0:
+    if expert_count(config) == 0:
         raise UserError(
             f"{spec}: {config.model_type} is not a Mixture-of-Experts model (no expert count in its config); "
             "superexperts needs an MoE model such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE or GPT-OSS."

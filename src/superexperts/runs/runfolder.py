@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io as _io
 import json
 import math
 import os
@@ -30,10 +29,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
 from .errors import UserError
 from .safety import os_error_reason
 from .staging import make_staging, usual_mode
+from .version import __version__
 
 if TYPE_CHECKING:
     import torch
