@@ -37,10 +37,11 @@ EXACT = {
     "out_hidden_size": 64, "projection_dim": 64, "text_hidden_size": 64, "vision_hidden_size": 64,
     "patch_size": 2, "spatial_merge_size": 2, "temporal_patch_size": 2, "image_size": 8,
     "num_nextn_predict_layers": 0, "mtp_num_layers": 0, "index_n_heads": 2, "index_head_dim": 8,
-    "index_topk": 4, "hc_mult": 2, "o_lora_rank": 8, "o_groups": 2,
+    "index_topk": 4, "hc_mult": 2, "o_lora_rank": 8, "o_groups": 2, "max_image_size": 32, "max_img_size": 32,
 }  # fmt: skip
 SUFFIXES = {"intermediate_size": 16, "_hidden_size": 64, "_head_dim": 8, "_rank": 8, "num_layers": 2,
-            "attention_heads": 4}
+            "attention_heads": 4, "vocab_size": families.VOCAB, "ffn_dim": 32, "position_embeddings": 1024,
+            "_channels": 32}
 NONE_SET = ("num_experts_per_tok", "n_group", "topk_group")  # None by default in some families
 COUNT_NAMES = ("num_hidden_layers", "num_layers", "n_layers")
 

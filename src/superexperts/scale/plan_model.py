@@ -28,7 +28,7 @@ from torch import nn
 
 from ..identify import known
 from ..models.adapters import map_model
-from ..models.loading import load_config, resolve_dtype
+from ..models.loading import auto_model_class, load_config, resolve_dtype
 from ..models.shape import ModelShape, model_shape
 from ..runs.errors import UserError
 
@@ -72,11 +72,9 @@ def read_config(spec: str, *, trust_remote_code: bool = False):
 def build_from_config(config, dtype: torch.dtype, *, trust_remote_code: bool = False) -> nn.Module:
     """The model on the meta device (no memory, no weights)."""
     from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
     try:
         with init_empty_weights():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+            model = auto_model_class(config).from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot build {getattr(config, 'model_type', '?')} from its config "
                         f"({str(e).splitlines()[0]}); is it a causal LM transformers knows?") from None  # fmt: skip
