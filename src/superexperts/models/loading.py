@@ -221,15 +221,15 @@ def load_model(
             "superexperts needs an MoE model such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE or GPT-OSS."
         )
     torch_dtype = resolve_dtype(dtype, dev, config)
-    from .checkpoints.formats import check_in_memory, dequantized_bytes, dequantizing_config
+    from .checkpoints.formats import dequantized_bytes, in_memory_quantization, quant_method
 
-    # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture)
-    quantization = dequantizing_config(config)
-    if quantization is not None:
-        check_in_memory(path, config)
+    # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture),
+    # FP8 through the streaming path's quantizer (edge blocks)
+    quantized = quant_method(config) is not None
+    quantization = in_memory_quantization(config)
     offload = None
     if placement is None:
-        check_fits(path, dev, dequantized_bytes(path, torch_dtype) if quantization is not None else None)
+        check_fits(path, dev, dequantized_bytes(path, torch_dtype) if quantized else None)
         placed: dict = {"device_map": {"": dev}}
     else:  # accelerate may put what does not fit on disk: in a folder of ours, removed with the model
         if isinstance(placement, dict):
@@ -239,7 +239,7 @@ def load_model(
     check_weight_files(Path(path))
     with quiet_transformers():
         model, info = auto_model_class(config).from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
+            path, config=config, dtype=torch_dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
             ignore_mismatched_sizes=True, quantization_config=quantization, **placed, **hub_kwargs(path),
         )  # fmt: skip
     check_loading_info(info, spec or path, allow_missing=allow_missing_weights)
