@@ -192,3 +192,8 @@ def build(family: Family, seed: int = 0) -> torch.nn.Module:
             return families.build_from(family.model_class, config, seed)
     except Exception as e:  # noqa: BLE001
         raise TinyConfigError(f"model: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+
+
+def family(model_type: str) -> Family:
+    """The registry's entry for one model type."""
+    return next(f for f in moe_families() if f.model_type == model_type)

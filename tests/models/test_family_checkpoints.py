@@ -39,7 +39,7 @@ def plant(model, ids: torch.Tensor) -> tuple[int, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_planted_super_expert_is_found(name, tmp_path, capsys):
-    family = next(f for f in registry.moe_families() if f.model_type == name)
+    family = registry.family(name)
     model = registry.build(family)
     tokenizer = families.char_tokenizer()
     ids = tokenizer(["The quick brown fox jumps", "over the lazy dog again"]).input_ids
