@@ -40,7 +40,7 @@ EXACT = {
     "index_topk": 4, "hc_mult": 2, "o_lora_rank": 8, "o_groups": 2, "max_image_size": 32, "max_img_size": 32,
 }  # fmt: skip
 SUFFIXES = {"intermediate_size": 16, "_hidden_size": 64, "_head_dim": 8, "_rank": 8, "num_layers": 2,
-            "attention_heads": 4, "vocab_size": families.VOCAB, "ffn_dim": 32, "position_embeddings": 1024,
+            "attention_heads": 4, "key_value_heads": 4, "vocab_size": families.VOCAB, "ffn_dim": 32, "position_embeddings": 1024,
             "_channels": 32}
 NONE_SET = ("num_experts_per_tok", "n_group", "topk_group")  # None by default in some families
 COUNT_NAMES = ("num_hidden_layers", "num_layers", "n_layers")
@@ -78,7 +78,7 @@ def moe_families() -> list[Family]:
             except TinyConfigError:
                 continue
             composite = getattr(config, "text_config", None) is not None
-            if expert_count(config) and (model_type not in found or composite):
+            if expert_count(config) > 1 and (model_type not in found or composite):  # one expert: a dense MLP
                 found[model_type] = Family(model_type, class_name, mapping)
     return sorted(found.values(), key=lambda f: f.model_type)
 
@@ -151,9 +151,13 @@ def _fix_dependents(config, out: dict) -> None:
     if get("sliding_window") is None and isinstance(types, list) and any("sliding" in str(t) for t in types):
         out["sliding_window"] = EXACT["sliding_window"]
     rope = get("rope_parameters")
-    if isinstance(rope, dict) and isinstance(rope.get("mrope_section"), list):
-        rotary = int((get("head_dim") or 0) * rope.get("partial_rotary_factor", get("partial_rotary_factor") or 1))
-        out["rope_parameters"] = rope | {"mrope_section": _split(rope["mrope_section"], rotary // 2)}
+    # Multimodal rope sections must sum to half the rotary dimension; some families keep their default
+    # sections in the modeling code (config says only that it may hold them), so they are always set.
+    mrope = isinstance(rope, dict) and ("mrope_section" in rope or "mrope_section" in (get("ignore_keys_at_rope_validation") or ()))
+    if mrope and get("hidden_size") and get("num_attention_heads"):
+        head_dim = get("head_dim") or get("hidden_size") // get("num_attention_heads")
+        rotary = int(head_dim * rope.get("partial_rotary_factor", get("partial_rotary_factor") or 1))
+        out["rope_parameters"] = rope | {"mrope_section": _split(rope.get("mrope_section", [1, 1, 1]), rotary // 2)}
 
 
 def _split(sections: list[int], total: int) -> list[int]:

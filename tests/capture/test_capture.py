@@ -123,3 +123,21 @@ def test_nonfinite_outputs_are_reported_not_hidden():
     row = prof.expert_stats[(prof.expert_stats.layer == 0) & (prof.expert_stats.expert == 3)].iloc[0]
     assert row.nonfinite_rows == row.tokens_routed > 0
     assert prof.layer_stats.nonfinite.sum() > 0
+
+
+def test_a_failure_inside_transformers_is_one_line_ours_keeps_its_traceback():
+    from superexperts.runs.errors import UserError
+
+    model = families.build("qwen3_moe")
+    ids = families.random_ids(samples=2, seq_len=8)
+    model.model.rotary_emb.inv_freq = None  # transformers' rotary forward now fails inside its own code
+    with pytest.raises(UserError, match=r"qwen3_moe: the model's own forward fails in transformers .*modeling_qwen3_moe.py"):
+        profile(model, ids)
+    model = families.build("qwen3_moe")
+
+    def ours(module, args, output):
+        raise ValueError("a bug of ours")
+
+    model.model.layers[1].register_forward_hook(ours)
+    with pytest.raises(ValueError, match="a bug of ours"):
+        profile(model, ids)

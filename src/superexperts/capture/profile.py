@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -93,12 +95,33 @@ def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.T
             if seen and batch.shape[1] != seen[0].shape[1]:
                 raise UserError("all calibration windows must have the same length; use --seq-len.")
             cap.start_batch(offset, batch.shape)
-            model(input_ids=batch.to(device), use_cache=False, **no_logits)
+            try:
+                model(input_ids=batch.to(device), use_cache=False, **no_logits)
+            except (AttributeError, IndexError, RuntimeError, TypeError, ValueError) as e:
+                raise model_code_failure(e, model_map.family) or e
             seen.append(batch.cpu())
             offset += batch.shape[0]
     if not seen:
         raise UserError("no calibration data: input_ids is empty; pass at least one [1, seq_len] window.")
     return cap, torch.cat(seen)
+
+
+def model_code_failure(error: BaseException, family: str) -> UserError | None:
+    """A one-line UserError when `error` was raised inside transformers' own modeling code (e.g.
+    Llama4ForConditionalGeneration.forward in transformers 5.24 fails on every call), None when it came
+    from elsewhere (ours keeps its traceback: a bug to report here)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if f"{os.sep}transformers{os.sep}" not in where:
+        return None
+    import transformers
+
+    reason = (str(error).splitlines() or [""])[0]
+    return UserError(f"{family}: the model's own forward fails in transformers {transformers.__version__} "
+                     f"({Path(where).name}:{tb.tb_lineno}: {type(error).__name__}: {reason}); superexperts cannot "
+                     "profile it with this transformers version.")  # fmt: skip
 
 
 def _decode(tokenizer, token_id: int) -> str:
