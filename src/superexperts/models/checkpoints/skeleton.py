@@ -76,8 +76,13 @@ class _Stop(Exception):
 
 
 class _Recorder(nn.Module):
-    def __init__(self, index: int, last: bool, calls: dict[int, LayerCall], first_input: list) -> None:
+    def __init__(self, layer: nn.Module, index: int, last: bool, calls: dict[int, LayerCall], first_input: list) -> None:
         super().__init__()
+        # The layer's plain attributes: some model forwards read them off each layer (Nemotron-H picks the
+        # attention mask by `layer.block_type`).
+        for name, value in vars(layer).items():
+            if not name.startswith("_") and name != "training" and not isinstance(value, (nn.Module, torch.Tensor)):
+                setattr(self, name, value)
         self.index, self.last, self.calls, self.first_input = index, last, calls, first_input
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -94,7 +99,7 @@ def _recorders(layers: nn.ModuleList, calls: dict[int, LayerCall], first_input: 
     saved = list(layers)
     try:
         for i in range(len(layers)):
-            layers[i] = _Recorder(i, i == len(layers) - 1, calls, first_input)
+            layers[i] = _Recorder(saved[i], i, i == len(layers) - 1, calls, first_input)
         yield
     finally:
         for i, layer in enumerate(saved):
