@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...models.adapters import input_device
+from ...models.adapters import find_decoder_layers, input_device
 from ...models.experts import Expert
 from ...runs.errors import UserError
 from ..ablate import ablate
@@ -181,7 +181,7 @@ def measure_sinks(model: nn.Module, input_ids: torch.Tensor,
             with experts() if callable(experts) else ablate(model, list(experts), mode=mode):
                 rec, peaks = _forward(model, batch.to(_device(model)), key_sets)
             accumulate(sums[name], rec.layers, peaks, original.layers)
-    num_layers = max(sums["original"].mass) + 1
+    num_layers = len(find_decoder_layers(model))  # every layer, also those without attention (hybrids)
     results = [finish_condition(name, [] if callable(named[name]) else named[name], sums[name], num_layers)
                for name in named]
     return SinkResult(sink_keys=keys, conditions=results, implementation=implementation, epsilon=epsilon)
