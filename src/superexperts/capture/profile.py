@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -92,14 +94,34 @@ def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.T
                 raise UserError(f"each batch must be [batch, seq_len >= 2] token ids, got {tuple(batch.shape)}.")
             if seen and batch.shape[1] != seen[0].shape[1]:
                 raise UserError("all calibration windows must have the same length; use --seq-len.")
-            cap.token_offset = offset * batch.shape[1]
-            cap.seq_len = batch.shape[1]
-            model(input_ids=batch.to(device), use_cache=False, **no_logits)
+            cap.start_batch(offset, batch.shape)
+            try:
+                model(input_ids=batch.to(device), use_cache=False, **no_logits)
+            except (AttributeError, IndexError, RuntimeError, TypeError, ValueError) as e:
+                raise model_code_failure(e, model_map.family) or e
             seen.append(batch.cpu())
             offset += batch.shape[0]
     if not seen:
         raise UserError("no calibration data: input_ids is empty; pass at least one [1, seq_len] window.")
     return cap, torch.cat(seen)
+
+
+def model_code_failure(error: BaseException, family: str) -> UserError | None:
+    """A one-line UserError when `error` was raised inside transformers' own modeling code (e.g.
+    Llama4ForConditionalGeneration.forward in transformers 5.24 fails on every call), None when it came
+    from elsewhere (ours keeps its traceback: a bug to report here)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if f"{os.sep}transformers{os.sep}" not in where:
+        return None
+    import transformers
+
+    reason = (str(error).splitlines() or [""])[0]
+    return UserError(f"{family}: the model's own forward fails in transformers {transformers.__version__} "
+                     f"({Path(where).name}:{tb.tb_lineno}: {type(error).__name__}: {reason}); superexperts cannot "
+                     "profile it with this transformers version.")  # fmt: skip
 
 
 def _decode(tokenizer, token_id: int) -> str:
@@ -114,6 +136,10 @@ def expert_table(cap: Capture, input_ids: torch.Tensor, tokenizer=None) -> pd.Da
     for (layer, kind), tracker in sorted(cap.experts.items()):
         for e, r in enumerate(tracker.to_rows()):
             token = r.pop("token")
+            if token >= input_ids.numel():  # the expert's rows were not the batch's tokens
+                raise UserError(f"{cap.model_map.family}: layer {layer} {kind} experts saw row {token} but the "
+                                f"calibration holds {input_ids.numel()} tokens {tuple(input_ids.shape)}; its "
+                                "experts' inputs do not map back to tokens, so this family cannot be profiled.")  # fmt: skip
             sample, position = (token // seq_len, token % seq_len) if token >= 0 else (-1, -1)
             token_id = int(input_ids[sample, position]) if token >= 0 else -1
             rows.append({"layer": layer, "expert": e if kind == "routed" else -1, "kind": kind, **r,
@@ -160,6 +186,7 @@ def describe_model(model: nn.Module, model_map: ModelMap) -> dict[str, Any]:
         "num_layers": model_map.num_layers,
         "moe_layers": [b.layer for b in model_map.moe],
         "dense_layers": [d.layer for d in model_map.dense],
+        "other_layers": list(model_map.other),  # neither experts nor an MLP (hybrids' Mamba/attention layers)
         "num_experts": b0.num_experts,
         "num_experts_total": sum(b.num_experts for b in model_map.moe),
         "has_shared_experts": any(b.shared is not None for b in model_map.moe),

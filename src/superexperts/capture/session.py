@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from ..models.adapters import ModelMap, MoEBlock, param_device
+from ..runs.errors import UserError
 from . import experts_fn
 from .routing import routing_weights
-from .tracker import ExpertTracker, MassiveTracker
+from .tracker import ExpertTracker, MassiveTracker, token_rows
 
 UnitKey = tuple[int, str]  # (layer, kind) with kind in routed | shared | dense
 
@@ -32,9 +33,15 @@ class Capture:
     massive: dict[int, MassiveTracker] = field(default_factory=dict)
     token_offset: int = 0
     seq_len: int = 0
+    batch: int = 0  # windows in the current forward
 
     def current_offset(self) -> int:
         return self.token_offset
+
+    def start_batch(self, first_sample: int, ids_shape: tuple[int, ...] | torch.Size) -> None:
+        """Before each forward: its windows' (batch, seq_len) and the global index of its first window."""
+        self.batch, self.seq_len = int(ids_shape[0]), int(ids_shape[1])
+        self.token_offset = first_sample * self.seq_len
 
 
 def _linear_hook(tracker: ExpertTracker, expert: int, cap: Capture, block_input: dict | None = None):
@@ -115,7 +122,12 @@ def _install_dense_routed(block: MoEBlock, tracker: ExpertTracker, cap: Capture)
 def _layer_output_hook(tracker: MassiveTracker, cap: Capture):
     def hook(module: nn.Module, args: tuple, output) -> None:
         hidden = output[0] if isinstance(output, (tuple, list)) else output
-        tracker.update(hidden, cap.token_offset)
+        found = token_rows(hidden, cap.batch, cap.seq_len) if cap.batch else (hidden, 1)
+        if found is None:
+            raise UserError(f"{cap.model_map.family}: a decoder layer outputs hidden states of shape "
+                            f"{tuple(hidden.shape)}, with no (batch {cap.batch}, tokens {cap.seq_len}) axes to map "
+                            "back to tokens; this family's layer statistics are not supported.")  # fmt: skip
+        tracker.update(*found[:1], cap.token_offset, streams=found[1])
 
     return hook
 

@@ -77,7 +77,7 @@ def run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[t
         if cap is None:  # plain forward (evaluation)
             out = layer(store.read(b), *args, **kwargs)
         else:
-            cap.token_offset = offsets[b] * ids.shape[1]
+            cap.start_batch(offsets[b], ids.shape)
             tracker = cap.massive[index]
             saved, tracker.median_sum = tracker.median_sum, torch.zeros_like(tracker.median_sum)
             out = layer(store.read(b), *args, **kwargs)
