@@ -20,10 +20,18 @@ from collections.abc import Callable
 
 import torch
 
+from .tracker import host_check_is_free
+
 # (E,) channels -> (E, I): row `channel[e]` of expert e's down projection, w_k[c] for every k.
 DownRows = Callable[[torch.Tensor], torch.Tensor]
 # () -> (E, I): ||w_k||^2 of every atom.
 DownNorms = Callable[[], torch.Tensor]
+
+
+def squared_norms(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """||w_k||^2 along `dim`, reading the weight once (a squared copy of a layer's experts would be written
+    to memory first: as slow as profiling a batch)."""
+    return torch.linalg.vector_norm(weight, dim=dim, dtype=torch.float32).square()
 
 
 def fused_down(experts: torch.nn.Module) -> tuple[DownRows, DownNorms]:
@@ -37,7 +45,7 @@ def fused_down(experts: torch.nn.Module) -> tuple[DownRows, DownNorms]:
         w = weight()
         return w[torch.arange(w.shape[0], device=channel.device), channel.clamp(min=0)].float()
 
-    return rows, lambda: weight().float().square().sum(dim=1)
+    return rows, lambda: squared_norms(weight(), dim=1)
 
 
 def linear_down(linears: list[torch.nn.Linear]) -> tuple[DownRows, DownNorms]:
@@ -48,7 +56,7 @@ def linear_down(linears: list[torch.nn.Linear]) -> tuple[DownRows, DownNorms]:
         c = channel.clamp(min=0)
         return torch.stack([lin.weight[c[e]] for e, lin in enumerate(linears)]).float()
 
-    return rows, lambda: torch.stack([lin.weight.float().square().sum(dim=0) for lin in linears])
+    return rows, lambda: torch.stack([squared_norms(lin.weight, dim=0) for lin in linears])
 
 
 class AtomTracker:
@@ -89,42 +97,60 @@ class AtomTracker:
         down_in: torch.Tensor,  # (S, I) a: the down projection's input
         token_index: torch.Tensor,  # (S,) global flat token index of each row
         weights: torch.Tensor | None,  # (S,) routing weight of each row; None = 1 (shared experts)
+        finite: torch.Tensor,  # (S,) the row's output is finite (a non-finite a makes it non-finite)
         moved: torch.Tensor,  # (E,) bool: the expert's output maximum moved to a row of this batch
         row: torch.Tensor,  # (E,) that row (meaningful where `moved`)
         channel: torch.Tensor,  # (E,) its channel c*
     ) -> None:
+        """Every pass over the (S, I) rows costs about as much as the reductions themselves would on a
+        CPU when it writes a new tensor (first-touched pages, capture/tracker.py): one new float32 tensor
+        here, (r a)^2, squared in place; the maxima of a come from reductions that only read it."""
         if self.width == 0:
             self._start(down_in.shape[-1])
-        width = self.width
-        a = down_in.float()  # (S, I)
-        a_abs = a.abs()
+        a = down_in
+        if not host_check_is_free(a.device) or not bool(finite.all()):
+            # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
+            a = torch.where(finite.unsqueeze(-1), a, torch.zeros((), dtype=a.dtype, device=a.device))
+        index = expert_ids.unsqueeze(-1).expand(-1, self.width)  # (S, I)
+        top = torch.full_like(self.sq_max, float("-inf")).scatter_reduce(0, index, a.float(), "amax")  # (E, I)
+        bottom = torch.full_like(self.sq_max, float("inf")).scatter_reduce(0, index, a.float(), "amin")
         if weights is None:
-            ra = a_abs
+            sq = a.float().square()  # (S, I) r = 1
             if self.routed:
                 self.unweighted[expert_ids] = True
         else:
-            ra = a_abs * weights.float().abs().unsqueeze(-1)  # |r a|, (S, I)
-        sq = ra.square()
-        # NaN/inf rows add nothing here (they are counted by ExpertTracker.nonfinite_rows).
-        sq = torch.where(torch.isfinite(sq), sq, torch.zeros((), device=sq.device))
-        self.sq_sum.index_add_(0, expert_ids, sq.to(self.sq_sum.dtype))
-        index = expert_ids.unsqueeze(-1).expand(-1, width)  # (S, I)
-        self.sq_max = self.sq_max.scatter_reduce(0, index, sq, "amax")
-        self._update_max_act(index, a_abs, token_index)
-        if bool(moved.any()) if a.device.type == "cpu" else True:  # on accelerators: never stall for it
-            new = a[row.clamp(min=0, max=a.shape[0] - 1)] * self._down_rows(channel).to(a.device)  # (E, I)
+            sq = (a.float() * weights.float().unsqueeze(-1)).square_()  # (S, I) (r a)^2
+        # Per batch in float32 (a float64 copy of the rows cost as much again); across batches in float64.
+        self.sq_sum += torch.zeros_like(self.sq_max).index_add_(0, expert_ids, sq)
+        self.sq_max.scatter_reduce_(0, index, sq, "amax")
+        self._update_max_act(expert_ids, a, top, bottom, token_index)
+        if bool(moved.any()) if host_check_is_free(a.device) else True:  # on accelerators: never stall for it
+            new = a[row.clamp(min=0, max=a.shape[0] - 1)].float() * self._down_rows(channel).to(a.device)  # (E, I)
             self.contribution = torch.where(moved.unsqueeze(-1), new, self.contribution)
 
-    def _update_max_act(self, index: torch.Tensor, a_abs: torch.Tensor, token_index: torch.Tensor) -> None:
-        """max |a| per atom and the first row that attains it, when larger than the running maximum."""
-        e, s = self.num_experts, a_abs.shape[0]
-        finite = torch.where(torch.isfinite(a_abs), a_abs, torch.full((), -1.0, device=a_abs.device))
-        batch_max = torch.full((e, self.width), -1.0, device=a_abs.device).scatter_reduce(0, index, finite, "amax")
-        positions = torch.arange(s, device=a_abs.device).unsqueeze(-1).expand(-1, self.width)
-        candidates = torch.where(finite == batch_max.gather(0, index), positions, s)
-        first = torch.full((e, self.width), s, device=a_abs.device).scatter_reduce(0, index, candidates, "amin")
-        better = (first < s) & (batch_max > self.max_abs_act)
-        self.max_abs_act = torch.where(better, batch_max, self.max_abs_act)
+    def _update_max_act(self, expert_ids: torch.Tensor, a: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor,
+                        token_index: torch.Tensor) -> None:  # fmt: skip
+        """max |a| per atom (from the batch's max and min) and the first row that attains it, where it
+        beats the running maximum (ties keep the earlier token)."""
+        batch = torch.maximum(top, -bottom)  # (E, I) -inf for an expert without rows
+        better = batch > self.max_abs_act
+        if host_check_is_free(a.device) and not bool(better.any()):
+            return
+        # The signed value to look for, NaN (never equal) where nothing improves.
+        target = torch.where(better, torch.where(top >= -bottom, top, bottom), float("nan")).to(a.dtype)
+        hit = a == target.index_select(0, expert_ids)  # (S, I)
+        s, flat = a.shape[0], expert_ids.unsqueeze(-1) * self.width + torch.arange(self.width, device=a.device)
+        if host_check_is_free(a.device):  # few hits: read them out instead of writing an (S, I) index tensor
+            rows, cols = hit.nonzero(as_tuple=True)
+            first = torch.full((self.num_experts * self.width,), s, device=a.device)
+            first.scatter_reduce_(0, flat[rows, cols], rows, "amin")
+        else:
+            positions = torch.arange(s, device=a.device).unsqueeze(-1)
+            candidates = torch.where(hit, positions, s).reshape(-1)
+            first = torch.full((self.num_experts * self.width,), s, device=a.device)
+            first.scatter_reduce_(0, flat.reshape(-1), candidates, "amin")
+        first = first.view(self.num_experts, self.width)
+        self.max_abs_act = torch.where(better, batch, self.max_abs_act)
         self.max_act_token = torch.where(better, token_index[first.clamp(max=s - 1)], self.max_act_token)
 
     def state(self) -> dict[str, torch.Tensor]:

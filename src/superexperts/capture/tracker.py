@@ -7,10 +7,12 @@ adds a few elementwise passes to a forward, not a per-expert loop.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from .atoms import AtomTracker
+if TYPE_CHECKING:
+    from .atoms import AtomTracker
 
 
 class ExpertTracker:
@@ -79,7 +81,7 @@ class ExpertTracker:
         self.tokens_routed += torch.bincount(expert_ids, minlength=e)
         self._update_criteria(expert_ids, down_out, row_top, finite, weights)
         if self.atoms is not None:
-            self.atoms.update(expert_ids, down_in, token_index, weights, better, row, channel)
+            self.atoms.update(expert_ids, down_in, token_index, weights, finite, better, row, channel)
 
     def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, row_top: torch.Tensor,
                          finite: torch.Tensor, weights: torch.Tensor | None) -> None:  # fmt: skip
