@@ -40,7 +40,8 @@ def super_atoms(contributions: np.ndarray | pd.Series, *, cover: float = COVER) 
 
 
 def expert_atoms(atom_stats: pd.DataFrame, layer: int, kind: str, expert: int) -> pd.DataFrame:
-    """The atom rows of one expert (`expert` -1 for a shared expert, as in expert_stats), by atom."""
+    """The atom rows of one expert (`expert` -1 for a shared expert, as in expert_stats), by atom: row k
+    is atom k (the tracker records every atom of an expert)."""
     rows = atom_stats[(atom_stats["layer"] == layer) & (atom_stats["kind"] == kind) & (atom_stats["expert"] == expert)]
     return rows.sort_values("atom")
 
@@ -49,11 +50,7 @@ def super_atoms_of(atom_stats: pd.DataFrame, layer: int, kind: str, expert: int,
                    cover: float = COVER) -> list[dict[str, Any]] | None:  # fmt: skip
     """`super_atoms` of one expert from the atom table; None when the run recorded no atoms for it."""
     rows = expert_atoms(atom_stats, layer, kind, expert)
-    if rows.empty:
-        return None
-    picked = super_atoms(rows["contribution"].to_numpy(), cover=cover)
-    atoms = rows["atom"].to_numpy()
-    return [{"atom": int(atoms[p["atom"]]), "share": p["share"]} for p in picked]
+    return None if rows.empty else super_atoms(rows["contribution"].to_numpy(), cover=cover)
 
 
 def camera_scores(atom_stats: pd.DataFrame, rho: float = 0.9) -> pd.DataFrame:
@@ -70,6 +67,21 @@ def camera_scores(atom_stats: pd.DataFrame, rho: float = 0.9) -> pd.DataFrame:
     table["rank"] = table.groupby("layer").cumcount() + 1
     table["layer_fraction"] = (table["rank"] - 1) / table.groupby("layer")["rank"].transform("size")
     return table.reset_index(drop=True)
+
+
+def se_super_atoms(verdict_rows: pd.DataFrame, atom_stats: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per SE row (layer, kind, expert, ...) with recorded atoms: {"se": the row, "shares": (I,) each atom's
+    share of the output at (t*, c*) by atom index, "super_atoms": `super_atoms`}."""
+    out = []
+    for r in verdict_rows.itertuples():
+        rows = expert_atoms(atom_stats, int(r.layer), r.kind, int(r.expert))
+        if rows.empty:
+            continue
+        contributions = rows["contribution"].to_numpy(dtype=np.float64)  # by atom: expert_atoms sorts them
+        total = contributions.sum()
+        shares = contributions / total if total else np.zeros_like(contributions)
+        out.append({"se": r, "shares": shares, "super_atoms": super_atoms(contributions)})
+    return out
 
 
 def super_atoms_json(verdict_rows: pd.DataFrame, atom_stats: pd.DataFrame) -> list[list[dict[str, Any]] | None]:
