@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..models.device_map import parameter_values
 from .tracker import host_check_is_free
 
 # (E,) channels -> (E, I): row `channel[e]` of expert e's down projection, w_k[c] for every k.
@@ -50,13 +51,21 @@ def fused_down(experts: torch.nn.Module) -> tuple[DownRows, DownNorms]:
 
 def linear_down(linears: list[torch.nn.Linear]) -> tuple[DownRows, DownNorms]:
     """Accessors of per-expert down Linears (ModuleList experts, a shared expert): weight [H, I] each.
-    `rows` reads expert e's Linear for entry e of `channel`."""
+    `rows` reads expert e's Linear for entry e of `channel`. They are called from forward hooks, after an
+    offloaded Linear (--device-map) has put its weight back: read it from the offload store then."""
 
-    def rows(channel: torch.Tensor) -> torch.Tensor:
+    def rows(channel: torch.Tensor) -> torch.Tensor:  # E small reads, no host sync
         c = channel.clamp(min=0)
-        return torch.stack([lin.weight[c[e]] for e, lin in enumerate(linears)]).float()
+        picked = []
+        for e, lin in enumerate(linears):
+            w = parameter_values(lin, "weight")
+            picked.append(w.index_select(0, c[e : e + 1].to(w.device))[0].to(channel.device, torch.float32))
+        return torch.stack(picked)
 
-    return rows, lambda: torch.stack([squared_norms(lin.weight, dim=0) for lin in linears])
+    def norms() -> torch.Tensor:
+        return torch.stack([squared_norms(parameter_values(lin, "weight"), dim=0).cpu() for lin in linears])
+
+    return rows, norms
 
 
 class AtomTracker:
