@@ -225,3 +225,22 @@ def test_heapr_on_modulelist_experts_equals_fused():
     fused = superexperts.heapr(families.build("mixtral"), ids)
     old = superexperts.heapr(legacy.legacy_mixtral(families.build("mixtral")), ids)
     assert_normalised_close(old.heapr.to_numpy(), fused.heapr.to_numpy())
+
+
+@pytest.mark.parametrize("ids, batch_size, message", [
+    (torch.zeros(4, dtype=torch.long), 1, r"\[samples, seq_len >= 2\]"),
+    (torch.zeros(2, 1, dtype=torch.long), 1, r"\[samples, seq_len >= 2\]"),
+    (torch.zeros(2, 8, dtype=torch.long), 0, "batch_size must be a positive integer"),
+])  # fmt: skip
+def test_heapr_bad_input_is_one_line(ids, batch_size, message):
+    from superexperts.runs.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        superexperts.heapr(families.build("qwen3_moe"), ids, batch_size=batch_size)
+
+
+def test_heapr_refuses_experts_without_visible_activations():
+    from superexperts.runs.errors import UserError
+
+    with pytest.raises(UserError, match="dense-routed"):
+        superexperts.heapr(families.build("llama4"), families.random_ids(2, 8))

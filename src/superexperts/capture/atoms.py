@@ -121,8 +121,10 @@ class AtomTracker:
             # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
             a = torch.where(finite.unsqueeze(-1), a, torch.zeros((), dtype=a.dtype, device=a.device))
         index = expert_ids.unsqueeze(-1).expand(-1, self.width)  # (S, I)
-        top = torch.full_like(self.sq_max, float("-inf")).scatter_reduce(0, index, a.float(), "amax")  # (E, I)
-        bottom = torch.full_like(self.sq_max, float("inf")).scatter_reduce(0, index, a.float(), "amin")
+        # In the model's dtype (no float32 copy of a bf16 batch), exact: a max is one of the values.
+        blank = torch.empty(self.num_experts, self.width, dtype=a.dtype, device=a.device)
+        top = blank.fill_(float("-inf")).scatter_reduce(0, index, a, "amax").float()  # (E, I)
+        bottom = blank.fill_(float("inf")).scatter_reduce(0, index, a, "amin").float()
         if weights is None:
             sq = a.float().square()  # (S, I) r = 1
             if self.routed:
