@@ -4,7 +4,9 @@ Merging follows what one process would have computed over the same batches in or
 shard only replaces an expert's maximum when strictly greater (ties keep the earlier token),
 counts add, and the median sum is re-accumulated batch by batch in float32 so the result is
 bit-identical to a single process. The REAP sums (`ean`, `weighted_norm_sum`) add per shard,
-which rounds differently from one running sum: equal up to float rounding, not bitwise.
+which rounds differently from one running sum: equal up to float rounding, not bitwise. Per-atom
+statistics (capture/atoms.py) ride along under "atoms": their sums add, their maxima keep the earlier
+shard's token on ties, and an expert's contributions come from the shard that holds its maximum.
 """
 
 from __future__ import annotations
