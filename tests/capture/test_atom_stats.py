@@ -244,3 +244,14 @@ def test_heapr_refuses_experts_without_visible_activations():
 
     with pytest.raises(UserError, match="dense-routed"):
         superexperts.heapr(families.build("llama4"), families.random_ids(2, 8))
+
+
+def test_accelerator_path_records_what_the_cpu_path_records(monkeypatch):
+    """On accelerators the tracker never reads a value on the host (no early exits, no nonzero): same table."""
+    from superexperts.capture import atoms
+
+    model = families.build("deepseek_v3")  # routed and shared experts
+    ids = families.random_ids(samples=3, seq_len=10, seed=6)
+    cpu = superexperts.profile(model, ids, batch_size=1).atom_stats
+    monkeypatch.setattr(atoms, "host_check_is_free", lambda device: False)
+    pd.testing.assert_frame_equal(superexperts.profile(model, ids, batch_size=1).atom_stats, cpu)

@@ -150,20 +150,13 @@ class AtomTracker:
         # The signed value to look for, NaN (never equal) where nothing improves.
         target = torch.where(better, torch.where(top >= -bottom, top, bottom), float("nan")).to(a.dtype)
         hit = a == target.index_select(0, expert_ids)  # (S, I)
-        s, flat = a.shape[0], expert_ids.unsqueeze(-1) * self.width + torch.arange(self.width, device=a.device)
-        if host_check_is_free(a.device):  # few hits: read them out instead of writing an (S, I) index tensor
+        s = a.shape[0]
+        first = torch.full((self.num_experts, self.width), s, device=a.device)  # first row of each atom's max
+        if host_check_is_free(a.device):  # few hits: read them out instead of writing (S, I) index tensors
             rows, cols = hit.nonzero(as_tuple=True)
-            first = torch.full((self.num_experts * self.width,), s, device=a.device)
-            first.scatter_reduce_(0, flat[rows, cols], rows, "amin")
-        else:
-            positions = torch.arange(s, device=a.device).unsqueeze(-1)
-            candidates = torch.where(hit, positions, s).reshape(-1)
-            first = torch.full((self.num_experts * self.width,), s, device=a.device)
-            first.scatter_reduce_(0, flat.reshape(-1), candidates, "amin")
-        first = first.view(self.num_experts, self.width)
+            first.view(-1).scatter_reduce_(0, expert_ids[rows] * self.width + cols, rows, "amin")
+        else:  # no host sync: every row is a candidate, S where it misses
+            candidates = torch.where(hit, torch.arange(s, device=a.device).unsqueeze(-1), s)
+            first.scatter_reduce_(0, expert_ids.unsqueeze(-1).expand(-1, self.width), candidates, "amin")
         self.max_abs_act = torch.where(better, batch, self.max_abs_act)
         self.max_act_token = torch.where(better, token_index[first.clamp(max=s - 1)], self.max_act_token)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """The recorded tensors (for streaming state, resume and merge)."""
-        return {k: v for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
