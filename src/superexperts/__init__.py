@@ -62,6 +62,7 @@ if not any(isinstance(f, _AliasFinder) for f in _sys.meta_path):
 # `superexperts.profile` is the function; `from superexperts.profile import Profile` still works
 # through the alias above, loaded here first so that a later import cannot rebind the name.
 from . import profile as _profile_module  # noqa: F401
+from .capture.heapr import heapr
 from .capture.profile import Profile, profile
 from .identify.rules import Verdict, identify
 
@@ -74,4 +75,4 @@ def find_super_experts(prof: Profile, criterion: str = "paper", **params: _Any) 
     return identify(prof.expert_stats, prof.num_layers, criterion, **params)
 
 
-__all__ = ["Profile", "Verdict", "__version__", "find_super_experts", "profile"]
+__all__ = ["Profile", "Verdict", "__version__", "find_super_experts", "heapr", "profile"]

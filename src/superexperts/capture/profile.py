@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -38,6 +39,16 @@ EXPERT_COLUMNS = [
 ]  # fmt: skip
 
 
+ATOM_COLUMNS = [
+    "layer", "expert", "kind", "atom", "camera_sum", "camera_max", "max_abs_act", "max_act_sample",
+    "max_act_position", "contribution",
+]  # fmt: skip
+
+
+def empty_atom_table() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object" if c == "kind" else "float64") for c in ATOM_COLUMNS})
+
+
 @dataclass
 class Profile:
     """Statistics of one calibration pass.
@@ -50,11 +61,16 @@ class Profile:
     `median_abs` is the mean over calibration batches of each batch's median |h| (torch's lower
     median, on a strided subsample when a batch holds more than 2^20 values), not the median over
     all tokens at once: exact for one batch, within ~1% of the global median on the test models.
+    atom_stats: one row per atom (intermediate unit) of every routed and shared expert (capture/atoms.py):
+    camera_sum = ||w_k||^2 sum_t (r a)^2 and camera_max = ||w_k||^2 max_t (r a)^2 over routed tokens,
+    max_abs_act with its (sample, position), and contribution = a[t*, k] w_k[c*] at the expert's own
+    maximum; `expert` and `kind` as in expert_stats. Empty when the run recorded no atoms.
     """
 
     expert_stats: pd.DataFrame
     layer_stats: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    atom_stats: pd.DataFrame = field(default_factory=empty_atom_table)
 
     @property
     def num_layers(self) -> int:
@@ -82,12 +98,13 @@ def skip_logits(model: nn.Module) -> dict[str, Any]:
 
 
 def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.Tensor], *, progress: bool,
-                total: int | None = None) -> tuple[Capture, torch.Tensor]:
-    """Forward every batch with capture on; returns the capture and all input ids (CPU)."""
+                total: int | None = None, atoms: bool = True) -> tuple[Capture, torch.Tensor]:
+    """Forward every batch with capture on (`atoms`: per-atom statistics too); returns the capture and
+    all input ids (CPU)."""
     seen: list[torch.Tensor] = []
     device = _device_of(model)
     no_logits = skip_logits(model)
-    with capture(model_map) as cap, torch.inference_mode():
+    with capture(model_map, atoms=atoms) as cap, torch.inference_mode():
         offset = 0
         for batch in tqdm(batches, total=total, desc="profiling", unit="batch", disable=not progress):
             if batch.dim() != 2 or batch.shape[1] < 2:
@@ -148,6 +165,35 @@ def expert_table(cap: Capture, input_ids: torch.Tensor, tokenizer=None) -> pd.Da
     return pd.DataFrame(rows, columns=EXPERT_COLUMNS)
 
 
+def atom_table(cap: Capture, seq_len: int) -> pd.DataFrame:
+    """One row per atom of every expert with an AtomTracker; built column-wise in compact dtypes (Qwen3-30B-A3B
+    has 4.7M atoms, DeepSeek-V3 30M: ~40 bytes each)."""
+    parts = []
+    for (layer, kind), tracker in sorted(cap.experts.items()):
+        atoms = tracker.atoms
+        if atoms is None or atoms.width == 0:
+            continue
+        e, width = atoms.sq_sum.shape
+        norms = atoms.down_sq_norm.double().cpu().numpy()
+        unweighted = atoms.unweighted.cpu().numpy()[:, None]
+        token = atoms.max_act_token.cpu().numpy()
+        routed = token >= 0
+        experts = np.arange(e) if kind == "routed" else np.full(e, -1)
+        parts.append(pd.DataFrame({
+            "layer": np.full(e * width, layer, dtype=np.int32),
+            "expert": np.repeat(experts, width).astype(np.int32),
+            "kind": kind,
+            "atom": np.tile(np.arange(width, dtype=np.int32), e),
+            "camera_sum": np.where(unweighted, np.nan, norms * atoms.sq_sum.double().cpu().numpy()).ravel(),
+            "camera_max": np.where(unweighted, np.nan, norms * atoms.sq_max.double().cpu().numpy()).ravel(),
+            "max_abs_act": np.where(routed, atoms.max_abs_act.cpu().numpy(), 0.0).ravel(),
+            "max_act_sample": np.where(routed, token // seq_len, -1).astype(np.int32).ravel(),
+            "max_act_position": np.where(routed, token % seq_len, -1).astype(np.int32).ravel(),
+            "contribution": atoms.contribution.cpu().numpy().ravel(),
+        }))  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else empty_atom_table()
+
+
 def flag_massive(
     layer_stats: pd.DataFrame, *, min_abs: float = 100.0, min_ratio: float = 1000.0
 ) -> pd.Series:
@@ -204,6 +250,7 @@ def profile(
     batch_size: int | str = "auto",
     tokenizer=None,
     progress: bool = False,
+    atoms: bool = True,
 ) -> Profile:
     """Profile a loaded transformers MoE model on calibration token ids.
 
@@ -222,7 +269,8 @@ def profile(
         batch_meta = {"batch_size_requested": batch_size}
     total = -(-len(input_ids) // batch_size) if isinstance(input_ids, torch.Tensor) else None
     start = time.perf_counter()
-    cap, all_ids = run_capture(model, model_map, _batches(input_ids, batch_size), progress=progress, total=total)
+    cap, all_ids = run_capture(model, model_map, _batches(input_ids, batch_size), progress=progress, total=total,
+                               atoms=atoms)
     seconds = time.perf_counter() - start
     meta = describe_model(model, model_map) | {
         "samples": int(all_ids.shape[0]),
@@ -233,4 +281,5 @@ def profile(
         "profile_seconds": round(seconds, 3),
         "layer_stats_method": LAYER_STATS_METHOD,
     }
-    return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)
+    return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta,
+                   atom_table(cap, all_ids.shape[1]))

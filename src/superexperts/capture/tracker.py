@@ -7,8 +7,12 @@ adds a few elementwise passes to a forward, not a per-expert loop.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .atoms import AtomTracker
 
 
 class ExpertTracker:
@@ -20,6 +24,7 @@ class ExpertTracker:
     `token` is the global flat token index (sample * seq_len + position) of the maximum.
     An expert that never received a token keeps max_abs_output = -1 (exported as 0, token -1).
     Rows without a routing weight (shared experts, dense MLPs) make the weighted sum NaN.
+    `atoms`, when set, records per-atom statistics from the same rows (capture/atoms.py).
     """
 
     def __init__(self, num_experts: int, device: torch.device | str) -> None:
@@ -36,6 +41,7 @@ class ExpertTracker:
         self.max_signed_output = torch.full((e,), float("-inf"), dtype=f32, device=device)
         self.ean = torch.zeros(e, dtype=acc, device=device)
         self.weighted_norm_sum = torch.zeros(e, dtype=acc, device=device)
+        self.atoms: AtomTracker | None = None
 
     @torch.no_grad()
     def update(
@@ -74,6 +80,8 @@ class ExpertTracker:
         self.max_abs_input = self.max_abs_input.scatter_reduce(0, expert_ids, in_abs, "amax")
         self.tokens_routed += torch.bincount(expert_ids, minlength=e)
         self._update_criteria(expert_ids, down_out, row_top, finite, weights)
+        if self.atoms is not None:
+            self.atoms.update(expert_ids, down_in, token_index, weights, finite, better, row, channel)
 
     def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, row_top: torch.Tensor,
                          finite: torch.Tensor, weights: torch.Tensor | None) -> None:  # fmt: skip

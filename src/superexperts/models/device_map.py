@@ -155,6 +155,14 @@ def offloaded(module: nn.Module, name: str) -> bool:
     return getattr(module, name).is_meta and _offload_hook(module) is not None
 
 
+def parameter_values(module: nn.Module, name: str) -> torch.Tensor:
+    """The values of `module.<name>`, also between forwards of an offloaded module (whose parameter is then a
+    meta placeholder): read from accelerate's offload store, on the store's device."""
+    if offloaded(module, name):
+        return _offload_hook(module).weights_map[name]
+    return getattr(module, name)
+
+
 def edit_parameter(module: nn.Module, name: str, index: Index | tuple[Index, ...] | None,
                    new: Callable[[torch.Tensor], torch.Tensor], stack: contextlib.ExitStack) -> None:  # fmt: skip
     """module.<name>[index] (all of it for None) <- new(that slice) until `stack` closes, when the old

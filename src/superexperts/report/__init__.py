@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..runs.runfolder import write_files
-from . import causal_section, eval_sections, quant_sections, sections
+from . import atom_section, causal_section, eval_sections, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Section, render_page
 from .sections import SectionBuilder
@@ -24,6 +24,7 @@ SECTIONS: list[SectionBuilder] = [
     sections.answer,
     sections.metadata,
     sections.se_table,
+    atom_section.inside_super_experts,
     sections.candidates,
     sections.figures,
     eval_sections.sensitivity,

@@ -5,6 +5,7 @@ Layout:
     profile.json        {"format": FORMAT, "meta": {...}, "expert_stats": [...], "layer_stats": [...]}
     expert_stats.csv    the expert table, for pandas users (also .parquet)
     expert_stats.parquet
+    atom_stats.parquet  one row per atom (intermediate unit) of every routed and shared expert
     super_experts.json  {"criterion": {...}, "super_experts": [{"layer", "expert", "max_abs_output",
                          "channel", "token": {...}}, ...]} sorted by max_abs_output desc
     prune_eval.json, sinks.json, report.html, ...   written by the other recipes into the same folder
@@ -161,7 +162,8 @@ def write_files(out_dir: str | os.PathLike, files: Mapping[str, bytes | FileWrit
 # Every file the recipes write into a run folder (names, or fnmatch patterns for figures): what an
 # overwriting profile may remove so that the folder holds only the new run. Nothing else is touched.
 RUN_FILE_PATTERNS = (
-    "profile.json", "super_experts.json", "expert_stats.csv", "expert_stats.parquet", "sensitivity.json",
+    "profile.json", "super_experts.json", "expert_stats.csv", "expert_stats.parquet", "atom_stats.parquet",
+    "sensitivity.json",
     "report.html", "prune_eval.json", "sinks.json", "sinks_router.csv", "sinks_chain.*", "sinks_d_sink.*",
     "sinks_maps.*", "compare.json", "compare_scatter.*", "figures/*.png", "figures/*.svg",
 )  # fmt: skip
