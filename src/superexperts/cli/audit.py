@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models.experts import resolve_experts
     from ..recipes.auditing import AuditRequest, run_audit
 
-    out = out_dir(args, "audit.json", "runs/audit")
+    out = out_dir(args, "audit.json", "runs/audit", inputs=[args.original, args.compressed, args.data, args.ppl],
+                  also=["audit.html"])
     experts, source = resolve_experts("super", args.from_dir)
     req = AuditRequest(
         original=args.original, compressed=args.compressed, experts=experts, experts_source=source, data=args.data,

@@ -9,6 +9,7 @@ evaluation subcommands (quant-eval, audit, prune-eval) `add_loading_flags`, `add
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,30 @@ def tasks_of(args: argparse.Namespace):
     return tasks, check_tasks(tasks, include_path=args.tasks_include)
 
 
-def out_dir(args: argparse.Namespace, filename: str, default: str) -> Path:
-    """--out (default: --from RUN_DIR, else `default`); refuses to replace `filename` without --overwrite."""
+def out_dir(args: argparse.Namespace, filename: str, default: str, inputs=(), also=()) -> Path:
+    """--out (default: --from RUN_DIR, else `default`), checked by the one placement rule
+    (runs.safety.check_record_out): not an input or a checkpoint folder, writable, and `filename`
+    (and the `also` files) replaced only with --overwrite and only when this tool wrote them."""
+    from ..runs.safety import check_record_out
+
     out = Path(args.out or getattr(args, "from_dir", None) or default)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
-    if (out / filename).exists() and not args.overwrite:
-        raise UserError(f"{out}/{filename} exists; pass --overwrite or choose another --out.")
+    check_record_out(out, inputs, filename, overwrite=args.overwrite, also=also)
     return out
+
+
+# What to do about argparse's type errors, by the words of its message.
+_TYPE_FIXES = {"invalid int value": "pass a whole number", "invalid float value": "pass a number",
+               "invalid choice": "pick one of the listed values", "expected one argument": "give it a value"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage block only with --help), and `-inf`/`-1.5`/`nan`
+    read as values, never as unknown options (`--threshold -inf` must reach its range check)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+|\d*\.\d+|\d+\.?\d*e[-+]?\d+|inf|infinity|nan)$", re.IGNORECASE)
+
+    def error(self, message: str):
+        fix = next((f"; {fix}" for words, fix in _TYPE_FIXES.items() if words in message), "")
+        self.exit(2, f"{self.prog}: error: {message}{fix} (see {self.prog} --help).\n")

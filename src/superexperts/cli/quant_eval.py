@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.quantizing import run_quant_eval
 
     req = _request(args)
-    out = out_dir(args, "quant_eval.json", "runs/quant-eval")
+    out = out_dir(args, "quant_eval.json", "runs/quant-eval", inputs=[req.model, args.data, args.ppl])
     document = run_quant_eval(req, out, echo=print, progress=True)
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))

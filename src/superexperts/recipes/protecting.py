@@ -21,6 +21,7 @@ from ..models.adapters import map_model
 from ..models.experts import experts_from_records, format_experts, validate_experts
 from ..runs.errors import UserError
 from ..runs.runfolder import RUN_MARKER, atomic_write, base_metadata, load_super_experts
+from ..runs.safety import check_out_file
 
 
 @dataclass
@@ -31,16 +32,13 @@ class ProtectRequest:
     overwrite: bool = False
     checkpoint: str | None = None  # the model folder, when the run's recorded path is not here
     trust_remote_code: bool = False
+    inputs: tuple[str | None, ...] = ()  # other files the command reads (MODEL, --data): never the --out
 
     def check(self) -> None:
         """Everything checkable before a model config is read or a profile runs."""
         check_format(self.fmt)
-        if self.out is not None:
-            out = Path(self.out)
-            if out.is_dir():
-                raise UserError(f"--out {out} is a folder; pass a file path such as {out}/protect.yaml.")
-            if out.exists() and not self.overwrite:
-                raise UserError(f"--out {out} exists; pass --overwrite to replace it or choose another file.")
+        if self.out is not None:  # never a run's own files, a device, a link or a file we did not write
+            check_out_file(self.out, [self.checkpoint, *self.inputs], overwrite=self.overwrite)
         if self.checkpoint is not None and not Path(self.checkpoint).is_dir():
             raise UserError(f"--checkpoint {self.checkpoint} is not a folder; pass the model's checkpoint folder.")
 
