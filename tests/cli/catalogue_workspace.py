@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -73,6 +74,12 @@ def _user_files(ws: Path, good: Path) -> None:
     (ws / "mine").mkdir()
     (ws / "mine" / "thesis.tex").write_text("years of work")
     (ws / "link").symlink_to(good.name)  # relative: still valid in the hard-linked copies
+    (ws / "notes_link").symlink_to("notes.txt")  # a link to a user's file
+    os.mkfifo(ws / "fifo")  # a named pipe: never replaced by an ordinary file
+    (ws / "userres").mkdir()  # a user's folder holding files with our names (npm-style audit.json...)
+    for name in ("audit.json", "quant_eval.json", "prune_eval.json", "sinks.json", "compare.json"):
+        (ws / "userres" / name).write_text('{"theirs": true}')
+    (ws / "ro").mkdir()  # mounted read-only by the `readonly` fixture (chmod does not stop root)
 
 
 def build_workspace(ws: Path) -> Path:
@@ -82,12 +89,16 @@ def build_workspace(ws: Path) -> Path:
     ws.mkdir()
     good = _checkpoint("qwen3_moe", ws / "good")
     _checkpoint("mixtral", ws / "other")  # another family: its runs must not be applied to `good`
+    families.build("qwen3_moe", seed=1).save_pretrained(ws / "twin")  # good's architecture, other weights
+    families.char_tokenizer().save_pretrained(ws / "twin")
     _damaged(ws, good)
     _data(ws)
     _user_files(ws, good)
     for model, run in (("good", "run"), ("other", "otherrun"), ("good", "run2")):
         seed = ["--seed", "1"] if run == "run2" else []
         assert main(["profile", str(ws / model), "--out", str(ws / run), *PROFILE_ARGS, *seed]) == 0
+    shutil.copytree(ws / "run", ws / "ro" / "run")
+    shutil.copytree(good, ws / "good2")  # the same model in another folder: audit's COMPRESSED
     (ws / "run2" / "super_experts.json").unlink()  # a run whose verdict file was lost
     shutil.copytree(ws / "run", ws / "sinksrun")  # a run that already holds later results
     for name in ("sinks.json", "prune_eval.json"):

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     WRITTEN.clear()  # only this command's files count in the interruption message
     try:
-        with warnings.catch_warnings():
+        from .common import writing
+
+        with warnings.catch_warnings(), writing(args):
             warnings.showwarning = _one_line_warnings(args.command)
             return int(args.run(args) or 0)
     except BrokenPipeError:  # the reader stopped early (`| head`): quiet, like `git log | head`

@@ -174,3 +174,25 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         fix = next((f"; {fix}" for words, fix in _TYPE_FIXES.items() if words in message), "")
         self.exit(2, f"{self.prog}: error: {message}{fix} (see {self.prog} --help).\n")
+
+
+# Where a command writes when --out is not given (the --from run folder first).
+_DEFAULT_OUT = {"prune-eval": "runs/prune-eval", "quant-eval": "runs/quant-eval", "sinks": "runs/sinks"}
+
+
+def writing(args: argparse.Namespace):
+    """The writer lock of the folder (or file) this command writes: two writers of one run folder
+    exclude each other (runs.staging.writer_lock); a nullcontext for commands that write nothing."""
+    import contextlib
+
+    from ..runs.staging import writer_lock
+
+    if args.command in ("report", "identify"):
+        target, flag = args.run_dir, "RUN_DIR"
+    elif args.command in _DEFAULT_OUT:
+        target = (args.out or getattr(args, "from_dir", None) or getattr(args, "run_dir", None)
+                  or _DEFAULT_OUT[args.command])  # fmt: skip
+        flag = "--out" if args.out else "--from" if target != _DEFAULT_OUT[args.command] else "--out"
+    else:
+        target, flag = getattr(args, "out", None), "--out"
+    return contextlib.nullcontext() if target is None else writer_lock(target, flag)

@@ -52,8 +52,13 @@ def _request(args: argparse.Namespace):
     scheme = Scheme(bits=args.bits, group_size=args.group_size, act_bits=args.act_bits)
     scheme.check()
     experts, source = resolve_experts("super", args.from_dir)
+    model = model_of(args, args.from_dir)
+    if args.from_dir is not None and model is not None:  # the run's SEs belong to this model
+        from ..identify.profile_run import check_run_of
+
+        check_run_of(args.from_dir, model, args.trust_remote_code)
     req = QuantEvalRequest(
-        model=model_of(args, args.from_dir), scheme=scheme, experts=experts, experts_source=source,
+        model=model, scheme=scheme, experts=experts, experts_source=source,
         n_random=args.random, seed=args.seed, ppl=args.ppl,
         seq_len=args.seq_len, max_windows=args.max_windows, data=args.data, samples=args.samples,
         batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,

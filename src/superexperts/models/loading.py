@@ -5,6 +5,7 @@ Everything that can be checked from the config is checked before any weight is r
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -39,17 +40,27 @@ class Loaded:
 
     def describe(self) -> dict[str, Any]:
         config = self.model.config
+        local = Path(self.path).is_dir()
         described = {
             "model": self.spec or "builtin demo",
-            "model_path": self.path,
+            # absolute: a run read from another working folder must find the same model (issue 23)
+            "model_path": os.path.abspath(self.path) if local else self.path,
             "revision": getattr(config, "_commit_hash", None),
             "synthetic": self.synthetic,
+            "fingerprint": _fingerprint(os.path.abspath(self.path)) if local else None,
         }
         if self.device_map is not None:
             from .device_map import describe
 
             described["device_map"] = describe(self.device_map, self.model)
         return described
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(path: str) -> dict[str, str] | None:
+    from .checkpoints.files import checkpoint_fingerprint
+
+    return checkpoint_fingerprint(Path(path))
 
 
 def check_dtype(dtype: str) -> None:

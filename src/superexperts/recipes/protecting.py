@@ -16,7 +16,7 @@ from typing import Any
 
 from ..compress.names import checkpoint_keys, expert_modules
 from ..compress.protect import check_format, protected_entries, render
-from ..identify.profile_run import load_profile
+from ..identify.profile_run import check_run_of, load_profile
 from ..models.adapters import map_model
 from ..models.experts import experts_from_records, format_experts, validate_experts
 from ..runs.errors import UserError
@@ -79,6 +79,8 @@ def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
                         f"(try `superexperts identify {run_dir} --criterion ...`).")  # fmt: skip
     meta = load_profile(run_dir).meta
     folder = Path(req.checkpoint) if req.checkpoint else model_folder(meta, req.trust_remote_code)
+    if not meta.get("synthetic"):  # the names must come from the model the run profiled
+        check_run_of(run_dir, str(folder), req.trust_remote_code, "--checkpoint" if req.checkpoint else "RUN_DIR")
     skeleton, _ = build_skeleton(folder, None, trust_remote_code=req.trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     ses = validate_experts(model_map, ses)

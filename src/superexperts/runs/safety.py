@@ -59,7 +59,8 @@ def _check_inputs(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     """`out` resolved; a UserError when it equals, contains or lies inside an existing input, is a
     system path or a device/pipe, or is a broken link."""
     target = _real(out)
-    if any(target == Path(root) or Path(root) in target.parents for root in SYSTEM_ROOTS):
+    given = Path(os.path.abspath(os.path.expanduser(out)))  # /dev/stdout resolves to a pipe, a tty or a temp file
+    if any(p == Path(root) or Path(root) in p.parents for root in SYSTEM_ROOTS for p in (given, target)):
         raise UserError(f"{flag} {out} is a device or system path ({target}); name a regular file or folder.")
     if os.path.lexists(os.path.expanduser(out)) and not target.exists():
         raise UserError(f"{flag} {out} is a broken link; remove it or choose another path.")
@@ -169,6 +170,14 @@ def check_out_file(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | 
             raise UserError(f"{flag} {out} is a file superexperts did not write; --overwrite only replaces "
                             "its own earlier output; choose another file.")  # fmt: skip
     _check_writable(out, target, flag)
+    return target
+
+
+def check_folder_writable(folder: str | os.PathLike, flag: str = "RUN_DIR") -> Path:
+    """A folder a command rewrites in place (identify and report: the run folder itself): no system
+    path or device, and writable, checked before any work."""
+    target = _check_inputs(folder, [], flag)
+    _check_writable(folder, target, flag)
     return target
 
 
