@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import torch
+import transformers as tf
 from safetensors.torch import load_file, save_file
 
 import families
@@ -79,6 +80,10 @@ def _user_files(ws: Path, good: Path) -> None:
     (ws / "userres").mkdir()  # a user's folder holding files with our names (npm-style audit.json...)
     for name in ("audit.json", "quant_eval.json", "prune_eval.json", "sinks.json", "compare.json"):
         (ws / "userres" / name).write_text('{"theirs": true}')
+    tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   vocab_size=128).save_pretrained(ws / "dense")  # no MoE layers
+    (ws / "nofields").mkdir()  # transformers would fill every size with its defaults
+    (ws / "nofields" / "config.json").write_text('{"model_type": "qwen3_moe"}')
     (ws / "ro").mkdir()  # mounted read-only by the `readonly` fixture (chmod does not stop root)
 
 

@@ -209,7 +209,28 @@ def placement_cases():
     yield case(["audit", "good", "good", *AUDIT[3:]], "same folder", early=True)
 
 
-CASES = [*damaged_cases(), *data_cases(), *PARAMETERS, *RUNS, *OUTS, *placement_cases()]
+# Issue 23 item 7: the parser's own errors in one line too (no usage block), naming the flag.
+PARSER = [
+    case(["quant-eval", "--bits", "nan"], "--bits: invalid int value", early=True),
+    case(["quant-eval", "--group-size", "1e30"], "--group-size: invalid int value", early=True),
+    case(["profile", "good", "--stream", "--prefetch", "maybe"], "--prefetch: invalid choice", early=True),
+    case(["profile", "good", "--banana"], "unrecognized arguments: --banana", early=True),
+    case(["audit", "good", "good2", "--threshold", "-inf", *CPU], "--threshold -inf must be in (0, 1)", early=True),
+    case(["audit", "good", "good2", "--threshold", "nan", *CPU], "--threshold nan must be in (0, 1)", early=True),
+    case(["sinks", "good", "--prune", "1:3", "--epsilon", "-0.5", *SINKS[:-2]], "--epsilon", early=True),
+]
+
+# Issue 23 item 4: plan refuses what it cannot plan, in one line.
+PLAN = [
+    *(case(["plan", "good", flag, value], f"{flag} must be a finite positive number", early=True)
+      for flag in ("--bandwidth", "--tflops", "--memory", "--disk", "--activation-bandwidth")
+      for value in ("inf", "-inf", "nan", "0")),
+    case(["plan", "dense"], "no MoE layers", early=True),
+    case(["plan", "nofields"], "does not give num_hidden_layers, hidden_size, vocab_size", early=True),
+    case(["plan", "garbageconfig"], "config.json", early=True),
+]
+
+CASES = [*damaged_cases(), *data_cases(), *PARAMETERS, *RUNS, *OUTS, *placement_cases(), *PARSER, *PLAN]
 
 
 def shown_lines(stream: str) -> list[str]:
@@ -242,7 +263,10 @@ def test_bad_input(workspace, capfd, request, argv, message, early):
     before = tree_digest(workspace)
     if early:
         request.getfixturevalue("no_model_loading")
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors exit from parse_args (one line: OneLineParser)
+        code = e.code
     err = capfd.readouterr().err
     assert code == 2, err
     assert len(shown_lines(err)) == 1 and "Traceback" not in err, err

@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
         with warnings.catch_warnings(), writing(args):
             warnings.showwarning = _one_line_warnings(args.command)
-            return int(args.run(args) or 0)
+            code = int(args.run(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+            return code
     except BrokenPipeError:  # the reader stopped early (`| head`): quiet, like `git log | head`
         _drop_stdout()
         return 0

@@ -171,6 +171,14 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-(\d+|\d*\.\d+|\d+\.?\d*e[-+]?\d+|inf|infinity|nan)$", re.IGNORECASE)
 
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse reports these from the top parser: name the subcommand they were given to
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help).\n")
+        return parsed
+
     def error(self, message: str):
         fix = next((f"; {fix}" for words, fix in _TYPE_FIXES.items() if words in message), "")
         self.exit(2, f"{self.prog}: error: {message}{fix} (see {self.prog} --help).\n")

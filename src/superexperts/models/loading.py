@@ -88,6 +88,7 @@ def _expert_count(config) -> int:
 
 
 def load_config(path: str, trust_remote_code: bool):
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     local = Path(path)
@@ -99,8 +100,8 @@ def load_config(path: str, trust_remote_code: bool):
         if "trust_remote_code" in str(e):
             raise UserError(f"{path} needs its own code; re-run with --trust-remote-code if you trust it.")
         raise UserError(f"{path}: {str(e).splitlines()[0]}")
-    except (OSError, TypeError, KeyError) as e:
-        if local.exists():  # a damaged config.json, not a hub problem
+    except (OSError, TypeError, KeyError, StrictDataclassError) as e:
+        if local.exists():  # a damaged config.json (or a field of the wrong type), not a hub problem
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"cannot read {local / 'config.json'} ({why}); re-download or re-save the checkpoint.") from None
         if hub_unreachable():
