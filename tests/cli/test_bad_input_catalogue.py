@@ -218,6 +218,15 @@ PARSER = [
     case(["audit", "good", "good2", "--threshold", "-inf", *CPU], "--threshold -inf must be in (0, 1)", early=True),
     case(["audit", "good", "good2", "--threshold", "nan", *CPU], "--threshold nan must be in (0, 1)", early=True),
     case(["sinks", "good", "--prune", "1:3", "--epsilon", "-0.5", *SINKS[:-2]], "--epsilon", early=True),
+    # item 6: seeds the generators take; controls bounded by the disjoint sets the model has
+    *(case([*argv, "--seed", seed], "--seed: ", early=True)
+      for argv in (["profile", "good"], ["prune-eval", "good"], ["sinks", "good"], ["quant-eval", "good"],
+                   ["audit", "good", "good2"])
+      for seed in ("-1", str(2**70))),
+    case(["prune-eval", "good", "--experts", "1:3", "--random", "99999999999999999999", *PRUNE_EVAL],
+         "pass --random"),
+    case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe"],
+         "disjoint control sets"),
 ]
 
 # Issue 23 item 4: plan refuses what it cannot plan, in one line.

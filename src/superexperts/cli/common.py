@@ -94,6 +94,20 @@ def model_of(args: argparse.Namespace, from_dir: str | None) -> str | None:
     return model_of_run(from_dir)
 
 
+SEED_LIMIT = 2**63  # numpy's and torch's generators take seeds in [0, 2**63)
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of --seed: a whole number the generators accept."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}; pass a whole number") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; seeds are 0 <= seed < 2**63")
+    return value
+
+
 def add_loading_flags(p: argparse.ArgumentParser) -> None:
     """--batch-size and the device flags of the evaluation subcommands (quant-eval, audit)."""
     add_batch_flag(p)
@@ -112,7 +126,7 @@ def add_window_flags(p: argparse.ArgumentParser, samples_default: str, seq_len_d
                    "folder, wikitext2, c4 or a dataset name (default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help=f"calibration windows (default {samples_default})")
     p.add_argument("--seq-len", type=int, help=f"perplexity/calibration window length (default {seq_len_default})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the windows and random controls (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the windows and random controls (default 0)")
     p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset name "
                    f"(default: {ppl_default})")  # fmt: skip
     p.add_argument("--max-windows", type=int, help="perplexity windows kept (default all; the reference's C4: 256)")

@@ -16,6 +16,7 @@ from .common import (
     add_prefetch_arg,
     add_task_flags,
     model_of,
+    seed_arg,
     task_names,
     window_defaults,
 )
@@ -38,7 +39,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random non-SE control sets (default 0)")
     p.add_argument("--layer-controlled", action="store_true",
                    help="also draw N_SEEDS controls inside the SEs' layers (paper v3)")
-    p.add_argument("--seed", type=int, default=0, help="first seed of the controls and windows (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="first seed of the controls and windows (default 0)")
     p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset "
                    "name (default: the demo's held-out text, in BOS-first windows, for the demo; none otherwise)")  # fmt: skip
     p.add_argument("--seq-len", type=int, help="perplexity/calibration window length (default 2048; demo 64)")

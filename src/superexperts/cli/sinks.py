@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..runs.errors import UserError
-from .common import add_model_args, add_prefetch_arg, model_of, window_defaults
+from .common import add_model_args, add_prefetch_arg, model_of, seed_arg, window_defaults
 
 MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
 
@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sink-keys", default="first", metavar="first|topK",
                    help="sink tokens: the first token, or the K most attended keys, e.g. top3 (default first)")
     p.add_argument("--epsilon", type=float, default=0.3, help="sink-rate threshold (Gu et al.; default 0.3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of windows and random controls (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of windows and random controls (default 0)")
     p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier sinks.json (and its figures) in --out")

@@ -29,6 +29,14 @@ def _draw(rng: np.random.Generator, pool: list[Expert], count: int, where: str) 
     return [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
 
 
+def disjoint_sets(pool: Mapping[int, list[Expert]], wanted: Mapping[int, int], *, layer_controlled: bool) -> int:
+    """How many pairwise disjoint control sets the non-SE experts `pool` (per layer) allow, for
+    `wanted` SEs per layer: all layers pooled, or layer by layer when layer-controlled."""
+    if layer_controlled:
+        return min(len(pool[layer]) // k for layer, k in wanted.items())
+    return sum(len(p) for p in pool.values()) // sum(wanted.values())
+
+
 def random_controls(
     model_map: ModelMap | Mapping[int, int],
     super_experts: list[Expert],
@@ -58,6 +66,11 @@ def random_controls(
     wanted: dict[int, int] = {}
     for layer, _ in super_experts:
         wanted[layer] = wanted.get(layer, 0) + 1
+    limit = disjoint_sets(pool, wanted, layer_controlled=layer_controlled)
+    if n_seeds > limit > 0:  # past it the sets must overlap; and 10^20 seeds would hang here (0: `_draw` says why)
+        where = "in the SEs' layers" if layer_controlled else "in the model"
+        raise UserError(f"--random {n_seeds} is more than the {limit} disjoint control sets (of "
+                        f"{len(super_experts)} non-SE experts each) {where}; pass --random {limit} or fewer.")  # fmt: skip
     controls = []
     for s in range(seed, seed + n_seeds):
         rng = np.random.default_rng(s)
