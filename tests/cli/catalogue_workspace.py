@@ -66,6 +66,7 @@ def _data(ws: Path) -> None:
     (ws / "data" / "numbers.jsonl").write_text('{"text": 1}\n{"text": 2}\n')
     (ws / "data" / "notext.jsonl").write_text('{"body": "a"}\n')
     (ws / "data" / "bad.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    (ws / "data" / "binaryish.bin.txt").write_bytes(bytes(range(1, 256)) * 8)  # binary without NUL bytes
     (ws / "experts.bin").write_bytes(bytes(range(256)))
     (ws / "prompts.bin").write_bytes(b"\xff\xfe" + "hello".encode("utf-16-le"))
 
@@ -104,6 +105,11 @@ def build_workspace(ws: Path) -> Path:
         assert main(["profile", str(ws / model), "--out", str(ws / run), *PROFILE_ARGS, *seed]) == 0
     shutil.copytree(ws / "run", ws / "ro" / "run")
     shutil.copytree(good, ws / "good2")  # the same model in another folder: audit's COMPRESSED
+    shutil.copytree(ws / "run", ws / "emptyrun")  # a run whose rule found no Super Experts
+    verdict = json.loads((ws / "emptyrun" / "super_experts.json").read_text())
+    (ws / "emptyrun" / "super_experts.json").write_text(json.dumps(verdict | {"super_experts": []}))
+    (ws / "foreignstate").mkdir()  # a --state-dir holding another tool's state.json
+    (ws / "foreignstate" / "state.json").write_text('{"step": 3}')
     (ws / "run2" / "super_experts.json").unlink()  # a run whose verdict file was lost
     shutil.copytree(ws / "run", ws / "sinksrun")  # a run that already holds later results
     for name in ("sinks.json", "prune_eval.json"):

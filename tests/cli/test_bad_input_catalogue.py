@@ -229,6 +229,23 @@ PARSER = [
          "disjoint control sets"),
 ]
 
+# Issue 23 item 7: checks that need no model run before it, and every message names a flag the command has.
+EARLY = [
+    case([*QUANT_EVAL, "--ppl", "data/binary.txt"], "not a text file", early=True),
+    case([*QUANT_EVAL, "--ppl", "data/binaryish.bin.txt"], "not a text file", early=True),
+    case([*QUANT_EVAL, "--data", "data/latin1.txt"], "not UTF-8 text", early=True),
+    case([*AUDIT, "--ppl", "data/binary.txt"], "not a text file", early=True),
+    case([*AUDIT, "--data", "data/missing.txt"], "no such file", early=True),
+    case([*QUANT_EVAL, "--limit", "0"], "--limit must be >= 1", early=True),
+    case([*PRUNE, "--limit", "0"], "--limit must be >= 1", early=True),
+    case(["profile", "good", "--data", "fifo", *PROFILE_ARGS], "is a pipe or device", early=True),
+    case(["quant-eval", "good", "--from", "emptyrun", *QUANT_EVAL[4:]], "superexperts identify emptyrun",
+         early=True),
+    case(["prune-eval", "good", "--from", "emptyrun", *PRUNE_EVAL], "--experts 1:68", early=True),
+    case(["sinks", "good", "--from", "emptyrun", *SINKS], "--prune 1:68", early=True),
+    case(["profile", "good", "--stream", "--state-dir", "foreignstate", *PROFILE_ARGS], "--state-dir"),
+]
+
 # Issue 23 item 4: plan refuses what it cannot plan, in one line.
 PLAN = [
     *(case(["plan", "good", flag, value], f"{flag} must be a finite positive number", early=True)
@@ -239,7 +256,7 @@ PLAN = [
     case(["plan", "garbageconfig"], "config.json", early=True),
 ]
 
-CASES = [*damaged_cases(), *data_cases(), *PARAMETERS, *RUNS, *OUTS, *placement_cases(), *PARSER, *PLAN]
+CASES = [*damaged_cases(), *data_cases(), *PARAMETERS, *RUNS, *OUTS, *placement_cases(), *PARSER, *PLAN, *EARLY]
 
 
 def shown_lines(stream: str) -> list[str]:

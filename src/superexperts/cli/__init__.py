@@ -89,7 +89,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     if WRITTEN:
         folders = sorted({str(p.parent) for p in WRITTEN})
         return (f"{len(WRITTEN)} complete file(s) were already written in {', '.join(folders)} "
-                "(e.g. the run without its report); re-run to finish.")  # fmt: skip
+                "(e.g. the run without its report); re-run with --overwrite to finish.")  # fmt: skip
     return "nothing was written."
 
 

@@ -90,7 +90,7 @@ def request(args: argparse.Namespace):
     from ..recipes.pruning import PruneEvalRequest
 
     tasks = task_names(args)
-    experts, source = resolve_experts(args.experts, args.from_dir)
+    experts, source = resolve_experts(args.experts, args.from_dir, "--experts")
     model = model_of(args, args.from_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples)
     req = PruneEvalRequest(

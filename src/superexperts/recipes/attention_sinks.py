@@ -81,7 +81,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
 
     def experts(self) -> list[Expert]:
         """The experts to prune (not yet checked against a model); `super` without --from is the demo's."""
-        experts, _ = resolve_experts(self.prune, self.from_dir)
+        experts, _ = resolve_experts(self.prune, self.from_dir, "--prune")
         if experts is None:  # only the demo reaches here (checked on construction)
             from ..models.demo import DEMO_SUPER_EXPERTS
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..capture.data import calibration
+from ..capture.data import calibration, check_texts
 from ..capture.profile import profile
 from ..compress.quant import Scheme, check_model
 from ..compress.quant_eval import add_sinks, quant_conditions, quant_eval_json, run_quant_conditions
@@ -46,6 +46,8 @@ class QuantEvalRequest(EvalFields, ModelFields):  # + ppl, seq_len, data (SE out
         self.scheme.check()
         self.check_ranges(random=self.n_random)
         self.check_model_fields()
+        check_texts(self.data)  # local data of the wrong kind fails here, not after the model ran
+        check_texts(self.ppl, "--ppl")
 
 
 def _metadata(req: QuantEvalRequest, loaded: Loaded, ppl: dict | None, calib, ses: list[Expert],

@@ -303,4 +303,5 @@ def check_in_memory(path: str, config) -> None:
     for key, info in tensors.items():
         if info.dtype in FP8_HEADER_DTYPES and has_edge_blocks(info.shape, block):
             raise UserError(f"{path}: {key} {list(info.shape)} has partial FP8 blocks of {list(block)}, "
-                            "which transformers cannot dequantize in memory; use --stream (it reads edge blocks).")  # fmt: skip
+                            "which transformers cannot dequantize in memory; profile, prune-eval and sinks read "
+                            "them with --stream.")  # fmt: skip
