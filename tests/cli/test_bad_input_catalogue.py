@@ -223,10 +223,14 @@ PARSER = [
       for argv in (["profile", "good"], ["prune-eval", "good"], ["sinks", "good"], ["quant-eval", "good"],
                    ["audit", "good", "good2"])
       for seed in ("-1", str(2**70))),
-    case(["prune-eval", "good", "--experts", "1:3", "--random", "99999999999999999999", *PRUNE_EVAL],
+    case(["prune-eval", "good", "--experts", "1:3", "--random", "99999999999999999999", "--many", *PRUNE_EVAL],
          "pass --random"),
+    case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe",
+          "--many"], "disjoint control sets"),
     case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe"],
-         "disjoint control sets"),
+         "100004 conditions planned", early=True),
+    case([*PRUNE, "--random", "49", "--layer-controlled"], "100 conditions planned", early=True),
+    case([*SINK[:4], "--random", "49", *SINK[6:]], "51 conditions planned", early=True),
 ]
 
 # Issue 23 item 7: checks that need no model run before it, and every message names a flag the command has.

@@ -132,6 +132,11 @@ def add_window_flags(p: argparse.ArgumentParser, samples_default: str, seq_len_d
     p.add_argument("--max-windows", type=int, help="perplexity windows kept (default all; the reference's C4: 256)")
 
 
+def add_many_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--many", action="store_true", help="run more than 50 evaluation conditions (each a full pass; "
+                   "refused without it)")  # fmt: skip
+
+
 def add_task_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", metavar="LIST", help="lm-eval tasks, e.g. arc_easy,piqa (needs the eval extra)")
     p.add_argument("--tasks-include", metavar="DIR", help="folder of extra lm-eval task YAMLs")

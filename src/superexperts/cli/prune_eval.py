@@ -12,6 +12,7 @@ from ..models.experts import format_experts
 from ..runs.errors import UserError
 from .common import (
     add_batch_flag,
+    add_many_flag,
     add_model_args,
     add_prefetch_arg,
     add_task_flags,
@@ -37,6 +38,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mode", default="zero", help="zero (paper: routed, contributes nothing) | mean (output "
                    "replaced by its calibration mean) | skip (removed from routing) (default zero)")  # fmt: skip
     p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random non-SE control sets (default 0)")
+    add_many_flag(p)
     p.add_argument("--layer-controlled", action="store_true",
                    help="also draw N_SEEDS controls inside the SEs' layers (paper v3)")
     p.add_argument("--seed", type=seed_arg, default=0, help="first seed of the controls and windows (default 0)")
@@ -96,7 +98,7 @@ def request(args: argparse.Namespace):
     req = PruneEvalRequest(
         model=model, experts=experts, experts_source=source, out=args.out or args.from_dir or "runs/prune-eval",
         seq_len=seq_len, samples=samples, from_dir=args.from_dir, mode=args.mode, n_random=args.random,
-        layer_controlled=args.layer_controlled, seed=args.seed,
+        layer_controlled=args.layer_controlled, seed=args.seed, many=args.many,
         ppl=args.ppl if args.ppl is not None or model is not None else DEMO_PPL, max_windows=args.max_windows,
         data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,

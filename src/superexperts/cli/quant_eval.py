@@ -7,6 +7,7 @@ import argparse
 from .common import (
     add_device_map_arg,
     add_loading_flags,
+    add_many_flag,
     add_task_flags,
     add_window_flags,
     model_of,
@@ -33,6 +34,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--act-bits", type=int, help="also quantize each token's down_proj input: 8 or 4 (default off)")
     p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random-protection control sets "
                    "(default 0)")  # fmt: skip
+    add_many_flag(p)
     add_window_flags(p, samples_default="32; demo 16")
     add_task_flags(p)
     add_loading_flags(p)
@@ -59,7 +61,7 @@ def _request(args: argparse.Namespace):
         check_run_of(args.from_dir, model, args.trust_remote_code)
     req = QuantEvalRequest(
         model=model, scheme=scheme, experts=experts, experts_source=source,
-        n_random=args.random, seed=args.seed, ppl=args.ppl,
+        n_random=args.random, seed=args.seed, many=args.many, ppl=args.ppl,
         seq_len=args.seq_len, max_windows=args.max_windows, data=args.data, samples=args.samples,
         batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, device=args.device,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..capture.data import calibration, check_texts
-from ..evaluate.ablate.controls import random_controls
+from ..evaluate.ablate.controls import check_planned_conditions, random_controls
 from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
 from ..evaluate.sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
 from ..identify.profile_run import check_run_model
@@ -46,6 +46,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
     epsilon: float = 0.3
     seed: int = 0
     overwrite: bool = False
+    many: bool = False  # --many: run more than MAX_CONDITIONS conditions
     stream: bool = False  # read the checkpoint one decoder layer at a time (no router view)
     prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
 
@@ -54,6 +55,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         if self.stream:
             self._check_stream()
         check_at_least("--random", self.n_random, 0)
+        check_planned_conditions(2 + self.n_random, many=self.many)  # original, pruned, controls
         if not 0.0 < self.epsilon < 1.0:
             raise UserError(f"--epsilon must be in (0, 1), got {self.epsilon}.")
         if self.text is not None and not self.text.strip():

@@ -20,6 +20,7 @@ from ..capture.data import Calibration, calibration, check_texts
 from ..evaluate.ablate import confirm_candidates, default_candidates, expert_mean_outputs
 from ..evaluate.ablate.ablation import MODES
 from ..evaluate.ablate.conditions import Condition, build_conditions, eval_plan, run_conditions, summarize
+from ..evaluate.ablate.controls import check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.profile_run import check_run_model, load_profile
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
@@ -56,6 +57,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
     seed: int = 0
     causal: int | None = None  # confirm the pruned experts + this many top other candidates
     overwrite: bool = False
+    many: bool = False  # --many: run more than MAX_CONDITIONS conditions
     criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
     fraction: float | None = None
     protect: str = "super"  # super: also evaluate the criterion with `experts` protected
@@ -72,6 +74,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
             raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
                             f"Available: {', '.join(MODES)}.")  # fmt: skip
         self.check_ranges(random=self.n_random, causal=self.causal)
+        check_planned_conditions(2 + self.n_random * (1 + self.layer_controlled), many=self.many)
         if self.layer_controlled and self.n_random < 1:
             raise UserError("--layer-controlled draws per seed: also pass --random N_SEEDS (e.g. --random 5).")
         if self.model is not None and self.ppl is None and not self.tasks and not self.prompts:

@@ -17,6 +17,7 @@ from ..capture.profile import profile
 from ..compress.quant import Scheme, check_model
 from ..compress.quant_eval import add_sinks, quant_conditions, quant_eval_json, run_quant_conditions
 from ..evaluate.ablate.conditions import eval_plan
+from ..evaluate.ablate.controls import check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.rules import paper_super_experts
 from ..models.adapters import map_model
@@ -40,11 +41,13 @@ class QuantEvalRequest(EvalFields, ModelFields):  # + ppl, seq_len, data (SE out
     experts_source: str  # profiled | <run>/super_experts.json
     n_random: int = 0
     seed: int = 0
+    many: bool = False  # --many: run more than MAX_CONDITIONS conditions
 
     def check(self) -> None:
         """Argument checks that need no model."""
         self.scheme.check()
         self.check_ranges(random=self.n_random)
+        check_planned_conditions(4 + self.n_random, many=self.many)  # original, all, protect-super, se-only
         self.check_model_fields()
         check_texts(self.data)  # local data of the wrong kind fails here, not after the model ran
         check_texts(self.ppl, "--ppl")

@@ -29,6 +29,18 @@ def _draw(rng: np.random.Generator, pool: list[Expert], count: int, where: str) 
     return [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
 
 
+MAX_CONDITIONS = 50  # evaluation conditions run without --many (the defaults plan 2-8)
+
+
+def check_planned_conditions(count: int, *, many: bool) -> None:
+    """Refuse more than MAX_CONDITIONS conditions unless `many` (--many): each is a full evaluation
+    pass, so the run takes about `count` times one evaluation of the model."""
+    if count > MAX_CONDITIONS and not many:
+        raise UserError(f"{count} conditions planned, each a full evaluation pass: about {count}x the time of "
+                        f"evaluating the model once (more than {MAX_CONDITIONS}); pass a smaller --random, "
+                        "or --many to run them all.")  # fmt: skip
+
+
 def disjoint_sets(pool: Mapping[int, list[Expert]], wanted: Mapping[int, int], *, layer_controlled: bool) -> int:
     """How many pairwise disjoint control sets the non-SE experts `pool` (per layer) allow, for
     `wanted` SEs per layer: all layers pooled, or layer by layer when layer-controlled."""
