@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-import families
 from catalogue_workspace import PROFILE_ARGS
+
+import families
 from superexperts.cli import main
 
 PRUNE = ["--experts", "1:3", "--ppl", "../a/text.txt", "--seq-len", "16", "--device", "cpu"]
