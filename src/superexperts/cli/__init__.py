@@ -7,6 +7,7 @@ name to COMMANDS. `UserError` becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import warnings
@@ -18,7 +19,9 @@ COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sink
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .common import OneLineParser
+
+    parser = OneLineParser(
         prog="superexperts", description="Find, explain and protect the Super Experts of MoE LLMs."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,15 +53,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     WRITTEN.clear()  # only this command's files count in the interruption message
     try:
-        with warnings.catch_warnings():
+        from .common import writing
+
+        with warnings.catch_warnings(), writing(args):
             warnings.showwarning = _one_line_warnings(args.command)
-            return int(args.run(args) or 0)
+            code = int(args.run(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+            return code
+    except BrokenPipeError:  # the reader stopped early (`| head`): quiet, like `git log | head`
+        _drop_stdout()
+        return 0
     except UserError as e:
         print(f"superexperts {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"superexperts {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
         return 130
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's final flush of a closed pipe would print a traceback."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _interrupted(args: argparse.Namespace) -> str:
@@ -71,7 +89,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     if WRITTEN:
         folders = sorted({str(p.parent) for p in WRITTEN})
         return (f"{len(WRITTEN)} complete file(s) were already written in {', '.join(folders)} "
-                "(e.g. the run without its report); re-run to finish.")  # fmt: skip
+                "(e.g. the run without its report); re-run with --overwrite to finish.")  # fmt: skip
     return "nothing was written."
 
 

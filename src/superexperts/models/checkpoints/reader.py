@@ -28,7 +28,14 @@ from transformers.utils import logging as hf_logging
 
 from ...runs.errors import UserError
 from .files import TensorInfo, read_tensor_index, read_tensors, release_freed_memory
-from .formats import FP8_HEADER_DTYPES, check_scales, conversion_mapping, is_packed, is_scale
+from .formats import (
+    FP8_HEADER_DTYPES,
+    check_quantized_tensors,
+    check_scales,
+    conversion_mapping,
+    is_packed,
+    is_scale,
+)
 
 SYNC_LOAD_ENV = "HF_DEACTIVATE_ASYNC_LOAD"  # read by transformers on every load call
 FLOAT_DTYPES = {"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32", "F64"}
@@ -92,6 +99,7 @@ class Checkpoint:
                             "the checkpoint does not match its config.json.")  # fmt: skip
         if quantizer is not None:
             check_scales(folder, tensors, ckpt.target_of)
+            check_quantized_tensors(folder, tensors, skeleton.config)
         return ckpt
 
     def _group_keys(self, skeleton: nn.Module, layers_prefix: str) -> set[str]:
