@@ -53,3 +53,17 @@ def test_block_lookup_names_the_moe_layers():
     mm = map_model(families.build("deepseek_v3"))
     with pytest.raises(UserError, match=r"MoE layers are \[1, 2, 3\]"):
         mm.block(0)
+
+
+def test_hybrid_layers_are_resolved_from_structure():
+    """Nemotron-H keeps every block at `layers.N.mixer` (Mamba, attention, MLP or MoE): each layer maps as
+    its config's layers_block_type says, the non-MoE, non-MLP ones listed as `other`."""
+    import registry
+
+    model = registry.build(registry.family("nemotron_h"))
+    kinds = model.config.layers_block_type
+    mm = map_model(model)
+    assert [b.layer for b in mm.moe] == [i for i, k in enumerate(kinds) if k == "moe"]
+    assert [d.layer for d in mm.dense] == [i for i, k in enumerate(kinds) if k == "mlp"]
+    assert list(mm.other) == [i for i, k in enumerate(kinds) if k not in ("moe", "mlp")]
+    assert mm.family == "nemotron_h" and mm.layers is model.model.layers
