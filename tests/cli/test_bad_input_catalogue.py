@@ -215,7 +215,7 @@ def placement_cases():
 
 # Issue 23 item 7: the parser's own errors in one line too (no usage block), naming the flag.
 PARSER = [
-    case(["quant-eval", "--bits", "nan"], "--bits: invalid int value", early=True),
+    case(["quant-eval", "--bits", "nan"], "--bits 'nan': expected numbers separated by commas", early=True),
     case(["quant-eval", "--group-size", "1e30"], "--group-size: invalid int value", early=True),
     case(["profile", "good", "--stream", "--prefetch", "maybe"], "--prefetch: invalid choice", early=True),
     case(["profile", "good", "--banana"], "unrecognized arguments: --banana", early=True),

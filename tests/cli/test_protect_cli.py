@@ -90,7 +90,7 @@ def test_super_atoms_as_module_channels(demo_run, tmp_path, capsys):
     run = shutil.copytree(demo_run, tmp_path / "run")
     path = run / "super_experts.json"
     doc = json.loads(path.read_text())
-    for s in doc["super_experts"]:  # the profile does not record super atoms yet (issue 20 item 2)
+    for s in doc["super_experts"]:  # a hand-made list, so that two atoms and their order are checked
         s["super_atoms"] = [{"atom": 0, "share": 0.97}, {"atom": 5, "share": 0.02}]
     path.write_text(json.dumps(doc))
     capsys.readouterr()
@@ -108,5 +108,10 @@ def test_super_atoms_as_module_channels(demo_run, tmp_path, capsys):
                            (["--for", "json", "--atoms", "--whole-layer"], "pass one of them")):  # fmt: skip
         assert main(["protect", str(run), *extra]) == 2
         assert message in capsys.readouterr().err
-    assert main(["protect", str(demo_run), "--for", "json", "--atoms"]) == 2  # no super atoms recorded
+    old = shutil.copytree(demo_run, tmp_path / "old")  # a run made before super atoms were recorded
+    doc = json.loads((old / "super_experts.json").read_text())
+    for s in doc["super_experts"]:
+        s.pop("super_atoms", None)
+    (old / "super_experts.json").write_text(json.dumps(doc))
+    assert main(["protect", str(old), "--for", "json", "--atoms"]) == 2
     assert "has no super atoms; re-run `superexperts profile`" in capsys.readouterr().err
