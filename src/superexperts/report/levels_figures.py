@@ -15,7 +15,7 @@ COLOURS = {"prune_eval": OKABE_ITO[1], "quant_eval": OKABE_ITO[0]}
 
 
 def fig_levels(levels: pd.DataFrame) -> Figure:
-    """Perplexity (log scale: pruning an SE multiplies it) against the share of expert weights kept;
+    """Perplexity (log scale when it spans more than x3: pruning an SE multiplies it) against the share of expert weights kept;
     marker by what is protected, colour by file, each point labelled with its condition."""
     with style():
         fig = Figure(figsize=(7.0, 4.4))
@@ -27,7 +27,8 @@ def fig_levels(levels: pd.DataFrame) -> Figure:
             for r in group.itertuples():
                 ax.annotate(plain(r.condition), (r.kept * 100, r.perplexity), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")  # fmt: skip
-        if len(shown) and (shown["perplexity"] > 0).all():
+        ppl = shown["perplexity"]
+        if len(shown) and ppl.min() > 0 and ppl.max() / ppl.min() > 3:  # a pruned SE: x5 next to x1.01
             ax.set_yscale("log")
         ax.set_xlabel("expert weights kept (not zeroed, not quantized), %")
         ax.set_ylabel("perplexity")

@@ -142,7 +142,7 @@ def protection_levels_section(inputs: ReportInputs) -> Section | None:
     levels = protection_levels(prune, quant, _sizes(atom_stats))
     notes = missing_levels(prune, quant, levels, str(inputs.run_dir))
     notes += [e for e in (prune_error, quant_error) if e]
-    rows = [[r.file, r.condition, r.protects, number(r.atoms_touched), f"{r.kept:.2%}" if r.kept is not None else "",
+    rows = [[r.file, r.condition, r.protects, f"{r.atoms_touched:.0f}", f"{r.kept:.2%}" if r.kept is not None else "",
              number(r.perplexity, 6), number(r.ratio)] for r in levels.itertuples()]  # fmt: skip
     columns = ["file", "condition", "protects", "atoms zeroed or quantized", "expert weights kept", "perplexity",
                "x original"]  # fmt: skip
