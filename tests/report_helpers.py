@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 
-from superexperts.capture.profile import EXPERT_COLUMNS, Profile, flag_massive
+from superexperts.capture.profile import ATOM_COLUMNS, EXPERT_COLUMNS, Profile, flag_massive
 
 HOSTILE = "<script>alert(1)</script>"
 QUOTES = "\"&<>'"
@@ -123,3 +123,23 @@ def parse_page(text: str) -> PageParser:
     parser = PageParser()
     parser.feed(text)
     return parser
+
+
+WIDTH = 8
+# (layer, kind, expert) -> contributions of atoms 0..7 at the SE's maximum
+CONTRIBUTIONS = {
+    (2, "routed", 5): [0.0, 0.1, 0.0, 60.0, 0.0, 0.0, -0.1, 0.0],  # atom 3 alone: 1 super atom
+    (3, "shared", -1): [10.0, 10.0, 10.0, 10.0, 0.0, 0.0, 0.0, 0.0],  # four equal atoms: 4 needed
+    # (4, "routed", 9) has no atom rows: the section leaves it out
+}
+
+
+def atom_table() -> pd.DataFrame:
+    """Atom rows of two of the planted SEs (L2 E5: one super atom; L3 shared: four equal atoms)."""
+    rows = []
+    for (layer, kind, expert), values in CONTRIBUTIONS.items():
+        for k, c in enumerate(values):
+            rows.append({"layer": layer, "expert": expert, "kind": kind, "atom": k, "camera_sum": 1.0,
+                         "camera_max": 1.0, "max_abs_act": abs(c), "max_act_sample": 0, "max_act_position": 0,
+                         "contribution": c})  # fmt: skip
+    return pd.DataFrame(rows, columns=ATOM_COLUMNS)

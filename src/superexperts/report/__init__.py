@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..runs.runfolder import write_files
 from ..runs.safety import check_folder_writable
-from . import atom_section, causal_section, eval_sections, quant_sections, sections
+from . import atom_section, causal_section, eval_sections, levels_section, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Section, render_page
 from .sections import SectionBuilder
@@ -33,6 +33,7 @@ SECTIONS: list[SectionBuilder] = [
     eval_sections.prune_eval,
     causal_section.causal,
     quant_sections.protection,
+    levels_section.protection_levels_section,
     eval_sections.sinks,
 ]
 
