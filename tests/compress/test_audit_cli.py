@@ -27,7 +27,7 @@ def exports(demo_dir, tmp_path_factory):
 
 def test_zeroed_super_expert_is_damaged(demo_dir, exports, tmp_path, capsys):
     out = tmp_path / "a"
-    assert main(["audit", str(demo_dir), str(exports / "no-se"), *FAST, "--out", str(out)]) == 0
+    assert main(["audit", str(demo_dir), str(exports / "no-se"), *FAST, "--out", str(out)]) == 1  # exit 1: damaged (gates CI)
     doc = json.loads((out / "audit.json").read_text())
     assert doc["verdict"] == "damaged"
     layer, expert = DEMO_SUPER_EXPERTS[0]
@@ -100,7 +100,7 @@ def test_device_map_gives_the_in_memory_audit(demo_dir, exports, tmp_path):
     docs = {}
     for name, extra in [("mem", FAST), ("map", [*FAST[:-2], "--device-map",
                                                str(odd_layers_on_disk(demo_dir, tmp_path / "map.json"))])]:
-        assert main(["audit", str(demo_dir), str(exports / "no-se"), *extra, "--out", str(tmp_path / name)]) == 0
+        assert main(["audit", str(demo_dir), str(exports / "no-se"), *extra, "--out", str(tmp_path / name)]) == 1  # damaged
         docs[name] = json.loads((tmp_path / name / "audit.json").read_text())
     assert docs["map"]["verdict"] == docs["mem"]["verdict"] == "damaged"
     for got, want in zip(docs["map"]["super_experts"], docs["mem"]["super_experts"], strict=True):

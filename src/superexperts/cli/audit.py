@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device_map_arg, add_loading_flags, add_window_flags, out_dir
+from .common import add_device_map_arg, add_loading_flags, add_window_flags, out_dir, progress
+
+HELP = "check that a compressed checkpoint kept its Super Experts (exit 0 intact, 1 damaged)"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "audit", help="check that a compressed checkpoint kept its Super Experts (verdict intact | damaged)",
+        "audit", help=HELP,
         description="Profile ORIGINAL and COMPRESSED (same architecture; anything transformers loads, e.g. an "
         "exported or dequantized checkpoint) on the same windows: each SE's max output, the massive activation "
         "per layer, sink mass and perplexity before/after. Writes audit.json and audit.html.",
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, threshold=args.threshold, device=args.device, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code, device_map=args.device_map,
     )  # fmt: skip
-    document = run_audit(req, out, progress=True)
+    document = run_audit(req, out, progress=progress(args))
     print(format_audit(document))
     print(f"wrote {out}/audit.json and {out}/audit.html")
-    return 0
+    return 1 if document["verdict"] == "damaged" else 0  # a CI job fails on a damaged checkpoint

@@ -12,9 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..identify.rules import CRITERIA, get_criterion, parse_include_layers, parse_params
-from ..models.demo import DEMO_WINDOWS
 from ..runs.errors import UserError
+
+# Nothing heavy at import time (torch, transformers, pandas): `--help` and the input checks answer
+# before them. The criterion names are listed here for the help texts; a test keeps them equal to
+# the registry (identify.rules.CRITERIA).
+CRITERION_NAMES = ("mean-multiple", "paper", "quantile", "reap", "reap-abs", "std")
 
 # A real model: the paper's windows.
 MODEL_WINDOWS = {"seq_len": 2048, "samples": 128}
@@ -57,11 +60,13 @@ def add_criterion_args(p: argparse.ArgumentParser, criterion_help: str, default:
 
 
 def criterion_names() -> str:
-    return ", ".join(sorted(CRITERIA))
+    return ", ".join(CRITERION_NAMES)
 
 
 def criterion_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """Validated (criterion, params) from --criterion/--param/--include-layers."""
+    from ..identify.rules import get_criterion, parse_include_layers, parse_params
+
     get_criterion(args.criterion)
     params = parse_params(args.criterion, args.param)
     if args.include_layers is not None:
@@ -75,6 +80,8 @@ def window_defaults(synthetic: bool, seq_len: int | None, samples: int | None, *
                     model_seq_len: int = MODEL_WINDOWS["seq_len"], default_samples: int | None = None
                     ) -> tuple[int, int]:
     """(seq_len, samples): the flags when given, else the demo's or a real model's defaults."""
+    from ..models.demo import DEMO_WINDOWS
+
     defaults = DEMO_WINDOWS if synthetic else {**MODEL_WINDOWS, "seq_len": model_seq_len}
     samples_default = default_samples if default_samples is not None else defaults["samples"]
     return (seq_len if seq_len is not None else defaults["seq_len"],
@@ -154,3 +161,16 @@ def out_dir(args: argparse.Namespace, filename: str, default: str) -> Path:
     if (out / filename).exists() and not args.overwrite:
         raise UserError(f"{out}/{filename} exists; pass --overwrite or choose another --out.")
     return out
+
+
+def print_stale(run_dir: str | Path) -> None:
+    """One line per result of `run_dir` computed for other SEs than the run's now (the report marks it)."""
+    from ..runs.runfolder import stale_results
+
+    for name, reason, rerun in stale_results(run_dir):
+        print(f"stale: {name}: {reason}; the report marks it stale; rerun: {rerun}")
+
+
+def progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless -q (a namespace built by a subcommand's own parser has no -q: bars on)."""
+    return not getattr(args, "quiet", False)

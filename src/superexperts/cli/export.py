@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "write a checkpoint with experts pruned (zeroed), without loading the model"
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="write a checkpoint with experts pruned (zeroed), without loading the model",
+        "export", help=HELP,
         description="Copy the safetensors checkpoint MODEL to --out with the down projections of the given "
         "experts zeroed (the paper's pruning); config, tokenizer and index are copied untouched, so the "
         "result can be served or evaluated with vLLM, SGLang, lm-eval or transformers at any scale.",

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..identify.known import agreement_line
-from ..identify.rules import Verdict
-from ..identify.sensitivity import sensitivity_verdict
-from .common import add_criterion_args, criterion_args, criterion_names
+from .common import add_criterion_args, criterion_args, criterion_names, print_stale
+
+if TYPE_CHECKING:
+    from ..identify.rules import Verdict
 
 THRESHOLD_KEYS = ("percentile_value", "max_fraction_value", "max_value", "mean", "std", "threshold")
 
 
+HELP = "re-identify Super Experts from a saved run folder (no model needed)"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "identify", help="re-identify Super Experts from a saved run folder (no model needed)",
+        "identify", help=HELP,
         description="Apply a criterion to RUN_DIR/profile.json; "
                     "rewrite super_experts.json and sensitivity.json.",
     )  # fmt: skip
@@ -45,6 +48,8 @@ def thresholds_line(criterion: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..identify.known import agreement_line
+    from ..identify.sensitivity import sensitivity_verdict
     from ..recipes.identifying import IdentifyRequest, run_identify
 
     criterion, params = criterion_args(args)
@@ -59,4 +64,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.run_dir}/super_experts.json and sensitivity.json")
     if report is not None:
         print(f"updated {report}")
+    print_stale(args.run_dir)
     return 0

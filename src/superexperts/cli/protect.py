@@ -6,14 +6,16 @@ import argparse
 import sys
 
 from ..runs.errors import UserError
-from .common import add_device_args, window_defaults
+from .common import add_device_args, progress, window_defaults
+
+HELP = "write the Super Experts as a keep-unquantized list for llm-compressor, AutoRound, GPTQModel"
 
 
 def add_parser(subparsers) -> None:
     from ..compress.protect import FORMATS
 
     p = subparsers.add_parser(
-        "protect", help="write the Super Experts as a keep-unquantized list for llm-compressor, AutoRound, GPTQModel",
+        "protect", help=HELP,
         description="Read RUN_DIR (a `superexperts profile` folder; or profile MODEL first) and print, or write to "
         "--out, the SEs' module names in the tool's format. Names come from the model's structure and its "
         "checkpoint's keys (no weights are read).",
@@ -45,7 +47,7 @@ def _profile_first(args: argparse.Namespace) -> str:
     req = ProfileRequest(model=args.source, out=args.run_dir, seq_len=seq_len, samples=samples, data=args.data,
                          batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                          trust_remote_code=args.trust_remote_code, overwrite=args.overwrite, report=False)  # fmt: skip
-    result = run_profile(req, progress=True)
+    result = run_profile(req, progress=progress(args))
     print(f"profiled {args.source or 'the built-in demo'} into {req.out}/: Super Experts "
           f"{result.identification.verdict.experts}", file=sys.stderr)  # fmt: skip
     return str(req.out)

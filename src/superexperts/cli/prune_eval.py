@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..capture.data import read_text_file
-from ..models.demo import DEMO_PPL
-from ..models.experts import format_experts
 from ..runs.errors import UserError
 from .common import (
     add_batch_flag,
@@ -16,14 +13,17 @@ from .common import (
     add_prefetch_arg,
     add_task_flags,
     model_of,
+    progress,
     task_names,
     window_defaults,
 )
 
+HELP = "evaluate a model with its Super Experts (or any experts) ablated, against random controls"
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "prune-eval", help="evaluate a model with its Super Experts (or any experts) ablated, against random controls",
+        "prune-eval", help=HELP,
         description="Conditions: original, super (or custom), random-<seed> and layer-controlled-<seed> "
         "(random non-SEs of the same count). Each is measured on perplexity (--ppl), lm-eval tasks (--tasks) "
         "and greedy generations with repetition metrics (--generate); writes prune_eval.json.",
@@ -69,6 +69,8 @@ def add_parser(subparsers) -> None:
 
 def read_prompts(values: list[str]) -> list[str]:
     """Each value is a file of prompts (one per non-empty line) or a prompt itself."""
+    from ..capture.data import read_text_file
+
     prompts = []
     for value in values:
         path = Path(value)
@@ -85,6 +87,7 @@ def read_prompts(values: list[str]) -> list[str]:
 
 def request(args: argparse.Namespace):
     """The validated request (nothing loaded yet; lm-eval tasks are checked here too)."""
+    from ..models.demo import DEMO_PPL
     from ..models.experts import resolve_experts
     from ..recipes.pruning import PruneEvalRequest
 
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.pruning import run_prune_eval
 
     req = request(args)
-    document = run_prune_eval(req, echo=print, progress=True)
+    document = run_prune_eval(req, echo=print, progress=progress(args))
     print(format_table(document["conditions"]))
     summary = format_summary(document["summary"])
     if summary:
@@ -142,6 +145,8 @@ def _first_metric(metrics: dict) -> Any:
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """One console line per condition: experts, mode, perplexity, first metric of each task, loops."""
+    from ..models.experts import format_experts
+
     tasks = sorted({t for r in results for t in r.get("tasks", {})})
     header = ["condition", "experts", "mode", "perplexity", *tasks, "loop_fraction"]
     rows = [header]

@@ -11,13 +11,16 @@ from .common import (
     add_window_flags,
     model_of,
     out_dir,
+    progress,
     tasks_of,
 )
+
+HELP = "fake-quantize the experts (RTN) with and without protecting the Super Experts"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "quant-eval", help="fake-quantize the experts (RTN) with and without protecting the Super Experts",
+        "quant-eval", help=HELP,
         description="Conditions: original, all (every expert quantized), protect-super (all but the SEs), "
         "protect-random-<seed> (all but as many random non-SEs), se-only. Each is measured on perplexity "
         "(--ppl), massive activation retention, the SEs' outputs, attention sinks (D_sink) and optionally "
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     req = _request(args)
     out = out_dir(args, "quant_eval.json", "runs/quant-eval")
-    document = run_quant_eval(req, out, echo=print, progress=True)
+    document = run_quant_eval(req, out, echo=print, progress=progress(args))
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))
     print(f"wrote {out}/quant_eval.json")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..report import write_report
+from .common import print_stale
+
+HELP = "write a self-contained report.html for a run folder"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "report", help="write a self-contained report.html for a run folder",
+        "report", help=HELP,
         description="Write RUN_DIR/report.html (figures inlined, opens from disk) and RUN_DIR/figures/.",
     )  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `superexperts profile`")
@@ -19,6 +21,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
     path = write_report(args.run_dir, figures=not args.no_figure_files)
     print(f"wrote {path}")
+    print_stale(args.run_dir)
     return 0

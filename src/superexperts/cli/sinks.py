@@ -10,9 +10,12 @@ from .common import add_model_args, add_prefetch_arg, model_of, window_defaults
 MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
 
 
+HELP = "measure attention sinks and their collapse when Super Experts are pruned"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "sinks", help="measure attention sinks and their collapse when Super Experts are pruned",
+        "sinks", help=HELP,
         description="Sink mass per layer and head, sink rate, D_sink (paper Eq. 7) against SE and random "
         "pruning, the layer-wise chain (massive activation + sink per layer), attention maps and the "
         "router's score for each SE at the sink token. Writes sinks.json and figures (PNG + SVG).",

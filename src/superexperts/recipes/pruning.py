@@ -29,7 +29,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json, vali
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config, warn_seq_len
 from ..runs.errors import UserError, did_you_mean
-from ..runs.runfolder import RUN_MARKER, atomic_write_json, base_metadata
+from ..runs.runfolder import atomic_write_json, base_metadata, computed_for
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 
@@ -234,6 +234,7 @@ def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) 
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,
                    progress: bool = False) -> dict[str, Any]:
     """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
+    basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
     if req.stream:
         document = evaluate_pruning_streamed(req, progress=progress)
     else:
@@ -245,10 +246,9 @@ def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambd
 
             echo(BANNER)
         document = evaluate_pruning(loaded, req, progress=progress)
-    out = Path(req.out)
-    atomic_write_json(out / "prune_eval.json", document)
-    if (out / RUN_MARKER).is_file():  # a profile run folder: add the section to its report
-        from ..report import write_report
+    document["computed_for"] = basis
+    atomic_write_json(Path(req.out) / "prune_eval.json", document)
+    from ..report import refresh_run_report
 
-        write_report(out)
+    refresh_run_report(req.out)
     return document
