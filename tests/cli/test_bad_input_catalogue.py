@@ -23,7 +23,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 CPU = ["--device", "cpu"]
 PRUNE_EVAL = ["--ppl", "data/good.txt", "--seq-len", "16", *CPU]
 SINKS = ["--random", "0", "--seq-len", "16", "--samples", "2", *CPU]
-EXPORT = ["--prune", "1:3", "--out", "pruned"]
+EXPORT = ["--experts", "1:3", "--out", "pruned"]
 
 
 def xfail(item: str, why: str):
@@ -55,8 +55,8 @@ def damaged_cases():
         yield case(["profile", folder, *PROFILE_ARGS], message)
         yield case(["profile", folder, "--stream", *PROFILE_ARGS], STREAM_MESSAGE.get(folder, message))
         yield case(["prune-eval", folder, "--experts", "1:3", *PRUNE_EVAL], message)
-        yield case(["sinks", folder, "--prune", "1:3", *SINKS], message)
-        yield case(["sinks", folder, "--prune", "1:3", "--stream", *SINKS], STREAM_MESSAGE.get(folder, message))
+        yield case(["sinks", folder, "--experts", "1:3", *SINKS], message)
+        yield case(["sinks", folder, "--experts", "1:3", "--stream", *SINKS], STREAM_MESSAGE.get(folder, message))
         if folder not in ("missingattn", "unexpected"):  # export copies non-expert tensors as they are
             yield case(["export", folder, *EXPORT], "expert 3" if folder == "missingexpert" else message)
 
@@ -80,7 +80,7 @@ def data_cases():
                    name=f"profile --data {spec} (before loading)")
     yield case(["prune-eval", "good", "--experts", "1:3", "--ppl", "data/latin1.txt", "--seq-len", "16", *CPU],
                "not UTF-8 text")  # fmt: skip
-    yield case(["sinks", "good", "--prune", "1:3", "--data", "data/binary.txt", *SINKS], "not a text file")
+    yield case(["sinks", "good", "--experts", "1:3", "--data", "data/binary.txt", *SINKS], "not a text file")
     yield case(["prune-eval", "good", "--experts", "1:3", "--ppl", "missing.txt", "--seq-len", "16", *CPU], "--ppl",
                early=True)
     yield case(["prune-eval", "good", "--experts", "1:3", "--generate", "prompts.bin", *PRUNE_EVAL], "prompts.bin",
@@ -100,25 +100,25 @@ PARAMETERS = [
     case(["report", "mine"], "no profile.json"),
     case(["compare", "run", "run"], "twice"),
     case(["compare", "run", "run2"], "identify"),
-    case(["export", "good", "--prune", "1:99", "--out", "pruned"], "out of range"),
-    case(["export", "good", "--prune", "experts.bin", "--out", "pruned"], "not a text expert list"),
-    case(["export", "good", "--prune", "missing.json", "--out", "pruned"], "not found"),
-    case(["export", "good", "--prune", "super", "--out", "pruned"], "--from"),
+    case(["export", "good", "--experts", "1:99", "--out", "pruned"], "out of range"),
+    case(["export", "good", "--experts", "experts.bin", "--out", "pruned"], "not a text expert list"),
+    case(["export", "good", "--experts", "missing.json", "--out", "pruned"], "not found"),
+    case(["export", "good", "--experts", "super", "--out", "pruned"], "--from"),
     case(["prune-eval", "good", "--experts", "experts.bin", *PRUNE_EVAL], "not a text expert list", early=True),
     case(["prune-eval", "good", "--experts", "1:99", *PRUNE_EVAL], "out of range", early=True),
     case(["prune-eval", "good", "--experts", "1:3", "--mode", "banana", *PRUNE_EVAL], "banana", early=True),
     case(["prune-eval", "good", "--experts", "1:3", "--random", "-1", *PRUNE_EVAL], "--random", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--epsilon", "2", *SINKS], "--epsilon", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--heads", "x", *SINKS], "--heads", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--layers", "1,99", *SINKS], "99", early=True),
-    case(["sinks", "org/model", "--prune", "1:3", "--stream", *SINKS], "local checkpoint folder", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--stream", "--device-map", "auto", *SINKS[:-2]],
+    case(["sinks", "good", "--experts", "1:3", "--epsilon", "2", *SINKS], "--epsilon", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--heads", "x", *SINKS], "--heads", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--layers", "1,99", *SINKS], "99", early=True),
+    case(["sinks", "org/model", "--experts", "1:3", "--stream", *SINKS], "local checkpoint folder", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--stream", "--device-map", "auto", *SINKS[:-2]],
          "--stream and --device-map", early=True),
-    case(["sinks", "--prune", "1:3", "--stream", *SINKS], "--stream needs MODEL", early=True),
+    case(["sinks", "--experts", "1:3", "--stream", *SINKS], "--stream needs MODEL", early=True),
 ]
 
 RUNS = [
-    case(["export", "good", "--prune", "super", "--from", "otherrun", "--out", "pruned"], "otherrun"),
+    case(["export", "good", "--experts", "super", "--from", "otherrun", "--out", "pruned"], "otherrun"),
     case(["prune-eval", "good", "--from", "otherrun", *PRUNE_EVAL, "--out", "pe"], "otherrun", early=True),
     case(["sinks", "good", "--from", "otherrun", *SINKS, "--out", "sk"], "otherrun", early=True),
 ]
@@ -132,15 +132,15 @@ OUTS = [
     case(["export", "good", *EXPORT[:2], "--out", "mine", "--overwrite"], "did not write"),
     case(["export", "good", *EXPORT[:2], "--out", "mine"], "--overwrite"),
     case(["export", "good", *EXPORT[:2], "--out", "notes.txt", "--overwrite"], "is a file"),
-    case(["export", "good", "--prune", "super", "--from", "run", "--out", "run", "--overwrite"], "input"),
+    case(["export", "good", "--experts", "super", "--from", "run", "--out", "run", "--overwrite"], "input"),
     case(["profile", "good", *PROFILE_ARGS, "--out", "notes.txt"], "is a file", early=True),
     case(["profile", "good", *PROFILE_ARGS, "--out", "run"], "--overwrite", early=True),
     case(["profile", "good", *PROFILE_ARGS, "--out", "good", "--overwrite"], "input", early=True),
     case(["profile", "good", *PROFILE_ARGS, "--out", "mine", "--overwrite"], "did not write", early=True),
     case(["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL, "--out", "notes.txt"], "is a file", early=True),
     case(["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL, "--out", "good"], "input", early=True),
-    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "notes.txt"], "notes.txt", early=True),
-    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "good"], "input", early=True),
+    case(["sinks", "good", "--experts", "1:3", *SINKS, "--out", "notes.txt"], "notes.txt", early=True),
+    case(["sinks", "good", "--experts", "1:3", *SINKS, "--out", "good"], "input", early=True),
     case(["sinks", "--from", "sinksrun", *SINKS], "--overwrite", early=True),
     case(["compare", "run", "otherrun", "--out", "cmp"], "--overwrite"),
 ]
@@ -187,7 +187,7 @@ def test_bad_input(workspace, capfd, request, argv, message, early):
 @pytest.mark.slow  # a fresh interpreter imports torch and transformers: seconds per case
 @pytest.mark.parametrize(
     "argv",
-    [["export", "good", "--prune", "1:3", "--out", ".", "--overwrite"], ["profile", "truncated", *PROFILE_ARGS]],
+    [["export", "good", "--experts", "1:3", "--out", ".", "--overwrite"], ["profile", "truncated", *PROFILE_ARGS]],
     ids=["export --out .", "profile truncated"],
 )
 def test_bad_input_in_a_real_process(workspace, argv):

@@ -77,3 +77,26 @@ def test_an_unexpected_failure_exits_3_not_1(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(report_cli, "run", broken)
     assert main(["report", str(tmp_path)]) == 3
     assert "boom" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "old", "new", "dest", "value"), [
+    ("sinks", "--prune", "--experts", "prune", "1:13"),
+    ("export", "--prune", "--experts", "prune", "1:13"),
+    ("prune-eval", "--criterion", "--prune-by", "criterion", "reap"),
+    ("protect", "--run-dir", "--profile-out", "run_dir", "somewhere"),
+])  # fmt: skip
+def test_old_spellings_are_hidden_aliases_with_a_note(capsys, command, old, new, dest, value):
+    from superexperts.cli import build_parser
+
+    required = {"export": ["MODEL", "--out", "o"], "protect": ["--for", "json"]}.get(command, [])
+    argv = [command, *required]
+    parser = build_parser([*argv, new, value])
+    assert getattr(parser.parse_args([*argv, old, value]), dest) == value
+    assert f"{old} is deprecated, use {new}" in capsys.readouterr().err
+    assert getattr(parser.parse_args([*argv, new, value]), dest) == value
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    shown = capsys.readouterr().out
+    listed = [line.split()[0] for line in shown.splitlines() if line.startswith("  -")]  # the option column
+    assert new in listed and old not in listed and f"[{old} " not in shown

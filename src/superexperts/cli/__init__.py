@@ -121,9 +121,12 @@ def _loudness(args: argparse.Namespace):
     saved = (root.level, os.environ.get("TQDM_DISABLE"))
     if args.verbose:
         root.setLevel(logging.INFO)
-    else:
-        root.addFilter(once)
-        for handler in root.handlers:
+        logging.basicConfig()  # a handler that prints INFO (the last-resort one prints WARNING and up)
+    # Records of the libraries' loggers reach the root's handlers, or Python's last-resort handler
+    # when none is configured (lm-eval logs through it): the filter sits on those.
+    handlers = [*root.handlers, *([logging.lastResort] if logging.lastResort is not None else [])]
+    if not args.verbose:
+        for handler in handlers:
             handler.addFilter(once)
     with contextlib.ExitStack() as stack:
         if args.quiet:
@@ -135,8 +138,7 @@ def _loudness(args: argparse.Namespace):
             yield
         finally:
             root.setLevel(saved[0])
-            root.removeFilter(once)
-            for handler in root.handlers:
+            for handler in handlers:
                 handler.removeFilter(once)
             logging.disable(logging.NOTSET)
             if saved[1] is None:

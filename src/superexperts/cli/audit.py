@@ -16,8 +16,10 @@ def add_parser(subparsers) -> None:
         "exported or dequantized checkpoint) on the same windows: each SE's max output, the massive activation "
         "per layer, sink mass and perplexity before/after. Writes audit.json and audit.html.",
     )  # fmt: skip
-    p.add_argument("original", metavar="ORIGINAL", help="the uncompressed checkpoint folder (or hub id)")
-    p.add_argument("compressed", metavar="COMPRESSED", help="the compressed checkpoint folder (or hub id)")
+    p.add_argument("original", metavar="ORIGINAL", help="the uncompressed checkpoint folder (or hub id; demo: the "
+                   "built-in synthetic demo)")  # fmt: skip
+    p.add_argument("compressed", metavar="COMPRESSED", help="the compressed checkpoint folder (or hub id), e.g. an "
+                   "`export` of ORIGINAL")  # fmt: skip
     p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="a profile run folder of ORIGINAL: its SEs "
                    "are audited (default: profile ORIGINAL now, paper rule)")  # fmt: skip
     add_window_flags(p, samples_default="16", seq_len_default="64 on the built-in text, else 2048",
@@ -35,17 +37,22 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..compress.audit import format_audit
     from ..models.experts import resolve_experts
+    from ..models.loading import checkpoint_path
     from ..recipes.auditing import AuditRequest, run_audit
 
     out = out_dir(args, "audit.json", "runs/audit")
     experts, source = resolve_experts("super", args.from_dir)
     req = AuditRequest(
-        original=args.original, compressed=args.compressed, experts=experts, experts_source=source, data=args.data,
+        original=checkpoint_path(args.original), compressed=checkpoint_path(args.compressed), experts=experts, experts_source=source, data=args.data,
         samples=args.samples, seq_len=args.seq_len, seed=args.seed, ppl=args.ppl, max_windows=args.max_windows,
         batch_size=args.batch_size, threshold=args.threshold, device=args.device, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code, device_map=args.device_map,
     )  # fmt: skip
     document = run_audit(req, out, progress=progress(args))
+    if document.get("synthetic"):
+        from ..models.demo import BANNER
+
+        print(BANNER)
     print(format_audit(document))
     print(f"wrote {out}/audit.json and {out}/audit.html")
     return 1 if document["verdict"] == "damaged" else 0  # a CI job fails on a damaged checkpoint

@@ -174,3 +174,51 @@ def print_stale(run_dir: str | Path) -> None:
 def progress(args: argparse.Namespace) -> bool:
     """Progress bars unless -q (a namespace built by a subcommand's own parser has no -q: bars on)."""
     return not getattr(args, "quiet", False)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling kept for one release: stores into the new flag's place and says so once."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        import sys
+
+        print(f"superexperts: note: {option_string} is deprecated, use {self.new} (the old spelling goes in the "
+              "next release).", file=sys.stderr)  # fmt: skip
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, *, flag: bool = False) -> None:
+    """Accept `old` (hidden from --help) as the flag `new` that stores into `dest`."""
+    p.add_argument(old, dest=dest, action=_Deprecated, new=new, nargs=0 if flag else None,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # fmt: skip
+
+
+def add_experts_arg(p: argparse.ArgumentParser, dest: str, *, default: str | None = "super", what: str = "prune",
+                    super_means: str = "the SEs of --from RUN_DIR") -> None:
+    """--experts, the one name of an expert set (`--prune` kept as a deprecated spelling)."""
+    # Not argparse-required even without a default: the old spelling must be able to fill it.
+    p.add_argument("--experts", dest=dest, default=default, metavar="super|LIST|FILE",
+                   help=f"experts to {what}: 'super' ({super_means}), a list such as 1:68,2:92,4:shared, or a "
+                   "file (JSON records or super_experts.json)" + (f" (default {default})" if default else "; required"))  # fmt: skip
+    add_deprecated(p, "--prune", "--experts", dest)
+
+
+def add_run_dir_arg(p: argparse.ArgumentParser) -> None:
+    """The run folder read: RUN_DIR, or --from RUN_DIR as in every other subcommand."""
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a folder written by `superexperts profile` "
+                   "(or --from RUN_DIR)")  # fmt: skip
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the same, spelled as in the other subcommands")
+
+
+def run_dir_of(args: argparse.Namespace) -> str:
+    if args.run_dir is not None and args.from_dir is not None and args.run_dir != args.from_dir:
+        raise UserError(f"two run folders given ({args.run_dir} and --from {args.from_dir}); give one.")
+    run_dir = args.from_dir or args.run_dir
+    if run_dir is None:
+        raise UserError("no run folder given; pass RUN_DIR or --from RUN_DIR (a folder written by `superexperts "
+                        "profile`).")  # fmt: skip
+    return run_dir

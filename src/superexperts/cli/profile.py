@@ -22,7 +22,9 @@ def add_parser(subparsers) -> None:
         "profile", help=HELP,
         description="Run calibration data through MODEL (a local folder or hub id; default: the built-in "
         "synthetic demo), record every expert's max |down_proj output|, apply the paper's rule, and write "
-        "a run folder with profile.json, super_experts.json, CSV/Parquet tables and report.html.",
+        "a run folder: profile.json, super_experts.json, sensitivity.json, expert_stats.csv and .parquet, "
+        "report.html and figures/*.png/.svg (not with --no-report). --overwrite first removes the earlier run's "
+        "results (prune_eval.json, sinks*, quant_eval.json, compare*): they were computed for other SEs.",
     )  # fmt: skip
     add_model_args(p, "local checkpoint folder or hub id (default: demo)")
     p.add_argument("--data", help="calibration data: file, folder, wikitext2, c4 or a dataset name "

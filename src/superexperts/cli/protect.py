@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..runs.errors import UserError
-from .common import add_device_args, progress, window_defaults
+from .common import add_deprecated, add_device_args, progress, window_defaults
 
 HELP = "write the Super Experts as a keep-unquantized list for llm-compressor, AutoRound, GPTQModel"
 
@@ -16,21 +16,27 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "protect", help=HELP,
-        description="Read RUN_DIR (a `superexperts profile` folder; or profile MODEL first) and print, or write to "
-        "--out, the SEs' module names in the tool's format. Names come from the model's structure and its "
-        "checkpoint's keys (no weights are read).",
+        description="Read RUN_DIR (a `superexperts profile` folder; or profile MODEL first into --profile-out) and "
+        "print, or write to the file --out-file, the SEs' module names in the tool's format. Names come from the "
+        "model's structure and its checkpoint's keys (no weights are read).",
     )  # fmt: skip
     p.add_argument("source", nargs="?", metavar="RUN_DIR|MODEL",
                    help="a profile run folder, or a model (local folder / hub id) to profile first (default: demo)")
     p.add_argument("--for", dest="fmt", required=True, metavar="FORMAT", help=" | ".join(FORMATS))
     p.add_argument("--whole-layer", action="store_true", help="every routed expert of each SE layer (vLLM picks one "
                    "quantization scheme per fused MoE layer)")  # fmt: skip
-    p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of printing")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and, when profiling, "
-                   "a previous run in --run-dir)")  # fmt: skip
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the profile run folder (the same as giving "
+                   "it as RUN_DIR)")  # fmt: skip
+    p.add_argument("--out-file", dest="out", metavar="FILE", help="write the list to this file (atomically; one "
+                   "file, not a folder: the only subcommand whose output is a single file) instead of printing it")  # fmt: skip
+    add_deprecated(p, "--out", "--out-file", "out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out-file (and, when profiling, "
+                   "a previous run in --profile-out)")  # fmt: skip
     p.add_argument("--checkpoint", metavar="FOLDER", help="the model folder, when the run's recorded model path "
                    "is not on this machine")  # fmt: skip
-    p.add_argument("--run-dir", default="runs/profile", help="where MODEL's profile run is written (default runs/profile)")
+    p.add_argument("--profile-out", dest="run_dir", default="runs/profile", metavar="DIR",
+                   help="when profiling MODEL first: the run folder it writes (default runs/profile)")
+    add_deprecated(p, "--run-dir", "--profile-out", "run_dir")
     p.add_argument("--data", help="calibration data when profiling MODEL (default: built-in text)")
     p.add_argument("--samples", type=int, help="calibration windows when profiling (default 128; demo 16)")
     p.add_argument("--seq-len", type=int, help="tokens per window when profiling (default 2048; demo 64)")
@@ -40,7 +46,7 @@ def add_parser(subparsers) -> None:
 
 
 def _profile_first(args: argparse.Namespace) -> str:
-    """Profile MODEL with the profile recipe into --run-dir (paper rule, seed 0); returns the run folder."""
+    """Profile MODEL with the profile recipe into --profile-out (paper rule, seed 0); returns the run folder."""
     from ..recipes.profiling import ProfileRequest, run_profile
 
     seq_len, samples = window_defaults(args.source is None, args.seq_len, args.samples)
@@ -59,7 +65,14 @@ def run(args: argparse.Namespace) -> int:
     req = ProtectRequest(fmt=args.fmt, whole_layer=args.whole_layer, out=args.out, overwrite=args.overwrite,
                          checkpoint=args.checkpoint, trust_remote_code=args.trust_remote_code)  # fmt: skip
     req.check()
-    if args.source is not None and is_run_folder(args.source):
+    if args.from_dir is not None:
+        if args.source is not None:
+            raise UserError(f"give the run folder once: --from {args.from_dir} or RUN_DIR {args.source}, not both.")
+        if not is_run_folder(args.from_dir):
+            raise UserError(f"--from {args.from_dir}: no profile run there (no profile.json); run `superexperts "
+                            f"profile --out {args.from_dir}` first.")  # fmt: skip
+        run_dir = args.from_dir
+    elif args.source is not None and is_run_folder(args.source):
         run_dir = args.source
     elif args.checkpoint is not None:
         raise UserError("--checkpoint goes with a RUN_DIR; when profiling, MODEL itself is the checkpoint.")

@@ -9,6 +9,7 @@ from typing import Any
 from ..runs.errors import UserError
 from .common import (
     add_batch_flag,
+    add_deprecated,
     add_model_args,
     add_prefetch_arg,
     add_task_flags,
@@ -26,7 +27,8 @@ def add_parser(subparsers) -> None:
         "prune-eval", help=HELP,
         description="Conditions: original, super (or custom), random-<seed> and layer-controlled-<seed> "
         "(random non-SEs of the same count). Each is measured on perplexity (--ppl), lm-eval tasks (--tasks) "
-        "and greedy generations with repetition metrics (--generate); writes prune_eval.json.",
+        "and greedy generations with repetition metrics (--generate); writes prune_eval.json into --out"
+        " and re-renders the folder's report.html (+ figures/) when it is a profile run.",
     )  # fmt: skip
     add_model_args(p, "local checkpoint folder or hub id (default: the model of --from, else the built-in demo)")
     p.add_argument("--experts", default="super", metavar="super|LIST|FILE",
@@ -52,10 +54,13 @@ def add_parser(subparsers) -> None:
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
     add_batch_flag(p)
-    p.add_argument("--criterion", help="prune by a one-pass criterion instead: frequency | reap | ean (the lowest "
-                   "--fraction of each MoE layer's experts, ranked from the --from run's expert table)")
-    p.add_argument("--fraction", type=float, help="with --criterion: share of each layer's experts pruned, e.g. 0.25")
-    p.add_argument("--protect", default="super", help="with --criterion: super (also evaluate it with the --experts "
+    p.add_argument("--prune-by", dest="criterion", metavar="CRITERION",
+                   help="prune by a one-pass pruning criterion instead (not an SE rule: --criterion is the SE rule of "
+                   "profile and identify): frequency | reap | ean (the lowest --fraction of each MoE layer's "
+                   "experts, ranked from the --from run's expert table)")  # fmt: skip
+    add_deprecated(p, "--criterion", "--prune-by", "criterion")
+    p.add_argument("--fraction", type=float, help="with --prune-by: share of each layer's experts pruned, e.g. 0.25")
+    p.add_argument("--protect", default="super", help="with --prune-by: super (also evaluate it with the --experts "
                    "set kept, default) | none")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for prune_eval.json (default: --from RUN_DIR, else "
                    "runs/prune-eval)")  # fmt: skip

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
         description="Conditions: original, all (every expert quantized), protect-super (all but the SEs), "
         "protect-random-<seed> (all but as many random non-SEs), se-only. Each is measured on perplexity "
         "(--ppl), massive activation retention, the SEs' outputs, attention sinks (D_sink) and optionally "
-        "lm-eval tasks and generations; writes quant_eval.json.",
+        "lm-eval tasks and generations; writes quant_eval.json into --out"
+        " and re-renders the folder's report.html (+ figures/) when it is a profile run.",
     )  # fmt: skip
     p.add_argument("model", nargs="?", metavar="MODEL", help="local checkpoint folder or hub id (default: the "
                    "model of --from, else the built-in demo)")  # fmt: skip

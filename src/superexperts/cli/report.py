@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import print_stale
+from .common import add_run_dir_arg, print_stale, run_dir_of
 
 HELP = "write a self-contained report.html for a run folder"
 
@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
         "report", help=HELP,
         description="Write RUN_DIR/report.html (figures inlined, opens from disk) and RUN_DIR/figures/.",
     )  # fmt: skip
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `superexperts profile`")
+    add_run_dir_arg(p)
     p.add_argument("--no-figure-files", action="store_true",
                    help="only report.html; do not also write figures/*.png and *.svg")  # fmt: skip
     p.set_defaults(run=run)
@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..report import write_report
 
-    path = write_report(args.run_dir, figures=not args.no_figure_files)
+    run_dir = run_dir_of(args)
+    path = write_report(run_dir, figures=not args.no_figure_files)
     print(f"wrote {path}")
-    print_stale(args.run_dir)
+    print_stale(run_dir)
     return 0

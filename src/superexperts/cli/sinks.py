@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..runs.errors import UserError
-from .common import add_model_args, add_prefetch_arg, model_of, window_defaults
+from .common import add_experts_arg, add_model_args, add_prefetch_arg, model_of, window_defaults
 
 MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
 
@@ -18,14 +18,16 @@ def add_parser(subparsers) -> None:
         "sinks", help=HELP,
         description="Sink mass per layer and head, sink rate, D_sink (paper Eq. 7) against SE and random "
         "pruning, the layer-wise chain (massive activation + sink per layer), attention maps and the "
-        "router's score for each SE at the sink token. Writes sinks.json and figures (PNG + SVG).",
+        "router's score for each SE at the sink token. Writes sinks.json, sinks_router.csv, "
+        "sinks_chain/sinks_d_sink/sinks_maps .png + .svg into --out,"
+        " and re-renders the folder's report.html (+ figures/) when it is a profile run.",
     )  # fmt: skip
     add_model_args(p, "local checkpoint folder or hub id (default: the model of --from, else the built-in demo)")
     p.add_argument("--from", dest="run_dir", metavar="RUN_DIR", help="a profile run folder: its SEs are 'super'")
-    p.add_argument("--prune", default="super", metavar="super|LIST",
-                   help="experts to prune: 'super' (from --from or the demo) or e.g. 1:68,2:92 (default super)")
+    add_experts_arg(p, "prune", super_means="from --from, or the demo's")
     p.add_argument("--random", type=int, default=3, metavar="N_SEEDS",
-                   help="random non-SE control sets of the same size (default 3; 0 = none)")
+                   help="random non-SE control sets of the same size (default 3, where prune-eval and quant-eval "
+                   "default to 0: a control costs one forward here, a whole evaluation there; 0 = none)")
     p.add_argument("--layer-controlled", action="store_true", help="draw random controls in the SEs' layers")
     p.add_argument("--layers", metavar="LIST", help="layers for attention maps, e.g. 3,7 (default: after the SEs)")
     p.add_argument("--heads", default="0", metavar="LIST", help="heads for attention maps (default 0; "

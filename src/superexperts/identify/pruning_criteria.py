@@ -66,7 +66,7 @@ class PruningPlan:
 def check_request(criterion: str, fraction: float, protect: str = "super") -> None:
     """Flag values, checked before any model loads."""
     if criterion not in CRITERIA:
-        raise UserError(f"--criterion {criterion!r} is unknown. {did_you_mean(criterion, list(CRITERIA))}"
+        raise UserError(f"--prune-by {criterion!r} is unknown. {did_you_mean(criterion, list(CRITERIA))}"
                         f"Available: {', '.join(CRITERIA)}.")  # fmt: skip
     if not 0 < fraction < 1:
         raise UserError(f"--fraction {fraction} must be in (0, 1), e.g. 0.25 prunes a quarter of each layer's experts.")
@@ -76,17 +76,17 @@ def check_request(criterion: str, fraction: float, protect: str = "super") -> No
 
 def check_prune_request(criterion: str | None, fraction: float | None, protect: str, *, n_random: int,
                         has_table: bool) -> None:  # fmt: skip
-    """prune-eval's --criterion/--fraction/--protect against its other flags, before the model loads."""
+    """prune-eval's --prune-by/--fraction/--protect against its other flags, before the model loads."""
     if criterion is None and fraction is None:
         return
     if criterion is None or fraction is None:
-        raise UserError("--criterion and --fraction go together, e.g. --criterion reap --fraction 0.25.")
+        raise UserError("--prune-by and --fraction go together, e.g. --prune-by reap --fraction 0.25.")
     check_request(criterion, fraction, protect)
     if n_random:
-        raise UserError("--random draws SE-sized random sets; with --criterion the conditions are the pruned "
+        raise UserError("--random draws SE-sized random sets; with --prune-by the conditions are the pruned "
                         "sets: drop --random.")  # fmt: skip
     if not has_table:
-        raise UserError("--criterion ranks experts by a profile: pass --from RUN_DIR (or --experts super to "
+        raise UserError("--prune-by ranks experts by a profile: pass --from RUN_DIR (or --experts super to "
                         "profile the model first).")  # fmt: skip
 
 

@@ -59,8 +59,8 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         if self.text is not None and not self.text.strip():
             raise UserError("--text is empty; pass a sentence (at least 2 tokens).")
         if self.prune == "super" and self.from_dir is None and self.model is not None:
-            raise UserError("--prune super needs the SE list: pass --from RUN_DIR (a profile run of this model) "
-                            "or list the experts, e.g. --prune 1:68,2:92.")
+            raise UserError("--experts super needs the SE list: pass --from RUN_DIR (a profile run of this model) "
+                            "or list the experts, e.g. --experts 1:68,2:92.")
         self.check_model_fields()
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)

@@ -186,7 +186,7 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
 
 
 def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
-    """(conditions, the --criterion plan or None)."""
+    """(conditions, the --prune-by plan or None)."""
     name = "custom" if req.experts_source == "custom" else "super"
     if req.criterion is not None:
         return _criterion_conditions(req, model_map, stats, experts, name)
@@ -195,7 +195,7 @@ def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
 
 
 def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, calib, experts, pruning) -> dict:
-    # With --criterion each condition lists its own pruned set; `pruning` names the protected ones.
+    # With --prune-by each condition lists its own pruned set; `pruning` names the protected ones.
     document = {"format": FORMAT, "conditions": results, "summary": summarize(results),
                 **_metadata(req, loaded, ppl, calib, experts if pruning is None else [])}  # fmt: skip
     if pruning is not None:
