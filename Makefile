@@ -22,7 +22,7 @@ demo: export OMP_NUM_THREADS ?= 1
 demo: $(STAMP)
 	$(BIN)/superexperts profile --out $(DEMO_OUT) --overwrite
 	$(BIN)/superexperts prune-eval --from $(DEMO_OUT) --random 3 --layer-controlled --causal \
-	    --tasks demo_arith --tasks-include $(DEMO_RES)/tasks --generate $(DEMO_RES)/demo/prompts.txt --overwrite
+	    --tasks demo_arith --generate $(DEMO_RES)/demo/prompts.txt --overwrite
 	$(BIN)/superexperts sinks --from $(DEMO_OUT) --overwrite
 	$(BIN)/superexperts quant-eval --from $(DEMO_OUT) --bits 4 --random 3 --overwrite
 	$(BIN)/superexperts report $(DEMO_OUT)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..runs.runfolder import RUN_MARKER, write_files
-from . import causal_section, eval_sections, quant_sections, sections
+from . import causal_section, eval_sections, overview, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Raw, Section, esc, render_page
 from .sections import SectionBuilder
@@ -23,6 +23,7 @@ SECTIONS: list[SectionBuilder] = [
     sections.synthetic_banner,
     sections.intro,
     sections.answer,
+    overview.at_a_glance,
     sections.metadata,
     sections.se_table,
     sections.candidates,
@@ -33,6 +34,7 @@ SECTIONS: list[SectionBuilder] = [
     causal_section.causal,
     quant_sections.protection,
     eval_sections.sinks,
+    overview.files_and_steps,
 ]
 
 

@@ -9,6 +9,7 @@ it has nothing to show (its input file is absent).
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,12 +112,15 @@ META_FIELDS = (  # key, label; shown first when present, all keys under "all met
     ("data.sampling", "sampling"), ("data.sha256", "data hash (sha256)"),
     ("data.seed", "data seed"), ("samples", "windows"), ("seq_len", "tokens per window"),
     ("tokens", "tokens"), ("batch_size", "batch size"), ("seed", "seed"), ("device", "device"),
+    ("command_line", "command line"),
     ("dtype", "dtype"), ("profile_seconds", "profiling time (s)"), ("seconds", "time (s)"),
     ("timings", "timings"), ("tool_version", "superexperts version"), ("created_unix", "created (UTC)"),
 )  # fmt: skip
 
 
 def _meta_value(key: str, value: Any) -> str:
+    if key == "command_line" and isinstance(value, list):
+        return shlex.join(str(v) for v in value)
     if key == "created_unix" and isinstance(value, (int, float)):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
     if isinstance(value, (dict, list)):
