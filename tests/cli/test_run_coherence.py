@@ -112,3 +112,23 @@ def test_profile_overwrite_removes_every_result(run):
     for section_id in SECTIONS:
         assert f'<section id="{section_id}">' not in html
     assert not list(run.glob("sinks_*"))
+
+
+def test_the_report_shows_what_each_number_rests_on(study):
+    import base64
+
+    html = (study / "report.html").read_text()
+    sinks = _section(html, "sinks")
+    for name in ("sinks_chain", "sinks_maps"):  # written by `sinks`, shown on the page
+        assert base64.b64encode((study / f"{name}.png").read_bytes()).decode() in sinks
+    prune = _section(html, "prune-eval")
+    assert "Rests on: perplexity on" in prune and "superexperts prune-eval --from" in prune
+    # the planted late candidate passes both thresholds and is excluded by the layer rule alone
+    assert re.search(r"<td>7</td><td>22</td>.*?no: layer 7 is not judged \(layer rule\)", _section(html, "candidates"))
+    experts = json.loads((study / "profile.json").read_text())["expert_stats"]
+    routed = [e for e in experts if e["kind"] == "routed"]
+    unrouted = sum(1 for e in routed if not e["tokens_routed"])
+    assert f"{unrouted} of {len(routed)} routed experts received no calibration token" in html
+    files = _section(html, "files")
+    for f in RESULT_FILES:
+        assert f'href="{f.name}"' in files
