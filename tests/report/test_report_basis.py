@@ -11,7 +11,8 @@ def test_a_change_inside_or_within_the_control_spread_is_noise():
     assert change_note(11.57, original=11.60, spread=SPREAD) == "inside the random-control spread: noise"
     # -0.26%: smaller than the controls' own spread (0.11), though outside their band
     assert change_note(11.50, original=11.53, spread=SPREAD).endswith("within the control spread (0.11): noise")
-    assert change_note(54.2, original=11.60, spread=SPREAD) == "outside the random-control spread"
+    assert change_note(54.2, original=11.60, spread=SPREAD) == "above the random-control spread: a real difference"
+    assert change_note(11.2, original=11.60, spread=SPREAD) == "below the random-control spread: a real difference"
 
 
 def test_without_two_seeds_nothing_is_judged():

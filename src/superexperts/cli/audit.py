@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
                    "`export` of ORIGINAL")  # fmt: skip
     p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="a profile run folder of ORIGINAL: its SEs "
                    "are audited (default: profile ORIGINAL now, paper rule)")  # fmt: skip
-    add_window_flags(p, samples_default="16", seq_len_default="64 on the built-in text, else 2048",
+    add_window_flags(p, samples_default="16: both checkpoints are profiled on them", seq_len_default="64 on the built-in text, else 2048",
                      ppl_default="--data, else the built-in text")
     p.add_argument("--threshold", type=float, default=0.5, help="damaged = an SE's output or the massive "
                    "activation it feeds fell by this fraction or more (default 0.5)")  # fmt: skip

@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--act-bits", type=int, help="also quantize each token's down_proj input: 8 or 4 (default off)")
     p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random-protection control sets "
                    "(default 0)")  # fmt: skip
-    add_window_flags(p, samples_default="32; demo 16")
+    add_window_flags(p, samples_default="32; demo 16: fewer than profile's 128 because "
+                     "every condition re-profiles them")
     add_task_flags(p)
     add_loading_flags(p)
     add_device_map_arg(p)

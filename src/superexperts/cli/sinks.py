@@ -35,8 +35,10 @@ def add_parser(subparsers) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help="measure on this text")
     src.add_argument("--data", help="measure on windows of this data (file, folder, wikitext2, c4; default built-in)")
-    p.add_argument("--samples", type=int, help="windows of --data (default 4)")
-    p.add_argument("--seq-len", type=int, help="tokens per window (default 1024; demo 64)")
+    p.add_argument("--samples", type=int, help="windows of --data (default 4, where profile takes 128: "
+                   "sink metrics need a few long windows, not many)")
+    p.add_argument("--seq-len", type=int, help="tokens per window (default 1024; demo 64: a sink shows "
+                   "over long contexts, and the demo's text is short)")
     p.add_argument("--sink-keys", default="first", metavar="first|topK",
                    help="sink tokens: the first token, or the K most attended keys, e.g. top3 (default first)")
     p.add_argument("--epsilon", type=float, default=0.3, help="sink-rate threshold (Gu et al.; default 0.3)")

@@ -76,4 +76,4 @@ def change_note(value: Any, *, original: Any, spread: Any) -> str:
         return "inside the random-control spread: noise"
     if abs(v - o) <= hi - lo:
         return f"change from the original ({number(v - o, 3)}) within the control spread ({number(hi - lo, 3)}): noise"
-    return "outside the random-control spread"
+    return f"{'above' if v > hi else 'below'} the random-control spread: a real difference"
