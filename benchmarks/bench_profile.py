@@ -1,7 +1,7 @@
 """Profiling overhead, piece by piece, at equal batching; and the automatic batch size against the best.
 
     python benchmarks/bench_profile.py [--layers 8 --experts 64 --hidden 512 --tokens 256 --samples 4 --batch 4]
-                                       [--repeats 7] [--sweep 1,2,4,auto] [--naive]
+                                       [--repeats 7] [--sweep 1,2,4,auto] [--naive] [--heapr]
 
 One synthetic Qwen3-MoE (random weights), --samples random windows of --tokens, forwarded in batches of
 --batch, on the device you pick. Each repeat runs every variant once (in a rotated order) and divides its
@@ -10,9 +10,14 @@ asserted anywhere). Variants, each adding one piece to the one before:
 - plain:          model(input_ids) with transformers' default experts implementation, all logits
 - plain_last:     the same forward with logits_to_keep=1 (what profile's forwards compute: no statistic reads logits)
 - experts_fn:     + the capturing experts implementation with no tracker attached
-- expert_tracker: + per-expert maxima (ExpertTracker; hidden-state tracker disabled)
+- expert_tracker: + per-expert maxima (ExpertTracker; hidden-state tracker and atoms disabled)
+- atom_tracker:   + per-atom statistics (AtomTracker: CAMERA sums and maxima, max |a|, contributions)
 - hidden_tracker: + hidden-state statistics (MassiveTracker): the whole capture
-- profile:        superexperts.profile(model, ids, batch_size=--batch), tables included
+- profile_no_atoms: superexperts.profile(model, ids, batch_size=--batch, atoms=False), tables included
+- profile:        superexperts.profile(model, ids, batch_size=--batch) with atoms, tables included (issue 20's
+                  "atom capture <= 1.10x plain" is profile / plain_last)
+- heapr (--heapr): superexperts.heapr(model, ids, batch_size=--batch), one forward + one backward with the
+                  loss; issue 20's "heapr <= 4x plain" is heapr / plain (a plain forward computes all logits too)
 - naive (--naive): a per-expert eager loop that syncs per expert (`.item()`), as the reference script does
 The sweep times superexperts.profile at each batch size (and "auto", whose resolved batch it prints) and
 reports auto / best. Wall-clock seconds; on a CPU the process CPU seconds too (less sensitive to other load).
@@ -77,7 +82,7 @@ def implementation(model, name: str):
         model.set_experts_implementation(saved)
 
 
-def variants(model, ids: torch.Tensor, batch: int, naive: bool) -> dict:
+def variants(model, ids: torch.Tensor, batch: int, naive: bool, heapr: bool) -> dict:
     batches = list(ids.split(batch))
     model_map = map_model(model)
 
@@ -90,20 +95,23 @@ def variants(model, ids: torch.Tensor, batch: int, naive: bool) -> dict:
         with implementation(model, experts_fn.CAPTURE_IMPLEMENTATION):
             forward(logits_to_keep=1)
 
-    def expert_tracker():
+    def trackers(atoms: bool):
         with mock.patch.object(MassiveTracker, "update", lambda *a, **k: None):
-            run_capture(model, model_map, batches, progress=False)
+            run_capture(model, model_map, batches, progress=False, atoms=atoms)
 
     def naive_loop():
         with implementation(model, "bench_naive_capture"):
             forward()
 
     out = {"plain": forward, "plain_last": lambda: forward(logits_to_keep=1), "experts_fn": experts_only,
-           "expert_tracker": expert_tracker,
+           "expert_tracker": lambda: trackers(atoms=False), "atom_tracker": lambda: trackers(atoms=True),
            "hidden_tracker": lambda: run_capture(model, model_map, batches, progress=False),
+           "profile_no_atoms": lambda: superexperts.profile(model, ids, batch_size=batch, atoms=False),
            "profile": lambda: superexperts.profile(model, ids, batch_size=batch)}  # fmt: skip
     if naive:
         out["naive"] = naive_loop
+    if heapr:
+        out["heapr"] = lambda: superexperts.heapr(model, ids, batch_size=batch)
     return out
 
 
@@ -159,6 +167,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--sweep", default="1,2,4,auto", help="batch sizes for the auto-vs-best sweep ('' skips it)")
     p.add_argument("--naive", action="store_true", help="also time the reference-style per-expert loop")
+    p.add_argument("--heapr", action="store_true", help="also time superexperts.heapr (forward + backward)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = p.parse_args()
@@ -175,7 +184,7 @@ def main() -> None:
     result = {
         "setup": vars(args) | {"default_experts_implementation": model.config._experts_implementation,
                                "threads": torch.get_num_threads()},
-        "pieces": paired(variants(model, ids, args.batch, args.naive), args.repeats),
+        "pieces": paired(variants(model, ids, args.batch, args.naive, args.heapr), args.repeats),
         "versions": library_versions(),
     }  # fmt: skip
     if args.sweep:

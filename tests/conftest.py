@@ -63,6 +63,44 @@ def demo_calib(demo):
 
 
 @pytest.fixture(scope="session")
+def demo_profile_run(tmp_path_factory, demo):
+    """(run folder, Profile, ids): the demo profiled on 4 windows of 32 built-in tokens, saved with the
+    paper rule's verdict. Treat as read-only; copy the folder to change it."""
+    from superexperts.capture.profile import profile
+    from superexperts.identify.rules import identify
+    from superexperts.models.demo import builtin_text
+
+    model, tokenizer = demo
+    ids = tokenizer(builtin_text(), return_tensors="pt").input_ids[0][:128].view(4, 32)
+    prof = profile(model, ids)
+    prof.meta["synthetic"] = True
+    folder = tmp_path_factory.mktemp("demo_run")
+    save_run(folder, prof, identify(prof.expert_stats, prof.num_layers, "paper"))
+    return folder, prof, ids
+
+
+@pytest.fixture(scope="session")
+def demo_atom_run(demo_profile_run, demo, tmp_path_factory):
+    """(run folder, CAMERA scores, super_experts.json entries): the demo profile run with super atoms
+    in its super_experts.json, and the demo's CAMERA score table, both computed by hand on the run's
+    windows (atom_helpers: stand-ins for issue 20's producers). Read-only; copy the folder to write."""
+    import json
+    import shutil
+
+    from atom_helpers import camera_scores_by_hand, super_atoms_by_hand
+
+    source, _, ids = demo_profile_run
+    folder = tmp_path_factory.mktemp("atom_run") / "run"
+    shutil.copytree(source, folder)
+    path = folder / "super_experts.json"
+    doc = json.loads(path.read_text())
+    for s in doc["super_experts"]:
+        s["super_atoms"] = super_atoms_by_hand(demo[0], ids, (s["layer"], s["expert"]))
+    path.write_text(json.dumps(doc))
+    return folder, camera_scores_by_hand(demo[0], ids), doc["super_experts"]
+
+
+@pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """The demo saved as a local checkpoint folder (what `superexperts profile` with no MODEL loads)."""
     from superexperts.models.demo import demo_checkpoint

@@ -73,6 +73,7 @@ _LAZY = {
     "profile": ("superexperts.capture.profile", "profile"),
     "Profile": ("superexperts.capture.profile", "Profile"),
     "Verdict": ("superexperts.identify.rules", "Verdict"),
+    "heapr": ("superexperts.capture.heapr", "heapr"),
 }
 
 
@@ -107,4 +108,4 @@ def find_super_experts(prof: Profile, criterion: str = "paper", **params: _Any) 
     return identify(prof.expert_stats, prof.num_layers, criterion, **params)
 
 
-__all__ = ["Profile", "Verdict", "__version__", "find_super_experts", "profile"]
+__all__ = ["Profile", "Verdict", "__version__", "find_super_experts", "heapr", "profile"]

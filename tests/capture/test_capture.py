@@ -7,75 +7,10 @@ import torch
 
 import families
 import legacy
+from recompute import brute_force, dense_routed_out, fused_expert_out, record_expert_inputs
 from superexperts import profile
 from superexperts.capture.experts_fn import ACTIVE
 from superexperts.models.adapters import map_model
-
-
-def _record_expert_inputs(model):
-    """Pre-hooks on every routed experts module: the (hidden, routing) each one receives."""
-    seen, handles = {}, []
-    for b in map_model(model).moe:
-        def hook(module, args, layer=b.layer):
-            seen.setdefault(layer, []).append([a.detach().clone() for a in args])
-        handles.append(b.experts.register_forward_pre_hook(hook))
-    return seen, handles
-
-
-def _fused_expert_out(experts, e: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expert e on rows x written out with plain matmuls: (down_proj input, down_proj output)."""
-    gate_up, down = experts.gate_up_proj[e], experts.down_proj[e]
-    if experts.is_transposed:  # GPT-OSS: [H, 2I] and [I, H]
-        gate_up, down = gate_up.T, down.T
-    h = x @ gate_up.T
-    if experts.has_bias:
-        h = h + experts.gate_up_proj_bias[e]
-    h = experts._apply_gate(h)  # the model's own activation (GPT-OSS: clamped, interleaved)
-    out = h @ down.T
-    if experts.has_bias:
-        out = out + experts.down_proj_bias[e]
-    return h, out
-
-
-def _dense_routed_out(experts, e: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    gate, up = (x @ experts.gate_up_proj[e]).chunk(2, dim=-1)
-    return x, (up * experts.act_fn(gate)) @ experts.down_proj[e]
-
-
-def recorded_inputs(model, ids: torch.Tensor, batch_size: int) -> dict[int, list]:
-    """Run the model over `ids`; {layer: [args of each experts call]}."""
-    seen, handles = _record_expert_inputs(model)
-    with torch.no_grad():
-        for batch in ids.split(batch_size):
-            model(input_ids=batch, use_cache=False)
-    for h in handles:
-        h.remove()
-    return seen
-
-
-def brute_force(model, ids: torch.Tensor, batch_size: int) -> dict[tuple[int, int], tuple[float, float, int]]:
-    """{(layer, expert): (max |out|, max |down input|, tokens)} over every routed token."""
-    mm = map_model(model)
-    seen = recorded_inputs(model, ids, batch_size)
-    result = {}
-    for b in mm.moe:
-        for e in range(b.num_experts):
-            best_out, best_in, count = 0.0, 0.0, 0
-            for args in seen[b.layer]:
-                if b.layout == "fused":
-                    x, index = args[0], args[1]
-                    rows = (index == e).any(-1)
-                    h, out = _fused_expert_out(b.experts, e, x[rows])
-                else:
-                    x = args[0].view(b.num_experts, -1, args[0].shape[-1])[e]
-                    rows = x.abs().amax(-1) > 0
-                    h, out = _dense_routed_out(b.experts, e, x[rows])
-                if rows.any():
-                    best_out = max(best_out, out.abs().max().item())
-                    best_in = max(best_in, h.abs().max().item())
-                count += int(rows.sum())
-            result[(b.layer, e)] = (best_out, best_in, count)
-    return result
 
 
 def test_max_abs_output_equals_brute_force(family_model):
@@ -99,7 +34,7 @@ def test_token_position_channel_point_at_the_maximum(family_model):
     ids = families.random_ids(samples=3, seq_len=10)
     prof = profile(model, ids, batch_size=1)
     mm = map_model(model)
-    seen, handles = _record_expert_inputs(model)
+    seen, handles = record_expert_inputs(model)
     with torch.no_grad():
         for batch in ids.split(1):
             model(input_ids=batch, use_cache=False)
@@ -111,7 +46,7 @@ def test_token_position_channel_point_at_the_maximum(family_model):
         x = seen[r.layer][r.sample][0]
         row = x.view(b.num_experts, -1, x.shape[-1])[r.expert, r.position] if b.layout == "dense_routed" \
             else x[r.position]  # fmt: skip
-        fn = _fused_expert_out if b.layout == "fused" else _dense_routed_out
+        fn = fused_expert_out if b.layout == "fused" else dense_routed_out
         out = fn(b.experts, r.expert, row[None])[1][0]
         assert out[r.channel].item() == pytest.approx(r.max_output, rel=1e-5), family
         assert r.token_id == ids[r.sample, r.position]
@@ -188,3 +123,21 @@ def test_nonfinite_outputs_are_reported_not_hidden():
     row = prof.expert_stats[(prof.expert_stats.layer == 0) & (prof.expert_stats.expert == 3)].iloc[0]
     assert row.nonfinite_rows == row.tokens_routed > 0
     assert prof.layer_stats.nonfinite.sum() > 0
+
+
+def test_a_failure_inside_transformers_is_one_line_ours_keeps_its_traceback():
+    from superexperts.runs.errors import UserError
+
+    model = families.build("qwen3_moe")
+    ids = families.random_ids(samples=2, seq_len=8)
+    model.model.rotary_emb.inv_freq = None  # transformers' rotary forward now fails inside its own code
+    with pytest.raises(UserError, match=r"qwen3_moe: the model's own forward fails in transformers .*modeling_qwen3_moe.py"):
+        profile(model, ids)
+    model = families.build("qwen3_moe")
+
+    def ours(module, args, output):
+        raise ValueError("a bug of ours")
+
+    model.model.layers[1].register_forward_hook(ours)
+    with pytest.raises(ValueError, match="a bug of ours"):
+        profile(model, ids)

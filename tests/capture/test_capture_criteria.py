@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from test_capture import _dense_routed_out, _fused_expert_out, recorded_inputs
 
 import families
 import legacy
+from recompute import dense_routed_out, fused_expert_out, recorded_inputs
 from superexperts import profile
 from superexperts.models.adapters import map_model
 
@@ -31,12 +31,12 @@ def loop_criteria(model, ids: torch.Tensor, batch_size: int) -> dict[tuple[int, 
                     hit = index == e  # (tokens, top_k): at most one True per token
                     rows = hit.any(-1)
                     w = (weights * hit).sum(-1)[rows]
-                    out = _fused_expert_out(b.experts, e, x[rows])[1]
+                    out = fused_expert_out(b.experts, e, x[rows])[1]
                 else:  # Llama4: score folded into the input, no weight on the output
                     x = args[0].view(b.num_experts, -1, args[0].shape[-1])[e]
                     rows = x.abs().amax(-1) > 0
                     w = torch.full((int(rows.sum()),), math.nan)
-                    out = _dense_routed_out(b.experts, e, x[rows])[1]
+                    out = dense_routed_out(b.experts, e, x[rows])[1]
                 for r in range(out.shape[0]):  # one routed token at a time
                     norm = torch.linalg.vector_norm(out[r].double()).item()
                     ean += norm

@@ -91,3 +91,22 @@ def test_sinks_with_offloaded_layers(demo_dir, tmp_path):
         pruned = placed["conditions"][1]
         assert pruned["max_hidden"] != pytest.approx(placed["conditions"][0]["max_hidden"], rel=1e-3)  # it pruned
         assert placed["device_map"]["placement"]["model.layers.1"] == "disk"
+
+
+def test_offloaded_shared_experts_record_their_atoms(checkpoints, tmp_path):
+    """A shared expert's down Linear offloaded to disk puts its weight back before our forward hook runs:
+    its atom statistics (which read that weight) must come from the offload store, equal to in memory."""
+    import shutil
+
+    import pandas as pd
+
+    import families
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoints("deepseek_v3", "hub")[1], folder)
+    families.char_tokenizer().save_pretrained(folder)
+    _profile(folder, tmp_path / "mem", "--device", "cpu")
+    _profile(folder, tmp_path / "map", "--device-map", str(odd_layers_on_disk(folder, tmp_path / "map.json")))
+    want, got = (pd.read_parquet(tmp_path / name / "atom_stats.parquet") for name in ("mem", "map"))
+    assert set(want.kind) == {"routed", "shared"}
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, atol=1e-7)

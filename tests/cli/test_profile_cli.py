@@ -19,7 +19,10 @@ def test_profile_writes_a_complete_run(demo_dir, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "2 Super Experts" in printed
+    assert "inside L1/13: 1 of 32 atoms carry 90% of its output at channel 37: atom 0" in printed
     ses = json.loads((out / "super_experts.json").read_text())
+    for s in ses["super_experts"]:  # the demo plants neuron 0 of each SE (models/demo.py)
+        assert s["super_atoms"][0]["atom"] == 0 and s["super_atoms"][0]["share"] >= 0.9
     assert sorted((s["layer"], s["expert"]) for s in ses["super_experts"]) == sorted(DEMO_SUPER_EXPERTS)
     values = [s["max_abs_output"] for s in ses["super_experts"]]
     assert values == sorted(values, reverse=True)
@@ -28,6 +31,8 @@ def test_profile_writes_a_complete_run(demo_dir, tmp_path, capsys):
     meta = prof["meta"]
     assert meta["data"]["samples"] == 8 and len(meta["data"]["sha256"]) == 64
     assert meta["versions"]["torch"] and meta["seed"] == 0 and meta["device"] == "cpu"
+    atoms = pd.read_parquet(out / "atom_stats.parquet")
+    assert len(atoms) == 8 * 64 * 32  # demo: every atom of 8 MoE layers x 64 experts x 32 units
     table = pd.read_parquet(out / "expert_stats.parquet")
     assert len(table) == len(prof["expert_stats"]) == len(pd.read_csv(out / "expert_stats.csv"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind

@@ -91,3 +91,30 @@ def test_the_old_out_spelling_still_writes_with_a_note(demo_run, tmp_path, capsy
     assert "--out is deprecated, use --out-file" in capsys.readouterr().err
     assert out.read_text() == "".join(
         main(["protect", str(demo_run), "--for", "llm-compressor"]) == 0 and capsys.readouterr().out)
+
+
+def test_super_atoms_as_module_channels(demo_run, tmp_path, capsys):
+    """--for json --atoms: each SE's super atoms as down_proj input columns and gate/up output rows."""
+    run = shutil.copytree(demo_run, tmp_path / "run")
+    path = run / "super_experts.json"
+    doc = json.loads(path.read_text())
+    for s in doc["super_experts"]:  # the profile does not record super atoms yet (issue 20 item 2)
+        s["super_atoms"] = [{"atom": 0, "share": 0.97}, {"atom": 5, "share": 0.02}]
+    path.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["protect", str(run), "--for", "json", "--atoms"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["granularity"] == "atom"
+    for layer, e in DEMO_SUPER_EXPERTS:
+        [entry] = [x for x in printed["entries"] if (x["layer"], x["expert"]) == (layer, e)]
+        prefix = f"model.layers.{layer}.mlp.experts.{e}"
+        assert {"module": f"{prefix}.down_proj", "columns": [0, 5]} in entry["channels"]
+        assert {"module": f"{prefix}.gate_proj", "rows": [0, 5]} in entry["channels"]
+        assert {"module": f"{prefix}.up_proj", "rows": [0, 5]} in entry["channels"]
+        assert entry["atoms"][0] == {"atom": 0, "share": 0.97}
+    for extra, message in ((["--for", "autoround", "--atoms"], "only --for json carries"),
+                           (["--for", "json", "--atoms", "--whole-layer"], "pass one of them")):  # fmt: skip
+        assert main(["protect", str(run), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["protect", str(demo_run), "--for", "json", "--atoms"]) == 2  # no super atoms recorded
+    assert "has no super atoms; re-run `superexperts profile`" in capsys.readouterr().err

@@ -85,19 +85,8 @@ def test_missing_criterion_values_name_the_fix():
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    from superexperts.capture.profile import profile
-    from superexperts.identify.profile_run import save_run
-    from superexperts.identify.rules import identify
-    from superexperts.models.demo import build_demo, builtin_text
-
-    model, tokenizer = build_demo()
-    ids = tokenizer(builtin_text(), return_tensors="pt").input_ids[0][:128].view(4, 32)
-    prof = profile(model, ids)
-    prof.meta["synthetic"] = True
-    folder = tmp_path_factory.mktemp("run")
-    save_run(folder, prof, identify(prof.expert_stats, prof.num_layers, "paper"))
-    return folder, prof
+def demo_run(demo_profile_run):
+    return demo_profile_run[:2]
 
 
 def test_prune_eval_criterion_end_to_end_on_the_demo(demo_run, tmp_path, capsys):

@@ -8,7 +8,7 @@ import torch
 import families
 from superexperts.capture.profile import profile
 from superexperts.scale.spawn import spawn_stream_profile
-from superexperts.scale.state import merge_expert_states
+from superexperts.scale.state import merge_atom_states, merge_expert_states
 
 
 def test_two_gloo_ranks_equal_one_process(checkpoints):
@@ -23,6 +23,13 @@ def test_two_gloo_ranks_equal_one_process(checkpoints):
     pd.testing.assert_frame_equal(single.expert_stats.drop(columns=sums), merged.expert_stats.drop(columns=sums))
     pd.testing.assert_frame_equal(single.expert_stats[sums], merged.expert_stats[sums], check_exact=False, rtol=1e-6)
     pd.testing.assert_frame_equal(single.layer_stats, merged.layer_stats)
+    # Atom values are read from the expert activations themselves, whose last bits move with the thread count
+    # (the shared expert's Linear): equal to 1e-5 (1e-6 near 0); which token holds each maximum is exact.
+    values = ["camera_sum", "camera_max", "max_abs_act", "contribution"]
+    assert set(merged.atom_stats.kind) == {"routed", "shared"}
+    pd.testing.assert_frame_equal(single.atom_stats.drop(columns=values), merged.atom_stats.drop(columns=values))
+    pd.testing.assert_frame_equal(single.atom_stats[values], merged.atom_stats[values], check_exact=False, rtol=1e-5,
+                                  atol=1e-6)
 
 
 def test_merge_takes_the_argmax_from_the_rank_with_the_max():
@@ -49,3 +56,22 @@ def test_merge_takes_the_argmax_from_the_rank_with_the_max():
         assert m["weighted_norm_sum"][e] == a["weighted_norm_sum"][e] + b["weighted_norm_sum"][e]
         assert m["max_signed_output"][e] == max(a["max_signed_output"][e], b["max_signed_output"][e])
     assert m["token"].tolist() == [1, 12, 13, 3]
+
+
+def test_atom_merge_keeps_each_maximum_with_its_token_and_the_experts_contribution():
+    def atoms(sq, act, token, contribution):
+        return {"sq_sum": torch.tensor(sq, dtype=torch.float64), "sq_max": torch.tensor(sq, dtype=torch.float32),
+                "max_abs_act": torch.tensor(act), "max_act_token": torch.tensor(token),
+                "contribution": torch.tensor(contribution), "unweighted": torch.tensor([False, True]),
+                "down_sq_norm": torch.ones(2, 2)}  # fmt: skip
+
+    a = atoms([[1.0, 4.0], [2.0, 0.0]], [[3.0, 1.0], [2.0, -1.0]], [[5, 6], [7, -1]], [[1.0, 2.0], [3.0, 4.0]])
+    b = atoms([[2.0, 1.0], [1.0, 3.0]], [[3.0, 2.0], [1.0, 5.0]], [[15, 16], [17, 18]], [[-1.0, -2.0], [-3.0, -4.0]])
+    better = torch.tensor([False, True])  # expert 1's output maximum is in shard b
+    m = merge_atom_states(a, b, better)
+    assert m["sq_sum"].tolist() == [[3.0, 5.0], [3.0, 3.0]]
+    assert m["sq_max"].tolist() == [[2.0, 4.0], [2.0, 3.0]]
+    assert m["max_abs_act"].tolist() == [[3.0, 2.0], [2.0, 5.0]]
+    assert m["max_act_token"].tolist() == [[5, 16], [7, 18]]  # a tie (3.0) keeps the earlier shard's token
+    assert m["contribution"].tolist() == [[1.0, 2.0], [-3.0, -4.0]]  # the whole row of the shard with the max
+    assert m["unweighted"].tolist() == [False, True]

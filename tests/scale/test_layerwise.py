@@ -17,6 +17,7 @@ IDS = families.random_ids(samples=4, seq_len=16)
 def assert_same_profile(a, b) -> None:
     pd.testing.assert_frame_equal(a.expert_stats, b.expert_stats)
     pd.testing.assert_frame_equal(a.layer_stats, b.layer_stats)
+    pd.testing.assert_frame_equal(a.atom_stats, b.atom_stats)
 
 
 @pytest.mark.parametrize("family", ["qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "gpt_oss", "llama4"])

@@ -220,3 +220,27 @@ def test_cli_measure_needs_the_device_here(capsys, monkeypatch):
     assert main(["plan", "Qwen/Qwen3-30B-A3B", "--device", "h100-80gb", "--measure"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no cuda device" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("nemotron_h", "layers without an MLP (Mamba/attention)"),  # hybrid: Mamba, attention and MoE layers
+    ("qwen3_vl_moe", "vision-language: its language model is profiled on text"),
+    ("qwen3_moe", "MoE layers of 8 experts (fused), 1 dense MLP layers"),
+])  # fmt: skip
+def test_cli_plan_says_supported_from_config_json_alone(name, says, tmp_path, capsys):
+    import registry
+
+    registry.tiny_config(registry.family(name)).save_pretrained(tmp_path)  # config.json only, no weights
+    assert main(["plan", str(tmp_path), "--commands", "profile"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"supported: {name} (") and says in first
+
+
+def test_cli_plan_says_not_supported_with_the_reason(tmp_path, capsys):
+    import registry
+
+    registry.tiny_config(registry.family("jetmoe")).save_pretrained(tmp_path)  # experts of its own layout
+    assert main(["plan", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not supported: jetmoe (JetMoeForCausalLM)" in err and "no routed experts" in err
+    assert len(err.splitlines()) == 1

@@ -52,6 +52,8 @@ def test_resume_equals_uninterrupted(checkpoints, tmp_path, monkeypatch):
     assert loaded == [2, 3]  # layers 0 and 1 were not recomputed
     pd.testing.assert_frame_equal(full.expert_stats, resumed.expert_stats)
     pd.testing.assert_frame_equal(full.layer_stats, resumed.layer_stats)
+    pd.testing.assert_frame_equal(full.atom_stats, resumed.atom_stats)  # restored from the saved layer states
+    assert not full.atom_stats.empty
     assert not list((tmp_path / "state").glob("hidden-*"))  # a finished run keeps no activations
 
 

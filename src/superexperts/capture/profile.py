@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -36,6 +39,16 @@ EXPERT_COLUMNS = [
 ]  # fmt: skip
 
 
+ATOM_COLUMNS = [
+    "layer", "expert", "kind", "atom", "camera_sum", "camera_max", "max_abs_act", "max_act_sample",
+    "max_act_position", "contribution",
+]  # fmt: skip
+
+
+def empty_atom_table() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object" if c == "kind" else "float64") for c in ATOM_COLUMNS})
+
+
 @dataclass
 class Profile:
     """Statistics of one calibration pass.
@@ -48,11 +61,16 @@ class Profile:
     `median_abs` is the mean over calibration batches of each batch's median |h| (torch's lower
     median, on a strided subsample when a batch holds more than 2^20 values), not the median over
     all tokens at once: exact for one batch, within ~1% of the global median on the test models.
+    atom_stats: one row per atom (intermediate unit) of every routed and shared expert (capture/atoms.py):
+    camera_sum = ||w_k||^2 sum_t (r a)^2 and camera_max = ||w_k||^2 max_t (r a)^2 over routed tokens,
+    max_abs_act with its (sample, position), and contribution = a[t*, k] w_k[c*] at the expert's own
+    maximum; `expert` and `kind` as in expert_stats. Empty when the run recorded no atoms.
     """
 
     expert_stats: pd.DataFrame
     layer_stats: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    atom_stats: pd.DataFrame = field(default_factory=empty_atom_table)
 
     @property
     def num_layers(self) -> int:
@@ -80,26 +98,47 @@ def skip_logits(model: nn.Module) -> dict[str, Any]:
 
 
 def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.Tensor], *, progress: bool,
-                total: int | None = None) -> tuple[Capture, torch.Tensor]:
-    """Forward every batch with capture on; returns the capture and all input ids (CPU)."""
+                total: int | None = None, atoms: bool = True) -> tuple[Capture, torch.Tensor]:
+    """Forward every batch with capture on (`atoms`: per-atom statistics too); returns the capture and
+    all input ids (CPU)."""
     seen: list[torch.Tensor] = []
     device = _device_of(model)
     no_logits = skip_logits(model)
-    with capture(model_map) as cap, torch.inference_mode():
+    with capture(model_map, atoms=atoms) as cap, torch.inference_mode():
         offset = 0
         for batch in tqdm(batches, total=total, desc="profiling", unit="batch", disable=not progress):
             if batch.dim() != 2 or batch.shape[1] < 2:
                 raise UserError(f"each batch must be [batch, seq_len >= 2] token ids, got {tuple(batch.shape)}.")
             if seen and batch.shape[1] != seen[0].shape[1]:
                 raise UserError("all calibration windows must have the same length; use --seq-len.")
-            cap.token_offset = offset * batch.shape[1]
-            cap.seq_len = batch.shape[1]
-            model(input_ids=batch.to(device), use_cache=False, **no_logits)
+            cap.start_batch(offset, batch.shape)
+            try:
+                model(input_ids=batch.to(device), use_cache=False, **no_logits)
+            except (AttributeError, IndexError, RuntimeError, TypeError, ValueError) as e:
+                raise model_code_failure(e, model_map.family) or e
             seen.append(batch.cpu())
             offset += batch.shape[0]
     if not seen:
         raise UserError("no calibration data: input_ids is empty; pass at least one [1, seq_len] window.")
     return cap, torch.cat(seen)
+
+
+def model_code_failure(error: BaseException, family: str) -> UserError | None:
+    """A one-line UserError when `error` was raised inside transformers' own modeling code (e.g.
+    Llama4ForConditionalGeneration.forward in transformers 5.24 fails on every call), None when it came
+    from elsewhere (ours keeps its traceback: a bug to report here)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if f"{os.sep}transformers{os.sep}" not in where:
+        return None
+    import transformers
+
+    reason = (str(error).splitlines() or [""])[0]
+    return UserError(f"{family}: the model's own forward fails in transformers {transformers.__version__} "
+                     f"({Path(where).name}:{tb.tb_lineno}: {type(error).__name__}: {reason}); superexperts cannot "
+                     "profile it with this transformers version.")  # fmt: skip
 
 
 def _decode(tokenizer, token_id: int) -> str:
@@ -114,12 +153,45 @@ def expert_table(cap: Capture, input_ids: torch.Tensor, tokenizer=None) -> pd.Da
     for (layer, kind), tracker in sorted(cap.experts.items()):
         for e, r in enumerate(tracker.to_rows()):
             token = r.pop("token")
+            if token >= input_ids.numel():  # the expert's rows were not the batch's tokens
+                raise UserError(f"{cap.model_map.family}: layer {layer} {kind} experts saw row {token} but the "
+                                f"calibration holds {input_ids.numel()} tokens {tuple(input_ids.shape)}; its "
+                                "experts' inputs do not map back to tokens, so this family cannot be profiled.")  # fmt: skip
             sample, position = (token // seq_len, token % seq_len) if token >= 0 else (-1, -1)
             token_id = int(input_ids[sample, position]) if token >= 0 else -1
             rows.append({"layer": layer, "expert": e if kind == "routed" else -1, "kind": kind, **r,
                          "sample": sample, "position": position, "token_id": token_id,
                          "token_text": _decode(tokenizer, token_id)})  # fmt: skip
     return pd.DataFrame(rows, columns=EXPERT_COLUMNS)
+
+
+def atom_table(cap: Capture, seq_len: int) -> pd.DataFrame:
+    """One row per atom of every expert with an AtomTracker; built column-wise in compact dtypes (Qwen3-30B-A3B
+    has 4.7M atoms, DeepSeek-V3 30M: ~40 bytes each)."""
+    parts = []
+    for (layer, kind), tracker in sorted(cap.experts.items()):
+        atoms = tracker.atoms
+        if atoms is None or atoms.width == 0:
+            continue
+        e, width = atoms.sq_sum.shape
+        norms = atoms.down_sq_norm.double().cpu().numpy()
+        unweighted = atoms.unweighted.cpu().numpy()[:, None]
+        token = atoms.max_act_token.cpu().numpy()
+        routed = token >= 0
+        experts = np.arange(e) if kind == "routed" else np.full(e, -1)
+        parts.append(pd.DataFrame({
+            "layer": np.full(e * width, layer, dtype=np.int32),
+            "expert": np.repeat(experts, width).astype(np.int32),
+            "kind": kind,
+            "atom": np.tile(np.arange(width, dtype=np.int32), e),
+            "camera_sum": np.where(unweighted, np.nan, norms * atoms.sq_sum.double().cpu().numpy()).ravel(),
+            "camera_max": np.where(unweighted, np.nan, norms * atoms.sq_max.double().cpu().numpy()).ravel(),
+            "max_abs_act": np.where(routed, atoms.max_abs_act.cpu().numpy(), 0.0).ravel(),
+            "max_act_sample": np.where(routed, token // seq_len, -1).astype(np.int32).ravel(),
+            "max_act_position": np.where(routed, token % seq_len, -1).astype(np.int32).ravel(),
+            "contribution": atoms.contribution.cpu().numpy().ravel(),
+        }))  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else empty_atom_table()
 
 
 def flag_massive(
@@ -160,6 +232,7 @@ def describe_model(model: nn.Module, model_map: ModelMap) -> dict[str, Any]:
         "num_layers": model_map.num_layers,
         "moe_layers": [b.layer for b in model_map.moe],
         "dense_layers": [d.layer for d in model_map.dense],
+        "other_layers": list(model_map.other),  # neither experts nor an MLP (hybrids' Mamba/attention layers)
         "num_experts": b0.num_experts,
         "num_experts_total": sum(b.num_experts for b in model_map.moe),
         "has_shared_experts": any(b.shared is not None for b in model_map.moe),
@@ -177,6 +250,7 @@ def profile(
     batch_size: int | str = "auto",
     tokenizer=None,
     progress: bool = False,
+    atoms: bool = True,
 ) -> Profile:
     """Profile a loaded transformers MoE model on calibration token ids.
 
@@ -195,7 +269,8 @@ def profile(
         batch_meta = {"batch_size_requested": batch_size}
     total = -(-len(input_ids) // batch_size) if isinstance(input_ids, torch.Tensor) else None
     start = time.perf_counter()
-    cap, all_ids = run_capture(model, model_map, _batches(input_ids, batch_size), progress=progress, total=total)
+    cap, all_ids = run_capture(model, model_map, _batches(input_ids, batch_size), progress=progress, total=total,
+                               atoms=atoms)
     seconds = time.perf_counter() - start
     meta = describe_model(model, model_map) | {
         "samples": int(all_ids.shape[0]),
@@ -206,4 +281,5 @@ def profile(
         "profile_seconds": round(seconds, 3),
         "layer_stats_method": LAYER_STATS_METHOD,
     }
-    return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)
+    return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta,
+                   atom_table(cap, all_ids.shape[1]))

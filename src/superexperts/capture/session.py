@@ -16,9 +16,11 @@ import torch
 from torch import nn
 
 from ..models.adapters import ModelMap, MoEBlock, param_device
+from ..runs.errors import UserError
 from . import experts_fn
+from .atoms import AtomTracker, fused_down, linear_down
 from .routing import routing_weights
-from .tracker import ExpertTracker, MassiveTracker
+from .tracker import ExpertTracker, MassiveTracker, token_rows
 
 UnitKey = tuple[int, str]  # (layer, kind) with kind in routed | shared | dense
 
@@ -32,9 +34,15 @@ class Capture:
     massive: dict[int, MassiveTracker] = field(default_factory=dict)
     token_offset: int = 0
     seq_len: int = 0
+    batch: int = 0  # windows in the current forward
 
     def current_offset(self) -> int:
         return self.token_offset
+
+    def start_batch(self, first_sample: int, ids_shape: tuple[int, ...] | torch.Size) -> None:
+        """Before each forward: its windows' (batch, seq_len) and the global index of its first window."""
+        self.batch, self.seq_len = int(ids_shape[0]), int(ids_shape[1])
+        self.token_offset = first_sample * self.seq_len
 
 
 def _linear_hook(tracker: ExpertTracker, expert: int, cap: Capture, block_input: dict | None = None):
@@ -115,19 +123,40 @@ def _install_dense_routed(block: MoEBlock, tracker: ExpertTracker, cap: Capture)
 def _layer_output_hook(tracker: MassiveTracker, cap: Capture):
     def hook(module: nn.Module, args: tuple, output) -> None:
         hidden = output[0] if isinstance(output, (tuple, list)) else output
-        tracker.update(hidden, cap.token_offset)
+        found = token_rows(hidden, cap.batch, cap.seq_len) if cap.batch else (hidden, 1)
+        if found is None:
+            raise UserError(f"{cap.model_map.family}: a decoder layer outputs hidden states of shape "
+                            f"{tuple(hidden.shape)}, with no (batch {cap.batch}, tokens {cap.seq_len}) axes to map "
+                            "back to tokens; this family's layer statistics are not supported.")  # fmt: skip
+        tracker.update(*found[:1], cap.token_offset, streams=found[1])
 
     return hook
 
 
+def _attach_atoms(tracker: ExpertTracker, block: MoEBlock, kind: str) -> None:
+    """Per-atom statistics beside the expert maxima (capture/atoms.py). Llama4's dense-routed experts
+    have none: their down_proj input is not visible from outside the module."""
+    if kind == "shared":
+        rows, norms = linear_down([block.shared_down])
+    elif block.layout == "fused":
+        rows, norms = fused_down(block.experts)
+    elif block.layout == "modulelist":
+        rows, norms = linear_down([block.expert_down(e) for e in range(block.num_experts)])
+    else:
+        return
+    tracker.atoms = AtomTracker(tracker.num_experts, rows, norms, tracker.max_abs_output.device,
+                                routed=kind == "routed")  # fmt: skip
+
+
 @contextlib.contextmanager
 def capture(
-    model_map: ModelMap, *, top_k_massive: int = 3, device: torch.device | str | None = None
+    model_map: ModelMap, *, top_k_massive: int = 3, device: torch.device | str | None = None, atoms: bool = True
 ) -> Iterator[Capture]:
     """Record per-expert and per-layer statistics during the forwards run inside the block.
 
     Trackers live on each module's parameter device, or on `device` when given (layer
-    streaming builds the model on the meta device and loads one layer at a time).
+    streaming builds the model on the meta device and loads one layer at a time). `atoms`:
+    also the per-atom statistics of routed and shared experts (`tracker.atoms`).
 
     >>> with capture(map_model(model)) as cap:
     ...     cap.token_offset = 0; model(input_ids)
@@ -139,6 +168,8 @@ def capture(
         for b in model_map.moe:
             tracker = ExpertTracker(b.num_experts, param_device(b.experts, device))
             cap.experts[(b.layer, "routed")] = tracker
+            if atoms:
+                _attach_atoms(tracker, b, "routed")
             if b.layout == "fused":
                 experts_fn.ACTIVE[id(b.experts)] = (tracker, cap.current_offset)
             elif b.layout == "modulelist":
@@ -148,6 +179,8 @@ def capture(
             if b.shared_down is not None:
                 shared = ExpertTracker(1, param_device(b.shared, device))
                 cap.experts[(b.layer, "shared")] = shared
+                if atoms:
+                    _attach_atoms(shared, b, "shared")
                 handles.append(b.shared_down.register_forward_hook(_linear_hook(shared, 0, cap)))
         for d in model_map.dense:
             dense = ExpertTracker(1, param_device(d.mlp, device))

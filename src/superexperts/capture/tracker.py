@@ -7,8 +7,12 @@ adds a few elementwise passes to a forward, not a per-expert loop.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .atoms import AtomTracker
 
 
 class ExpertTracker:
@@ -20,6 +24,7 @@ class ExpertTracker:
     `token` is the global flat token index (sample * seq_len + position) of the maximum.
     An expert that never received a token keeps max_abs_output = -1 (exported as 0, token -1).
     Rows without a routing weight (shared experts, dense MLPs) make the weighted sum NaN.
+    `atoms`, when set, records per-atom statistics from the same rows (capture/atoms.py).
     """
 
     def __init__(self, num_experts: int, device: torch.device | str) -> None:
@@ -36,6 +41,7 @@ class ExpertTracker:
         self.max_signed_output = torch.full((e,), float("-inf"), dtype=f32, device=device)
         self.ean = torch.zeros(e, dtype=acc, device=device)
         self.weighted_norm_sum = torch.zeros(e, dtype=acc, device=device)
+        self.atoms: AtomTracker | None = None
 
     @torch.no_grad()
     def update(
@@ -74,6 +80,8 @@ class ExpertTracker:
         self.max_abs_input = self.max_abs_input.scatter_reduce(0, expert_ids, in_abs, "amax")
         self.tokens_routed += torch.bincount(expert_ids, minlength=e)
         self._update_criteria(expert_ids, down_out, row_top, finite, weights)
+        if self.atoms is not None:
+            self.atoms.update(expert_ids, down_in, token_index, weights, finite, better, row, channel)
 
     def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, row_top: torch.Tensor,
                          finite: torch.Tensor, weights: torch.Tensor | None) -> None:  # fmt: skip
@@ -136,11 +144,12 @@ class MassiveTracker:
         self.hidden_size = 0
 
     @torch.no_grad()
-    def update(self, hidden: torch.Tensor, token_offset: int) -> None:
-        """`hidden`: (batch, seq, hidden) output of the decoder layer."""
+    def update(self, hidden: torch.Tensor, token_offset: int, streams: int = 1) -> None:
+        """`hidden`: (tokens * streams, hidden) rows of the decoder layer's output, token-major
+        (`token_rows`); row r belongs to token r // streams of the batch."""
         width = hidden.shape[-1]
         self.hidden_size = width
-        rows = hidden.detach().reshape(-1, width)  # (tokens, hidden)
+        rows = hidden.detach().reshape(-1, width)  # (tokens * streams, hidden)
         row_max = row_max_abs(rows)  # (tokens,); NaN/inf propagate into their token's maximum
         clean = rows  # NaN/inf as 0; |h| is taken below on the few rows and samples read
         if not host_check_is_free(rows.device) or not bool(torch.isfinite(row_max).all()):
@@ -151,7 +160,7 @@ class MassiveTracker:
         tokens = row_max.topk(min(self.k, row_max.numel())).indices  # (k,) they hold the top-k elements
         candidates = clean[tokens].abs().float().reshape(-1)  # (k * hidden,)
         values, pos = candidates.topk(min(self.k, candidates.numel()))
-        idx = (tokens[pos // width] + token_offset) * width + pos % width
+        idx = (tokens[pos // width] // streams + token_offset) * width + pos % width
         merged_v = torch.cat([self.values, values])
         merged_i = torch.cat([self.flat_index, idx])
         keep = merged_v.topk(min(self.k, merged_v.numel())).indices
@@ -160,6 +169,25 @@ class MassiveTracker:
         sample = flat[:: median_step(flat.numel(), width, self.MEDIAN_SAMPLE)]
         self.median_sum += sample.abs().float().median()
         self.batches += 1
+
+
+def token_rows(hidden: torch.Tensor, batch: int, seq_len: int) -> tuple[torch.Tensor, int] | None:
+    """A decoder layer's output as (tokens * streams, hidden) rows, token-major, and `streams`.
+
+    Most families output (batch, seq, hidden). Some carry more per token: DeepSeek-V4's
+    hyper-connections keep (batch, seq, streams, hidden); others may put an axis first. The
+    (batch, seq) pair of axes is found in the shape and moved to the front; every other axis but the
+    last becomes streams of the token. None when the shape holds no such pair.
+    """
+    shape = tuple(hidden.shape[:-1])
+    if len(shape) == 1 and shape[0] == batch * seq_len:  # already flattened tokens
+        return hidden, 1
+    for i in range(len(shape) - 1):
+        if shape[i : i + 2] == (batch, seq_len):
+            moved = hidden.movedim((i, i + 1), (0, 1))  # (batch, seq, *streams, hidden)
+            streams = moved[0, 0].numel() // hidden.shape[-1]
+            return moved.reshape(batch * seq_len * streams, hidden.shape[-1]), streams
+    return None
 
 
 def row_max_abs(x: torch.Tensor, row_top: torch.Tensor | None = None) -> torch.Tensor:

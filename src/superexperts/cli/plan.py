@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(pm.shape, dev, workloads, batch=batch, disk_bytes=pm.disk_bytes, disk_gbs=args.disk,
                      offered=_offered())  # fmt: skip
     plan["source"] = pm.source
+    plan["support"] = pm.support
     if pm.disk_layer_bytes is not None:
         plan["disk_layer_bytes"] = pm.disk_layer_bytes
-    print(json.dumps(plan, indent=2) if args.json else format_plan(plan, source=f"\nsource: {pm.source}"))
+    print(json.dumps(plan, indent=2) if args.json else f"{pm.support}\n" + format_plan(plan, source=f"\nsource: {pm.source}"))
     return 0

@@ -71,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inside_lines(verdict, atom_stats) -> list[str]:
+    """Inside each Super Expert: how many atoms carry 90% of its outlier, and which (identify/atoms.py)."""
+    from ..identify.atoms import COVER, se_super_atoms
+
+    lines = []
+    for s in se_super_atoms(verdict.super_experts, atom_stats):
+        se, picked = s["se"], s["super_atoms"]
+        name = f"L{se.layer}/{se.expert if se.kind == 'routed' else se.kind}"
+        listed = ", ".join(f"atom {p['atom']} ({p['share']:.1%})" for p in picked[:5])
+        more = f", +{len(picked) - 5} more" if len(picked) > 5 else ""
+        lines.append(f"inside {name}: {len(picked)} of {len(s['shares'])} atoms carry {COVER:.0%} of its output "
+                     f"at channel {int(se.channel)}: {listed}{more}")  # fmt: skip
+    return lines
+
+
 def _print_summary(result, report: bool) -> None:
     from ..identify.known import agreement_line
 
@@ -78,6 +93,8 @@ def _print_summary(result, report: bool) -> None:
     print(thresholds_line(verdict.criterion))
     print(f"{len(verdict.super_experts)} Super Experts among {prof.meta['num_experts_total']} experts:")
     print(se_table(verdict))
+    for line in _inside_lines(verdict, prof.atom_stats):
+        print(line)
     top = prof.expert_stats.nlargest(5, "max_abs_output")
     print("top candidates: " + ", ".join(
         f"L{r.layer}/{r.expert if r.kind == 'routed' else r.kind}={r.max_abs_output:.4g}" for r in top.itertuples()
@@ -92,5 +109,5 @@ def _print_summary(result, report: bool) -> None:
     print(f"sensitivity (percentile x max_fraction): {result.sensitivity_verdict}")
     if result.identification.known is not None:
         print(agreement_line(result.identification.known))
-    extra = ", report.html" if report else ""
+    extra = (", atom_stats.parquet" if not prof.atom_stats.empty else "") + (", report.html" if report else "")
     print(f"wrote {result.out_dir}/ (profile.json, super_experts.json, expert_stats.csv/.parquet{extra})")

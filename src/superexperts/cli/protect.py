@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--for", dest="fmt", required=True, metavar="FORMAT", help=" | ".join(FORMATS))
     p.add_argument("--whole-layer", action="store_true", help="every routed expert of each SE layer (vLLM picks one "
                    "quantization scheme per fused MoE layer)")  # fmt: skip
+    p.add_argument("--atoms", action="store_true", help="with --for json: only the SEs' super atoms, as (module, "
+                   "columns) of the down projection and (module, rows) of gate/up, for tools that keep single channels")
     p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the profile run folder (the same as giving "
                    "it as RUN_DIR)")  # fmt: skip
     p.add_argument("--out-file", dest="out", metavar="FILE", help="write the list to this file (atomically; one "
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.protecting import ProtectRequest, is_run_folder, protect_run, write_protect
 
     req = ProtectRequest(fmt=args.fmt, whole_layer=args.whole_layer, out=args.out, overwrite=args.overwrite,
-                         checkpoint=args.checkpoint, trust_remote_code=args.trust_remote_code)  # fmt: skip
+                         checkpoint=args.checkpoint, trust_remote_code=args.trust_remote_code,
+                         atoms=args.atoms)  # fmt: skip
     req.check()
     if args.from_dir is not None:
         if args.source is not None:

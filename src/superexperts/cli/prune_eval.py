@@ -54,14 +54,21 @@ def add_parser(subparsers) -> None:
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
     add_batch_flag(p)
-    p.add_argument("--prune-by", dest="criterion", metavar="CRITERION",
-                   help="prune by a one-pass pruning criterion instead (not an SE rule: --criterion is the SE rule of "
-                   "profile and identify): frequency | reap | ean (the lowest --fraction of each MoE layer's "
-                   "experts, ranked from the --from run's expert table)")  # fmt: skip
+    p.add_argument("--prune-by", dest="criterion", metavar="CRITERION", help="prune by a one-pass pruning "
+                   "criterion instead (not an SE rule: --criterion is the SE rule of profile and identify): "
+                   "frequency | reap | ean (the lowest "
+                   "--fraction of each MoE layer's experts, ranked from the --from run's expert table), or atoms "
+                   "(single neurons of experts): camera (ranked per MoE layer) | heapr (ranked over the model)")
     add_deprecated(p, "--criterion", "--prune-by", "criterion")
-    p.add_argument("--fraction", type=float, help="with --prune-by: share of each layer's experts pruned, e.g. 0.25")
+    p.add_argument("--fraction", type=float, help="with --prune-by: share of each layer's experts (or of the "
+                   "ranked atoms) pruned, e.g. 0.25")  # fmt: skip
     p.add_argument("--protect", default="super", help="with --prune-by: super (also evaluate it with the --experts "
-                   "set kept, default) | none")  # fmt: skip
+                   "set kept, default) | none | super-atoms (atom criteria: keep only the SEs' super atoms)")
+    p.add_argument("--atoms", metavar="super|LIST", help="zero these atoms instead of experts: 'super' (the super "
+                   "atoms of --from's super_experts.json) or LAYER:EXPERT:ATOM triples such as 1:68:3,2:92:7; "
+                   "--random N adds as many random atoms per seed")  # fmt: skip
+    p.add_argument("--rho", type=float, default=0.9, help="--prune-by camera: weight of the max term in CAMERA's "
+                   "score (1 - rho) * sum + rho * max (default 0.9, CAMERA's run script)")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for prune_eval.json (default: --from RUN_DIR, else "
                    "runs/prune-eval)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing prune_eval.json")
@@ -97,6 +104,9 @@ def request(args: argparse.Namespace):
     from ..recipes.pruning import PruneEvalRequest
 
     tasks = task_names(args)
+    from ..models.atoms import resolve_atoms
+
+    atoms, atoms_source = resolve_atoms(args.atoms, args.from_dir) if args.atoms is not None else (None, "custom")
     experts, source = resolve_experts(args.experts, args.from_dir)
     model = model_of(args, args.from_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples)
@@ -110,7 +120,7 @@ def request(args: argparse.Namespace):
         device=args.device, device_map=args.device_map, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
         overwrite=args.overwrite, allow_missing_weights=args.allow_missing_weights,
         criterion=args.criterion, fraction=args.fraction, protect=args.protect, stream=args.stream,
-        prefetch=args.prefetch,
+        prefetch=args.prefetch, atoms=atoms, atoms_source=atoms_source, rho=args.rho,
     )  # fmt: skip
     if tasks:  # lm-eval missing or an unknown task: fail before the model loads
         from ..evaluate.lm_eval import check_tasks
@@ -132,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         from ..identify.pruning_criteria import format_plan
 
         print(format_plan(document["pruning"]))
+    if "atom_pruning" in document:
+        from ..identify.atom_pruning import format_atom_plan
+
+        print(format_atom_plan(document["atom_pruning"]))
     if "causal" in document:
         print(format_causal(document["causal"]))
     print(f"wrote {req.out}/prune_eval.json")
@@ -157,6 +171,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
     rows = [header]
     for r in results:
         experts = format_experts([(e["layer"], e["expert"]) for e in r["experts"]]) or "-"
+        if r.get("atoms_pruned"):
+            experts = f"{r['atoms_pruned']} atoms"
         cells = [r["name"], experts if len(experts) <= 32 else experts[:29] + "...", r["mode"], _fmt(r["perplexity"], 6)]
         cells += [_fmt(_first_metric(r["tasks"].get(t, {}))) for t in tasks]
         cells.append(_fmt(r.get("generation_metrics", {}).get("loop_fraction")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..runs.errors import UserError, check_choice
 from .common import (
     add_device_map_arg,
     add_loading_flags,
@@ -31,7 +32,18 @@ def add_parser(subparsers) -> None:
                    "model of --from, else the built-in demo)")  # fmt: skip
     p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="a profile run folder: its SEs are protected "
                    "(default: profile the model now, paper rule)")  # fmt: skip
-    p.add_argument("--bits", type=int, default=4, help="weight bits: 8, 4, 3 or 2 (default 4)")
+    p.add_argument("--bits", default="4", help="weight bits: 8, 4, 3 or 2 (default 4); with --scheme camera-q one "
+                   "width per tier, highest first, e.g. 8,4,2")
+    p.add_argument("--scheme", default="uniform", help="uniform (every quantized weight at --bits, default) | "
+                   "camera-q (each routed atom at its CAMERA score tier's width, per MoE layer; needs atom "
+                   "statistics in the profile)")  # fmt: skip
+    p.add_argument("--bits-ratio", metavar="R1,R2,...", help="--scheme camera-q: share of each layer's atoms per "
+                   "--bits width, e.g. 0.1,0.3,0.6")  # fmt: skip
+    p.add_argument("--protect", default="super", help="super (default): the "
+                   "protect-super condition keeps whole SEs; super-atoms: also keep only the SEs' super atoms' rows "
+                   "and columns unquantized (needs --from)")  # fmt: skip
+    p.add_argument("--rho", type=float, default=0.9, help="--scheme camera-q: CAMERA's weight of the max term "
+                   "(default 0.9)")  # fmt: skip
     p.add_argument("--group-size", type=int, metavar="G", help="one scale per G input columns (default: one per "
                    "output channel)")  # fmt: skip
     p.add_argument("--act-bits", type=int, help="also quantize each token's down_proj input: 8 or 4 (default off)")
@@ -54,7 +66,11 @@ def _request(args: argparse.Namespace):
     from ..recipes.quantizing import QuantEvalRequest
     from .prune_eval import read_prompts
 
-    scheme = Scheme(bits=args.bits, group_size=args.group_size, act_bits=args.act_bits)
+    check_choice("--protect", args.protect, ("super", "super-atoms"))
+    bits, ratios = _numbers(args.bits, int, "--bits"), _numbers(args.bits_ratio, float, "--bits-ratio")
+    if args.scheme != "camera-q" and len(bits) != 1:
+        raise UserError(f"--bits {args.bits}: one width, or one per tier with --scheme camera-q.")
+    scheme = Scheme(bits=max(bits), group_size=args.group_size, act_bits=args.act_bits)
     scheme.check()
     experts, source = resolve_experts("super", args.from_dir)
     req = QuantEvalRequest(
@@ -64,10 +80,22 @@ def _request(args: argparse.Namespace):
         batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, device=args.device,
         device_map=args.device_map, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        from_dir=args.from_dir, protect_atoms=args.protect == "super-atoms", mixed=args.scheme,
+        tier_bits=bits if args.scheme == "camera-q" else [], tier_ratios=ratios, rho=args.rho,
     )  # fmt: skip
     req.check()
     req.tasks, req.task_manager = tasks_of(args)
     return req
+
+
+def _numbers(text: str | None, kind: type, flag: str) -> list:
+    """'8,4,2' -> [8, 4, 2]; None -> []."""
+    if text is None:
+        return []
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected numbers separated by commas, e.g. 8,4,2.") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,10 @@ Formats (pure functions of the protected entries; names from `protect_names`):
                     module when re.match(regex, name): each regex is the escaped name + '$'
     json            the canonical list, with the reason for every entry and the run's metadata
 
+`atom_entries` (`protect --for json --atoms`): only each SE's super atoms, as (module, channels) for tools
+that can keep single channels: atom k is input column k of the down projection and output row k
+of the gate and up projections.
+
 `whole_layer`: every routed expert of each SE layer, because vLLM (compressed-tensors MoE) picks
 one quantization scheme per fused MoE layer, from expert 0: a single expert kept in high
 precision is only servable with its whole MoE layer unquantized.
@@ -69,6 +73,25 @@ def protected_entries(super_experts: list[Expert], names: dict[Expert, ExpertMod
     return entries
 
 
+def atom_entries(super_atoms: dict[Expert, list[tuple[int, float]]], names: dict[Expert, ExpertModules]
+                 ) -> list[dict[str, Any]]:  # fmt: skip
+    """[{"layer", "expert", "reason", "atoms", "modules", "channels"}] per SE with super atoms:
+    `channels` lists {"module", "columns"} (down projection inputs) and {"module", "rows"} (gate and
+    up projection outputs), in both namings."""
+    entries = []
+    for (layer, e), atoms in sorted(super_atoms.items(), key=lambda kv: _order(kv[0])):
+        ks = sorted(k for k, _ in atoms)
+        modules = names[(layer, e)]
+        if not modules.down:
+            raise UserError(f"no module name found for expert {layer}:{e}; this model layout is not supported by protect.")
+        channels = [{"module": m, "columns": ks} for m in modules.down]
+        channels += [{"module": m, "rows": ks} for m in modules.linears if m not in modules.down]
+        entries.append({"layer": layer, "expert": e, "reason": "super atoms",
+                        "atoms": [{"atom": k, "share": share} for k, share in atoms],
+                        "modules": list(modules.linears), "channels": channels})  # fmt: skip
+    return entries
+
+
 def module_list(entries: list[dict[str, Any]]) -> list[str]:
     """Every protected module name once, in entry order."""
     seen: dict[str, None] = {}
@@ -78,7 +101,8 @@ def module_list(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def canonical(entries: list[dict[str, Any]], *, whole_layer: bool, meta: dict[str, Any]) -> dict[str, Any]:
-    doc = {"format": FORMAT, "granularity": "layer" if whole_layer else "expert"}
+    atoms = any("channels" in x for x in entries)
+    doc = {"format": FORMAT, "granularity": "atom" if atoms else "layer" if whole_layer else "expert"}
     if whole_layer:
         doc["why"] = WHOLE_LAYER_WHY
     return doc | {"naming": NAMING, "modules": module_list(entries), "entries": entries, "meta": meta}

@@ -52,7 +52,7 @@ def identification(prof: Profile, criterion: str = "paper", params: dict[str, An
     grid = sensitivity(prof.expert_stats, prof.num_layers, criterion=grid_criterion, **grid_params)
     agreement = known_agreement(prof.meta, verdict)
     provenance = base_metadata(tool=command)
-    ses = super_experts_json(verdict) | {"known": agreement, "meta": prof.meta, "provenance": provenance}
+    ses = super_experts_json(verdict, prof.atom_stats) | {"known": agreement, "meta": prof.meta, "provenance": provenance}
     files = {
         "super_experts.json": json_bytes(ses),
         "sensitivity.json": json_bytes(sensitivity_json(grid, criterion=grid_criterion) | {"provenance": provenance}),

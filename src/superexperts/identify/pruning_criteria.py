@@ -24,7 +24,9 @@ from typing import Any
 import pandas as pd
 
 from ..models.experts import Expert, experts_json
-from ..runs.errors import UserError, did_you_mean
+from ..runs.errors import UserError, check_choice
+from .atom_pruning import SCOPES as ATOM_CRITERIA
+from .atom_pruning import check_atom_request
 
 CRITERIA = {"frequency": "tokens_routed", "reap": "reap_saliency", "ean": "ean"}
 PROTECT = ("super", "none")
@@ -65,26 +67,35 @@ class PruningPlan:
 
 def check_request(criterion: str, fraction: float, protect: str = "super") -> None:
     """Flag values, checked before any model loads."""
-    if criterion not in CRITERIA:
-        raise UserError(f"--prune-by {criterion!r} is unknown. {did_you_mean(criterion, list(CRITERIA))}"
-                        f"Available: {', '.join(CRITERIA)}.")  # fmt: skip
+    check_choice("--prune-by", criterion, list(CRITERIA))
     if not 0 < fraction < 1:
         raise UserError(f"--fraction {fraction} must be in (0, 1), e.g. 0.25 prunes a quarter of each layer's experts.")
     if protect not in PROTECT:
-        raise UserError(f"--protect {protect!r} is unknown; use {' or '.join(PROTECT)}.")
+        raise UserError(f"--protect {protect!r} is unknown; use {' or '.join(PROTECT)} (super-atoms: atom "
+                        f"criteria {', '.join(ATOM_CRITERIA)} only).")  # fmt: skip
 
 
 def check_prune_request(criterion: str | None, fraction: float | None, protect: str, *, n_random: int,
-                        has_table: bool) -> None:  # fmt: skip
-    """prune-eval's --prune-by/--fraction/--protect against its other flags, before the model loads."""
+                        has_table: bool, has_run: bool = False, atoms: bool = False) -> None:  # fmt: skip
+    """prune-eval's --prune-by/--fraction/--protect (expert or atom criteria, `atom_pruning`) and
+    --atoms against its other flags, before the model loads."""
+    if atoms and (criterion is not None or fraction is not None):
+        raise UserError("--atoms and --prune-by each give the pruned set; pass one of them.")
     if criterion is None and fraction is None:
         return
     if criterion is None or fraction is None:
         raise UserError("--prune-by and --fraction go together, e.g. --prune-by reap --fraction 0.25.")
-    check_request(criterion, fraction, protect)
+    if criterion in ATOM_CRITERIA:
+        check_atom_request(criterion, fraction, protect)
+    else:
+        check_choice("--prune-by", criterion, [*CRITERIA, *ATOM_CRITERIA])
+        check_request(criterion, fraction, protect)
     if n_random:
         raise UserError("--random draws SE-sized random sets; with --prune-by the conditions are the pruned "
                         "sets: drop --random.")  # fmt: skip
+    if criterion in ATOM_CRITERIA and not has_run:
+        raise UserError(f"--prune-by {criterion} ranks atoms by a profile run's atom statistics and super atoms: "
+                        "pass --from RUN_DIR.")  # fmt: skip
     if not has_table:
         raise UserError("--prune-by ranks experts by a profile: pass --from RUN_DIR (or --experts super to "
                         "profile the model first).")  # fmt: skip

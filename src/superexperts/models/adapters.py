@@ -15,6 +15,7 @@ unchanged. Three layouts of routed experts exist:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +28,9 @@ from ..runs.errors import UserError
 DOWN_NAMES = ("down_proj", "w2", "fc2")
 SHARED_NAMES = ("shared_experts", "shared_expert", "shared_mlp")
 ROUTER_NAMES = ("gate", "router")
-MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe")
+# Where a decoder layer keeps its MLP or MoE block; hybrids (Nemotron-H) call it `mixer`, a name their
+# Mamba and attention layers share, so a dense MLP is recognised by its down projection, not its name.
+MLP_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "moe", "mixer")
 
 Layout = Literal["fused", "modulelist", "dense_routed"]
 
@@ -69,6 +72,8 @@ class ModelMap:
     layers: nn.ModuleList
     moe: tuple[MoEBlock, ...]
     dense: tuple[DenseMLP, ...]
+    other: tuple[int, ...] = ()  # layers with neither (hybrids' Mamba / attention-only layers)
+    family: str = ""  # config.model_type, for messages
 
     @property
     def num_layers(self) -> int:
@@ -114,8 +119,13 @@ def _find_experts(layer: nn.Module) -> tuple[nn.Module, nn.Module, Layout] | Non
             if _is_expert_list(module):
                 return parent, module, "modulelist"
             # Decorated fused experts carry `has_gate`; Llama4's undecorated ones do not and
-            # take inputs already scaled by the routing score.
-            return parent, module, ("fused" if hasattr(module, "has_gate") else "dense_routed")
+            # take inputs already scaled by the routing score (their forward takes the hidden states only).
+            if hasattr(module, "has_gate"):
+                return parent, module, "fused"
+            if len(inspect.signature(module.forward).parameters) > 1:  # routing in, own loop: nothing to measure in
+                raise UserError(f"{type(module).__name__} at {name}: routed experts with their own forward "
+                                "(not transformers' experts registry) are not supported.")  # fmt: skip
+            return parent, module, "dense_routed"
     return None
 
 
@@ -126,19 +136,21 @@ def _num_experts(experts: nn.Module, layout: Layout) -> int:
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers: the ModuleList whose items hold experts or MLPs, largest first."""
+    """The decoder layers: of the ModuleLists whose items hold experts or an MLP, one with routed
+    experts first (a vision or audio tower of a tiny language model can be the larger), then the largest."""
     candidates = []
     for name, module in model.named_modules():
-        is_layer_list = isinstance(module, nn.ModuleList) and len(module) > 0 and not _is_expert_list(module)
-        if is_layer_list and any(_child(m, MLP_NAMES) is not None for m in module):
-            candidates.append((sum(p.numel() for p in module.parameters()), name, module))
+        if not isinstance(module, nn.ModuleList) or len(module) == 0 or _is_expert_list(module):
+            continue
+        moe = any(_find_experts(m) is not None for m in module)
+        if moe or any(_child(m, MLP_NAMES) is not None for m in module):
+            candidates.append((moe, sum(p.numel() for p in module.parameters()), name, module))
     if not candidates:
         raise UserError(
-            f"{type(model).__name__}: no decoder layers with an MLP found; superexperts needs a "
-            "transformers causal LM (Qwen2/3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE, GPT-OSS, GLM4-MoE, Llama4)."
+            f"{type(model).__name__}: no decoder layers with an MLP or experts found; superexperts needs a "
+            "transformers MoE language model (Qwen2/3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE, GPT-OSS, GLM4-MoE, Llama4)."
         )
-    # Ties (a vision tower with the same depth) are broken by size: the language model is larger.
-    return max(candidates, key=lambda c: (c[0], c[1]))[2]
+    return max(candidates, key=lambda c: c[:3])[3]
 
 
 def map_model(model: nn.Module) -> ModelMap:
@@ -149,7 +161,7 @@ def map_model(model: nn.Module) -> ModelMap:
     [(0, 8, 'fused')]
     """
     layers = find_decoder_layers(model)
-    moe, dense = [], []
+    moe, dense, other = [], [], []
     for idx, layer in enumerate(layers):
         found = _find_experts(layer)
         if found is not None:
@@ -166,17 +178,20 @@ def map_model(model: nn.Module) -> ModelMap:
                 )
             )
             continue
-        mlp = _child(layer, MLP_NAMES)
-        down = _child(mlp, DOWN_NAMES)
-        if isinstance(down, nn.Linear):
-            dense.append(DenseMLP(layer=idx, mlp=mlp, down=down))
+        mlp = next((m for m in (_child(layer, (n,)) for n in MLP_NAMES) if isinstance(_child(m, DOWN_NAMES), nn.Linear)),
+                   None)  # fmt: skip
+        if mlp is not None:
+            dense.append(DenseMLP(layer=idx, mlp=mlp, down=_child(mlp, DOWN_NAMES)))
+        else:
+            other.append(idx)
     if not moe:
         found_mlp = type(_child(layers[0], MLP_NAMES)).__name__
         raise UserError(
             f"{type(model).__name__} has no routed experts (its MLP is {found_mlp}); superexperts "
             "works on Mixture-of-Experts models such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE, GPT-OSS."
         )
-    return ModelMap(layers=layers, moe=tuple(moe), dense=tuple(dense))
+    family = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    return ModelMap(layers=layers, moe=tuple(moe), dense=tuple(dense), other=tuple(other), family=family)
 
 
 def _shared_expert(block: nn.Module) -> nn.Module | None:

@@ -23,6 +23,7 @@ from ..runs.errors import UserError
 NAMED = ("auto", "balanced", "balanced_low_0")
 OFFLOADED = ("cpu", "disk")  # what accelerate keeps off the execution device when a GPU is in the map
 EXECUTION_ATTR = "_superexperts_execution_device"
+Index = int | list[int] | slice  # one dim of `edit_parameter`'s index
 
 
 def resolve_device(device: str) -> torch.device:
@@ -154,17 +155,28 @@ def offloaded(module: nn.Module, name: str) -> bool:
     return getattr(module, name).is_meta and _offload_hook(module) is not None
 
 
-def edit_parameter(module: nn.Module, name: str, index: int | list[int] | None,
+def parameter_values(module: nn.Module, name: str) -> torch.Tensor:
+    """The values of `module.<name>`, also between forwards of an offloaded module (whose parameter is then a
+    meta placeholder): read from accelerate's offload store, on the store's device."""
+    if offloaded(module, name):
+        return _offload_hook(module).weights_map[name]
+    return getattr(module, name)
+
+
+def edit_parameter(module: nn.Module, name: str, index: Index | tuple[Index, ...] | None,
                    new: Callable[[torch.Tensor], torch.Tensor], stack: contextlib.ExitStack) -> None:  # fmt: skip
     """module.<name>[index] (all of it for None) <- new(that slice) until `stack` closes, when the old
-    values come back bit for bit. A resident slice is saved in host memory (an accelerator holds no
-    second copy); an offloaded parameter (--device-map) is edited in accelerate's offload store
-    (`replace_offloaded`). The one way ablations and fake quantization change weights."""
+    values come back bit for bit. `index` selects along dim 0, or along the leading dims as a tuple
+    (an atom's rows: `(expert, [k, I + k])`, its column: `(expert, slice(None), [k])`). A resident
+    slice is saved in host memory (an accelerator holds no second copy); an offloaded parameter
+    (--device-map) is edited in accelerate's offload store (`replace_offloaded`). The one way
+    ablations and fake quantization change weights."""
 
     def where(t: torch.Tensor) -> tuple:
         if index is None:
             return (...,)
-        return (torch.tensor(index, device=t.device) if isinstance(index, list) else index,)
+        parts = index if isinstance(index, tuple) else (index,)
+        return tuple(torch.tensor(i, device=t.device) if isinstance(i, list) else i for i in parts)
 
     def edit(t: torch.Tensor) -> None:
         t[where(t)] = new(t[where(t)])

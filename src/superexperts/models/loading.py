@@ -45,6 +45,8 @@ class Loaded:
             "revision": getattr(config, "_commit_hash", None),
             "synthetic": self.synthetic,
         }
+        if is_vision_language(config):
+            described["calibration_modality"] = "text only: the language model of a vision-language model"
         if self.device_map is not None:
             from .device_map import describe
 
@@ -67,13 +69,39 @@ def resolve_dtype(dtype: str, device: torch.device, config) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _expert_count(config) -> int:
+def expert_count(config) -> int:
     for cfg in (config, getattr(config, "text_config", None)):
         for key in EXPERT_COUNT_KEYS:
             value = getattr(cfg, key, None)
             if isinstance(value, int) and value > 0:
                 return value
     return 0
+
+
+def auto_model_class(config):
+    """The transformers auto class that builds `config` whole: AutoModelForCausalLM for a language model,
+    AutoModelForImageTextToText for a vision-language one (Qwen3-VL-MoE, GLM-4.5V, ERNIE-4.5-VL, Aria,
+    ...), whose causal-LM class, when there is one, takes the text config only. Its language model is
+    what superexperts profiles, on text (`is_vision_language`); module names stay the full model's.
+
+    >>> auto_model_class(AutoConfig.from_pretrained("Qwen/Qwen3-VL-30B-A3B-Instruct")).__name__
+    'AutoModelForImageTextToText'
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    for auto in (AutoModelForCausalLM, AutoModelForImageTextToText):
+        mapping = auto._model_mapping
+        cls = mapping.get(type(config), None)
+        if cls is not None and isinstance(config, cls.config_class):
+            return auto
+    return AutoModelForCausalLM  # remote code, or a type neither knows: from_pretrained says why
+
+
+def is_vision_language(config) -> bool:
+    """A model loaded through AutoModelForImageTextToText (calibrated on text only)."""
+    from transformers import AutoModelForImageTextToText
+
+    return auto_model_class(config) is AutoModelForImageTextToText
 
 
 def load_config(path: str, trust_remote_code: bool):
@@ -170,7 +198,6 @@ def load_model(
 
     >>> loaded = load_model("Qwen/Qwen3-30B-A3B", device="cuda", dtype="bfloat16")
     """
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # ours is the only progress bar on the terminal
@@ -183,21 +210,21 @@ def load_model(
     path = checkpoint_path(spec)
     config = load_config(path, trust_remote_code)
     synthetic = is_demo(config)
-    if _expert_count(config) == 0:
+    if expert_count(config) == 0:
         raise UserError(
             f"{spec}: {config.model_type} is not a Mixture-of-Experts model (no expert count in its config); "
             "superexperts needs an MoE model such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE or GPT-OSS."
         )
     torch_dtype = resolve_dtype(dtype, dev, config)
-    from .checkpoints.formats import check_in_memory, dequantized_bytes, dequantizing_config
+    from .checkpoints.formats import dequantized_bytes, in_memory_quantization, quant_method
 
-    # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture)
-    quantization = dequantizing_config(config)
-    if quantization is not None:
-        check_in_memory(path, config)
+    # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture),
+    # FP8 through the streaming path's quantizer (edge blocks)
+    quantized = quant_method(config) is not None
+    quantization = in_memory_quantization(config)
     offload = None
     if placement is None:
-        check_fits(path, dev, dequantized_bytes(path, torch_dtype) if quantization is not None else None)
+        check_fits(path, dev, dequantized_bytes(path, torch_dtype) if quantized else None)
         placed: dict = {"device_map": {"": dev}}
     else:  # accelerate may put what does not fit on disk: in a folder of ours, removed with the model
         if isinstance(placement, dict):
@@ -206,12 +233,15 @@ def load_model(
         placed = {"device_map": placement, "offload_folder": offload.name}
     check_weight_files(Path(path))
     with quiet_transformers():
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
+        model, info = auto_model_class(config).from_pretrained(
+            path, config=config, dtype=torch_dtype, trust_remote_code=trust_remote_code, output_loading_info=True,
             ignore_mismatched_sizes=True, quantization_config=quantization, **placed, **hub_kwargs(path),
         )  # fmt: skip
     check_loading_info(info, spec or path, allow_missing=allow_missing_weights)
     model.eval()
+    if is_vision_language(config):
+        warn(f"{config.model_type} is a vision-language model: superexperts profiles its language model on text "
+             "only (the vision tower is loaded, not run); module names are the full model's.")  # fmt: skip
     if placement is not None:
         from .device_map import mark_execution_devices
 
@@ -242,12 +272,11 @@ def is_demo(config) -> bool:
 def _check_map_against_config(placement: dict, config, spec: str, trust_remote_code: bool) -> None:
     """A FILE map's module names against the model built on the meta device (no weights read)."""
     from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
 
     from .device_map import check_covers
 
     with init_empty_weights(), quiet_transformers():
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        skeleton = auto_model_class(config).from_config(config, trust_remote_code=trust_remote_code)
     check_covers(placement, skeleton, spec)
 
 

@@ -14,10 +14,17 @@ import torch
 
 from ..capture.data import calibration, check_texts
 from ..evaluate.ablate.controls import random_controls
+from ..evaluate.sinks.attention import attention_layers
 from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
-from ..evaluate.sinks.validate import check_heads, check_layers, config_sizes, default_map_layers
+from ..evaluate.sinks.validate import (
+    check_attention_layers,
+    check_heads,
+    check_layers,
+    config_sizes,
+    default_map_layers,
+)
 from ..identify.profile_run import check_run_model
-from ..models.adapters import map_model
+from ..models.adapters import input_device, map_model
 from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import load_config, warn_seq_len
@@ -123,8 +130,11 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     model, model_map = loaded.model, map_model(loaded.model)
     _check_sizes(config_sizes(model.config), req)
     experts = validate_experts(model_map, experts)
-    layers = req.layers if req.layers is not None else default_map_layers(model_map.num_layers, experts)
     ids, source = input_ids(req, loaded.tokenizer)
+    attention = None if req.stream else attention_layers(model, ids[:1].to(input_device(model)))
+    if attention is not None and req.layers is not None:
+        check_attention_layers(req.layers, attention)
+    layers = req.layers if req.layers is not None else default_map_layers(model_map.num_layers, experts, attention)
     controls = random_controls(model_map, experts, req.n_random, layer_controlled=req.layer_controlled, seed=req.seed)
     named = {f"random-{req.seed + i}": c for i, c in enumerate(controls)}
     if loaded.synthetic:

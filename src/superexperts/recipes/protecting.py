@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..compress.names import checkpoint_keys, expert_modules
-from ..compress.protect import check_format, protected_entries, render
+from ..compress.protect import atom_entries, check_format, protected_entries, render
 from ..identify.profile_run import load_profile
 from ..models.adapters import map_model
+from ..models.atoms import super_atoms_of, validate_atoms
 from ..models.experts import experts_from_records, format_experts, validate_experts
 from ..runs.errors import UserError
 from ..runs.runfolder import RUN_MARKER, atomic_write, base_metadata, load_super_experts
@@ -31,10 +32,15 @@ class ProtectRequest:
     overwrite: bool = False
     checkpoint: str | None = None  # the model folder, when the run's recorded path is not here
     trust_remote_code: bool = False
+    atoms: bool = False  # only the SEs' super atoms, as (module, channels): --for json
 
     def check(self) -> None:
         """Everything checkable before a model config is read or a profile runs."""
         check_format(self.fmt)
+        if self.atoms and self.fmt != "json":
+            raise UserError(f"--atoms lists single channels, which only --for json carries; drop --atoms for {self.fmt}.")
+        if self.atoms and self.whole_layer:
+            raise UserError("--atoms keeps single channels and --whole-layer whole MoE layers; pass one of them.")
         if self.out is not None:
             out = Path(self.out)
             if out.is_dir():
@@ -75,7 +81,8 @@ def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
     from ..models.checkpoints.skeleton import build_skeleton
 
     req.check()
-    ses = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
+    records = load_super_experts(run_dir)
+    ses = experts_from_records(records, f"{run_dir}/super_experts.json")
     if not ses:
         raise UserError(f"{run_dir}/super_experts.json lists no Super Experts: nothing to protect "
                         f"(try `superexperts identify {run_dir} --criterion ...`).")  # fmt: skip
@@ -86,7 +93,15 @@ def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
     ses = validate_experts(model_map, ses)
     keys = checkpoint_keys(folder)
     names = expert_modules(skeleton, model_map, keys)
-    entries = protected_entries(ses, names, whole_layer=req.whole_layer)
+    if req.atoms:
+        super_atoms = super_atoms_of(records)
+        if not super_atoms:
+            raise UserError(f"{run_dir}/super_experts.json has no super atoms; re-run `superexperts profile` (older "
+                            "runs lack them) or drop --atoms.")  # fmt: skip
+        validate_atoms(model_map, [(layer, e, k) for (layer, e), ks in super_atoms.items() for k, _ in ks])
+        entries = atom_entries(super_atoms, names)
+    else:
+        entries = protected_entries(ses, names, whole_layer=req.whole_layer)
     provenance = base_metadata(tool="protect", run=str(run_dir), model=meta.get("model") or str(folder),
                                super_experts=format_experts(ses), checkpoint_keys=keys is not None)  # fmt: skip
     return render(req.fmt, entries, whole_layer=req.whole_layer, meta=provenance)

@@ -19,17 +19,27 @@ import torch
 from ..capture.data import Calibration, calibration, check_texts
 from ..evaluate.ablate import confirm_candidates, default_candidates, expert_mean_outputs
 from ..evaluate.ablate.ablation import MODES
-from ..evaluate.ablate.conditions import Condition, build_conditions, eval_plan, run_conditions, summarize
+from ..evaluate.ablate.conditions import (
+    Condition,
+    build_atom_conditions,
+    build_conditions,
+    eval_plan,
+    run_conditions,
+    summarize,
+)
 from ..evaluate.request import EvalFields
+from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
+from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
 from ..identify.profile_run import check_run_model, load_profile
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
 from ..models.adapters import map_model
+from ..models.atoms import Atom, super_atoms_of, validate_atoms
 from ..models.demo import DEMO_PPL
 from ..models.experts import Expert, check_experts_in_config, experts_json, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config, warn_seq_len
 from ..runs.errors import UserError, did_you_mean
-from ..runs.runfolder import atomic_write_json, base_metadata, computed_for
+from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 
@@ -58,16 +68,28 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
     overwrite: bool = False
     criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
     fraction: float | None = None
-    protect: str = "super"  # super: also evaluate the criterion with `experts` protected
+    protect: str = "super"  # super: also evaluate the criterion with `experts` protected (atoms: super-atoms too)
+    atoms: list[Atom] | None = None  # --atoms: zero these atoms instead of experts (issue 20)
+    atoms_source: str = "custom"  # custom | super (the --from run's super atoms)
+    rho: float = 0.9  # CAMERA's weight of the max term (--prune-by camera)
     stream: bool = False  # perplexity read from the checkpoint one decoder layer at a time
     prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
 
     def __post_init__(self) -> None:
         self.check()
 
+    @property
+    def on_atoms(self) -> bool:
+        """Atoms are pruned (--atoms or an atom criterion), not experts."""
+        return self.atoms is not None or self.criterion in ATOM_CRITERIA
+
     def check(self) -> None:
         check_prune_request(self.criterion, self.fraction, self.protect, n_random=self.n_random,
-                            has_table=self.from_dir is not None or self.experts_source != "custom")  # fmt: skip
+                            has_table=self.from_dir is not None or self.experts_source != "custom",
+                            has_run=self.from_dir is not None, atoms=self.atoms is not None)  # fmt: skip
+        check_rho(self.rho)
+        if self.on_atoms:
+            self._check_atoms()
         if self.mode not in MODES:
             raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
                             f"Available: {', '.join(MODES)}.")  # fmt: skip
@@ -91,6 +113,14 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
                 check_run_model(self.from_dir, config, self.model)
             if self.experts is not None:
                 check_experts_in_config(self.experts, config)
+
+    def _check_atoms(self) -> None:
+        """Atoms are zeroed in memory (the paper's pruning, one neuron at a time)."""
+        for flag, given in (("--mode " + self.mode, self.mode != "zero"), ("--causal", self.causal is not None),
+                            ("--stream", self.stream)):  # fmt: skip
+            if given:
+                raise UserError(f"{flag} works on whole experts; atoms (--atoms, --prune-by camera|heapr) are "
+                                f"zeroed in memory: drop {flag.split()[0]}.")  # fmt: skip
 
     def _check_stream(self) -> None:
         """--stream measures perplexity only; everything else runs the whole model."""
@@ -138,6 +168,8 @@ def profiled_super_experts(model: torch.nn.Module, calib_ids: torch.Tensor, *, b
 
 def _experts_and_stats(req: PruneEvalRequest, loaded: Loaded, calib: Calibration | None, progress: bool):
     """(experts to prune, an expert table or None): given, read from --from, or profiled now."""
+    if req.experts is None and req.atoms is not None:
+        return [], None  # atoms given: nothing to profile
     if req.experts is None:
         return profiled_super_experts(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
     wanted = req.from_dir is not None and (req.causal or req.criterion)
@@ -162,7 +194,23 @@ def _criterion_conditions(req: PruneEvalRequest, model_map, stats, experts: list
     plan = pruning_plan(stats, req.criterion, req.fraction, experts if req.protect == "super" else [])
     conditions = [Condition("original", [], "none")]
     conditions += [Condition(n, validate_experts(model_map, chosen), req.mode) for n, chosen in plan.conditions(name)]
-    return conditions, plan.to_json()
+    return conditions, {"pruning": plan.to_json()}
+
+
+def _atom_criterion_conditions(req: PruneEvalRequest, loaded: Loaded, model_map, experts: list[Expert],
+                               calib: Calibration | None):  # fmt: skip
+    """original + the atom criterion's zeroed atoms, unprotected and with --protect (super: the SEs' atoms,
+    super-atoms: their super atoms); the plan says where each super atom ranks."""
+    prof = load_profile(req.from_dir)
+    scores = atom_scores(prof, req.criterion, rho=req.rho, model=loaded.model, batch_size=req.batch_size,
+                         input_ids=calib.input_ids if calib is not None else None)  # fmt: skip
+    super_atoms = super_atoms_of(load_super_experts(req.from_dir))
+    plan = atom_pruning_plan(scores, req.fraction, criterion=req.criterion, protect=req.protect,
+                             super_experts=experts, super_atoms=super_atoms)  # fmt: skip
+    conditions = [Condition("original", [], "none")]
+    conditions += [Condition(n, [], "zero", validate_atoms(model_map, chosen), listed=False)
+                   for n, chosen in plan.conditions()]  # fmt: skip
+    return conditions, {"atom_pruning": plan.to_json() | ({"rho": req.rho} if req.criterion == "camera" else {})}
 
 
 def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
@@ -171,11 +219,17 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
     if req.experts is not None:  # fail on a bad list before any long computation
         validate_experts(model_map, req.experts)
     batching = req.resolve_batch(loaded.model, seq_len=req.seq_len)
+    if req.atoms is not None:
+        validate_atoms(model_map, req.atoms)
     calib = None
-    if req.experts is None or req.mode == "mean" or req.causal is not None:
+    profiling = req.experts is None and req.atoms is None
+    if profiling or req.mode == "mean" or req.causal is not None or req.criterion == "heapr":
         calib = calibration(req.data, loaded.tokenizer, seq_len=req.seq_len, samples=req.samples, seed=req.seed)
     experts, stats = _experts_and_stats(req, loaded, calib, progress)
-    conditions, pruning = _conditions(req, model_map, experts, stats)
+    if req.criterion in ATOM_CRITERIA:
+        conditions, pruning = _atom_criterion_conditions(req, loaded, model_map, experts, calib)
+    else:
+        conditions, pruning = _conditions(req, model_map, experts, stats)
     plan, ppl = eval_plan(req, loaded.tokenizer, req.seq_len)
     means = expert_mean_outputs(loaded.model, calib.input_ids, batch_size=req.batch_size) if req.mode == "mean" else None
     results = run_conditions(loaded.model, loaded.tokenizer, conditions, plan, means=means, progress=progress)
@@ -186,21 +240,23 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
 
 
 def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
-    """(conditions, the --prune-by plan or None)."""
+    """(conditions, the document's --prune-by plan entry: {} without one)."""
     name = "custom" if req.experts_source == "custom" else "super"
     if req.criterion is not None:
         return _criterion_conditions(req, model_map, stats, experts, name)
+    if req.atoms is not None:
+        name = "super-atoms" if req.atoms_source == "super" else "atoms"
+        return build_atom_conditions(model_map, req.atoms, name=name, n_random=req.n_random,
+                                     layer_controlled=req.layer_controlled, seed=req.seed), {}  # fmt: skip
     return build_conditions(model_map, experts, name=name, mode=req.mode, n_random=req.n_random,
-                            layer_controlled=req.layer_controlled, seed=req.seed), None  # fmt: skip
+                            layer_controlled=req.layer_controlled, seed=req.seed), {}  # fmt: skip
 
 
 def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, calib, experts, pruning) -> dict:
-    # With --prune-by each condition lists its own pruned set; `pruning` names the protected ones.
-    document = {"format": FORMAT, "conditions": results, "summary": summarize(results),
-                **_metadata(req, loaded, ppl, calib, experts if pruning is None else [])}  # fmt: skip
-    if pruning is not None:
-        document["pruning"] = pruning
-    return document
+    # With --prune-by or --atoms each condition lists its own pruned set; `pruning` names the protected ones.
+    pruned = [] if pruning or req.on_atoms else experts
+    return {"format": FORMAT, "conditions": results, "summary": summarize(results),
+            **_metadata(req, loaded, ppl, calib, pruned), **pruning}  # fmt: skip
 
 
 def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:

@@ -8,25 +8,36 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..capture.data import calibration
 from ..capture.profile import profile
 from ..compress.quant import Scheme, check_model
-from ..compress.quant_eval import add_sinks, quant_conditions, quant_eval_json, run_quant_conditions
+from ..compress.quant.tiers import camera_q_bits, check_tiers
+from ..compress.quant_eval import (
+    add_sinks,
+    camera_q_conditions,
+    quant_conditions,
+    quant_eval_json,
+    run_quant_conditions,
+)
 from ..evaluate.ablate.conditions import eval_plan
 from ..evaluate.request import EvalFields
+from ..identify.atom_pruning import atom_scores, check_rho
 from ..identify.rules import paper_super_experts
 from ..models.adapters import map_model
+from ..models.atoms import super_atoms_of, validate_atoms
 from ..models.demo import DEMO_PPL
 from ..models.demo import DEMO_WINDOWS as DEMO_DEFAULTS
 from ..models.experts import Expert, check_experts_in_config, experts_json
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config
-from ..runs.runfolder import atomic_write_json, base_metadata, computed_for
+from ..runs.errors import UserError, check_choice
+from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
 
+SCHEMES = ("uniform", "camera-q")
 # Each condition re-profiles the calibration windows: fewer than profile's 128 by default.
 MODEL_DEFAULTS = {"seq_len": 2048, "samples": 32}
 
@@ -40,12 +51,45 @@ class QuantEvalRequest(EvalFields, ModelFields):  # + ppl, seq_len, data (SE out
     experts_source: str  # profiled | <run>/super_experts.json
     n_random: int = 0
     seed: int = 0
+    from_dir: str | None = None  # the profile run (its super atoms, for protect_atoms)
+    protect_atoms: bool = False  # --protect super-atoms: also quantize all but the super atoms' rows/columns
+    mixed: str = "uniform"  # --scheme: uniform (scheme.bits everywhere) | camera-q (widths by CAMERA score tier)
+    tier_bits: list[int] = field(default_factory=list)  # camera-q: --bits 8,4,2
+    tier_ratios: list[float] = field(default_factory=list)  # camera-q: --bits-ratio 0.1,0.3,0.6
+    rho: float = 0.9  # CAMERA's weight of the max term
 
     def check(self) -> None:
         """Argument checks that need no model."""
         self.scheme.check()
         self.check_ranges(random=self.n_random)
         self.check_model_fields()
+        check_choice("--scheme", self.mixed, SCHEMES)
+        check_rho(self.rho)
+        if self.mixed == "camera-q":
+            check_tiers(self.tier_bits, self.tier_ratios)
+            if self.n_random:
+                raise UserError("--random draws random protected experts for the uniform scheme; drop it with "
+                                "--scheme camera-q.")  # fmt: skip
+        elif self.tier_ratios:
+            raise UserError("--bits-ratio shares the --bits widths of --scheme camera-q; pass --scheme camera-q or "
+                            "drop --bits-ratio.")  # fmt: skip
+        if (self.protect_atoms or self.mixed == "camera-q") and self.scheme.act_bits:
+            raise UserError("--act-bits quantizes each token's whole down_proj input; atom widths (--protect "
+                            "super-atoms, --scheme camera-q) go without it: drop --act-bits.")  # fmt: skip
+        if self.protect_atoms and self.from_dir is None:
+            raise UserError("--protect super-atoms keeps the super atoms of a profile run: pass --from RUN_DIR.")
+
+
+def _super_atoms(req: QuantEvalRequest, model_map) -> dict | None:
+    """{SE: [atom, ...]} of the --from run (validated against the model) for --protect super-atoms."""
+    if not req.protect_atoms:
+        return None
+    found = super_atoms_of(load_super_experts(req.from_dir))
+    if not found:
+        raise UserError(f"{req.from_dir}/super_experts.json has no super atoms; re-run `superexperts profile` "
+                        "(older runs lack them) or drop --protect super-atoms.")  # fmt: skip
+    validate_atoms(model_map, [(layer, e, k) for (layer, e), ks in found.items() for k, _ in ks])
+    return {x: [k for k, _ in ks] for x, ks in found.items()}
 
 
 def _metadata(req: QuantEvalRequest, loaded: Loaded, ppl: dict | None, calib, ses: list[Expert],
@@ -86,11 +130,17 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
     check_model(model_map, req.scheme)  # fail on a bad scheme or list before any long computation
     if req.experts is not None:
         quant_conditions(model_map, req.experts, n_random=req.n_random, seed=req.seed)
+    super_atoms = _super_atoms(req, model_map)
     calib = calibration(req.data, loaded.tokenizer, seq_len=seq_len, samples=req.samples or defaults["samples"],
                         seed=req.seed)  # fmt: skip
     reference = profile(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
     ses = req.experts if req.experts is not None else paper_super_experts(reference)
-    conditions = quant_conditions(model_map, ses, n_random=req.n_random, seed=req.seed)
+    if req.mixed == "camera-q":
+        widths = camera_q_bits(atom_scores(reference, "camera", rho=req.rho), req.tier_bits, req.tier_ratios)
+        conditions = camera_q_conditions(model_map, widths, super_atoms)
+    else:
+        conditions = quant_conditions(model_map, ses, n_random=req.n_random, seed=req.seed, super_atoms=super_atoms,
+                                      bits=req.scheme.bits)  # fmt: skip
     if req.ppl is None and loaded.synthetic:  # the demo measures perplexity on its held-out text
         req.ppl = DEMO_PPL
     plan, ppl = eval_plan(req, loaded.tokenizer, seq_len)
@@ -99,6 +149,9 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
     windows = add_sinks(loaded.model, results, conditions, req.scheme, calib.input_ids)
     document = quant_eval_json(results, req.scheme, _metadata(req, loaded, ppl, calib, ses, windows))
     document |= {"batching": batching, "computed_for": basis}
+    if req.mixed == "camera-q":
+        document["scheme"]["camera_q"] = {"bits": req.tier_bits, "ratios": req.tier_ratios, "rho": req.rho,
+                                          "ranking": "per MoE layer, routed atoms; shared experts unquantized"}  # fmt: skip
     write_quant_eval(out_dir, document)
     from ..report import refresh_run_report
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..runs.runfolder import RUN_MARKER, write_files
-from . import causal_section, eval_sections, overview, quant_sections, sections
+from . import atom_section, causal_section, eval_sections, overview, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Raw, Section, esc, render_page
 from .sections import SectionBuilder
@@ -26,6 +26,7 @@ SECTIONS: list[SectionBuilder] = [
     overview.at_a_glance,
     sections.metadata,
     sections.se_table,
+    atom_section.inside_super_experts,
     sections.candidates,
     sections.figures,
     eval_sections.sensitivity,

@@ -98,7 +98,7 @@ def numeric_tables(prof: Profile) -> Profile:
     so an overflowed expert (bf16) sorts and plots instead of turning its column into text."""
     experts = _numeric(prof.expert_stats, ["max_abs_output", "max_output", "max_abs_input"])
     value_columns = [c for c in prof.layer_stats.columns if c.endswith("_abs")]
-    return Profile(experts, _numeric(prof.layer_stats, value_columns), prof.meta)
+    return Profile(experts, _numeric(prof.layer_stats, value_columns), prof.meta, prof.atom_stats)
 
 
 def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:

@@ -13,6 +13,12 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f"Did you mean '{close[0]}'? " if close else ""
 
 
+def check_choice(flag: str, value: str, choices: list[str] | tuple[str, ...]) -> None:
+    """The one wording of a registry miss: "--criterion 'papr' is unknown. Did you mean ...? Available: ..."."""
+    if value not in choices:
+        raise UserError(f"{flag} {value!r} is unknown. {did_you_mean(value, list(choices))}Available: {', '.join(choices)}.")
+
+
 def check_at_least(flag: str, value: int | None, low: int) -> None:
     """The one wording of every lower-bound check on a count argument (None = not given)."""
     if value is not None and value < low:

@@ -5,6 +5,7 @@ Layout:
     profile.json        {"format": FORMAT, "meta": {...}, "expert_stats": [...], "layer_stats": [...]}
     expert_stats.csv    the expert table, for pandas users (also .parquet)
     expert_stats.parquet
+    atom_stats.parquet  one row per atom (intermediate unit) of every routed and shared expert
     super_experts.json  {"criterion": {...}, "super_experts": [{"layer", "expert", "max_abs_output",
                          "channel", "token": {...}}, ...]} sorted by max_abs_output desc
     prune_eval.json, sinks.json, report.html, ...   written by the other recipes into the same folder
@@ -185,7 +186,7 @@ class RunFile:
 # The one list of our file names: what an overwriting profile may remove (nothing else is touched),
 # what the report checks for staleness and links to.
 RUN_FILES = (
-    RunFile("profile.json", "profile", ("expert_stats.csv", "expert_stats.parquet")),
+    RunFile("profile.json", "profile", ("expert_stats.csv", "expert_stats.parquet", "atom_stats.parquet")),
     RunFile("super_experts.json", "identify", ("sensitivity.json",)),
     RunFile("prune_eval.json", "prune-eval", depends_on_ses=True),
     RunFile("sinks.json", "sinks", ("sinks_router.csv", "sinks_chain.*", "sinks_d_sink.*", "sinks_maps.*"),

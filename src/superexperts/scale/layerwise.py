@@ -30,7 +30,14 @@ from ..capture.batching import (
     resolve_batch_size,
     stable_memory_budget,
 )
-from ..capture.profile import LAYER_STATS_METHOD, Profile, describe_model, expert_table, layer_table
+from ..capture.profile import (
+    LAYER_STATS_METHOD,
+    Profile,
+    atom_table,
+    describe_model,
+    expert_table,
+    layer_table,
+)
 from ..models.adapters import map_model
 from ..models.checkpoints.files import release_freed_memory
 from ..models.checkpoints.reader import Checkpoint
@@ -77,7 +84,7 @@ def run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[t
         if cap is None:  # plain forward (evaluation)
             out = layer(store.read(b), *args, **kwargs)
         else:
-            cap.token_offset = offsets[b] * ids.shape[1]
+            cap.start_batch(offsets[b], ids.shape)
             tracker = cap.massive[index]
             saved, tracker.median_sum = tracker.median_sum, torch.zeros_like(tracker.median_sum)
             out = layer(store.read(b), *args, **kwargs)
@@ -329,7 +336,8 @@ def stream_profile(
         all_ids = input_ids.cpu()
         meta = _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store, time.perf_counter() - start)
         meta |= batch_meta | {"layer_stats_method": LAYER_STATS_METHOD, "prefetch": prefetch_used(prefetch, device)}
-        return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta)
+        return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta,
+                       atom_table(cap, all_ids.shape[1]))
 
 
 def _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store, seconds) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..identify import known
 from ..models.adapters import map_model
-from ..models.loading import load_config, resolve_dtype
+from ..models.loading import auto_model_class, is_vision_language, load_config, resolve_dtype
 from ..models.shape import ModelShape, model_shape
 from ..runs.errors import UserError
 
@@ -41,6 +41,7 @@ class PlanModel:
     disk_bytes: float  # the checkpoint on disk (exact from headers, the index, or estimated)
     disk_layer_bytes: dict[int, int] | None  # per decoder layer, when the shards' headers were read
     source: str  # where the config came from, and how disk_bytes was found
+    support: str = ""  # "supported: ..." from the model's structure (unsupported models raise instead)
 
 
 @lru_cache(maxsize=1)
@@ -72,15 +73,32 @@ def read_config(spec: str, *, trust_remote_code: bool = False):
 def build_from_config(config, dtype: torch.dtype, *, trust_remote_code: bool = False) -> nn.Module:
     """The model on the meta device (no memory, no weights)."""
     from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM
-
     try:
         with init_empty_weights():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+            model = auto_model_class(config).from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot build {getattr(config, 'model_type', '?')} from its config "
                         f"({str(e).splitlines()[0]}); is it a causal LM transformers knows?") from None  # fmt: skip
     return model.eval()
+
+
+def support(model: nn.Module, config) -> str:
+    """One line saying what superexperts works on in `model` (a meta skeleton is enough), e.g.
+    "supported: qwen3_moe (Qwen3MoeForCausalLM): 48 MoE layers of 128 experts (fused)"; a UserError
+    "not supported: ..." with the reason when it finds no routed experts it can measure."""
+    name = f"{getattr(config, 'model_type', '?')} ({type(model).__name__})"
+    try:
+        mm = map_model(model)
+    except UserError as e:
+        raise UserError(f"not supported: {name}: {e}") from None
+    counts = sorted({b.num_experts for b in mm.moe})
+    parts = [f"{len(mm.moe)} MoE layers of {'/'.join(map(str, counts))} experts ({mm.moe[0].layout})"]
+    parts += [f"{len(mm.dense)} dense MLP layers"] if mm.dense else []
+    parts += [f"{len(mm.other)} layers without an MLP (Mamba/attention)"] if mm.other else []
+    line = f"supported: {name}: {', '.join(parts)}"
+    if is_vision_language(config):
+        line += "; vision-language: its language model is profiled on text"
+    return line
 
 
 def _quant(config) -> dict[str, Any] | None:
@@ -154,11 +172,13 @@ def load_plan_model(spec: str, *, dtype: str = "auto", device_kind: str = "cpu",
     config, source, folder = read_config(spec, trust_remote_code=trust_remote_code)
     compute = resolve_dtype(dtype, torch.device(device_kind), config)
     model = build_from_config(config, compute, trust_remote_code=trust_remote_code)
+    supported = support(model, config)
     shape = model_shape(model)
     found = _headers(folder, model) if folder is not None else None
     if found is not None:
-        return PlanModel(shape, found[0], found[1], f"{source}; on disk: safetensors headers")
+        return PlanModel(shape, found[0], found[1], f"{source}; on disk: safetensors headers", supported)
     total = _index_total(spec) if folder is None and "shipped" not in source else None
     if total is not None:
-        return PlanModel(shape, total, None, f"{source}; on disk: the hub's safetensors index")
-    return PlanModel(shape, estimated_disk_bytes(model, config), None, f"{source}; on disk: estimated from the config")
+        return PlanModel(shape, total, None, f"{source}; on disk: the hub's safetensors index", supported)
+    return PlanModel(shape, estimated_disk_bytes(model, config), None, f"{source}; on disk: estimated from the config",
+                     supported)

@@ -84,8 +84,20 @@ def test_fp8_partial_blocks_read_as_deepseek_writes_them(deepseek_fp8, tmp_path)
     ckpt.load(skeleton, ckpt.layer_keys[1], device="cpu", dtype=torch.float32)
     for name, p in skeleton.model.layers[1].named_parameters():
         assert torch.equal(p, reference.model.layers[1].get_parameter(name)), name
-    with pytest.raises(UserError, match="partial FP8 blocks.*--stream"):  # transformers cannot
-        load_model(str(deepseek_fp8), device="cpu")
+
+
+
+def test_fp8_partial_blocks_in_memory_equal_the_stream(deepseek_fp8, tmp_path):
+    """In memory, the edge blocks load through the streaming path's dequantization (transformers' own op
+    misreads them): the same weights as the tests' own dequantization, the same table as --stream."""
+    folder = shutil.copytree(deepseek_fp8, tmp_path / "ckpt")
+    families.char_tokenizer().save_pretrained(folder)  # load_model loads a tokenizer too
+    loaded = load_model(str(folder), device="cpu", dtype="float32")
+    reference = qz.in_memory(dequantized_copy(deepseek_fp8, tmp_path / "plain"), None)
+    for name, p in reference.named_parameters():
+        assert torch.equal(loaded.model.get_parameter(name), p), name
+    assert_same_table(profile(loaded.model, IDS, batch_size=2), stream_profile(deepseek_fp8, IDS, batch_size=2),
+                      planted=(1, 4))  # fmt: skip
 
 
 def test_mxfp4_streams_to_the_in_memory_profile(gpt_oss_mxfp4, tmp_path):

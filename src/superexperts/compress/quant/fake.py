@@ -9,6 +9,12 @@ exceptions: the model returns bit-identical, and accelerator memory holds no sec
 Weights offloaded by --device-map (CPU or disk) are quantized where the forward loads them from:
 an edited copy in accelerate's offload store, dropped on exit (`device_map.edit_parameter`).
 
+Below the expert (issue 20), `atom_bits` gives some experts one bit width per atom (0: the atom is
+kept unquantized): atom k's gate and up rows and down column are quantized with their own width,
+each tier of atoms as if the others were absent (their values do not enter its scales), which is
+what keeping single channels unquantized (`--protect super-atoms`) and CAMERA-Q's mixed precision
+(`--scheme camera-q`) mean. Biases stay as they are.
+
 Activations (`scheme.act_bits`): each token's down_proj input of a quantized expert is fake-
 quantized with its own scale, where the SE outliers live (paper Sec. 3). Fused experts get it
 through `capture.experts_fn.input_edit` (the capturing experts implementation is switched on
@@ -22,17 +28,20 @@ form that input inside one bmm, out of reach: refused.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from ...capture import experts_fn
 from ...models.adapters import ModelMap, MoEBlock, map_model, param_device
+from ...models.atoms import atom_count, atom_params
 from ...models.device_map import edit_parameter
 from ...models.experts import Expert, validate_experts
 from ...runs.errors import UserError
-from .rtn import Scheme, fake_quantize_rows, fake_quantize_weight
+from .rtn import BITS, Scheme, fake_quantize_rows, fake_quantize_weight
 
 
 def all_experts(model_map: ModelMap) -> list[Expert]:
@@ -81,7 +90,40 @@ def check_model(model_map: ModelMap, scheme: Scheme) -> None:
                                 f"size {size}; pick a divisor of it, or omit --group-size (per-channel scales).")
 
 
-def _quantize_weights(block: MoEBlock, experts: list[int | str], scheme: Scheme, stack: contextlib.ExitStack) -> None:
+def _tiered(w: torch.Tensor, tiers: list[tuple[int, tuple]], scheme: Scheme, transposed: bool) -> torch.Tensor:
+    """w with each tier's slice (bits, index into w) quantized on its own: the other values are zeroed
+    first, so they do not enter its scales; bits 0 keeps the slice as it is."""
+    out = w.clone()
+    for bits, index in tiers:
+        if bits:
+            masked = torch.zeros_like(w)
+            masked[index] = w[index]
+            out[index] = fake_quantize_weight(masked, dataclasses.replace(scheme, bits=bits), transposed=transposed)[index]
+    return out
+
+
+def _quantize_atoms(block: MoEBlock, expert: int | str, bits: np.ndarray, scheme: Scheme,
+                    stack: contextlib.ExitStack) -> None:  # fmt: skip
+    """One expert's weights, atom k at `bits[k]` (0: unquantized)."""
+    transposed = block.layout == "dense_routed" or bool(getattr(block.experts, "is_transposed", False))
+    per_param: dict[tuple[int, str], tuple[torch.nn.Module, list[tuple[int, tuple]]]] = {}
+    for b in sorted({int(x) for x in bits}):
+        ks = [int(k) for k in np.flatnonzero(bits == b)]
+        for module, name, index in atom_params(block, expert, ks):
+            if not name.endswith("bias"):  # biases are not quantized
+                fused = module is block.experts  # a fused parameter: index [expert, ...]
+                per_param.setdefault((id(module), name), (module, []))[1].append((b, index[1:] if fused else index))
+    for (_, name), (module, tiers) in per_param.items():
+        fused = module is block.experts
+        edit_parameter(module, name, int(expert) if fused else None,
+                       lambda w, t=tiers, tr=transposed and fused: _tiered(w, t, scheme, tr), stack)  # fmt: skip
+
+
+def _quantize_weights(block: MoEBlock, experts: list[int | str], scheme: Scheme, stack: contextlib.ExitStack,
+                      atom_bits: Mapping[Expert, np.ndarray]) -> None:  # fmt: skip
+    for e in [e for e in experts if (block.layer, e) in atom_bits]:
+        _quantize_atoms(block, e, atom_bits[(block.layer, e)], scheme, stack)
+    experts = [e for e in experts if (block.layer, e) not in atom_bits]
     routed = [int(e) for e in experts if e != "shared"]
     linears = [m for e in experts if e == "shared" or block.layout == "modulelist" for m in _expert_linears(block, e)]
     if routed and block.layout != "modulelist":
@@ -122,19 +164,37 @@ def _quantize_inputs(block: MoEBlock, experts: list[int | str], bits: int, stack
         stack.callback(down.register_forward_pre_hook(_token_hook(bits)).remove)
 
 
+def check_atom_bits(model_map: ModelMap, atom_bits: Mapping[Expert, np.ndarray], scheme: Scheme) -> None:
+    """One width per atom of each listed expert, each a supported one (or 0: kept); no --act-bits."""
+    if atom_bits and scheme.act_bits:
+        raise UserError("--act-bits quantizes each token's whole down_proj input; with atoms kept or mixed widths "
+                        "drop --act-bits.")  # fmt: skip
+    if atom_bits:
+        validate_experts(model_map, list(atom_bits))
+    for (layer, e), bits in atom_bits.items():
+        if len(bits) != atom_count(model_map.block(layer), e):
+            raise UserError(f"expert {layer}:{e}: {len(bits)} atom widths for {atom_count(model_map.block(layer), e)} atoms.")
+        bad = sorted({int(b) for b in bits} - {0, *BITS})
+        if bad:
+            raise UserError(f"expert {layer}:{e}: {bad[0]} bits is not supported; use {', '.join(map(str, BITS))}.")
+
+
 @contextlib.contextmanager
-def fake_quantized(model: nn.Module, experts: Sequence[Expert], scheme: Scheme) -> Iterator[None]:
-    """Quantize `experts` (weights, and down_proj inputs with `scheme.act_bits`) inside the block.
-    An empty list changes nothing."""
+def fake_quantized(model: nn.Module, experts: Sequence[Expert], scheme: Scheme,
+                   atom_bits: Mapping[Expert, np.ndarray] | None = None) -> Iterator[None]:  # fmt: skip
+    """Quantize `experts` (weights, and down_proj inputs with `scheme.act_bits`) inside the block;
+    those in `atom_bits` with one width per atom (0 = kept). An empty list changes nothing."""
     model_map = map_model(model)
     experts = validate_experts(model_map, list(experts)) if experts else []
     check_model(model_map, scheme)
+    atom_bits = {x: np.asarray(b) for x, b in (atom_bits or {}).items() if x in set(experts)}
+    check_atom_bits(model_map, atom_bits, scheme)
     per_layer: dict[int, list[int | str]] = {}
     for layer, expert in experts:
         per_layer.setdefault(layer, []).append(expert)
     with contextlib.ExitStack() as stack:
         for layer, chosen in per_layer.items():
-            _quantize_weights(model_map.block(layer), chosen, scheme, stack)
+            _quantize_weights(model_map.block(layer), chosen, scheme, stack, atom_bits)
             if scheme.act_bits:
                 _quantize_inputs(model_map.block(layer), chosen, scheme.act_bits, stack)
         yield

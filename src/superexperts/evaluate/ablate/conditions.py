@@ -13,8 +13,9 @@ spread.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ...models.adapters import ModelMap
+from ...models.atoms import Atom, atoms_json, atoms_per_expert, validate_atoms
 from ...models.demo import DEMO_PPL, heldout_path
 from ...models.experts import Expert, experts_json, validate_experts
 from .. import generate, perplexity
 from ..request import EvalFields, Measures
 from ..streams import EvalStream, bos_window_stream, eval_stream
 from .ablation import ablate
+from .atoms import random_atom_controls, zero_atoms
 from .controls import random_controls
 
 CONTROL_GROUPS = ("random", "layer-controlled")
@@ -35,9 +38,28 @@ CONTROL_GROUPS = ("random", "layer-controlled")
 
 @dataclass(frozen=True)
 class Condition:
-    name: str  # original | super | custom | random-<seed> | layer-controlled-<seed>
+    name: str  # original | super | custom | random-<seed> | layer-controlled-<seed> | an atom criterion's
     experts: list[Expert]
     mode: str  # "none" for the original model
+    atoms: list[Atom] = field(default_factory=list)  # zeroed atoms (issue 20), instead of experts
+    listed: bool = True  # record the atoms in prune_eval.json (a criterion's set is a count: millions)
+
+    def applied(self, model: torch.nn.Module, means=None) -> contextlib.AbstractContextManager:
+        """The condition on `model` inside the block (nothing for the original)."""
+        if self.atoms:
+            return zero_atoms(model, self.atoms)
+        if self.experts:
+            return ablate(model, self.experts, mode=self.mode, means=means)
+        return contextlib.nullcontext()
+
+    def record(self) -> dict[str, Any]:
+        """What prune_eval.json says the condition pruned."""
+        out: dict[str, Any] = {"name": self.name, "experts": experts_json(self.experts), "mode": self.mode}
+        if self.atoms:
+            out["atoms_pruned"] = len(self.atoms)
+            if self.listed:
+                out["atoms"] = atoms_json(self.atoms)
+        return out
 
 
 @dataclass(kw_only=True)
@@ -58,6 +80,20 @@ def build_conditions(model_map: ModelMap, experts: list[Expert], *, name: str = 
     for group, controlled in groups if n_random else []:
         drawn = random_controls(model_map, experts, n_random, layer_controlled=controlled, seed=seed)
         conditions += [Condition(f"{group}-{seed + i}", chosen, mode) for i, chosen in enumerate(drawn)]
+    return conditions
+
+
+def build_atom_conditions(model_map: ModelMap, atoms: list[Atom], *, name: str = "atoms", n_random: int = 0,
+                          layer_controlled: bool = False, seed: int = 0) -> list[Condition]:  # fmt: skip
+    """original, the zeroed atoms, then random atom controls of the same count (routed atoms, none of
+    the given ones; layer-controlled: as many per layer)."""
+    atoms = validate_atoms(model_map, atoms)
+    conditions = [Condition("original", [], "none"), Condition(name, [], "zero", atoms)]
+    groups = [("random", False)] + ([("layer-controlled", True)] if layer_controlled else [])
+    for group, controlled in groups if n_random else []:
+        drawn = random_atom_controls(atoms_per_expert(model_map), atoms, n_random, layer_controlled=controlled,
+                                     seed=seed)  # fmt: skip
+        conditions += [Condition(f"{group}-{seed + i}", [], "zero", chosen) for i, chosen in enumerate(drawn)]
     return conditions
 
 
@@ -90,13 +126,9 @@ def run_conditions(model: torch.nn.Module, tokenizer, conditions: list[Condition
     results = []
     for cond in tqdm(conditions, desc="conditions", unit="condition", disable=not progress):
         start = time.perf_counter()
-        if cond.experts:
-            with ablate(model, cond.experts, mode=cond.mode, means=means):
-                measured = evaluate_model(model, tokenizer, plan)
-        else:
+        with cond.applied(model, means):
             measured = evaluate_model(model, tokenizer, plan)
-        results.append({"name": cond.name, "experts": experts_json(cond.experts), "mode": cond.mode, **measured,
-                        "seconds": round(time.perf_counter() - start, 3)})  # fmt: skip
+        results.append(cond.record() | measured | {"seconds": round(time.perf_counter() - start, 3)})
     return results
 
 

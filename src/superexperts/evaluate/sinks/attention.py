@@ -258,3 +258,11 @@ def record_sinks(model: nn.Module, sink_keys: Sequence[Sequence[int]] = ((0,),),
     finally:
         for k in modules:
             _ACTIVE.pop(k, None)
+
+
+def attention_layers(model: nn.Module, input_ids: torch.Tensor) -> list[int]:
+    """The decoder layers that call an attention function, from one forward over `input_ids` (hybrids such
+    as Nemotron-H or Jamba alternate them with Mamba and MLP-only layers)."""
+    with torch.no_grad(), record_sinks(model) as rec:
+        model(input_ids=input_ids, use_cache=False)
+    return sorted(rec.layers)

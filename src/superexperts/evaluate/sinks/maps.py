@@ -62,16 +62,19 @@ def plot_maps(maps: Maps, layers: Sequence[int], heads: Sequence[int] = (), toke
             ax = axes[r][c]
             image = ax.imshow(grid.numpy(), cmap="viridis", norm=norm, interpolation="nearest")
             ax.set_title(f"{name}: layer {layer}, {'head avg' if head is None else f'head {head}'}", fontsize=8)
-            _label_axes(ax, tokens, grid.shape[-1])
+            _label_axes(ax, tokens, tuple(grid.shape))
     fig.colorbar(image, cax=fig.add_axes((0.89, 0.3, 0.02, 0.4)), label="attention probability")
     return fig
 
 
-def _label_axes(ax, tokens: Sequence[str] | None, t: int) -> None:
+def _label_axes(ax, tokens: Sequence[str] | None, shape: tuple[int, int]) -> None:
+    """Token labels on an axis whose length is the token count; keys can be more than the tokens
+    (DeepSeek-V4 attends to compressed keys too), and such an axis keeps numeric ticks."""
     ax.set_xlabel("key", fontsize=7)
     ax.set_ylabel("query", fontsize=7)
-    if tokens is not None and t <= 32:
-        ax.set_xticks(range(t), [str(s) for s in tokens[:t]], rotation=90, fontsize=5)
-        ax.set_yticks(range(t), [str(s) for s in tokens[:t]], fontsize=5)
-    else:
-        ax.tick_params(labelsize=6)
+    ax.tick_params(labelsize=6)
+    queries, keys = shape
+    if tokens is not None and keys == queries <= 32:
+        ax.set_xticks(range(keys), [str(s) for s in tokens[:keys]], rotation=90, fontsize=5)
+    if tokens is not None and queries <= 32:
+        ax.set_yticks(range(queries), [str(s) for s in tokens[:queries]], fontsize=5)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...models.adapters import input_device
+from ...models.adapters import find_decoder_layers, input_device
 from ...models.experts import Expert
 from ...runs.errors import UserError
 from ..ablate import ablate
@@ -110,12 +110,22 @@ def accumulate(sums: Sums, layers: Mapping[int, LayerSinks], peaks: Mapping[int,
 
 def finish_condition(name: str, experts: list[Expert], sums: Sums, num_layers: int) -> ConditionSinks:
     layers = range(num_layers)
-    norms = {k: [(v[layer][0] / v[layer][1]).tolist() for layer in layers] for k, v in sums.norms.items()}
+
+    def per_layer(table: dict, layer: int) -> list[torch.Tensor]:
+        """[total, count] of a layer; for layers without attention (hybrids' Mamba and MLP-only layers,
+        Nemotron-H), which recorded nothing, NaN totals with zero counts shaped like the others."""
+        if layer in table:
+            return table[layer]
+        total, count = next(iter(table.values()))
+        return [torch.full_like(total.float(), float("nan")), torch.zeros_like(count)]
+
+    norms = {k: [(per_layer(v, layer)[0] / per_layer(v, layer)[1]).tolist() for layer in layers]
+             for k, v in sums.norms.items()}  # fmt: skip
     return ConditionSinks(
         name=name, experts=list(experts),
-        head_mass=torch.stack([metrics.safe_mean(*sums.mass[layer]) for layer in layers]),
-        first_token_mass=torch.stack([metrics.safe_mean(*sums.first[layer]) for layer in layers]),
-        d_sink=[metrics.d_sink(*sums.ratio[layer]) for layer in layers] if sums.ratio else None,
+        head_mass=torch.stack([metrics.safe_mean(*per_layer(sums.mass, layer)) for layer in layers]),
+        first_token_mass=torch.stack([metrics.safe_mean(*per_layer(sums.first, layer)) for layer in layers]),
+        d_sink=[metrics.d_sink(*per_layer(sums.ratio, layer)) for layer in layers] if sums.ratio else None,
         norms=norms, max_hidden=[sums.hidden.get(layer, float("nan")) for layer in layers],
     )
 
@@ -171,7 +181,7 @@ def measure_sinks(model: nn.Module, input_ids: torch.Tensor,
             with experts() if callable(experts) else ablate(model, list(experts), mode=mode):
                 rec, peaks = _forward(model, batch.to(_device(model)), key_sets)
             accumulate(sums[name], rec.layers, peaks, original.layers)
-    num_layers = max(sums["original"].mass) + 1
+    num_layers = len(find_decoder_layers(model))  # every layer, also those without attention (hybrids)
     results = [finish_condition(name, [] if callable(named[name]) else named[name], sums[name], num_layers)
                for name in named]
     return SinkResult(sink_keys=keys, conditions=results, implementation=implementation, epsilon=epsilon)

@@ -73,7 +73,7 @@ def router_view(model: nn.Module, input_ids: torch.Tensor, experts: Sequence[Exp
             if router is not None:
                 stack.callback(router.register_forward_hook(hook(layer)).remove)
         cap = stack.enter_context(capture(mm))
-        cap.seq_len = input_ids.shape[1]
+        cap.start_batch(0, input_ids.shape)
         with torch.no_grad():
             model(input_ids=input_ids.to(input_device(model)), use_cache=False)
     fires = expert_table(cap, input_ids.cpu(), tokenizer)

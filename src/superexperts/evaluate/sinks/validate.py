@@ -31,7 +31,22 @@ def check_heads(num_heads: int, heads: Sequence[int]) -> list[int]:
     return list(heads)
 
 
-def default_map_layers(num_layers: int, experts: Sequence[tuple[int, int | str]]) -> list[int]:
-    """The layer right after the last SE (where the sink should have formed) and the last layer."""
+def default_map_layers(num_layers: int, experts: Sequence[tuple[int, int | str]],
+                       attention: Sequence[int] | None = None) -> list[int]:  # fmt: skip
+    """The layer right after the last SE (where the sink should have formed) and the last layer; with
+    `attention` (the layers that have attention, in hybrids), the first attention layer from each."""
     after = min(max(layer for layer, _ in experts) + 2, num_layers - 1)
-    return sorted({after, num_layers - 1})
+    wanted = {after, num_layers - 1}
+    if attention is None:
+        return sorted(wanted)
+    if not attention:
+        raise UserError("the model has no attention layers on this input; superexperts sinks measures attention.")
+    return sorted({next((a for a in attention if a >= w), max(attention)) for w in wanted})
+
+
+def check_attention_layers(layers: Sequence[int], attention: Sequence[int]) -> None:
+    """--layers of a hybrid must have attention (Mamba and MLP-only layers have no attention map)."""
+    bad = [layer for layer in layers if layer not in attention]
+    if bad:
+        raise UserError(f"--layers {bad} have no attention (Mamba or MLP-only layers); layers with attention: "
+                        f"{list(attention)}.")

@@ -28,7 +28,12 @@ from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import MergeModulelist
 from transformers.integrations.finegrained_fp8 import Fp8Dequantize
 from transformers.integrations.mxfp4 import Mxfp4Dequantize, convert_moe_packed_tensors
-from transformers.quantizers.auto import AutoHfQuantizer
+from transformers.quantizers.auto import (
+    AUTO_QUANTIZER_MAPPING,
+    AutoHfQuantizer,
+    register_quantization_config,
+    register_quantizer,
+)
 from transformers.quantizers.quantizer_finegrained_fp8 import FineGrainedFP8HfQuantizer
 from transformers.quantizers.quantizer_mxfp4 import Mxfp4HfQuantizer
 from transformers.quantizers.quantizers_utils import get_module_from_name
@@ -241,16 +246,26 @@ def check_scales(folder: Path, tensors: dict[str, Any], target_of: dict[str, str
                             "the checkpoint is incomplete or damaged, re-download it.")  # fmt: skip
 
 
-def check_in_memory(path: str, config) -> None:
-    """Refuse, before loading, an FP8 checkpoint transformers cannot dequantize in memory: weights
-    with partial edge blocks (e.g. DeepSeek-V3/R1). Layer streaming reads them correctly."""
-    from .files import read_tensor_index
+def in_memory_quantization(config):
+    """The `quantization_config` argument of an in-memory `from_pretrained` for `config`'s checkpoint.
 
-    if quant_method(config) != "fp8" or not Path(path, "config.json").is_file():
-        return
+    Block-wise FP8 loads through the streaming path's `DequantizingFP8Quantizer` (partial edge blocks
+    read as DeepSeek writes them; transformers' own op misreads them, docs/upstream/
+    transformers-fp8-edge-blocks.md): `config`'s quant_method is renamed to `IN_MEMORY_FP8`, under
+    which that quantizer is registered, and None is returned (transformers takes the checkpoint's
+    config). MXFP4 and unquantized checkpoints: `dequantizing_config` as before.
+    """
+    if quant_method(config) != "fp8":
+        return dequantizing_config(config)
     quant = config.quantization_config
-    block = quant.get("weight_block_size") if isinstance(quant, dict) else getattr(quant, "weight_block_size", None)
-    for key, info in read_tensor_index(Path(path)).items():
-        if info.dtype in FP8_HEADER_DTYPES and has_edge_blocks(info.shape, block):
-            raise UserError(f"{path}: {key} {list(info.shape)} has partial FP8 blocks of {list(block)}, "
-                            "which transformers cannot dequantize in memory; use --stream (it reads edge blocks).")  # fmt: skip
+    quant = dict(quant) if isinstance(quant, dict) else quant.to_dict()
+    config.quantization_config = quant | {"quant_method": IN_MEMORY_FP8, "dequantize": True}
+    return None
+
+
+# transformers' registries for custom quantization methods: the checkpoint's own FP8 config class, read
+# by our quantizer. Registered once, as capture.experts_fn registers its experts implementation.
+IN_MEMORY_FP8 = "superexperts_fp8"
+if IN_MEMORY_FP8 not in AUTO_QUANTIZER_MAPPING:
+    register_quantization_config(IN_MEMORY_FP8)(FineGrainedFP8Config)
+    register_quantizer(IN_MEMORY_FP8)(DequantizingFP8Quantizer)

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
 
 from ...runs.errors import UserError
 from ..adapters import find_decoder_layers
 from ..device_map import resolve_device
-from ..loading import Loaded, load_tokenizer, resolve_dtype
+from ..loading import Loaded, auto_model_class, load_tokenizer, resolve_dtype
 from .formats import dequantizing_config, prepare, quant_method
 
 LayerCall = tuple[tuple, dict[str, Any]]  # positional args after hidden_states, keyword args
@@ -58,7 +58,7 @@ def build_skeleton(folder: Path, dtype: torch.dtype | None, *, trust_remote_code
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+        model = auto_model_class(config).from_config(config, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
         quantizer = prepare(model, dtype)  # FP8/MXFP4: transformers' dequantizing load, as from_pretrained sets it up
     if quantizer is not None:
         model.hf_quantizer = quantizer  # where from_pretrained keeps it while loading; read by `conversion_mapping`
@@ -76,8 +76,13 @@ class _Stop(Exception):
 
 
 class _Recorder(nn.Module):
-    def __init__(self, index: int, last: bool, calls: dict[int, LayerCall], first_input: list) -> None:
+    def __init__(self, layer: nn.Module, index: int, last: bool, calls: dict[int, LayerCall], first_input: list) -> None:
         super().__init__()
+        # The layer's plain attributes: some model forwards read them off each layer (Nemotron-H picks the
+        # attention mask by `layer.block_type`).
+        for name, value in vars(layer).items():
+            if not name.startswith("_") and name != "training" and not isinstance(value, (nn.Module, torch.Tensor)):
+                setattr(self, name, value)
         self.index, self.last, self.calls, self.first_input = index, last, calls, first_input
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -94,7 +99,7 @@ def _recorders(layers: nn.ModuleList, calls: dict[int, LayerCall], first_input: 
     saved = list(layers)
     try:
         for i in range(len(layers)):
-            layers[i] = _Recorder(i, i == len(layers) - 1, calls, first_input)
+            layers[i] = _Recorder(saved[i], i, i == len(layers) - 1, calls, first_input)
         yield
     finally:
         for i, layer in enumerate(saved):

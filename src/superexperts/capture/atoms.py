@@ -1,0 +1,162 @@
+"""Per-atom statistics of one layer's experts, recorded in the profiling pass (issue 20).
+
+Atom k of an expert is its intermediate unit k: gate row k, up row k, down_proj column k (w_k).
+a[t, k] is the unit's activation, the down projection's input, so an expert writes
+sum_k a[t, k] w_k. For every atom the tracker keeps, over the tokens routed to the expert:
+
+- `sq_sum` = sum_t (r a)^2 and `sq_max` = max_t (r a)^2 (r: the routing weight, 1 for shared experts),
+  so CAMERA's score (arXiv 2508.02322) is ||w_k||^2 ((1 - rho) sq_sum + rho sq_max) for any rho;
+- `max_abs_act` = max_t |a| and the token where it is reached (the first row that attains it);
+- `contribution` = a[t*, k] * w_k[c*] at the expert's own maximum (t*, c*) (ExpertTracker's token and
+  channel): what each atom adds to the SE outlier. Taken when the expert's maximum moves, from the
+  rows at hand: no second forward.
+
+Memory is O(intermediate) per expert: a few (E, I) tensors per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..models.device_map import parameter_values
+from .tracker import host_check_is_free
+
+# (E,) channels -> (E, I): row `channel[e]` of expert e's down projection, w_k[c] for every k.
+DownRows = Callable[[torch.Tensor], torch.Tensor]
+# () -> (E, I): ||w_k||^2 of every atom.
+DownNorms = Callable[[], torch.Tensor]
+
+
+def squared_norms(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """||w_k||^2 along `dim`, reading the weight once (a squared copy of a layer's experts would be written
+    to memory first: as slow as profiling a batch)."""
+    return torch.linalg.vector_norm(weight, dim=dim, dtype=torch.float32).square()
+
+
+def fused_down(experts: torch.nn.Module) -> tuple[DownRows, DownNorms]:
+    """Accessors of a fused experts module's down_proj: [E, H, I], or [E, I, H] when transposed (GPT-OSS)."""
+
+    def weight() -> torch.Tensor:  # (E, H, I) view; read at call time (streaming loads weights late)
+        down = experts.down_proj
+        return down.transpose(1, 2) if getattr(experts, "is_transposed", False) else down
+
+    def rows(channel: torch.Tensor) -> torch.Tensor:
+        w = weight()
+        return w[torch.arange(w.shape[0], device=channel.device), channel.clamp(min=0)].float()
+
+    return rows, lambda: squared_norms(weight(), dim=1)
+
+
+def linear_down(linears: list[torch.nn.Linear]) -> tuple[DownRows, DownNorms]:
+    """Accessors of per-expert down Linears (ModuleList experts, a shared expert): weight [H, I] each.
+    `rows` reads expert e's Linear for entry e of `channel`. They are called from forward hooks, after an
+    offloaded Linear (--device-map) has put its weight back: read it from the offload store then."""
+
+    def rows(channel: torch.Tensor) -> torch.Tensor:  # E small reads, no host sync
+        c = channel.clamp(min=0)
+        picked = []
+        for e, lin in enumerate(linears):
+            w = parameter_values(lin, "weight")
+            picked.append(w.index_select(0, c[e : e + 1].to(w.device))[0].to(channel.device, torch.float32))
+        return torch.stack(picked)
+
+    def norms() -> torch.Tensor:
+        return torch.stack([squared_norms(parameter_values(lin, "weight"), dim=0).cpu() for lin in linears])
+
+    return rows, norms
+
+
+class AtomTracker:
+    """Per-atom statistics for E experts of width I (see the module docstring)."""
+
+    def __init__(self, num_experts: int, down_rows: DownRows, down_norms: DownNorms,
+                 device: torch.device | str, *, routed: bool = True) -> None:  # fmt: skip
+        self.num_experts = num_experts
+        self.routed = routed  # routed rows need a routing weight; shared experts' r is 1
+        self._down_rows, self._down_norms = down_rows, down_norms
+        self.device = torch.device(device)
+        self.width = 0  # I, known at the first update
+        self.down_sq_norm = torch.empty(0, device=device)  # (E, I) ||w_k||^2, read once (weights are constant)
+        self.sq_sum = torch.empty(0, device=device)  # (E, I) sum_t (r a)^2, float64
+        self.sq_max = torch.empty(0, device=device)  # (E, I) max_t (r a)^2
+        self.max_abs_act = torch.empty(0, device=device)  # (E, I)
+        self.max_act_token = torch.empty(0, dtype=torch.int64, device=device)  # (E, I) global token, -1 = none
+        self.contribution = torch.empty(0, device=device)  # (E, I) a[t*, k] w_k[c*] at the expert's max
+        # (E,) routed rows arrived without a routing weight (a router output `routing` cannot read): the
+        # CAMERA sums are then exported as NaN, never a guess
+        self.unweighted = torch.zeros(num_experts, dtype=torch.bool, device=device)
+
+    def _start(self, width: int) -> None:
+        e, dev = self.num_experts, self.device
+        acc = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+        self.width = width
+        self.down_sq_norm = self._down_norms().to(dev)
+        self.sq_sum = torch.zeros(e, width, dtype=acc, device=dev)
+        self.sq_max = torch.zeros(e, width, device=dev)
+        self.max_abs_act = torch.full((e, width), -1.0, device=dev)
+        self.max_act_token = torch.full((e, width), -1, dtype=torch.int64, device=dev)
+        self.contribution = torch.zeros(e, width, device=dev)
+
+    @torch.no_grad()
+    def update(
+        self,
+        expert_ids: torch.Tensor,  # (S,) expert of each (token, expert) row
+        down_in: torch.Tensor,  # (S, I) a: the down projection's input
+        token_index: torch.Tensor,  # (S,) global flat token index of each row
+        weights: torch.Tensor | None,  # (S,) routing weight of each row; None = 1 (shared experts)
+        finite: torch.Tensor,  # (S,) the row's output is finite (a non-finite a makes it non-finite)
+        moved: torch.Tensor,  # (E,) bool: the expert's output maximum moved to a row of this batch
+        row: torch.Tensor,  # (E,) that row (meaningful where `moved`)
+        channel: torch.Tensor,  # (E,) its channel c*
+    ) -> None:
+        """Every pass over the (S, I) rows costs about as much as the reductions themselves would on a
+        CPU when it writes a new tensor (first-touched pages, capture/tracker.py): one new float32 tensor
+        here, (r a)^2, squared in place; the maxima of a come from reductions that only read it."""
+        if self.width == 0:
+            self._start(down_in.shape[-1])
+        a = down_in
+        if not host_check_is_free(a.device) or not bool(finite.all()):
+            # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
+            a = torch.where(finite.unsqueeze(-1), a, torch.zeros((), dtype=a.dtype, device=a.device))
+        index = expert_ids.unsqueeze(-1).expand(-1, self.width)  # (S, I)
+        # In the model's dtype (no float32 copy of a bf16 batch), exact: a max is one of the values.
+        blank = torch.empty(self.num_experts, self.width, dtype=a.dtype, device=a.device)
+        top = blank.fill_(float("-inf")).scatter_reduce(0, index, a, "amax").float()  # (E, I)
+        bottom = blank.fill_(float("inf")).scatter_reduce(0, index, a, "amin").float()
+        if weights is None:
+            sq = a.float().square()  # (S, I) r = 1
+            if self.routed:
+                self.unweighted[expert_ids] = True
+        else:
+            sq = (a.float() * weights.float().unsqueeze(-1)).square_()  # (S, I) (r a)^2
+        # Per batch in float32 (a float64 copy of the rows cost as much again); across batches in float64.
+        self.sq_sum += torch.zeros_like(self.sq_max).index_add_(0, expert_ids, sq)
+        self.sq_max.scatter_reduce_(0, index, sq, "amax")
+        self._update_max_act(expert_ids, a, top, bottom, token_index)
+        if bool(moved.any()) if host_check_is_free(a.device) else True:  # on accelerators: never stall for it
+            new = a[row.clamp(min=0, max=a.shape[0] - 1)].float() * self._down_rows(channel).to(a.device)  # (E, I)
+            self.contribution = torch.where(moved.unsqueeze(-1), new, self.contribution)
+
+    def _update_max_act(self, expert_ids: torch.Tensor, a: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor,
+                        token_index: torch.Tensor) -> None:  # fmt: skip
+        """max |a| per atom (from the batch's max and min) and the first row that attains it, where it
+        beats the running maximum (ties keep the earlier token)."""
+        batch = torch.maximum(top, -bottom)  # (E, I) -inf for an expert without rows
+        better = batch > self.max_abs_act
+        if host_check_is_free(a.device) and not bool(better.any()):
+            return
+        # The signed value to look for, NaN (never equal) where nothing improves.
+        target = torch.where(better, torch.where(top >= -bottom, top, bottom), float("nan")).to(a.dtype)
+        hit = a == target.index_select(0, expert_ids)  # (S, I)
+        s = a.shape[0]
+        first = torch.full((self.num_experts, self.width), s, device=a.device)  # first row of each atom's max
+        if host_check_is_free(a.device):  # few hits: read them out instead of writing (S, I) index tensors
+            rows, cols = hit.nonzero(as_tuple=True)
+            first.view(-1).scatter_reduce_(0, expert_ids[rows] * self.width + cols, rows, "amin")
+        else:  # no host sync: every row is a candidate, S where it misses
+            candidates = torch.where(hit, torch.arange(s, device=a.device).unsqueeze(-1), s)
+            first.scatter_reduce_(0, expert_ids.unsqueeze(-1).expand(-1, self.width), candidates, "amin")
+        self.max_abs_act = torch.where(better, batch, self.max_abs_act)
+        self.max_act_token = torch.where(better, token_index[first.clamp(max=s - 1)], self.max_act_token)
