@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
 
 import torch
+import transformers as tf
 from safetensors.torch import load_file, save_file
 
 import families
@@ -64,6 +66,7 @@ def _data(ws: Path) -> None:
     (ws / "data" / "numbers.jsonl").write_text('{"text": 1}\n{"text": 2}\n')
     (ws / "data" / "notext.jsonl").write_text('{"body": "a"}\n')
     (ws / "data" / "bad.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    (ws / "data" / "binaryish.bin.txt").write_bytes(bytes(range(1, 256)) * 8)  # binary without NUL bytes
     (ws / "experts.bin").write_bytes(bytes(range(256)))
     (ws / "prompts.bin").write_bytes(b"\xff\xfe" + "hello".encode("utf-16-le"))
 
@@ -73,6 +76,16 @@ def _user_files(ws: Path, good: Path) -> None:
     (ws / "mine").mkdir()
     (ws / "mine" / "thesis.tex").write_text("years of work")
     (ws / "link").symlink_to(good.name)  # relative: still valid in the hard-linked copies
+    (ws / "notes_link").symlink_to("notes.txt")  # a link to a user's file
+    os.mkfifo(ws / "fifo")  # a named pipe: never replaced by an ordinary file
+    (ws / "userres").mkdir()  # a user's folder holding files with our names (npm-style audit.json...)
+    for name in ("audit.json", "quant_eval.json", "prune_eval.json", "sinks.json", "compare.json"):
+        (ws / "userres" / name).write_text('{"theirs": true}')
+    tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   vocab_size=128).save_pretrained(ws / "dense")  # no MoE layers
+    (ws / "nofields").mkdir()  # transformers would fill every size with its defaults
+    (ws / "nofields" / "config.json").write_text('{"model_type": "qwen3_moe"}')
+    (ws / "ro").mkdir()  # mounted read-only by the `readonly` fixture (chmod does not stop root)
 
 
 def build_workspace(ws: Path) -> Path:
@@ -82,12 +95,21 @@ def build_workspace(ws: Path) -> Path:
     ws.mkdir()
     good = _checkpoint("qwen3_moe", ws / "good")
     _checkpoint("mixtral", ws / "other")  # another family: its runs must not be applied to `good`
+    families.build("qwen3_moe", seed=1).save_pretrained(ws / "twin")  # good's architecture, other weights
+    families.char_tokenizer().save_pretrained(ws / "twin")
     _damaged(ws, good)
     _data(ws)
     _user_files(ws, good)
     for model, run in (("good", "run"), ("other", "otherrun"), ("good", "run2")):
         seed = ["--seed", "1"] if run == "run2" else []
         assert main(["profile", str(ws / model), "--out", str(ws / run), *PROFILE_ARGS, *seed]) == 0
+    shutil.copytree(ws / "run", ws / "ro" / "run")
+    shutil.copytree(good, ws / "good2")  # the same model in another folder: audit's COMPRESSED
+    shutil.copytree(ws / "run", ws / "emptyrun")  # a run whose rule found no Super Experts
+    verdict = json.loads((ws / "emptyrun" / "super_experts.json").read_text())
+    (ws / "emptyrun" / "super_experts.json").write_text(json.dumps(verdict | {"super_experts": []}))
+    (ws / "foreignstate").mkdir()  # a --state-dir holding another tool's state.json
+    (ws / "foreignstate" / "state.json").write_text('{"step": 3}')
     (ws / "run2" / "super_experts.json").unlink()  # a run whose verdict file was lost
     shutil.copytree(ws / "run", ws / "sinksrun")  # a run that already holds later results
     for name in ("sinks.json", "prune_eval.json"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,17 @@ def workspace(catalogue_ws, tmp_path, monkeypatch) -> Path:
     ws = shutil.copytree(catalogue_ws, tmp_path / "ws", symlinks=True, copy_function=os.link)
     monkeypatch.chdir(ws)
     return ws
+
+
+@pytest.fixture
+def readonly(workspace):
+    """`workspace/ro` bind-mounted read-only (as root, chmod does not stop writes); skipped where
+    mounting is not allowed."""
+    ro = workspace / "ro"
+    done = subprocess.run(["mount", "--bind", "-o", "ro", str(ro), str(ro)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a read-only folder here (mount --bind -o ro: {done.stderr.decode().strip()})")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)

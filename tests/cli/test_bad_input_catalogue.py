@@ -125,6 +125,20 @@ RUNS = [
     case(["export", "good", "--experts", "super", "--from", "otherrun", "--out", "pruned"], "otherrun"),
     case(["prune-eval", "good", "--from", "otherrun", *PRUNE_EVAL, "--out", "pe"], "otherrun", early=True),
     case(["sinks", "good", "--from", "otherrun", *SINKS, "--out", "sk"], "otherrun", early=True),
+    # issue 23: every subcommand that takes a run checks it, before loading weights
+    case(["quant-eval", "good", "--from", "otherrun", "--seq-len", "16", *CPU, "--out", "qe"], "otherrun", early=True),
+    case(["audit", "good", "good2", "--from", "otherrun", "--seq-len", "16", *CPU, "--out", "au"], "otherrun",
+         early=True),
+    case(["protect", "otherrun", "--for", "json", "--checkpoint", "good"], "otherrun"),
+    # the same architecture with other weights: named by the fingerprint the run recorded
+    case(["prune-eval", "twin", "--from", "run", *PRUNE_EVAL, "--out", "pe"], "weights fingerprint", early=True),
+    case(["quant-eval", "twin", "--from", "run", "--seq-len", "16", *CPU, "--out", "qe"], "weights fingerprint",
+         early=True),
+    case(["sinks", "twin", "--from", "run", *SINKS, "--out", "sk"], "weights fingerprint", early=True),
+    case(["audit", "twin", "good", "--from", "run", "--seq-len", "16", *CPU, "--out", "au"], "weights fingerprint",
+         early=True),
+    case(["export", "twin", "--experts", "super", "--from", "run", "--out", "pruned"], "weights fingerprint"),
+    case(["protect", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
 ]
 
 OUTS = [
@@ -149,7 +163,108 @@ OUTS = [
     case(["compare", "run", "otherrun", "--out", "cmp"], "--overwrite"),
 ]
 
-CASES = [*damaged_cases(), *data_cases(), *PARAMETERS, *RUNS, *OUTS]
+# Issue 23: one placement rule for every writer. Per subcommand: --out an input folder or file, a
+# link, /dev/full and a read-only folder (`ro/`, mounted read-only by the `readonly` fixture).
+PROTECT = ["protect", "run", "--for", "json"]
+QUANT_EVAL = ["quant-eval", "good", "--from", "run", "--seq-len", "16", "--samples", "2", *CPU]
+AUDIT = ["audit", "good", "good2", "--seq-len", "16", "--samples", "2", *CPU]
+PRUNE = ["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL]
+SINK = ["sinks", "good", "--experts", "1:3", *SINKS]
+COMPARE = ["compare", "run", "sinksrun"]
+DEVICE = "device or system path"
+READ_ONLY = "not writable"
+
+
+def placement_cases():
+    for name, argv in {"quant-eval": QUANT_EVAL, "audit": AUDIT, "prune-eval": PRUNE, "sinks": SINK,
+                       "compare": COMPARE}.items():  # fmt: skip
+        yield case([*argv, "--out", "userres", "--overwrite"], "did not write", early=True)
+        yield case([*argv, "--out", "notes_link"], "is a file", early=True)
+        yield case([*argv, "--out", "/dev/full", "--overwrite"], DEVICE, early=True)
+        yield case([*argv, "--out", "/dev/stdout"], DEVICE, early=True)
+        yield case([*argv, "--out", "ro/out"], READ_ONLY, early=True)
+        yield case([*argv, "--out", "run" if name == "compare" else "good", "--overwrite"], "input", early=True)
+    yield case([*COMPARE, "--out", "other"], "checkpoint folder")
+    yield case([*AUDIT, "--out", "other"], "checkpoint folder", early=True)
+    yield case([*PROTECT, "--out", "run/profile.json", "--overwrite"], "own profile.json")
+    yield case([*PROTECT, "--out", "run/super_experts.json", "--overwrite"], "own super_experts.json")
+    yield case([*PROTECT, "--out", "run/expert_stats.csv", "--overwrite"], "own expert_stats.csv")
+    yield case([*PROTECT, "--out", "good/keep.json"], "checkpoint folder")
+    yield case([*PROTECT, "--out", "notes_link", "--overwrite"], "a link to")
+    yield case([*PROTECT, "--out", "notes.txt", "--overwrite"], "did not write")
+    yield case([*PROTECT, "--out", "/dev/full", "--overwrite"], DEVICE)
+    yield case([*PROTECT, "--out", "/dev/stdout", "--overwrite"], DEVICE)
+    yield case([*PROTECT, "--out", "fifo", "--overwrite"], "pipe")
+    yield case([*PROTECT, "--out", "mine"], "is a folder")
+    yield case([*PROTECT, "--out", "ro/keep.json"], READ_ONLY)
+    yield case(["protect", "good", "--for", "json", "--profile-out", "mine"], "--profile-out mine", early=True)
+    yield case(["profile", "good", *PROFILE_ARGS, "--out", "/dev/full", "--overwrite"], DEVICE, early=True)
+    yield case(["profile", "good", *PROFILE_ARGS, "--out", "notes_link"], "is a file", early=True)
+    yield case(["profile", "good", *PROFILE_ARGS, "--out", "ro/p"], READ_ONLY, early=True)
+    yield case(["profile", "good", *PROFILE_ARGS, "--out", "ro/run", "--overwrite"], READ_ONLY, early=True)
+    yield case(["export", "good", *EXPORT[:2], "--out", "/dev/full", "--overwrite"], DEVICE)
+    yield case(["export", "good", *EXPORT[:2], "--out", "notes_link", "--overwrite"], "is a file")
+    yield case(["export", "good", *EXPORT[:2], "--out", "ro/pruned"], READ_ONLY)
+    yield case(["export", "good", *EXPORT[:2], "--out", "other", "--overwrite"], "did not write")
+    for command in ("report", "identify"):
+        yield case([command, "ro/run"], READ_ONLY)
+        yield case([command, "/dev/full"], "/dev/full")
+    yield case(["audit", "good", "link", *AUDIT[3:]], "same folder", early=True)
+    yield case(["audit", "good", "good", *AUDIT[3:]], "same folder", early=True)
+
+
+# Issue 23 item 7: the parser's own errors in one line too (no usage block), naming the flag.
+PARSER = [
+    case(["quant-eval", "--bits", "nan"], "--bits: invalid int value", early=True),
+    case(["quant-eval", "--group-size", "1e30"], "--group-size: invalid int value", early=True),
+    case(["profile", "good", "--stream", "--prefetch", "maybe"], "--prefetch: invalid choice", early=True),
+    case(["profile", "good", "--banana"], "unrecognized arguments: --banana", early=True),
+    case(["audit", "good", "good2", "--threshold", "-inf", *CPU], "--threshold -inf must be in (0, 1)", early=True),
+    case(["audit", "good", "good2", "--threshold", "nan", *CPU], "--threshold nan must be in (0, 1)", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--epsilon", "-0.5", *SINKS[:-2]], "--epsilon", early=True),
+    # item 6: seeds the generators take; controls bounded by the disjoint sets the model has
+    *(case([*argv, "--seed", seed], "--seed: ", early=True)
+      for argv in (["profile", "good"], ["prune-eval", "good"], ["sinks", "good"], ["quant-eval", "good"],
+                   ["audit", "good", "good2"])
+      for seed in ("-1", str(2**70))),
+    case(["prune-eval", "good", "--experts", "1:3", "--random", "99999999999999999999", "--many", *PRUNE_EVAL],
+         "pass --random"),
+    case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe",
+          "--many"], "disjoint control sets"),
+    case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe"],
+         "100004 conditions planned", early=True),
+    case([*PRUNE, "--random", "49", "--layer-controlled"], "100 conditions planned", early=True),
+    case([*SINK[:4], "--random", "49", *SINK[6:]], "51 conditions planned", early=True),
+]
+
+# Issue 23 item 7: checks that need no model run before it, and every message names a flag the command has.
+EARLY = [
+    case([*QUANT_EVAL, "--ppl", "data/binary.txt"], "not a text file", early=True),
+    case([*QUANT_EVAL, "--ppl", "data/binaryish.bin.txt"], "not a text file", early=True),
+    case([*QUANT_EVAL, "--data", "data/latin1.txt"], "not UTF-8 text", early=True),
+    case([*AUDIT, "--ppl", "data/binary.txt"], "not a text file", early=True),
+    case([*AUDIT, "--data", "data/missing.txt"], "no such file", early=True),
+    case([*QUANT_EVAL, "--limit", "0"], "--limit must be >= 1", early=True),
+    case([*PRUNE, "--limit", "0"], "--limit must be >= 1", early=True),
+    case(["profile", "good", "--data", "fifo", *PROFILE_ARGS], "is a pipe or device", early=True),
+    case(["quant-eval", "good", "--from", "emptyrun", *QUANT_EVAL[4:]], "superexperts identify emptyrun",
+         early=True),
+    case(["prune-eval", "good", "--from", "emptyrun", *PRUNE_EVAL], "--experts 1:68", early=True),
+    case(["sinks", "good", "--from", "emptyrun", *SINKS], "--prune 1:68", early=True),
+    case(["profile", "good", "--stream", "--state-dir", "foreignstate", *PROFILE_ARGS], "--state-dir"),
+]
+
+# Issue 23 item 4: plan refuses what it cannot plan, in one line.
+PLAN = [
+    *(case(["plan", "good", flag, value], f"{flag} must be a finite positive number", early=True)
+      for flag in ("--bandwidth", "--tflops", "--memory", "--disk", "--activation-bandwidth")
+      for value in ("inf", "-inf", "nan", "0")),
+    case(["plan", "dense"], "no MoE layers", early=True),
+    case(["plan", "nofields"], "does not give num_hidden_layers, hidden_size, vocab_size", early=True),
+    case(["plan", "garbageconfig"], "config.json", early=True),
+]
+
+CASES = [*damaged_cases(), *data_cases(), *PARAMETERS, *RUNS, *OUTS, *placement_cases(), *PARSER, *PLAN, *EARLY]
 
 
 def shown_lines(stream: str) -> list[str]:
@@ -177,10 +292,15 @@ def no_model_loading(monkeypatch):
 
 @pytest.mark.parametrize(("argv", "message", "early"), CASES)
 def test_bad_input(workspace, capfd, request, argv, message, early):
+    if any(arg.startswith("ro/") for arg in argv):
+        request.getfixturevalue("readonly")
     before = tree_digest(workspace)
     if early:
         request.getfixturevalue("no_model_loading")
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors exit from parse_args (one line: OneLineParser)
+        code = e.code
     err = capfd.readouterr().err
     assert code == 2, err
     assert len(shown_lines(err)) == 1 and "Traceback" not in err, err

@@ -44,8 +44,8 @@ def test_atom_criterion_with_protection(atom_run, tmp_path, capsys, monkeypatch,
     folder, scores, ses = atom_run
     import superexperts.recipes.pruning as recipe
 
-    # The profile records no atom statistics and heapr is not built yet (issue 20 items 1 and 3): the
-    # hand-computed table stands in for the one place the recipe takes atom scores from.
+    # The hand-computed table stands in for the one place the recipe takes atom scores from (the real
+    # producers are checked against it in test_real_scores_equal_the_hand_computed_ones).
     monkeypatch.setattr(recipe, "atom_scores", lambda prof, name, **kw: scores if name == criterion else None)
     argv = ["prune-eval", "--from", str(folder), "--prune-by", criterion, "--fraction", "0.25", "--protect",
             protect, "--seq-len", "32", "--max-windows", "2", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
@@ -83,12 +83,13 @@ def test_bad_atom_input_writes_nothing(tmp_path, capsys, extra, message):
 
 
 def test_a_profile_without_atom_statistics_is_refused(atom_run, tmp_path, capsys):
-    folder, _, _ = atom_run
+    folder = shutil.copytree(atom_run[0], tmp_path / "old_run")  # a run made before atoms were recorded
+    (folder / "atom_stats.parquet").unlink()
     argv = ["prune-eval", "--from", str(folder), "--prune-by", "camera", "--fraction", "0.25", "--seq-len", "32",
             "--max-windows", "1", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 2
     assert "the profile has no atom statistics" in capsys.readouterr().err
-    assert not (tmp_path / "prune_eval.json").exists()
+    assert not (tmp_path / "prune_eval.json").exists() and not (folder / "prune_eval.json").exists()
 
 
 def test_atoms_on_disk_offloaded_layers_give_the_in_memory_numbers(demo_dir, tmp_path):
@@ -109,3 +110,42 @@ def test_atoms_on_disk_offloaded_layers_give_the_in_memory_numbers(demo_dir, tmp
         assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-5), want["name"]
     # a plain file stream has no BOS-first windows (the demo's SE trigger): the atoms change it, but little
     assert len({c["perplexity"] for c in mem}) == 3
+
+
+def test_real_scores_equal_the_hand_computed_ones(demo_profile_run, demo_atom_run):
+    """The profile's own atom statistics and super atoms (issue 20 items 1-2) against atom_helpers'
+    per-expert recomputation on the same windows."""
+    from superexperts.identify.atom_pruning import atom_scores
+    from superexperts.runs.runfolder import load_super_experts
+
+    folder, prof, _ = demo_profile_run
+    _, hand, hand_ses = demo_atom_run
+    keys = ["layer", "expert", "atom"]
+    real = atom_scores(prof, "camera", rho=0.9)
+    real = real[real["kind"] == "routed"].merge(hand, on=keys, suffixes=("", "_hand"))
+    assert len(real) == len(hand)
+    total = hand["score"].sum()
+    assert ((real["score"] - real["score_hand"]).abs() / total).max() < 1e-3
+    saved = load_super_experts(folder)
+    assert [[a["atom"] for a in s["super_atoms"]] for s in saved] == [[a["atom"] for a in s["super_atoms"]]
+                                                                        for s in hand_ses]
+
+
+def test_heapr_pruning_with_and_without_super_atom_protection(demo_profile_run, tmp_path):
+    """--criterion heapr --fraction 0.25 end to end with the real HEAPr scores, --protect none and
+    super-atoms side by side (issue 20 'done when')."""
+    folder, _, _ = demo_profile_run
+    docs = {}
+    for protect in ("none", "super-atoms"):
+        out = tmp_path / protect
+        argv = ["prune-eval", "--from", str(folder), "--prune-by", "heapr", "--fraction", "0.25", "--protect",
+                protect, "--device", "cpu", "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0
+        docs[protect] = json.loads((out / "prune_eval.json").read_text())
+    plan = docs["super-atoms"]["atom_pruning"]
+    assert plan["criterion"] == "heapr"
+    names = [c["name"] for c in docs["super-atoms"]["conditions"]]
+    assert names[0] == "original" and "heapr-0.25-protect-super-atoms" in names
+    for doc in docs.values():
+        pruned = [c["atoms_pruned"] for c in doc["conditions"][1:]]
+        assert pruned and all(n > 0 for n in pruned)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -93,3 +94,14 @@ def test_deepseek_v4_sinks_maps_with_more_keys_than_tokens(tmp_path):
     assert main(["sinks", str(tmp_path / "ckpt"), "--from", str(tmp_path / "run"), "--seq-len", "16", "--samples",
                  "2", "--device", "cpu", "--out", str(tmp_path / "sinks")]) == 0  # fmt: skip
     assert (tmp_path / "sinks" / "sinks_maps.png").is_file()
+
+
+@pytest.mark.slow
+def test_deepseek_v4_streams_to_the_in_memory_table(tmp_path):
+    """Its checkpoint keeps the final norm at `model.norm` although a rename rule targets `.norm.`, and an
+    integer hash-routing table: the layer reader places both as from_pretrained does."""
+    _, planted = planted_checkpoint("deepseek_v4", tmp_path / "ckpt")
+    assert run_profile(tmp_path / "ckpt", tmp_path / "mem") == [planted]
+    assert run_profile(tmp_path / "ckpt", tmp_path / "stream", "--stream") == [planted]
+    mem, stream = (pd.read_csv(tmp_path / r / "expert_stats.csv") for r in ("mem", "stream"))
+    pd.testing.assert_frame_equal(mem, stream, rtol=1e-4)

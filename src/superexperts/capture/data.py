@@ -47,11 +47,17 @@ class Calibration:
         }
 
 
+CONTROL_BYTES = [*range(1, 9), 11, *range(14, 27), *range(28, 32), 127]  # not tab, newline, CR, form feed, ESC
+
+
 def read_text_file(path: Path) -> str:
     """A data file's UTF-8 text; binary files and other encodings are refused in one line."""
     data = path.read_bytes()
     if b"\x00" in data:
         raise UserError(f"{path} is not a text file (it holds NUL bytes: binary or UTF-16); pass UTF-8 text.")
+    controls = sum(data.count(bytes([c])) for c in CONTROL_BYTES)
+    if controls > max(8, len(data) // 100):  # text in any encoding has (almost) none: no iconv advice for binaries
+        raise UserError(f"{path} is not a text file ({controls} control bytes: binary data); pass UTF-8 text.")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -163,6 +169,8 @@ def load_texts(spec: str | None, flag: str = "--data") -> tuple[list[str], str]:
         if path.suffix not in TEXT_SUFFIXES:
             raise UserError(f"{flag} {spec}: unsupported file type; use {', '.join(TEXT_SUFFIXES)}.")
         return _read_file(path), "\n\n"
+    if path.exists():  # `--data <(cat file)`: a pipe, and the data is read more than once
+        raise UserError(f"{flag} {spec} is a pipe or device, not a file; save the text to a file and pass that.")
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or path.suffix in TEXT_SUFFIXES
     if looks_like_path:
         raise UserError(f"{flag} {spec}: no such file or folder.")

@@ -36,8 +36,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every subcommand; with `argv`, only the subcommand it names gets its full parser
     (the others their one-line summary), so parsing never pays for another subcommand's imports."""
     from ..runs.version import __version__
+    from .common import OneLineParser
 
-    parser = argparse.ArgumentParser(prog="superexperts", epilog=EPILOG,
+    parser = OneLineParser(prog="superexperts", epilog=EPILOG,
                                      description="Find, explain and protect the Super Experts of MoE LLMs.")
     parser.add_argument("--version", action="version", version=f"superexperts {__version__}")
     loud = parser.add_mutually_exclusive_group()
@@ -88,11 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     WRITTEN.clear()  # only this command's files count in the interruption message
     runfolder.COMMAND_LINE = ["superexperts", *argv]  # recorded in every output
     try:
-        with warnings.catch_warnings(), _loudness(args):
+        from .common import writing
+
+        with warnings.catch_warnings(), _loudness(args), writing(args):
             warnings.showwarning = _one_line_warnings(args.command)
             if args.verbose:
                 warnings.simplefilter("always")
-            return int(args.run(args) or 0)
+            code = int(args.run(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+            return code
+    except BrokenPipeError:  # the reader stopped early (`| head`): quiet, like `git log | head`
+        _drop_stdout()
+        return 0
     except UserError as e:
         print(f"superexperts {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -161,6 +169,14 @@ class _Once:
         return True
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's final flush of a closed pipe would print a traceback."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _interrupted(args: argparse.Namespace) -> str:
     """What an interruption left: files already complete (written atomically), resumable progress, or nothing."""
     from ..runs.runfolder import WRITTEN
@@ -171,7 +187,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     if WRITTEN:
         folders = sorted({str(p.parent) for p in WRITTEN})
         return (f"{len(WRITTEN)} complete file(s) were already written in {', '.join(folders)} "
-                "(e.g. the run without its report); re-run to finish.")  # fmt: skip
+                "(e.g. the run without its report); re-run with --overwrite to finish.")  # fmt: skip
     return "nothing was written."
 
 

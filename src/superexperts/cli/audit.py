@@ -40,8 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from ..models.loading import checkpoint_path
     from ..recipes.auditing import AuditRequest, run_audit
 
-    out = out_dir(args, "audit.json", "runs/audit")
+    out = out_dir(args, "audit.json", "runs/audit", inputs=[args.original, args.compressed, args.data, args.ppl],
+                  also=["audit.html"])
     experts, source = resolve_experts("super", args.from_dir)
+    if args.from_dir is not None:  # the run's SEs belong to ORIGINAL
+        from ..identify.profile_run import check_run_of
+
+        check_run_of(args.from_dir, args.original, args.trust_remote_code)
     req = AuditRequest(
         original=checkpoint_path(args.original), compressed=checkpoint_path(args.compressed), experts=experts, experts_source=source, data=args.data,
         samples=args.samples, seq_len=args.seq_len, seed=args.seed, ppl=args.ppl, max_windows=args.max_windows,

@@ -9,6 +9,7 @@ evaluation subcommands (quant-eval, audit, prune-eval) `add_loading_flags`, `add
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,20 @@ def model_of(args: argparse.Namespace, from_dir: str | None) -> str | None:
     return model_of_run(from_dir)
 
 
+SEED_LIMIT = 2**63  # numpy's and torch's generators take seeds in [0, 2**63)
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of --seed: a whole number the generators accept."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}; pass a whole number") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; seeds are 0 <= seed < 2**63")
+    return value
+
+
 def add_loading_flags(p: argparse.ArgumentParser) -> None:
     """--batch-size and the device flags of the evaluation subcommands (quant-eval, audit)."""
     add_batch_flag(p)
@@ -118,10 +133,15 @@ def add_window_flags(p: argparse.ArgumentParser, samples_default: str, seq_len_d
                    "folder, wikitext2, c4 or a dataset name (default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help=f"calibration windows (default {samples_default})")
     p.add_argument("--seq-len", type=int, help=f"perplexity/calibration window length (default {seq_len_default})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the windows and random controls (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the windows and random controls (default 0)")
     p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset name "
                    f"(default: {ppl_default})")  # fmt: skip
     p.add_argument("--max-windows", type=int, help="perplexity windows kept (default all; the reference's C4: 256)")
+
+
+def add_many_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--many", action="store_true", help="run more than 50 evaluation conditions (each a full pass; "
+                   "refused without it)")  # fmt: skip
 
 
 def add_task_flags(p: argparse.ArgumentParser) -> None:
@@ -153,13 +173,14 @@ def tasks_of(args: argparse.Namespace):
     return tasks, check_tasks(tasks, include_path=args.tasks_include)
 
 
-def out_dir(args: argparse.Namespace, filename: str, default: str) -> Path:
-    """--out (default: --from RUN_DIR, else `default`); refuses to replace `filename` without --overwrite."""
+def out_dir(args: argparse.Namespace, filename: str, default: str, inputs=(), also=()) -> Path:
+    """--out (default: --from RUN_DIR, else `default`), checked by the one placement rule
+    (runs.safety.check_record_out): not an input or a checkpoint folder, writable, and `filename`
+    (and the `also` files) replaced only with --overwrite and only when this tool wrote them."""
+    from ..runs.safety import check_record_out
+
     out = Path(args.out or getattr(args, "from_dir", None) or default)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; pass a folder path.")
-    if (out / filename).exists() and not args.overwrite:
-        raise UserError(f"{out}/{filename} exists; pass --overwrite or choose another --out.")
+    check_record_out(out, inputs, filename, overwrite=args.overwrite, also=also)
     return out
 
 
@@ -222,3 +243,51 @@ def run_dir_of(args: argparse.Namespace) -> str:
         raise UserError("no run folder given; pass RUN_DIR or --from RUN_DIR (a folder written by `superexperts "
                         "profile`).")  # fmt: skip
     return run_dir
+
+
+# What to do about argparse's type errors, by the words of its message.
+_TYPE_FIXES = {"invalid int value": "pass a whole number", "invalid float value": "pass a number",
+               "invalid choice": "pick one of the listed values", "expected one argument": "give it a value"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage block only with --help), and `-inf`/`-1.5`/`nan`
+    read as values, never as unknown options (`--threshold -inf` must reach its range check)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+|\d*\.\d+|\d+\.?\d*e[-+]?\d+|inf|infinity|nan)$", re.IGNORECASE)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse reports these from the top parser: name the subcommand they were given to
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help).\n")
+        return parsed
+
+    def error(self, message: str):
+        fix = next((f"; {fix}" for words, fix in _TYPE_FIXES.items() if words in message), "")
+        self.exit(2, f"{self.prog}: error: {message}{fix} (see {self.prog} --help).\n")
+
+
+# Where a command writes when --out is not given (the --from run folder first).
+_DEFAULT_OUT = {"prune-eval": "runs/prune-eval", "quant-eval": "runs/quant-eval", "sinks": "runs/sinks"}
+
+
+def writing(args: argparse.Namespace):
+    """The writer lock of the folder (or file) this command writes: two writers of one run folder
+    exclude each other (runs.staging.writer_lock); a nullcontext for commands that write nothing."""
+    import contextlib
+
+    from ..runs.staging import writer_lock
+
+    if args.command in ("report", "identify"):
+        target, flag = (args.from_dir, "--from") if args.from_dir is not None else (args.run_dir, "RUN_DIR")
+    elif args.command in _DEFAULT_OUT:
+        target = (args.out or getattr(args, "from_dir", None) or getattr(args, "run_dir", None)
+                  or _DEFAULT_OUT[args.command])  # fmt: skip
+        flag = "--out" if args.out else "--from" if target != _DEFAULT_OUT[args.command] else "--out"
+    else:
+        target, flag = getattr(args, "out", None), "--out"
+    return contextlib.nullcontext() if target is None else writer_lock(target, flag)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import replace
 
 from ..runs.errors import UserError
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     given = {k: v for k, v in (overrides | {"memory_gb": args.memory}).items() if v is not None}
     if args.measure:
         check_measurable(dev.kind)
-    if not args.disk > 0:
-        raise UserError(f"--disk must be a positive number (GB/s), got {args.disk}.")
+    if not (args.disk > 0 and math.isfinite(args.disk)):
+        raise UserError(f"--disk must be a finite positive number (GB/s), got {args.disk}.")
     batch = parse_batch_size(args.batch_size)
     check_dtype(args.dtype)
     commands = [c.strip() for c in args.commands.split(",") if c.strip()]

@@ -10,6 +10,7 @@ from .common import (
     add_prefetch_arg,
     criterion_args,
     progress,
+    seed_arg,
     window_defaults,
 )
 from .identify import se_table, thresholds_line
@@ -33,7 +34,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seq-len", type=int, help="tokens per window (default 2048; demo 64)")
     p.add_argument("--batch-size", default="auto", metavar="auto|N", help="windows per forward: N, or auto, the "
                    "most that fit the device's memory and a token budget (default auto)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed for window sampling (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed for window sampling (default 0)")
     p.add_argument("--out", default="runs/profile", help="run folder to write (default runs/profile)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     add_criterion_args(p, "SE criterion (default paper; see `identify`)")

@@ -54,7 +54,8 @@ def _profile_first(args: argparse.Namespace) -> str:
     seq_len, samples = window_defaults(args.source is None, args.seq_len, args.samples)
     req = ProfileRequest(model=args.source, out=args.run_dir, seq_len=seq_len, samples=samples, data=args.data,
                          batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                         trust_remote_code=args.trust_remote_code, overwrite=args.overwrite, report=False)  # fmt: skip
+                         trust_remote_code=args.trust_remote_code, overwrite=args.overwrite, report=False,
+                         out_flag="--profile-out")  # fmt: skip
     result = run_profile(req, progress=progress(args))
     print(f"profiled {args.source or 'the built-in demo'} into {req.out}/: Super Experts "
           f"{result.identification.verdict.experts}", file=sys.stderr)  # fmt: skip
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     req = ProtectRequest(fmt=args.fmt, whole_layer=args.whole_layer, out=args.out, overwrite=args.overwrite,
                          checkpoint=args.checkpoint, trust_remote_code=args.trust_remote_code,
-                         atoms=args.atoms)  # fmt: skip
+                         atoms=args.atoms, inputs=(args.data,))  # fmt: skip
     req.check()
     if args.from_dir is not None:
         if args.source is not None:

@@ -10,11 +10,13 @@ from ..runs.errors import UserError
 from .common import (
     add_batch_flag,
     add_deprecated,
+    add_many_flag,
     add_model_args,
     add_prefetch_arg,
     add_task_flags,
     model_of,
     progress,
+    seed_arg,
     task_names,
     window_defaults,
 )
@@ -38,9 +40,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mode", default="zero", help="zero (paper: routed, contributes nothing) | mean (output "
                    "replaced by its calibration mean) | skip (removed from routing) (default zero)")  # fmt: skip
     p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random non-SE control sets (default 0)")
+    add_many_flag(p)
     p.add_argument("--layer-controlled", action="store_true",
                    help="also draw N_SEEDS controls inside the SEs' layers (paper v3)")
-    p.add_argument("--seed", type=int, default=0, help="first seed of the controls and windows (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="first seed of the controls and windows (default 0)")
     p.add_argument("--ppl", metavar="DATA", help="perplexity data: file, folder, wikitext2, c4 or a dataset "
                    "name (default: the demo's held-out text, in BOS-first windows, for the demo; none otherwise)")  # fmt: skip
     p.add_argument("--seq-len", type=int, help="perplexity/calibration window length (default 2048; demo 64)")
@@ -107,13 +110,13 @@ def request(args: argparse.Namespace):
     from ..models.atoms import resolve_atoms
 
     atoms, atoms_source = resolve_atoms(args.atoms, args.from_dir) if args.atoms is not None else (None, "custom")
-    experts, source = resolve_experts(args.experts, args.from_dir)
+    experts, source = resolve_experts(args.experts, args.from_dir, "--experts")
     model = model_of(args, args.from_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples)
     req = PruneEvalRequest(
         model=model, experts=experts, experts_source=source, out=args.out or args.from_dir or "runs/prune-eval",
         seq_len=seq_len, samples=samples, from_dir=args.from_dir, mode=args.mode, n_random=args.random,
-        layer_controlled=args.layer_controlled, seed=args.seed,
+        layer_controlled=args.layer_controlled, seed=args.seed, many=args.many,
         ppl=args.ppl if args.ppl is not None or model is not None else DEMO_PPL, max_windows=args.max_windows,
         data=args.data, batch_size=args.batch_size, tasks=tasks, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, causal=args.causal,

@@ -8,6 +8,7 @@ from ..runs.errors import UserError, check_choice
 from .common import (
     add_device_map_arg,
     add_loading_flags,
+    add_many_flag,
     add_task_flags,
     add_window_flags,
     model_of,
@@ -49,6 +50,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--act-bits", type=int, help="also quantize each token's down_proj input: 8 or 4 (default off)")
     p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random-protection control sets "
                    "(default 0)")  # fmt: skip
+    add_many_flag(p)
     add_window_flags(p, samples_default="32; demo 16: fewer than profile's 128 because "
                      "every condition re-profiles them")
     add_task_flags(p)
@@ -73,9 +75,14 @@ def _request(args: argparse.Namespace):
     scheme = Scheme(bits=max(bits), group_size=args.group_size, act_bits=args.act_bits)
     scheme.check()
     experts, source = resolve_experts("super", args.from_dir)
+    model = model_of(args, args.from_dir)
+    if args.from_dir is not None and model is not None:  # the run's SEs belong to this model
+        from ..identify.profile_run import check_run_of
+
+        check_run_of(args.from_dir, model, args.trust_remote_code)
     req = QuantEvalRequest(
-        model=model_of(args, args.from_dir), scheme=scheme, experts=experts, experts_source=source,
-        n_random=args.random, seed=args.seed, ppl=args.ppl,
+        model=model, scheme=scheme, experts=experts, experts_source=source,
+        n_random=args.random, seed=args.seed, many=args.many, ppl=args.ppl,
         seq_len=args.seq_len, max_windows=args.max_windows, data=args.data, samples=args.samples,
         batch_size=args.batch_size, limit=args.limit, num_fewshot=args.num_fewshot,
         prompts=read_prompts(args.generate), max_new_tokens=args.max_new_tokens, device=args.device,
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.quantizing import run_quant_eval
 
     req = _request(args)
-    out = out_dir(args, "quant_eval.json", "runs/quant-eval")
+    out = out_dir(args, "quant_eval.json", "runs/quant-eval", inputs=[req.model, args.data, args.ppl])
     document = run_quant_eval(req, out, echo=print, progress=progress(args))
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))

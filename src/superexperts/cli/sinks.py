@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 
 from ..runs.errors import UserError
-from .common import add_experts_arg, add_model_args, add_prefetch_arg, model_of, window_defaults
+from .common import (
+    add_experts_arg,
+    add_many_flag,
+    add_model_args,
+    add_prefetch_arg,
+    model_of,
+    seed_arg,
+    window_defaults,
+)
 
 MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
 
@@ -29,6 +37,7 @@ def add_parser(subparsers) -> None:
                    help="random non-SE control sets of the same size (default 3, where prune-eval and quant-eval "
                    "default to 0: a control costs one forward here, a whole evaluation there; 0 = none)")
     p.add_argument("--layer-controlled", action="store_true", help="draw random controls in the SEs' layers")
+    add_many_flag(p)
     p.add_argument("--layers", metavar="LIST", help="layers for attention maps, e.g. 3,7 (default: after the SEs)")
     p.add_argument("--heads", default="0", metavar="LIST", help="heads for attention maps (default 0; "
                    "the head average is always drawn)")  # fmt: skip
@@ -42,7 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sink-keys", default="first", metavar="first|topK",
                    help="sink tokens: the first token, or the K most attended keys, e.g. top3 (default first)")
     p.add_argument("--epsilon", type=float, default=0.3, help="sink-rate threshold (Gu et al.; default 0.3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of windows and random controls (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of windows and random controls (default 0)")
     p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier sinks.json (and its figures) in --out")
@@ -95,7 +104,7 @@ def request(args: argparse.Namespace):
         data=args.data, top_k=_top_k(args.sink_keys), epsilon=args.epsilon, seed=args.seed, device=args.device,
         device_map=args.device_map,
         dtype=args.dtype, trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
-        overwrite=args.overwrite, stream=args.stream, prefetch=args.prefetch,
+        overwrite=args.overwrite, stream=args.stream, prefetch=args.prefetch, many=args.many,
     )  # fmt: skip
 
 

@@ -53,7 +53,8 @@ class EvalFields(Measures):
         """Each numeric flag against its lower bound; `extra` adds flag=value pairs that must be >= 0."""
         self.batch_size = parse_batch_size(self.batch_size)
         bounds = [("--seq-len", self.seq_len, 2), ("--max-new-tokens", self.max_new_tokens, 1),
-                  ("--samples", self.samples, 1), ("--max-windows", self.max_windows, 1)]  # fmt: skip
+                  ("--samples", self.samples, 1), ("--max-windows", self.max_windows, 1),
+                  ("--limit", self.limit, 1), ("--num-fewshot", self.num_fewshot, 0)]  # fmt: skip
         bounds += [(f"--{name.replace('_', '-')}", value, 0) for name, value in extra.items()]
         for name, value, low in bounds:
             check_at_least(name, value, low)

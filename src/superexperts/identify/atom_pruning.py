@@ -30,6 +30,7 @@ import pandas as pd
 from ..models.atoms import Atom, atom_key, atoms_json
 from ..models.experts import Expert
 from ..runs.errors import UserError, check_choice
+from .atoms import KEYS, camera_scores
 
 SCOPES = {"camera": "layer", "heapr": "global"}  # criterion -> ranking scope
 PROTECT = ("none", "super", "super-atoms")
@@ -202,21 +203,24 @@ def atom_scores(prof: Any, criterion: str, *, rho: float = 0.9, model: Any = Non
                 batch_size: int = 1) -> pd.DataFrame:  # fmt: skip
     """The one place prune-eval and quant-eval take atom scores from: (layer, expert, kind, atom, score).
 
-    camera: (1 - rho) * camera_sum + rho * camera_max of the profile's atom statistics (CAMERA's
-    score; identify.atoms.camera_scores of issue 20 item 3 computes the same and replaces this line
-    when merged). heapr: `superexperts.heapr(model, input_ids, batch_size=...)` (item 3, not in this
-    build yet).
+    camera: CAMERA's score of the profile's atom statistics, (1 - rho) * camera_sum + rho * camera_max
+    (`identify.atoms.camera_scores`). heapr: `capture.heapr.heapr` on `input_ids` (the calibration
+    windows: one forward and one backward with the model's own loss); routed atoms only, as HEAPr.
     """
     check_rho(rho)
     if criterion == "heapr":
-        raise UserError("--prune-by heapr: this build has no HEAPr scores yet (issue 20 item 3); use --prune-by "
-                        "camera.")  # fmt: skip
+        if model is None or input_ids is None:
+            raise UserError("--prune-by heapr needs the model and calibration windows; pass --from RUN with "
+                            "--data (or the demo's built-in text).")  # fmt: skip
+        from ..capture.heapr import heapr  # torch and the model's forward: only when heapr is asked for
+
+        table = heapr(model, input_ids, batch_size=batch_size if isinstance(batch_size, int) else 1)
+        return table.assign(kind="routed").rename(columns={"heapr": "score"})[[*KEYS, "score"]]
     stats = getattr(prof, "atom_stats", None)
     if stats is None or len(stats) == 0:
         raise UserError("the profile has no atom statistics (atom_stats.parquet); re-run `superexperts profile` "
                         "with this version to record them.")  # fmt: skip
-    score = (1 - rho) * stats["camera_sum"] + rho * stats["camera_max"]
-    return stats[[c for c in ("layer", "expert", "kind", "atom") if c in stats]].assign(score=score)
+    return camera_scores(stats, rho).rename(columns={"camera": "score"})[[*KEYS, "score"]]
 
 
 def check_rho(rho: float) -> None:

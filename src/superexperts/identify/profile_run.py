@@ -47,11 +47,26 @@ def check_run_model(run_dir: str | os.PathLike, config, model: str, flag: str = 
                 "experts per layer": meta.get("num_experts"), "revision": meta.get("revision")}  # fmt: skip
     if meta.get("synthetic"):
         recorded["revision"] = None
+    elif isinstance(meta.get("fingerprint"), dict) and Path(model).is_dir():
+        # the same architecture with other weights (another folder under the run's relative name)
+        from ..models.checkpoints.files import checkpoint_fingerprint
+
+        now = checkpoint_fingerprint(Path(model)) or {}
+        for part in ("weights", "config"):
+            recorded[f"{part} fingerprint"] = meta["fingerprint"].get(part)
+            target[f"{part} fingerprint"] = now.get(part)
     for what, value in recorded.items():
         if value is not None and target[what] is not None and value != target[what]:
-            source = meta.get("model") or meta.get("name_or_path") or "another model"
+            source = meta.get("model_path") or meta.get("model") or meta.get("name_or_path") or "another model"
             raise UserError(f"{flag} {run_dir} was profiled on {source} ({what} {value}), but {model} has "
                             f"{what} {target[what]}; profile {model} and use that run.")
+
+
+def check_run_of(run_dir: str | os.PathLike, model: str, trust_remote_code: bool = False, flag: str = "--from") -> None:
+    """`check_run_model` reading `model`'s config (no weights) first."""
+    from ..models.loading import load_config
+
+    check_run_model(run_dir, load_config(model, trust_remote_code), model, flag)
 
 
 

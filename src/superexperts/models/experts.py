@@ -138,18 +138,21 @@ def check_experts_in_config(experts: list[Expert], config) -> None:
             raise UserError(f"expert {layer}:{expert} is out of range; the model has experts 0..{per_layer - 1}.")
 
 
-def run_super_experts(run_dir: str | os.PathLike) -> list[Expert]:
-    """The SEs a profile run folder saved (its super_experts.json); refuses an empty list."""
+def run_super_experts(run_dir: str | os.PathLike, flag: str | None = None) -> list[Expert]:
+    """The SEs a profile run folder saved (its super_experts.json); refuses an empty list, naming
+    `flag` (the command's expert-list flag) as the way out, or re-identification when it has none."""
     from ..runs.runfolder import load_super_experts
 
     experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
     if not experts:
-        raise UserError(f"{run_dir}/super_experts.json lists no Super Experts; nothing to prune. "
-                        "List the experts instead, e.g. 1:68,2:92.")
+        fix = (f"pass the experts instead, e.g. {flag} 1:68,2:92" if flag else
+               f"re-identify them with `superexperts identify {run_dir} --criterion ...`")  # fmt: skip
+        raise UserError(f"{run_dir}/super_experts.json lists no Super Experts; {fix}.")
     return experts
 
 
-def resolve_experts(spec: str, from_dir: str | os.PathLike | None) -> tuple[list[Expert] | None, str]:
+def resolve_experts(spec: str, from_dir: str | os.PathLike | None,
+                    flag: str | None = None) -> tuple[list[Expert] | None, str]:  # fmt: skip
     """(experts, source) for `super|LIST|FILE`, before any model is loaded.
 
     "super" takes the SEs of `from_dir`; without a run folder it gives (None, "profiled") and the
@@ -162,4 +165,4 @@ def resolve_experts(spec: str, from_dir: str | os.PathLike | None) -> tuple[list
         return load_experts(spec), "custom"
     if from_dir is None:
         return None, "profiled"
-    return run_super_experts(from_dir), f"{from_dir}/super_experts.json"
+    return run_super_experts(from_dir, flag), f"{from_dir}/super_experts.json"

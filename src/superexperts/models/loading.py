@@ -5,6 +5,7 @@ Everything that can be checked from the config is checked before any weight is r
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -39,11 +40,14 @@ class Loaded:
 
     def describe(self) -> dict[str, Any]:
         config = self.model.config
+        local = Path(self.path).is_dir()
         described = {
             "model": self.spec or "builtin demo",
-            "model_path": self.path,
+            # absolute: a run read from another working folder must find the same model (issue 23)
+            "model_path": os.path.abspath(self.path) if local else self.path,
             "revision": getattr(config, "_commit_hash", None),
             "synthetic": self.synthetic,
+            "fingerprint": _fingerprint(os.path.abspath(self.path)) if local else None,
         }
         if is_vision_language(config):
             described["calibration_modality"] = "text only: the language model of a vision-language model"
@@ -52,6 +56,13 @@ class Loaded:
 
             described["device_map"] = describe(self.device_map, self.model)
         return described
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(path: str) -> dict[str, str] | None:
+    from .checkpoints.files import checkpoint_fingerprint
+
+    return checkpoint_fingerprint(Path(path))
 
 
 def check_dtype(dtype: str) -> None:
@@ -105,6 +116,7 @@ def is_vision_language(config) -> bool:
 
 
 def load_config(path: str, trust_remote_code: bool):
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     local = Path(path)
@@ -116,8 +128,8 @@ def load_config(path: str, trust_remote_code: bool):
         if "trust_remote_code" in str(e):
             raise UserError(f"{path} needs its own code; re-run with --trust-remote-code if you trust it.")
         raise UserError(f"{path}: {str(e).splitlines()[0]}")
-    except (OSError, TypeError, KeyError) as e:
-        if local.exists():  # a damaged config.json, not a hub problem
+    except (OSError, TypeError, KeyError, StrictDataclassError) as e:
+        if local.exists():  # a damaged config.json (or a field of the wrong type), not a hub problem
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"cannot read {local / 'config.json'} ({why}); re-download or re-save the checkpoint.") from None
         if hub_unreachable():
@@ -216,11 +228,13 @@ def load_model(
             "superexperts needs an MoE model such as Qwen3-MoE, DeepSeek-V2/V3, Mixtral, OLMoE or GPT-OSS."
         )
     torch_dtype = resolve_dtype(dtype, dev, config)
-    from .checkpoints.formats import dequantized_bytes, in_memory_quantization, quant_method
+    from .checkpoints.formats import check_in_memory, dequantized_bytes, in_memory_quantization, quant_method
 
     # FP8/MXFP4 as published: dequantized on every device (GPU kernels would bypass the experts capture),
     # FP8 through the streaming path's quantizer (edge blocks)
     quantized = quant_method(config) is not None
+    if quantized:
+        check_in_memory(path, config)  # blocks and scales against the config, before transformers reads them
     quantization = in_memory_quantization(config)
     offload = None
     if placement is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..capture.data import calibration, check_texts
-from ..evaluate.ablate.controls import random_controls
+from ..evaluate.ablate.controls import check_planned_conditions, random_controls
 from ..evaluate.sinks.attention import attention_layers
 from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
 from ..evaluate.sinks.validate import (
@@ -53,6 +53,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
     epsilon: float = 0.3
     seed: int = 0
     overwrite: bool = False
+    many: bool = False  # --many: run more than MAX_CONDITIONS conditions
     stream: bool = False  # read the checkpoint one decoder layer at a time (no router view)
     prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
 
@@ -61,6 +62,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         if self.stream:
             self._check_stream()
         check_at_least("--random", self.n_random, 0)
+        check_planned_conditions(2 + self.n_random, many=self.many)  # original, pruned, controls
         if not 0.0 < self.epsilon < 1.0:
             raise UserError(f"--epsilon must be in (0, 1), got {self.epsilon}.")
         if self.text is not None and not self.text.strip():
@@ -88,7 +90,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
 
     def experts(self) -> list[Expert]:
         """The experts to prune (not yet checked against a model); `super` without --from is the demo's."""
-        experts, _ = resolve_experts(self.prune, self.from_dir)
+        experts, _ = resolve_experts(self.prune, self.from_dir, "--prune")
         if experts is None:  # only the demo reaches here (checked on construction)
             from ..models.demo import DEMO_SUPER_EXPERTS
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..capture.batching import AUTO, BatchSize, parse_batch_size, resolve_batch_size
-from ..capture.data import calibration
+from ..capture.data import calibration, check_texts
 from ..capture.profile import profile
 from ..compress.audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
 from ..compress.quant_eval import SINK_WINDOWS
@@ -56,6 +56,11 @@ class AuditRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         for name, value, low in [("--seq-len", self.seq_len, 2), ("--samples", self.samples, 1),
                                  ("--max-windows", self.max_windows, 1)]:
             check_at_least(name, value, low)
+        if os.path.exists(self.original) and os.path.realpath(self.original) == os.path.realpath(self.compressed):
+            raise UserError(f"ORIGINAL and COMPRESSED are the same folder ({self.original}); pass the compressed "
+                            "checkpoint as the second argument.")  # fmt: skip
+        check_texts(self.data)
+        check_texts(self.ppl, "--ppl")
         if not 0 < self.threshold < 1:
             raise UserError(f"--threshold {self.threshold} must be in (0, 1), e.g. 0.5 for a fall by half.")
 

@@ -26,7 +26,7 @@ class ExportRequest:
             raise UserError("--experts super needs --from RUN_DIR (a folder written by `superexperts profile`).")
         if self.prune != "super" and self.from_dir is not None:
             raise UserError("--from is only used with --experts super; drop it or use --experts super.")
-        experts, _ = resolve_experts(self.prune, self.from_dir)
+        experts, _ = resolve_experts(self.prune, self.from_dir, "--experts")
         if self.from_dir is not None:  # a run of another model would name the wrong experts
             from ..identify.profile_run import check_run_model
             from ..models.loading import load_config

@@ -16,6 +16,7 @@ from ..identify.identification import Identification, identification
 from ..identify.profile_run import load_profile, run_files
 from ..identify.rules import get_criterion
 from ..runs.runfolder import write_files
+from ..runs.safety import check_folder_writable
 
 EXPORTS = ("expert_stats.csv", "expert_stats.parquet")
 
@@ -34,6 +35,7 @@ class IdentifyRequest:
 def run_identify(req: IdentifyRequest) -> tuple[Identification, Path | None]:
     """(the identification, the refreshed report or None)."""
     prof = load_profile(req.run_dir)
+    check_folder_writable(req.run_dir)
     ident = identification(prof, req.criterion, req.params, command="identify")
     files: dict[str, Any] = dict(ident.files)
     missing = [name for name in EXPORTS if not (Path(req.run_dir) / name).is_file()]

@@ -42,13 +42,14 @@ class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_
     state_dir: str | None = None
     resume: bool = False
     prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
+    out_flag: str = "--out"  # the flag that named `out` (protect profiles into --run-dir)
 
     def __post_init__(self) -> None:
         check_window_args(self.seq_len, self.samples, 1 if self.batch_size == AUTO else self.batch_size)
         self.check_model_fields()
         get_criterion(self.criterion)
         # --overwrite replaces only an earlier run (profile.json) or an empty folder, never an input
-        check_out_path(self.out, [self.model, self.data], RUN_MARKER, overwrite=self.overwrite)
+        check_out_path(self.out, [self.model, self.data], RUN_MARKER, overwrite=self.overwrite, flag=self.out_flag)
         if not self.stream and (self.resume or self.state_dir):
             raise UserError("--state-dir/--resume only apply with --stream; add --stream.")
         check_prefetch(self.prefetch, self.stream)

@@ -16,12 +16,13 @@ from typing import Any
 
 from ..compress.names import checkpoint_keys, expert_modules
 from ..compress.protect import atom_entries, check_format, protected_entries, render
-from ..identify.profile_run import load_profile
+from ..identify.profile_run import check_run_of, load_profile
 from ..models.adapters import map_model
 from ..models.atoms import super_atoms_of, validate_atoms
 from ..models.experts import experts_from_records, format_experts, validate_experts
 from ..runs.errors import UserError
 from ..runs.runfolder import RUN_MARKER, atomic_write, base_metadata, load_super_experts
+from ..runs.safety import check_out_file
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ProtectRequest:
     checkpoint: str | None = None  # the model folder, when the run's recorded path is not here
     trust_remote_code: bool = False
     atoms: bool = False  # only the SEs' super atoms, as (module, channels): --for json
+    inputs: tuple[str | None, ...] = ()  # other files the command reads (MODEL, --data): never the --out
 
     def check(self) -> None:
         """Everything checkable before a model config is read or a profile runs."""
@@ -41,12 +43,8 @@ class ProtectRequest:
             raise UserError(f"--atoms lists single channels, which only --for json carries; drop --atoms for {self.fmt}.")
         if self.atoms and self.whole_layer:
             raise UserError("--atoms keeps single channels and --whole-layer whole MoE layers; pass one of them.")
-        if self.out is not None:
-            out = Path(self.out)
-            if out.is_dir():
-                raise UserError(f"--out {out} is a folder; pass a file path such as {out}/protect.yaml.")
-            if out.exists() and not self.overwrite:
-                raise UserError(f"--out {out} exists; pass --overwrite to replace it or choose another file.")
+        if self.out is not None:  # never a run's own files, a device, a link or a file we did not write
+            check_out_file(self.out, [self.checkpoint, *self.inputs], overwrite=self.overwrite)
         if self.checkpoint is not None and not Path(self.checkpoint).is_dir():
             raise UserError(f"--checkpoint {self.checkpoint} is not a folder; pass the model's checkpoint folder.")
 
@@ -88,6 +86,8 @@ def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
                         f"(try `superexperts identify {run_dir} --criterion ...`).")  # fmt: skip
     meta = load_profile(run_dir).meta
     folder = Path(req.checkpoint) if req.checkpoint else model_folder(meta, req.trust_remote_code)
+    if not meta.get("synthetic"):  # the names must come from the model the run profiled
+        check_run_of(run_dir, str(folder), req.trust_remote_code, "--checkpoint" if req.checkpoint else "RUN_DIR")
     skeleton, _ = build_skeleton(folder, None, trust_remote_code=req.trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     ses = validate_experts(model_map, ses)

@@ -27,6 +27,7 @@ from ..evaluate.ablate.conditions import (
     run_conditions,
     summarize,
 )
+from ..evaluate.ablate.controls import check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
@@ -66,6 +67,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
     seed: int = 0
     causal: int | None = None  # confirm the pruned experts + this many top other candidates
     overwrite: bool = False
+    many: bool = False  # --many: run more than MAX_CONDITIONS conditions
     criterion: str | None = None  # prune the lowest `fraction` per layer by it (pruning_criteria)
     fraction: float | None = None
     protect: str = "super"  # super: also evaluate the criterion with `experts` protected (atoms: super-atoms too)
@@ -94,6 +96,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
             raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
                             f"Available: {', '.join(MODES)}.")  # fmt: skip
         self.check_ranges(random=self.n_random, causal=self.causal)
+        check_planned_conditions(2 + self.n_random * (1 + self.layer_controlled), many=self.many)
         if self.layer_controlled and self.n_random < 1:
             raise UserError("--layer-controlled draws per seed: also pass --random N_SEEDS (e.g. --random 5).")
         if self.model is not None and self.ppl is None and not self.tasks and not self.prompts:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture.data import calibration
+from ..capture.data import calibration, check_texts
 from ..capture.profile import profile
 from ..compress.quant import Scheme, check_model
 from ..compress.quant.tiers import camera_q_bits, check_tiers
@@ -24,6 +24,7 @@ from ..compress.quant_eval import (
     run_quant_conditions,
 )
 from ..evaluate.ablate.conditions import eval_plan
+from ..evaluate.ablate.controls import check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import atom_scores, check_rho
 from ..identify.rules import paper_super_experts
@@ -57,11 +58,13 @@ class QuantEvalRequest(EvalFields, ModelFields):  # + ppl, seq_len, data (SE out
     tier_bits: list[int] = field(default_factory=list)  # camera-q: --bits 8,4,2
     tier_ratios: list[float] = field(default_factory=list)  # camera-q: --bits-ratio 0.1,0.3,0.6
     rho: float = 0.9  # CAMERA's weight of the max term
+    many: bool = False  # --many: run more than MAX_CONDITIONS conditions
 
     def check(self) -> None:
         """Argument checks that need no model."""
         self.scheme.check()
         self.check_ranges(random=self.n_random)
+        check_planned_conditions(4 + self.n_random, many=self.many)  # original, all, protect-super, se-only
         self.check_model_fields()
         check_choice("--scheme", self.mixed, SCHEMES)
         check_rho(self.rho)
@@ -78,6 +81,8 @@ class QuantEvalRequest(EvalFields, ModelFields):  # + ppl, seq_len, data (SE out
                             "super-atoms, --scheme camera-q) go without it: drop --act-bits.")  # fmt: skip
         if self.protect_atoms and self.from_dir is None:
             raise UserError("--protect super-atoms keeps the super atoms of a profile run: pass --from RUN_DIR.")
+        check_texts(self.data)  # local data of the wrong kind fails here, not after the model ran
+        check_texts(self.ppl, "--ppl")
 
 
 def _super_atoms(req: QuantEvalRequest, model_map) -> dict | None:

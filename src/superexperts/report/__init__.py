@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..runs.runfolder import RUN_MARKER, write_files
+from ..runs.safety import check_folder_writable
 from . import atom_section, causal_section, eval_sections, overview, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
 from .page import Raw, Section, esc, render_page
@@ -81,6 +82,7 @@ def write_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     before anything is written.
     """
     inputs = load_inputs(run_dir)
+    check_folder_writable(inputs.run_dir)
     parts = build_sections(inputs)
     files: dict[str, bytes] = {"report.html": render_page(report_title(inputs), parts).encode("utf-8")}
     if figures:

@@ -107,11 +107,18 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    """Write via a temp file in the same folder and rename: readers never see half a file.
+
+    A failed write (full disk, read-only folder) is one UserError and leaves nothing behind; a
+    device, pipe or link in the way is never replaced (the rename would swap the node itself)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UserError(f"{path} is a link, device or pipe, not a file this tool wrote; choose another path.")
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -119,8 +126,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         usual_mode(Path(tmp))  # mkstemp makes 0600; the result gets what a plain open would
         os.replace(tmp, path)
         WRITTEN.append(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        for folder in created:  # innermost first; only the empty folders this call made
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(e, OSError):
+            raise UserError(f"writing {path} failed ({os_error_reason(e)}); nothing was written.") from None
         raise
 
 

@@ -13,11 +13,14 @@ so a serving process or another user can read an export.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -108,3 +111,45 @@ def make_staging(parent: Path, prefix: str) -> Path:
 def owned_name(prefix: str) -> str:
     """`<prefix><pid>`: a name `sweep_stale(parent, prefix)` removes once this process is gone."""
     return f"{prefix}{os.getpid()}"
+
+
+def lock_dir() -> Path:
+    """Where writer locks live: one shared folder, so a lock never adds a file to the user's folders."""
+    return Path(tempfile.gettempdir()) / "superexperts-locks"
+
+
+@contextlib.contextmanager
+def writer_lock(target: str | os.PathLike, what: str = "--out") -> Iterator[None]:
+    """Hold the one writer lock of `target` (a run or output folder, or a file) while the block runs.
+
+    A second writer gets one UserError naming the first one's pid; a lock whose owner is gone
+    (killed, or its pid reused by a younger process: `owner_gone`) is swept and taken.
+    """
+    from .errors import UserError
+
+    real = os.path.realpath(os.path.expanduser(target))
+    folder = lock_dir()
+    folder.mkdir(mode=0o1777, exist_ok=True)
+    path = folder / (hashlib.sha256(real.encode()).hexdigest()[:24] + ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().split()[0])
+                stale = owner_gone(pid, path.stat().st_mtime)
+            except (OSError, ValueError, IndexError):  # half-written by a writer killed at once
+                pid, stale = None, True
+            if not stale:
+                raise UserError(f"{what} {target} is being written by another superexperts process (pid {pid}); "
+                                "wait for it to finish or choose another path.") from None  # fmt: skip
+            path.unlink(missing_ok=True)
+    else:
+        raise UserError(f"{what} {target}: could not take its writer lock {path}; retry.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {real}\n")
+        yield
+    finally:
+        path.unlink(missing_ok=True)

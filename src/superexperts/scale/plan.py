@@ -27,6 +27,7 @@ Peak memory is the sum of what is held at once:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,8 +94,8 @@ def device(name: str, *, memory_gb: float | None = None, bandwidth_gbs: float | 
                         f"Known: {', '.join(DEVICES)}; or give --memory, --bandwidth and --tflops.")  # fmt: skip
     for flag, value in (("--memory", memory_gb), ("--bandwidth", bandwidth_gbs), ("--tflops", tflops),
                         ("--activation-bandwidth", activation_gbs)):  # fmt: skip
-        if value is not None and not value > 0:
-            raise UserError(f"{flag} must be a positive number, got {value}.")
+        if value is not None and not (value > 0 and math.isfinite(value)):  # inf would plan "0.0 s"
+            raise UserError(f"{flag} must be a finite positive number, got {value}.")
     base = DEVICES[key]
     return replace(base, memory_gb=memory_gb or base.memory_gb, bandwidth_gbs=bandwidth_gbs or base.bandwidth_gbs,
                    tflops=tflops or base.tflops, activation_gbs=activation_gbs or base.activation_gbs)  # fmt: skip

@@ -28,7 +28,13 @@ from torch import nn
 
 from ..identify import known
 from ..models.adapters import map_model
-from ..models.loading import auto_model_class, is_vision_language, load_config, resolve_dtype
+from ..models.loading import (
+    EXPERT_COUNT_KEYS,
+    auto_model_class,
+    is_vision_language,
+    load_config,
+    resolve_dtype,
+)
 from ..models.shape import ModelShape, model_shape
 from ..runs.errors import UserError
 
@@ -62,12 +68,33 @@ def read_config(spec: str, *, trust_remote_code: bool = False):
 
     folder = Path(spec).expanduser()
     if folder.exists():
-        return load_config(str(folder), trust_remote_code), f"{folder}/config.json", folder
+        config = load_config(str(folder), trust_remote_code)
+        check_size_fields(folder / "config.json")
+        return config, f"{folder}/config.json", folder
     shipped = shipped_config(spec)
     if shipped is not None:
         fields, source = shipped
         return AutoConfig.for_model(**fields), f"config shipped with superexperts ({source})", None
     return load_config(spec, trust_remote_code), f"config.json of {spec} (hub)", None
+
+
+# Sizes transformers would silently fill with its own defaults when config.json lacks them.
+SIZE_FIELDS = ("num_hidden_layers", "hidden_size", "vocab_size")
+
+
+def check_size_fields(path: Path) -> None:
+    """config.json names the model's sizes (its own or in `text_config`) and an expert count: a plan
+    of transformers' defaults would describe another model."""
+    raw = json.loads(path.read_text())
+    text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else {}
+    fields = raw | text
+    missing = [k for k in SIZE_FIELDS if k not in fields]
+    if missing:
+        raise UserError(f"{path} does not give {', '.join(missing)}; plan needs the checkpoint's own config.json "
+                        "with its sizes (transformers would fill in defaults of another model).")  # fmt: skip
+    if not any(isinstance(fields.get(k), int) and fields[k] > 0 for k in EXPERT_COUNT_KEYS):
+        raise UserError(f"{path} names no expert count ({', '.join(EXPERT_COUNT_KEYS)}): the model has no MoE "
+                        "layers to plan; superexperts works on Mixture-of-Experts models.")  # fmt: skip
 
 
 def build_from_config(config, dtype: torch.dtype, *, trust_remote_code: bool = False) -> nn.Module:
@@ -142,13 +169,18 @@ def estimated_disk_bytes(model: nn.Module, config) -> float:
     return total
 
 
-def _headers(folder: Path, model: nn.Module) -> tuple[float, dict[int, int]] | None:
-    """(total bytes, bytes per decoder layer) from the shards' headers, when the shards are there."""
+def _headers(folder: Path, model: nn.Module, *, trust_remote_code: bool = False) -> tuple[float, dict[int, int]] | None:
+    """(total bytes, bytes per decoder layer) from the shards' headers, when the shards are there.
+    FP8/MXFP4 checkpoints are read against the skeleton `--stream` uses (with the dequantizing
+    quantizer, which knows their scales and `_blocks`/`_scales` tensors)."""
+    from ..models.checkpoints.formats import quant_method
     from ..models.checkpoints.reader import Checkpoint
-    from ..models.checkpoints.skeleton import layers_path
+    from ..models.checkpoints.skeleton import build_skeleton, layers_path
 
     if not any(folder.glob("*.safetensors")):
         return None
+    if quant_method(model.config) is not None:
+        model, _ = build_skeleton(folder, None, trust_remote_code=trust_remote_code, allow_quantized=True)
     ckpt = Checkpoint.open(folder, model, layers_prefix=layers_path(model))
     size = {k: t.end - t.start for k, t in ckpt.tensors.items()}
     per_layer = {i: sum(size[k] for k in keys) for i, keys in ckpt.layer_keys.items()}
@@ -174,7 +206,7 @@ def load_plan_model(spec: str, *, dtype: str = "auto", device_kind: str = "cpu",
     model = build_from_config(config, compute, trust_remote_code=trust_remote_code)
     supported = support(model, config)
     shape = model_shape(model)
-    found = _headers(folder, model) if folder is not None else None
+    found = _headers(folder, model, trust_remote_code=trust_remote_code) if folder is not None else None
     if found is not None:
         return PlanModel(shape, found[0], found[1], f"{source}; on disk: safetensors headers", supported)
     total = _index_total(spec) if folder is None and "shipped" not in source else None

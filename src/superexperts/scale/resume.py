@@ -65,7 +65,8 @@ class RunState:
                 return data
         except (ValueError, KeyError, TypeError, OSError):  # ValueError covers JSON and UTF-8 errors
             pass
-        raise UserError(f"{path} is damaged; delete {self.folder} and run again without --resume.")
+        raise UserError(f"{path} is not a superexperts state file (damaged, or another tool's); pass a new or empty "
+                        f"--state-dir, or delete {self.folder} if it is yours.")  # fmt: skip
 
     def start(self, *, resume: bool) -> dict[int, dict]:
         """Finished layers' states when resuming a matching run; otherwise a clean folder."""

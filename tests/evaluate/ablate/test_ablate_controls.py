@@ -13,8 +13,11 @@ SES = [(1, 3), (1, 5), (2, 0), (2, "shared")]
 
 @pytest.mark.parametrize("layer_controlled", [False, True])
 def test_controls_never_include_an_se(layer_controlled):
-    controls = random_controls(LAYERS, SES, 300, layer_controlled=layer_controlled)
-    assert len(controls) == 300
+    # at most as many sets per call as are disjoint (3 layer-controlled: layer 1 has 6 non-SEs for 2 SEs)
+    per_call = 3 if layer_controlled else 7
+    controls = [c for s in range(100) for c in random_controls(LAYERS, SES, per_call, seed=s * per_call,
+                                                                layer_controlled=layer_controlled)]  # fmt: skip
+    assert len(controls) == 100 * per_call
     seen = set()
     for chosen in controls:
         assert len(chosen) == len(SES) == len(set(chosen))
@@ -43,3 +46,16 @@ def test_controls_bad_input():
         random_controls(LAYERS, [(7, 1)], 1)
     with pytest.raises(UserError, match="at least one SE"):
         random_controls(LAYERS, [], 1)
+
+
+def test_more_controls_than_disjoint_sets_are_refused_with_that_number():
+    layers, ses = {1: 8, 2: 8, 3: 8}, [(1, 0), (1, 1), (2, 0)]
+    # pooled: 24 - 3 = 21 non-SEs, 3 per set -> 7; layer by layer: layer 1 has 6 non-SEs for 2 SEs -> 3
+    assert len(random_controls(layers, ses, 7)) == 7
+    assert len(random_controls(layers, ses, 3, layer_controlled=True)) == 3
+    with pytest.raises(UserError, match="--random 8 is more than the 7 disjoint control sets"):
+        random_controls(layers, ses, 8)
+    with pytest.raises(UserError, match="--random 4 is more than the 3 disjoint control sets"):
+        random_controls(layers, ses, 4, layer_controlled=True)
+    with pytest.raises(UserError, match="pass --random 7 or fewer"):  # at once, not after 10^20 draws
+        random_controls(layers, ses, 10**20)

@@ -29,6 +29,26 @@ def _draw(rng: np.random.Generator, pool: list[Expert], count: int, where: str) 
     return [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
 
 
+MAX_CONDITIONS = 50  # evaluation conditions run without --many (the defaults plan 2-8)
+
+
+def check_planned_conditions(count: int, *, many: bool) -> None:
+    """Refuse more than MAX_CONDITIONS conditions unless `many` (--many): each is a full evaluation
+    pass, so the run takes about `count` times one evaluation of the model."""
+    if count > MAX_CONDITIONS and not many:
+        raise UserError(f"{count} conditions planned, each a full evaluation pass: about {count}x the time of "
+                        f"evaluating the model once (more than {MAX_CONDITIONS}); pass a smaller --random, "
+                        "or --many to run them all.")  # fmt: skip
+
+
+def disjoint_sets(pool: Mapping[int, list[Expert]], wanted: Mapping[int, int], *, layer_controlled: bool) -> int:
+    """How many pairwise disjoint control sets the non-SE experts `pool` (per layer) allow, for
+    `wanted` SEs per layer: all layers pooled, or layer by layer when layer-controlled."""
+    if layer_controlled:
+        return min(len(pool[layer]) // k for layer, k in wanted.items())
+    return sum(len(p) for p in pool.values()) // sum(wanted.values())
+
+
 def random_controls(
     model_map: ModelMap | Mapping[int, int],
     super_experts: list[Expert],
@@ -58,6 +78,11 @@ def random_controls(
     wanted: dict[int, int] = {}
     for layer, _ in super_experts:
         wanted[layer] = wanted.get(layer, 0) + 1
+    limit = disjoint_sets(pool, wanted, layer_controlled=layer_controlled)
+    if n_seeds > limit > 0:  # past it the sets must overlap; and 10^20 seeds would hang here (0: `_draw` says why)
+        where = "in the SEs' layers" if layer_controlled else "in the model"
+        raise UserError(f"--random {n_seeds} is more than the {limit} disjoint control sets (of "
+                        f"{len(super_experts)} non-SE experts each) {where}; pass --random {limit} or fewer.")  # fmt: skip
     controls = []
     for s in range(seed, seed + n_seeds):
         rng = np.random.default_rng(s)

@@ -157,7 +157,7 @@ def export_pruned(model_dir: str | os.PathLike, experts: list[Expert], out_dir: 
     source = Path(model_dir)
     if not source.is_dir():
         raise UserError(f"model folder not found: {source}; export works on a local checkpoint folder.")
-    out = check_out_path(out_dir, [source, *inputs], RECORD, overwrite=overwrite)
+    out = check_out_path(out_dir, [source, *inputs], RECORD, overwrite=overwrite, checkpoint_ok=True)
     skeleton, _ = build_skeleton(source, None, trust_remote_code=trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     experts = validate_experts(model_map, list(experts))

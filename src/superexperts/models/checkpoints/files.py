@@ -152,3 +152,39 @@ def read_tensors(infos: dict[str, TensorInfo], files: dict[Path, Any], *, pin: b
             done += n
         out[key] = buffer[start : start + size].view(TORCH_DTYPES[info.dtype]).reshape(info.shape)
     return out
+
+
+FINGERPRINT_SAMPLES = 64  # 4 KiB reads per weight file beyond its header: a few MB for any checkpoint
+WHOLE_FILE_BYTES = 16 << 20  # smaller files are hashed whole
+
+
+def checkpoint_fingerprint(folder: Path) -> dict[str, str] | None:
+    """Short hashes identifying a local checkpoint: its config.json, and its weight files (each
+    one's size, header and evenly spaced samples of its bytes; small files whole). A copy in another
+    folder has the same fingerprint, other weights of the same architecture another. None when
+    `folder` is not a checkpoint folder with safetensors weights.
+
+    >>> checkpoint_fingerprint(Path("ckpt"))
+    {'config': '3f2a…', 'weights': '9c1b…'}
+    """
+    import hashlib
+
+    if not (folder / "config.json").is_file():
+        return None
+    try:
+        files = weight_files(folder)
+    except UserError:
+        return None
+    weights = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        weights.update(f"{path.name}:{size}\0".encode())
+        with open(path, "rb") as f:
+            if size <= WHOLE_FILE_BYTES:
+                weights.update(f.read())
+                continue
+            for i in range(FINGERPRINT_SAMPLES):
+                f.seek(i * (size - 4096) // (FINGERPRINT_SAMPLES - 1))
+                weights.update(f.read(4096))
+    config = hashlib.sha256((folder / "config.json").read_bytes())
+    return {"config": config.hexdigest()[:16], "weights": weights.hexdigest()[:16]}

@@ -40,6 +40,7 @@ from transformers.quantizers.quantizers_utils import get_module_from_name
 from transformers.utils.quantization_config import FineGrainedFP8Config, Mxfp4Config
 
 from ...runs.errors import UserError
+from .integrity import quiet_transformers
 
 CONFIGS = {"fp8": FineGrainedFP8Config, "mxfp4": Mxfp4Config}  # quant_method -> dequantizing config class
 # (QUANTIZERS, below: quant_method -> transformers' quantizer with our memory-lean variants of its ops)
@@ -185,8 +186,9 @@ def prepare(model: nn.Module, dtype: torch.dtype):
     method = quant_method(model.config)
     merged = AutoHfQuantizer.merge_quantization_configs(model.config.quantization_config, wanted)
     quantizer = QUANTIZERS[method](merged, pre_quantized=True)
-    quantizer.validate_environment(device_map=None, weights_only=True)
-    quantizer.preprocess_model(model=model, dtype=dtype, device_map=None, checkpoint_files=None, use_kernels=False)
+    with quiet_transformers():  # its "MXFP4 on CPU ... we will dequantize" notice: dequantizing is the point
+        quantizer.validate_environment(device_map=None, weights_only=True)
+        quantizer.preprocess_model(model=model, dtype=dtype, device_map=None, checkpoint_files=None, use_kernels=False)
     return quantizer
 
 
@@ -269,3 +271,56 @@ IN_MEMORY_FP8 = "superexperts_fp8"
 if IN_MEMORY_FP8 not in AUTO_QUANTIZER_MAPPING:
     register_quantization_config(IN_MEMORY_FP8)(FineGrainedFP8Config)
     register_quantizer(IN_MEMORY_FP8)(DequantizingFP8Quantizer)
+MXFP4_BYTES = 16  # bytes per MXFP4 block: 32 e2m1 codes, two per byte, one E8M0 scale per block
+
+
+def _block_size(config) -> list[int] | None:
+    quant = config.quantization_config
+    return quant.get("weight_block_size") if isinstance(quant, dict) else getattr(quant, "weight_block_size", None)
+
+
+def _tensor_problem(key: str, tensors: dict[str, Any], config) -> str | None:
+    """What is wrong with quantized tensor `key` (dtype, shape, or its scales) for the config's
+    format; None when it is right or not a quantized tensor."""
+    info = tensors[key]
+    if quant_method(config) == "mxfp4" and key.endswith("_blocks"):
+        scales = tensors.get(_scale_name(key))
+        if info.dtype != "U8" or len(info.shape) < 2 or info.shape[-1] != MXFP4_BYTES:
+            return f"is {info.dtype} {list(info.shape)}; MXFP4 blocks are U8 [..., blocks, {MXFP4_BYTES}]"
+        if scales is not None and (scales.dtype != "U8" or tuple(scales.shape) != tuple(info.shape[:-1])):
+            return (f"has scales {_scale_name(key)!r} {scales.dtype} {list(scales.shape)}; MXFP4 needs U8 "
+                    f"{list(info.shape[:-1])} (one exponent per block)")  # fmt: skip
+    if quant_method(config) == "fp8" and key.endswith(".weight") and key + "_scale_inv" in tensors:
+        scales, block = tensors[key + "_scale_inv"], _block_size(config)
+        if info.dtype not in FP8_HEADER_DTYPES:
+            return f"is {info.dtype} but has a weight_scale_inv; block-FP8 weights are {' or '.join(FP8_HEADER_DTYPES)}"
+        if not scales.dtype.startswith(("F", "BF")) or scales.dtype in FP8_HEADER_DTYPES:
+            return f"has scales {key}_scale_inv of dtype {scales.dtype}; FP8 scales are floats (F32)"
+        if block and len(info.shape) >= 2:
+            grid = [*info.shape[:-2], *(math.ceil(n / b) for n, b in zip(info.shape[-2:], block))]
+            if list(scales.shape) != grid:
+                return (f"{list(info.shape)} has scales {key}_scale_inv {list(scales.shape)}; blocks of "
+                        f"{list(block)} need {grid}")  # fmt: skip
+    return None
+
+
+def check_quantized_tensors(folder: Path, tensors: dict[str, Any], config) -> None:
+    """dtype and shape of every FP8/MXFP4 tensor and its scales against the quantization config,
+    from the headers (no weight read): one line naming the first bad tensor. transformers would
+    otherwise raise a long RuntimeError (in memory) or read wrong values as numbers (streaming)."""
+    for key in sorted(tensors):
+        problem = _tensor_problem(key, tensors, config)
+        if problem is not None:
+            raise UserError(f"{folder}: {key!r} {problem}; the checkpoint is damaged or not what its "
+                            f"config.json says ({quant_method(config)}); re-download or re-save it.")  # fmt: skip
+
+
+def check_in_memory(path: str, config) -> None:
+    """Refuse, before loading, a quantized checkpoint whose tensors do not match its quantization
+    config (transformers would raise a long RuntimeError or read wrong values). Partial FP8 edge
+    blocks are fine: `in_memory_quantization` reads them as the streaming path does."""
+    from .files import read_tensor_index
+
+    if quant_method(config) not in QUANTIZERS or not Path(path, "config.json").is_file():
+        return
+    check_quantized_tensors(Path(path), read_tensor_index(Path(path)), config)

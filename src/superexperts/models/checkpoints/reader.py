@@ -28,7 +28,14 @@ from transformers.utils import logging as hf_logging
 
 from ...runs.errors import UserError
 from .files import TensorInfo, read_tensor_index, read_tensors, release_freed_memory
-from .formats import FP8_HEADER_DTYPES, check_scales, conversion_mapping, is_packed, is_scale
+from .formats import (
+    FP8_HEADER_DTYPES,
+    check_quantized_tensors,
+    check_scales,
+    conversion_mapping,
+    is_packed,
+    is_scale,
+)
 
 SYNC_LOAD_ENV = "HF_DEACTIVATE_ASYNC_LOAD"  # read by transformers on every load call
 FLOAT_DTYPES = {"F8_E4M3", "F8_E5M2", "F16", "BF16", "F32", "F64"}
@@ -71,6 +78,7 @@ class Checkpoint:
     target_of: dict[str, str] = field(default_factory=dict)  # checkpoint key -> model parameter
     head_keys: list[str] = field(default_factory=list)  # lm_head (absent when tied to the embeddings)
     hf_quantizer: Any = None  # FP8/MXFP4: transformers' quantizer whose ops dequantize while loading
+    integer_targets: set[str] = field(default_factory=set)  # integer model tensors (DeepSeek-V4's hash routing table)
 
     @classmethod
     def open(cls, folder: str | os.PathLike, skeleton: nn.Module, *, layers_prefix: str) -> Checkpoint:
@@ -91,6 +99,7 @@ class Checkpoint:
                             "the checkpoint does not match its config.json.")  # fmt: skip
         if quantizer is not None:
             check_scales(folder, tensors, ckpt.target_of)
+            check_quantized_tensors(folder, tensors, skeleton.config)
         return ckpt
 
     def _group_keys(self, skeleton: nn.Module, layers_prefix: str) -> set[str]:
@@ -100,6 +109,7 @@ class Checkpoint:
         renamings = [r for r in rules if isinstance(r, WeightRenaming)]
         converters = [r for r in rules if isinstance(r, WeightConverter)]
         model_keys = skeleton.state_dict()
+        self.integer_targets = {k for k, t in model_keys.items() if not t.is_floating_point()}
         head = skeleton.get_output_embeddings()
         head_names = {f"{n}." for n, m in skeleton.named_modules() if head is not None and m is head}
         layer_re = re.compile(rf"^{re.escape(layers_prefix)}\.(\d+)\.")
@@ -107,6 +117,9 @@ class Checkpoint:
         unused: set[str] = set()
         for key in sorted(self.tensors):
             target, _ = rename_source_key(key, renamings, converters, skeleton.base_model_prefix, model_keys)
+            if target not in model_keys and key in model_keys:  # a rule too broad for this key, as
+                # transformers' loader decides too (DeepSeek-V4's `.norm.` -> `.kv_norm.` on the final norm)
+                target, _ = rename_source_key(key, [], [], skeleton.base_model_prefix, model_keys)
             if target not in model_keys:
                 unused.add(target)  # e.g. DeepSeek-V3's multi-token-prediction layer, not part of the model
                 continue
@@ -124,6 +137,7 @@ class Checkpoint:
     def check_dtypes(self, keys: list[str]) -> None:
         if self.hf_quantizer is not None:  # quantized values and scales go through its dequantizing ops
             keys = [k for k in keys if not (is_packed(k, self.tensors[k].dtype) or is_scale(k))]
+        keys = [k for k in keys if self.target_of.get(k) not in self.integer_targets]  # stored as integers
         bad = [k for k in keys if self.tensors[k].dtype not in FLOAT_DTYPES or self.tensors[k].dtype in FP8_HEADER_DTYPES]
         if bad:
             info = self.tensors[bad[0]]
