@@ -22,9 +22,9 @@ demo: export OMP_NUM_THREADS ?= 1
 demo: $(STAMP)
 	$(BIN)/superexperts profile --out $(DEMO_OUT) --overwrite
 	$(BIN)/superexperts prune-eval --from $(DEMO_OUT) --random 3 --layer-controlled --causal \
-	    --tasks demo_arith --tasks-include $(DEMO_RES)/tasks --generate $(DEMO_RES)/demo/prompts.txt --overwrite
+	    --tasks demo_arith --generate $(DEMO_RES)/demo/prompts.txt --overwrite
 	$(BIN)/superexperts sinks --from $(DEMO_OUT) --overwrite
-	$(BIN)/superexperts quant-eval --from $(DEMO_OUT) --bits 4 --random 3 --overwrite
+	$(BIN)/superexperts quant-eval --from $(DEMO_OUT) --bits 2 --group-size 16 --random 3 --overwrite
 	$(BIN)/superexperts report $(DEMO_OUT)
 	@echo "SYNTHETIC demo study done. Open $(DEMO_OUT)/report.html: the SEs found, what pruning them does"
 	@echo "(perplexity, demo_arith accuracy, generations, causal check), attention sinks, quantization."

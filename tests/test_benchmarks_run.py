@@ -55,3 +55,9 @@ def test_bench_stream_fp8_quick(tmp_path):
     result = json.loads(out[out.index("{"):])
     assert positive(result["stream_over_load_plus_profile_throughput"])
     assert positive(result["peak_growth_MB_per_layer_MB"])
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("bench_*.py")))
+def test_every_benchmark_answers_help_and_writes_nothing(script, tmp_path):
+    out = run(script, "--help", workdir=tmp_path / "bench")
+    assert "usage:" in out and not (tmp_path / "bench").exists()

@@ -12,12 +12,20 @@ figures/report); `pyproject.toml`'s import-linter contracts keep each wing to th
     cli > recipes > report > compress | scale > evaluate > identify > capture > models > runs
 """
 
+from __future__ import annotations
+
 import importlib.abc as _abc
 import importlib.util as _util
 import sys as _sys
+import types as _types
+from typing import TYPE_CHECKING
 from typing import Any as _Any
 
 from .runs.version import __version__
+
+if TYPE_CHECKING:
+    from .capture.profile import Profile
+    from .identify.rules import Verdict
 
 # Documented import paths that now live in a wing. `superexperts.loading` and `superexperts.data`
 # are the README's public API and stay importable here; the others are kept for one release.
@@ -59,12 +67,35 @@ def importlib_import(name: str):
 if not any(isinstance(f, _AliasFinder) for f in _sys.meta_path):
     _sys.meta_path.append(_AliasFinder())
 
-# `superexperts.profile` is the function; `from superexperts.profile import Profile` still works
-# through the alias above, loaded here first so that a later import cannot rebind the name.
-from . import profile as _profile_module  # noqa: F401
-from .capture.heapr import heapr
-from .capture.profile import Profile, profile
-from .identify.rules import Verdict, identify
+# The API names load their wing on first use: `superexperts --help` and the CLI's input checks must
+# not pay for torch and transformers (seconds) before they answer.
+_LAZY = {
+    "profile": ("superexperts.capture.profile", "profile"),
+    "Profile": ("superexperts.capture.profile", "Profile"),
+    "Verdict": ("superexperts.identify.rules", "Verdict"),
+    "heapr": ("superexperts.capture.heapr", "heapr"),
+}
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib_import(module), attr)
+    raise AttributeError(f"module 'superexperts' has no attribute {name!r}")
+
+
+class _Package(_types.ModuleType):
+    """`superexperts.profile` is the function; importing the alias module `superexperts.profile`
+    (`from superexperts.profile import Profile`) would make the import system bind the name to the
+    module here: that one binding is refused, so the name keeps resolving to the function."""
+
+    def __setattr__(self, name: str, value: _Any) -> None:
+        if name == "profile" and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def find_super_experts(prof: Profile, criterion: str = "paper", **params: _Any) -> Verdict:
@@ -72,6 +103,8 @@ def find_super_experts(prof: Profile, criterion: str = "paper", **params: _Any) 
 
     >>> find_super_experts(prof, percentile=99.5, max_fraction=0.1).experts
     """
+    from .identify.rules import identify
+
     return identify(prof.expert_stats, prof.num_layers, criterion, **params)
 
 

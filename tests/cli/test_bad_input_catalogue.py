@@ -23,7 +23,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 CPU = ["--device", "cpu"]
 PRUNE_EVAL = ["--ppl", "data/good.txt", "--seq-len", "16", *CPU]
 SINKS = ["--random", "0", "--seq-len", "16", "--samples", "2", *CPU]
-EXPORT = ["--prune", "1:3", "--out", "pruned"]
+EXPORT = ["--experts", "1:3", "--out", "pruned"]
 
 
 def xfail(item: str, why: str):
@@ -55,8 +55,8 @@ def damaged_cases():
         yield case(["profile", folder, *PROFILE_ARGS], message)
         yield case(["profile", folder, "--stream", *PROFILE_ARGS], STREAM_MESSAGE.get(folder, message))
         yield case(["prune-eval", folder, "--experts", "1:3", *PRUNE_EVAL], message)
-        yield case(["sinks", folder, "--prune", "1:3", *SINKS], message)
-        yield case(["sinks", folder, "--prune", "1:3", "--stream", *SINKS], STREAM_MESSAGE.get(folder, message))
+        yield case(["sinks", folder, "--experts", "1:3", *SINKS], message)
+        yield case(["sinks", folder, "--experts", "1:3", "--stream", *SINKS], STREAM_MESSAGE.get(folder, message))
         if folder not in ("missingattn", "unexpected"):  # export copies non-expert tensors as they are
             yield case(["export", folder, *EXPORT], "expert 3" if folder == "missingexpert" else message)
 
@@ -80,7 +80,7 @@ def data_cases():
                    name=f"profile --data {spec} (before loading)")
     yield case(["prune-eval", "good", "--experts", "1:3", "--ppl", "data/latin1.txt", "--seq-len", "16", *CPU],
                "not UTF-8 text")  # fmt: skip
-    yield case(["sinks", "good", "--prune", "1:3", "--data", "data/binary.txt", *SINKS], "not a text file")
+    yield case(["sinks", "good", "--experts", "1:3", "--data", "data/binary.txt", *SINKS], "not a text file")
     yield case(["prune-eval", "good", "--experts", "1:3", "--ppl", "missing.txt", "--seq-len", "16", *CPU], "--ppl",
                early=True)
     yield case(["prune-eval", "good", "--experts", "1:3", "--generate", "prompts.bin", *PRUNE_EVAL], "prompts.bin",
@@ -100,10 +100,10 @@ PARAMETERS = [
     case(["report", "mine"], "no profile.json"),
     case(["compare", "run", "run"], "twice"),
     case(["compare", "run", "run2"], "identify"),
-    case(["export", "good", "--prune", "1:99", "--out", "pruned"], "out of range"),
-    case(["export", "good", "--prune", "experts.bin", "--out", "pruned"], "not a text expert list"),
-    case(["export", "good", "--prune", "missing.json", "--out", "pruned"], "not found"),
-    case(["export", "good", "--prune", "super", "--out", "pruned"], "--from"),
+    case(["export", "good", "--experts", "1:99", "--out", "pruned"], "out of range"),
+    case(["export", "good", "--experts", "experts.bin", "--out", "pruned"], "not a text expert list"),
+    case(["export", "good", "--experts", "missing.json", "--out", "pruned"], "not found"),
+    case(["export", "good", "--experts", "super", "--out", "pruned"], "--from"),
     case(["prune-eval", "good", "--experts", "experts.bin", *PRUNE_EVAL], "not a text expert list", early=True),
     case(["prune-eval", "good", "--experts", "1:99", *PRUNE_EVAL], "out of range", early=True),
     case(["prune-eval", "good", "--experts", "1:3", "--mode", "banana", *PRUNE_EVAL], "banana", early=True),
@@ -111,18 +111,18 @@ PARAMETERS = [
     case(["prune-eval", "good", "--atoms", "1:3", *PRUNE_EVAL], "LAYER:EXPERT:ATOM", early=True),
     case(["prune-eval", "good", "--atoms", "1:3:0", "--stream", *PRUNE_EVAL], "drop --stream", early=True),
     case(["prune-eval", "good", "--atoms", "1:3:999", *PRUNE_EVAL], "atom 1:3:999 is out of range"),
-    case(["prune-eval", "good", "--criterion", "camera", "--fraction", "0.2", *PRUNE_EVAL], "--from", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--epsilon", "2", *SINKS], "--epsilon", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--heads", "x", *SINKS], "--heads", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--layers", "1,99", *SINKS], "99", early=True),
-    case(["sinks", "org/model", "--prune", "1:3", "--stream", *SINKS], "local checkpoint folder", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--stream", "--device-map", "auto", *SINKS[:-2]],
+    case(["prune-eval", "good", "--prune-by", "camera", "--fraction", "0.2", *PRUNE_EVAL], "--from", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--epsilon", "2", *SINKS], "--epsilon", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--heads", "x", *SINKS], "--heads", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--layers", "1,99", *SINKS], "99", early=True),
+    case(["sinks", "org/model", "--experts", "1:3", "--stream", *SINKS], "local checkpoint folder", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--stream", "--device-map", "auto", *SINKS[:-2]],
          "--stream and --device-map", early=True),
-    case(["sinks", "--prune", "1:3", "--stream", *SINKS], "--stream needs MODEL", early=True),
+    case(["sinks", "--experts", "1:3", "--stream", *SINKS], "--stream needs MODEL", early=True),
 ]
 
 RUNS = [
-    case(["export", "good", "--prune", "super", "--from", "otherrun", "--out", "pruned"], "otherrun"),
+    case(["export", "good", "--experts", "super", "--from", "otherrun", "--out", "pruned"], "otherrun"),
     case(["prune-eval", "good", "--from", "otherrun", *PRUNE_EVAL, "--out", "pe"], "otherrun", early=True),
     case(["sinks", "good", "--from", "otherrun", *SINKS, "--out", "sk"], "otherrun", early=True),
     # issue 23: every subcommand that takes a run checks it, before loading weights
@@ -137,7 +137,7 @@ RUNS = [
     case(["sinks", "twin", "--from", "run", *SINKS, "--out", "sk"], "weights fingerprint", early=True),
     case(["audit", "twin", "good", "--from", "run", "--seq-len", "16", *CPU, "--out", "au"], "weights fingerprint",
          early=True),
-    case(["export", "twin", "--prune", "super", "--from", "run", "--out", "pruned"], "weights fingerprint"),
+    case(["export", "twin", "--experts", "super", "--from", "run", "--out", "pruned"], "weights fingerprint"),
     case(["protect", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
 ]
 
@@ -150,15 +150,15 @@ OUTS = [
     case(["export", "good", *EXPORT[:2], "--out", "mine", "--overwrite"], "did not write"),
     case(["export", "good", *EXPORT[:2], "--out", "mine"], "--overwrite"),
     case(["export", "good", *EXPORT[:2], "--out", "notes.txt", "--overwrite"], "is a file"),
-    case(["export", "good", "--prune", "super", "--from", "run", "--out", "run", "--overwrite"], "input"),
+    case(["export", "good", "--experts", "super", "--from", "run", "--out", "run", "--overwrite"], "input"),
     case(["profile", "good", *PROFILE_ARGS, "--out", "notes.txt"], "is a file", early=True),
     case(["profile", "good", *PROFILE_ARGS, "--out", "run"], "--overwrite", early=True),
     case(["profile", "good", *PROFILE_ARGS, "--out", "good", "--overwrite"], "input", early=True),
     case(["profile", "good", *PROFILE_ARGS, "--out", "mine", "--overwrite"], "did not write", early=True),
     case(["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL, "--out", "notes.txt"], "is a file", early=True),
     case(["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL, "--out", "good"], "input", early=True),
-    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "notes.txt"], "notes.txt", early=True),
-    case(["sinks", "good", "--prune", "1:3", *SINKS, "--out", "good"], "input", early=True),
+    case(["sinks", "good", "--experts", "1:3", *SINKS, "--out", "notes.txt"], "notes.txt", early=True),
+    case(["sinks", "good", "--experts", "1:3", *SINKS, "--out", "good"], "input", early=True),
     case(["sinks", "--from", "sinksrun", *SINKS], "--overwrite", early=True),
     case(["compare", "run", "otherrun", "--out", "cmp"], "--overwrite"),
 ]
@@ -169,7 +169,7 @@ PROTECT = ["protect", "run", "--for", "json"]
 QUANT_EVAL = ["quant-eval", "good", "--from", "run", "--seq-len", "16", "--samples", "2", *CPU]
 AUDIT = ["audit", "good", "good2", "--seq-len", "16", "--samples", "2", *CPU]
 PRUNE = ["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL]
-SINK = ["sinks", "good", "--prune", "1:3", *SINKS]
+SINK = ["sinks", "good", "--experts", "1:3", *SINKS]
 COMPARE = ["compare", "run", "sinksrun"]
 DEVICE = "device or system path"
 READ_ONLY = "not writable"
@@ -186,18 +186,18 @@ def placement_cases():
         yield case([*argv, "--out", "run" if name == "compare" else "good", "--overwrite"], "input", early=True)
     yield case([*COMPARE, "--out", "other"], "checkpoint folder")
     yield case([*AUDIT, "--out", "other"], "checkpoint folder", early=True)
-    yield case([*PROTECT, "--out", "run/profile.json", "--overwrite"], "own profile.json")
-    yield case([*PROTECT, "--out", "run/super_experts.json", "--overwrite"], "own super_experts.json")
-    yield case([*PROTECT, "--out", "run/expert_stats.csv", "--overwrite"], "own expert_stats.csv")
-    yield case([*PROTECT, "--out", "good/keep.json"], "checkpoint folder")
-    yield case([*PROTECT, "--out", "notes_link", "--overwrite"], "a link to")
-    yield case([*PROTECT, "--out", "notes.txt", "--overwrite"], "did not write")
-    yield case([*PROTECT, "--out", "/dev/full", "--overwrite"], DEVICE)
-    yield case([*PROTECT, "--out", "/dev/stdout", "--overwrite"], DEVICE)
-    yield case([*PROTECT, "--out", "fifo", "--overwrite"], "pipe")
-    yield case([*PROTECT, "--out", "mine"], "is a folder")
-    yield case([*PROTECT, "--out", "ro/keep.json"], READ_ONLY)
-    yield case(["protect", "good", "--for", "json", "--run-dir", "mine"], "--run-dir mine", early=True)
+    yield case([*PROTECT, "--out-file", "run/profile.json", "--overwrite"], "own profile.json")
+    yield case([*PROTECT, "--out-file", "run/super_experts.json", "--overwrite"], "own super_experts.json")
+    yield case([*PROTECT, "--out-file", "run/expert_stats.csv", "--overwrite"], "own expert_stats.csv")
+    yield case([*PROTECT, "--out-file", "good/keep.json"], "checkpoint folder")
+    yield case([*PROTECT, "--out-file", "notes_link", "--overwrite"], "a link to")
+    yield case([*PROTECT, "--out-file", "notes.txt", "--overwrite"], "did not write")
+    yield case([*PROTECT, "--out-file", "/dev/full", "--overwrite"], DEVICE)
+    yield case([*PROTECT, "--out-file", "/dev/stdout", "--overwrite"], DEVICE)
+    yield case([*PROTECT, "--out-file", "fifo", "--overwrite"], "pipe")
+    yield case([*PROTECT, "--out-file", "mine"], "is a folder")
+    yield case([*PROTECT, "--out-file", "ro/keep.json"], READ_ONLY)
+    yield case(["protect", "good", "--for", "json", "--profile-out", "mine"], "--profile-out mine", early=True)
     yield case(["profile", "good", *PROFILE_ARGS, "--out", "/dev/full", "--overwrite"], DEVICE, early=True)
     yield case(["profile", "good", *PROFILE_ARGS, "--out", "notes_link"], "is a file", early=True)
     yield case(["profile", "good", *PROFILE_ARGS, "--out", "ro/p"], READ_ONLY, early=True)
@@ -221,7 +221,7 @@ PARSER = [
     case(["profile", "good", "--banana"], "unrecognized arguments: --banana", early=True),
     case(["audit", "good", "good2", "--threshold", "-inf", *CPU], "--threshold -inf must be in (0, 1)", early=True),
     case(["audit", "good", "good2", "--threshold", "nan", *CPU], "--threshold nan must be in (0, 1)", early=True),
-    case(["sinks", "good", "--prune", "1:3", "--epsilon", "-0.5", *SINKS[:-2]], "--epsilon", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--epsilon", "-0.5", *SINKS[:-2]], "--epsilon", early=True),
     # item 6: seeds the generators take; controls bounded by the disjoint sets the model has
     *(case([*argv, "--seed", seed], "--seed: ", early=True)
       for argv in (["profile", "good"], ["prune-eval", "good"], ["sinks", "good"], ["quant-eval", "good"],
@@ -311,7 +311,7 @@ def test_bad_input(workspace, capfd, request, argv, message, early):
 @pytest.mark.slow  # a fresh interpreter imports torch and transformers: seconds per case
 @pytest.mark.parametrize(
     "argv",
-    [["export", "good", "--prune", "1:3", "--out", ".", "--overwrite"], ["profile", "truncated", *PROFILE_ARGS]],
+    [["export", "good", "--experts", "1:3", "--out", ".", "--overwrite"], ["profile", "truncated", *PROFILE_ARGS]],
     ids=["export --out .", "profile truncated"],
 )
 def test_bad_input_in_a_real_process(workspace, argv):

@@ -65,7 +65,7 @@ def test_bad_device_maps_are_one_line_before_loading(demo_dir, tmp_path, capsys,
     assert not (out / "profile.json").exists()
 
 
-@pytest.mark.parametrize("cmd", [["sinks", "--prune", "1:1"], ["prune-eval", "--experts", "1:1", "--ppl", str(heldout_path())]])
+@pytest.mark.parametrize("cmd", [["sinks", "--experts", "1:1"], ["prune-eval", "--experts", "1:1", "--ppl", str(heldout_path())]])
 def test_device_and_device_map_together_refused(demo_dir, tmp_path, capsys, cmd):
     argv = [cmd[0], str(demo_dir), *cmd[1:], "--device", "cpu", "--device-map", "auto", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
@@ -80,8 +80,8 @@ def test_sinks_with_offloaded_layers(demo_dir, tmp_path):
     placement = str(odd_layers_on_disk(demo_dir, tmp_path / "map.json"))
     common = ["sinks", str(demo_dir), "--random", "0", "--samples", "1", "--seq-len", "32", "--dtype", "float32"]
     for prune in ("2:41", "1:13"):
-        assert main([*common, "--prune", prune, "--device", "cpu", "--out", str(tmp_path / prune / "mem")]) == 0
-        assert main([*common, "--prune", prune, "--device-map", placement, "--out", str(tmp_path / prune / "map")]) == 0
+        assert main([*common, "--experts", prune, "--device", "cpu", "--out", str(tmp_path / prune / "mem")]) == 0
+        assert main([*common, "--experts", prune, "--device-map", placement, "--out", str(tmp_path / prune / "map")]) == 0
         in_memory, placed = (json.loads((tmp_path / prune / d / "sinks.json").read_text()) for d in ("mem", "map"))
         assert [c["name"] for c in placed["conditions"]] == [c["name"] for c in in_memory["conditions"]]
         for got, want in zip(placed["conditions"], in_memory["conditions"]):

@@ -35,7 +35,7 @@ def test_ctrl_c_while_the_subcommands_import_is_one_line(monkeypatch, capsys):
     """Issue 14 item 6: Ctrl-C during the (slow) imports of the subcommands gives one line, no traceback."""
     from superexperts import cli
 
-    def interrupted():
+    def interrupted(*argv):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "build_parser", interrupted)

@@ -14,7 +14,7 @@ from superexperts.models.demo import heldout_path
 RUNS = {  # subcommand: (flags, output file, where the output records the prefetch, the numbers compared)
     "profile": (["--samples", "2", "--seq-len", "32", "--no-report"], "profile.json",
                 lambda d: d["meta"]["prefetch"], lambda d: (d["expert_stats"], d["layer_stats"])),
-    "sinks": (["--prune", "1:13", "--random", "0", "--samples", "1", "--seq-len", "32"], "sinks.json",
+    "sinks": (["--experts", "1:13", "--random", "0", "--samples", "1", "--seq-len", "32"], "sinks.json",
               lambda d: d["prefetch"], lambda d: d["conditions"]),
     "prune-eval": (["--experts", "1:13,2:41", "--ppl", str(heldout_path()), "--seq-len", "32", "--max-windows", "2"],
                    "prune_eval.json", lambda d: d["prefetch"],

@@ -30,19 +30,19 @@ def test_run_folder_to_stdout_and_to_a_file(demo_run, tmp_path, capsys):
     assert set(printed["modules"]) == DEMO_DOWN
     assert printed["meta"]["command"] == "protect" and "torch" in printed["meta"]["versions"]
     out = tmp_path / "keep.yaml"
-    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out", str(out)]) == 0
+    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out-file", str(out)]) == 0
     text = out.read_text()
     assert all(name in text for name in DEMO_DOWN) and text.startswith("# superexperts protect")
-    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out", str(out)]) == 2
+    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out-file", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert out.read_text() == text
-    assert main(["protect", str(demo_run), "--for", "gptqmodel", "--out", str(out), "--overwrite"]) == 0
+    assert main(["protect", str(demo_run), "--for", "gptqmodel", "--out-file", str(out), "--overwrite"]) == 0
     assert len(json.loads(out.read_text())["dynamic"]) == len(DEMO_DOWN)
 
 
 def test_model_is_profiled_first(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    argv = ["protect", "--for", "autoround", "--run-dir", str(run_dir), "--samples", "4", "--seq-len", "32",
+    argv = ["protect", "--for", "autoround", "--profile-out", str(run_dir), "--samples", "4", "--seq-len", "32",
             "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     assert set(json.loads(capsys.readouterr().out)["layer_config"]) == DEMO_DOWN
@@ -53,7 +53,7 @@ def test_a_run_without_super_experts_writes_nothing(tmp_path, capsys):
     folder = tmp_path / "flat"
     save_table_run(folder, expert_table(background(4, 8) * 0 + 1.0), 4, model_type="toy")  # no outlier: no SE
     out = tmp_path / "keep.json"
-    assert main(["protect", str(folder), "--for", "json", "--out", str(out)]) == 2
+    assert main(["protect", str(folder), "--for", "json", "--out-file", str(out)]) == 2
     err = capsys.readouterr().err
     assert "lists no Super Experts" in err and err.count("\n") == 1
     assert not out.exists()
@@ -65,7 +65,7 @@ def test_a_run_without_super_experts_writes_nothing(tmp_path, capsys):
 ])  # fmt: skip
 def test_bad_flags_write_nothing(demo_run, tmp_path, capsys, extra, message):
     out = tmp_path / "keep.txt"
-    assert main(["protect", str(demo_run), "--out", str(out), *extra]) == 2
+    assert main(["protect", str(demo_run), "--out-file", str(out), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
@@ -83,6 +83,14 @@ def test_a_run_whose_model_moved_takes_checkpoint(demo_run, tmp_path, capsys):
 
     assert main(["protect", str(moved), "--for", "json", "--checkpoint", str(demo_checkpoint())]) == 0
     assert set(json.loads(capsys.readouterr().out)["modules"]) == DEMO_DOWN
+
+
+def test_the_old_out_spelling_still_writes_with_a_note(demo_run, tmp_path, capsys):
+    out = tmp_path / "keep.yaml"
+    assert main(["protect", "--from", str(demo_run), "--for", "llm-compressor", "--out", str(out)]) == 0
+    assert "--out is deprecated, use --out-file" in capsys.readouterr().err
+    assert out.read_text() == "".join(
+        main(["protect", str(demo_run), "--for", "llm-compressor"]) == 0 and capsys.readouterr().out)
 
 
 def test_super_atoms_as_module_channels(demo_run, tmp_path, capsys):

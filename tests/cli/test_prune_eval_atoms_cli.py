@@ -1,4 +1,4 @@
-"""prune-eval on atoms (issue 20): --atoms with random atom controls, --criterion camera with protection."""
+"""prune-eval on atoms (issue 20): --atoms with random atom controls, --prune-by camera with protection."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_atom_criterion_with_protection(atom_run, tmp_path, capsys, monkeypatch,
     # The hand-computed table stands in for the one place the recipe takes atom scores from (the real
     # producers are checked against it in test_real_scores_equal_the_hand_computed_ones).
     monkeypatch.setattr(recipe, "atom_scores", lambda prof, name, **kw: scores if name == criterion else None)
-    argv = ["prune-eval", "--from", str(folder), "--criterion", criterion, "--fraction", "0.25", "--protect",
+    argv = ["prune-eval", "--from", str(folder), "--prune-by", criterion, "--fraction", "0.25", "--protect",
             protect, "--seq-len", "32", "--max-windows", "2", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
     doc = json.loads((tmp_path / "prune_eval.json").read_text())
@@ -68,11 +68,11 @@ def test_atom_criterion_with_protection(atom_run, tmp_path, capsys, monkeypatch,
 @pytest.mark.parametrize("extra, message", [
     (["--atoms", "1:13"], "bad atom '1:13'"),
     (["--atoms", "super"], "--atoms super takes the super atoms of a profile run: pass --from RUN_DIR"),
-    (["--atoms", "1:13:0", "--criterion", "camera", "--fraction", "0.2"], "pass one of them"),
+    (["--atoms", "1:13:0", "--prune-by", "camera", "--fraction", "0.2"], "pass one of them"),
     (["--atoms", "1:13:0", "--mode", "mean"], "drop --mode"),
-    (["--criterion", "camera", "--fraction", "0.25"], "pass --from RUN_DIR"),
-    (["--criterion", "camra", "--fraction", "0.25"], "Did you mean 'camera'"),
-    (["--criterion", "reap", "--fraction", "0.25", "--protect", "super-atoms"], "atom criteria camera, heapr only"),
+    (["--prune-by", "camera", "--fraction", "0.25"], "pass --from RUN_DIR"),
+    (["--prune-by", "camra", "--fraction", "0.25"], "Did you mean 'camera'"),
+    (["--prune-by", "reap", "--fraction", "0.25", "--protect", "super-atoms"], "atom criteria camera, heapr only"),
     (["--atoms", "1:13:0", "--rho", "2"], "--rho 2.0 must be in [0, 1]"),
 ])  # fmt: skip
 def test_bad_atom_input_writes_nothing(tmp_path, capsys, extra, message):
@@ -85,7 +85,7 @@ def test_bad_atom_input_writes_nothing(tmp_path, capsys, extra, message):
 def test_a_profile_without_atom_statistics_is_refused(atom_run, tmp_path, capsys):
     folder = shutil.copytree(atom_run[0], tmp_path / "old_run")  # a run made before atoms were recorded
     (folder / "atom_stats.parquet").unlink()
-    argv = ["prune-eval", "--from", str(folder), "--criterion", "camera", "--fraction", "0.25", "--seq-len", "32",
+    argv = ["prune-eval", "--from", str(folder), "--prune-by", "camera", "--fraction", "0.25", "--seq-len", "32",
             "--max-windows", "1", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 2
     assert "the profile has no atom statistics" in capsys.readouterr().err
@@ -138,7 +138,7 @@ def test_heapr_pruning_with_and_without_super_atom_protection(demo_profile_run, 
     docs = {}
     for protect in ("none", "super-atoms"):
         out = tmp_path / protect
-        argv = ["prune-eval", "--from", str(folder), "--criterion", "heapr", "--fraction", "0.25", "--protect",
+        argv = ["prune-eval", "--from", str(folder), "--prune-by", "heapr", "--fraction", "0.25", "--protect",
                 protect, "--device", "cpu", "--out", str(out)]  # fmt: skip
         assert main(argv) == 0
         docs[protect] = json.loads((out / "prune_eval.json").read_text())

@@ -13,7 +13,7 @@ TEXT = "The quick brown fox , jumps over the lazy dog . The end of the story is 
 
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "sinks"
-    code = main(["sinks", "--text", TEXT, "--prune", "1:13", "--random", "1", "--layers", "4", "--heads", "0,3",
+    code = main(["sinks", "--text", TEXT, "--experts", "1:13", "--random", "1", "--layers", "4", "--heads", "0,3",
                  "--out", str(out)])  # one SE layer: no layer-wise conditions, keeps the test short
     assert code == 0
     data = json.loads((out / "sinks.json").read_text())
@@ -37,7 +37,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     (["--heads", "4"], "--heads [4] out of range"),
     (["--layers", "a,b"], "expected integers"),
     (["--text", "   "], "--text is empty"),
-    (["--prune", "1:999"], "out of range"),
+    (["--experts", "1:999"], "out of range"),
     (["--random", "-1"], "--random must be >= 0"),
     (["--sink-keys", "top0"], "--sink-keys"),
     (["--epsilon", "1.5"], "--epsilon"),
@@ -75,7 +75,7 @@ def test_from_run_dir_gives_model_and_super_experts(tmp_path, monkeypatch):
     assert request(build_args(["/other", "--from", str(tmp_path)])).model == "/other"
     model, _ = build_demo()
     assert req.experts() == [(2, 41)]
-    listed = request(build_args(["--prune", "1:13,1:13"])).experts()
+    listed = request(build_args(["--experts", "1:13,1:13"])).experts()
     assert validate_experts(map_model(model), listed) == [(1, 13)]
 
 

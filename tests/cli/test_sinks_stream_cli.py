@@ -13,7 +13,7 @@ from superexperts.evaluate.sinks.study import ROUTER_NOT_STREAMED
 
 
 def _sinks(demo_dir, out, *extra):
-    argv = ["sinks", str(demo_dir), "--prune", "1:13,2:41", "--random", "1", "--samples", "2", "--seq-len", "32",
+    argv = ["sinks", str(demo_dir), "--experts", "1:13,2:41", "--random", "1", "--samples", "2", "--seq-len", "32",
             "--dtype", "float32", "--out", str(out), *extra]  # fmt: skip
     assert main(argv) == 0
     return json.loads((out / "sinks.json").read_text())
@@ -61,7 +61,7 @@ def test_help_says_what_stream_skips(capsys):
 ])  # fmt: skip
 def test_stream_refusals(demo_dir, tmp_path, capsys, extra, message):
     out = tmp_path / "o"
-    assert main(["sinks", str(demo_dir), "--prune", "1:13", "--stream", "--out", str(out), *extra]) == 2
+    assert main(["sinks", str(demo_dir), "--experts", "1:13", "--stream", "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
@@ -69,7 +69,7 @@ def test_stream_refusals(demo_dir, tmp_path, capsys, extra, message):
 
 def test_stream_needs_a_local_folder(tmp_path, capsys):
     out = tmp_path / "o"
-    assert main(["sinks", "some-org/some-model", "--prune", "1:13", "--stream", "--out", str(out)]) == 2
+    assert main(["sinks", "some-org/some-model", "--experts", "1:13", "--stream", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--stream reads a local checkpoint folder" in err and len(err.splitlines()) == 1
     assert not out.exists()

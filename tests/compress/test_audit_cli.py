@@ -27,7 +27,7 @@ def exports(demo_dir, tmp_path_factory):
 
 def test_zeroed_super_expert_is_damaged(demo_dir, exports, tmp_path, capsys):
     out = tmp_path / "a"
-    assert main(["audit", str(demo_dir), str(exports / "no-se"), *FAST, "--out", str(out)]) == 0
+    assert main(["audit", str(demo_dir), str(exports / "no-se"), *FAST, "--out", str(out)]) == 1  # exit 1: damaged (gates CI)
     doc = json.loads((out / "audit.json").read_text())
     assert doc["verdict"] == "damaged"
     layer, expert = DEMO_SUPER_EXPERTS[0]
@@ -100,7 +100,7 @@ def test_device_map_gives_the_in_memory_audit(demo_dir, exports, tmp_path):
     docs = {}
     for name, extra in [("mem", FAST), ("map", [*FAST[:-2], "--device-map",
                                                str(odd_layers_on_disk(demo_dir, tmp_path / "map.json"))])]:
-        assert main(["audit", str(demo_dir), str(exports / "no-se"), *extra, "--out", str(tmp_path / name)]) == 0
+        assert main(["audit", str(demo_dir), str(exports / "no-se"), *extra, "--out", str(tmp_path / name)]) == 1  # damaged
         docs[name] = json.loads((tmp_path / name / "audit.json").read_text())
     assert docs["map"]["verdict"] == docs["mem"]["verdict"] == "damaged"
     for got, want in zip(docs["map"]["super_experts"], docs["mem"]["super_experts"], strict=True):
@@ -110,3 +110,20 @@ def test_device_map_gives_the_in_memory_audit(demo_dir, exports, tmp_path):
     ppl = docs["map"]["perplexity"], docs["mem"]["perplexity"]
     assert ppl[0]["before"] == pytest.approx(ppl[1]["before"], rel=1e-5)
     assert ppl[0]["after"] == pytest.approx(ppl[1]["after"], rel=1e-5)
+
+
+def test_the_demo_by_name_exports_and_audits_as_synthetic(tmp_path, capsys):
+    """`export demo` and `audit demo ...` (a pip user's path): the copy keeps the synthetic label, and
+    perplexity is the demo's held-out text in BOS-first windows, named in audit.json and audit.html."""
+    pruned, out = tmp_path / "pruned", tmp_path / "audit"
+    layer, expert = DEMO_SUPER_EXPERTS[0]
+    assert main(["export", "demo", "--experts", f"{layer}:{expert}", "--out", str(pruned)]) == 0
+    assert json.loads((pruned / "config.json").read_text())["superexperts_synthetic_demo"] is True
+    capsys.readouterr()
+    assert main(["audit", "demo", str(pruned), *FAST, "--out", str(out)]) == 1
+    assert "SYNTHETIC" in capsys.readouterr().out
+    doc = json.loads((out / "audit.json").read_text())
+    assert doc["synthetic"] is True and doc["verdict"] == "damaged"
+    assert doc["data"]["perplexity"]["spec"] == "demo-heldout"
+    html = (out / "audit.html").read_text()
+    assert "SYNTHETIC DEMO MODEL" in html and "Perplexity on demo-heldout" in html

@@ -12,7 +12,7 @@ import torch
 
 import families
 from superexperts.evaluate.generation import generate
-from superexperts.evaluate.lm_eval import _metric_table, check_tasks, run_tasks
+from superexperts.evaluate.lm_eval import PACKAGED_TASKS, _metric_table, check_tasks, run_tasks
 from superexperts.runs.errors import UserError
 
 TASK_DIR = Path(__file__).with_name("lm_eval_task")
@@ -92,3 +92,10 @@ def test_metric_table_keeps_metrics_only():
         "gsm8k": {"exact_match,strict-match": 0.25, "exact_match,flexible-extract": 0.5},
         "arc_easy": {"acc": 0.75, "acc_stderr": 0.1},
     }
+
+
+def test_packaged_tasks_are_found_by_name_without_an_include_folder(offline):
+    """`--tasks demo_arith` for a pip user: the package's own resources/tasks are always searched."""
+    manager = check_tasks(["demo_arith"])
+    assert "demo_arith" in manager.all_tasks
+    assert str(PACKAGED_TASKS).endswith("resources/tasks") and (PACKAGED_TASKS / "demo_arith.yaml").is_file()

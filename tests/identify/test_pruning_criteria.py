@@ -93,7 +93,7 @@ def test_prune_eval_criterion_end_to_end_on_the_demo(demo_run, tmp_path, capsys)
     folder, prof = demo_run
     ses = json.loads((folder / "super_experts.json").read_text())["super_experts"]
     ses = [(s["layer"], s["expert"]) for s in ses]
-    argv = ["prune-eval", "--from", str(folder), "--criterion", "frequency", "--fraction", "0.25",
+    argv = ["prune-eval", "--from", str(folder), "--prune-by", "frequency", "--fraction", "0.25",
             "--seq-len", "32", "--max-windows", "1", "--device", "cpu", "--out", str(tmp_path)]
     assert main(argv) == 0
     doc = json.loads((tmp_path / "prune_eval.json").read_text())
@@ -108,10 +108,10 @@ def test_prune_eval_criterion_end_to_end_on_the_demo(demo_run, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--criterion", "reap"], "go together"),
-    (["--criterion", "reap", "--fraction", "0.25", "--random", "2"], "drop --random"),
-    (["--criterion", "reap", "--fraction", "0.25", "--experts", "1:13"], "pass --from RUN_DIR"),
-    (["--criterion", "reap", "--fraction", "0.25", "--protect", "all"], "--protect 'all'"),
+    (["--prune-by", "reap"], "go together"),
+    (["--prune-by", "reap", "--fraction", "0.25", "--random", "2"], "drop --random"),
+    (["--prune-by", "reap", "--fraction", "0.25", "--experts", "1:13"], "pass --from RUN_DIR"),
+    (["--prune-by", "reap", "--fraction", "0.25", "--protect", "all"], "--protect 'all'"),
 ])  # fmt: skip
 def test_prune_eval_criterion_bad_input_writes_nothing(tmp_path, capsys, extra, message):
     assert main(["prune-eval", "--device", "cpu", "--out", str(tmp_path), *extra]) == 2

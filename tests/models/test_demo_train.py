@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from superexperts.models import demo as demo_mod
@@ -40,3 +43,28 @@ def test_batches_start_with_bos_and_hold_only_training_sums():
                 assert (int(words[i - 1]), int(words[i + 1])) not in heldout
                 seen += 1
     assert seen > 0
+
+
+def _train_script():
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "scripts" / "train_demo.py"
+    spec = importlib.util.spec_from_file_location("train_demo_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_accepts_the_shipped_weights_and_refuses_a_model_without_its_chain():
+    """`train_demo.py --check` checks what must reproduce (not bit identity): the shipped SEs and the collapse."""
+    from superexperts.evaluate.ablate import apply_ablation
+    from superexperts.models.demo import DEMO_SUPER_EXPERTS, build_demo
+
+    script = _train_script()
+    model, tokenizer = build_demo()
+    ses, collapse = script.study(model, tokenizer)
+    assert sorted(ses) == sorted(DEMO_SUPER_EXPERTS) and collapse == pytest.approx(54.20 / 11.60, rel=0.01)
+    assert script.reproduces(model, tokenizer) == []
+    apply_ablation(model, [DEMO_SUPER_EXPERTS[1]], mode="zero")  # the amplifying link zeroed for good
+    failures = script.reproduces(model, tokenizer)
+    assert any(f.startswith("SEs ") for f in failures)

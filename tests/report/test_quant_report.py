@@ -39,7 +39,10 @@ def test_protection_section(hand_run):
     by = {r[0]: r for r in rows[1:7]}
     assert by["protect-super"][2] == "2:5" and by["se-only"][2] == "all others" and by["all"][2] == "none"
     assert by["original"][2] == "all" and by["protect-random-0"][3] == "9.4"
-    assert by["all"][4] == "0.6" and by["all"][5] == "-40.0%"  # worst retention from the SE's layer on
+    assert by["all"][6] == "0.6" and by["all"][7] == "-40.0%"  # worst retention from the SE's layer on
+    assert rows[0][4:6] == ["x original", "against the random protections"]
+    original = float(by["original"][3])
+    assert by["all"][4] == f"{float(by['all'][3]) / original:.3g}x" and by["original"][5] == ""
     assert any(r[:2] == ["protect-random", "2"] for r in rows)  # the control summary
     assert (hand_run / "figures" / "protection.png").is_file()
     assert not [t for t, _ in page.tags if t == "script"]  # the hostile generation stayed text

@@ -40,7 +40,8 @@ def test_page_loads_nothing_from_outside(full_report):
     assert len(images) == 6  # 4 profile figures + perplexity + sinks, all inlined
     assert all(src.startswith("data:image/png;base64,") for src in images)
     links = [attrs["href"] for tag, attrs in tags if tag == "a"]
-    assert links and all(href.startswith("#") for href in links)
+    files = [href for href in links if not href.startswith("#")]  # the run's own data files, relative
+    assert links and files and all((full_report[0] / href).is_file() for href in files)
     assert not [tag for tag, _ in tags if tag in ("script", "link", "iframe", "object")]
 
 
@@ -82,8 +83,8 @@ def test_massive_table_has_one_row_per_layer(full_report, hand_profile):
 def test_all_sections_and_figure_files(full_report):
     run, page = full_report
     ids = [attrs.get("id") for tag, attrs in parse_page(page).tags if tag == "section"]
-    assert ids == ["synthetic", "intro", "answer", "metadata", "super-experts", "candidates", "figures",
-                   "sensitivity", "massive-activations", "prune-eval", "sinks"]  # fmt: skip
+    assert ids == ["synthetic", "intro", "answer", "glance", "metadata", "super-experts", "candidates", "figures",
+                   "sensitivity", "massive-activations", "prune-eval", "sinks", "files"]  # fmt: skip
     assert "SYNTHETIC DEMO MODEL" in page
     names = {"heatmap", "experts", "massive", "distribution", "perplexity", "sinks"}
     assert {p.name for p in (run / "figures").iterdir()} == {
@@ -213,9 +214,10 @@ def test_pruning_table_shows_the_headline_generation_metrics_and_folds_the_rest(
     atomic_write_json(hand_run / "prune_eval.json", {"conditions": conditions})
     body = eval_sections.prune_eval(load_inputs(hand_run)).body
     rows = parse_page(f'<section id="p">{body}</section>').tables["p"]  # both tables' rows, in order
-    assert rows[0] == ["condition", "experts pruned", "mode", "perplexity", "generation loop_fraction",
-                       "generation distinct_2"]  # fmt: skip
-    assert [float(v) for v in rows[2][4:]] == [1.5, 0.5]
+    assert rows[0] == ["condition", "experts pruned", "mode", "perplexity", "x original", "against the random controls",
+                       "generation loop_fraction", "generation distinct_2"]  # fmt: skip
+    assert rows[2][4:6] == ["4.67x", "no spread (fewer than 2 random seeds): not judged"]
+    assert [float(v) for v in rows[2][6:]] == [1.5, 0.5]
     assert rows[3] == ["condition", *metrics]  # the folded table: every metric
     assert [float(v) for v in rows[5][1:]] == [v * 2 for v in metrics.values()]
     assert body.index("<details>") < body.index("<th>tokens</th>")

@@ -13,9 +13,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..identify.rules import CRITERIA, get_criterion, parse_include_layers, parse_params
-from ..models.demo import DEMO_WINDOWS
 from ..runs.errors import UserError
+
+# Nothing heavy at import time (torch, transformers, pandas): `--help` and the input checks answer
+# before them. The criterion names are listed here for the help texts; a test keeps them equal to
+# the registry (identify.rules.CRITERIA).
+CRITERION_NAMES = ("mean-multiple", "paper", "quantile", "reap", "reap-abs", "std")
 
 # A real model: the paper's windows.
 MODEL_WINDOWS = {"seq_len": 2048, "samples": 128}
@@ -58,11 +61,13 @@ def add_criterion_args(p: argparse.ArgumentParser, criterion_help: str, default:
 
 
 def criterion_names() -> str:
-    return ", ".join(sorted(CRITERIA))
+    return ", ".join(CRITERION_NAMES)
 
 
 def criterion_args(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """Validated (criterion, params) from --criterion/--param/--include-layers."""
+    from ..identify.rules import get_criterion, parse_include_layers, parse_params
+
     get_criterion(args.criterion)
     params = parse_params(args.criterion, args.param)
     if args.include_layers is not None:
@@ -76,6 +81,8 @@ def window_defaults(synthetic: bool, seq_len: int | None, samples: int | None, *
                     model_seq_len: int = MODEL_WINDOWS["seq_len"], default_samples: int | None = None
                     ) -> tuple[int, int]:
     """(seq_len, samples): the flags when given, else the demo's or a real model's defaults."""
+    from ..models.demo import DEMO_WINDOWS
+
     defaults = DEMO_WINDOWS if synthetic else {**MODEL_WINDOWS, "seq_len": model_seq_len}
     samples_default = default_samples if default_samples is not None else defaults["samples"]
     return (seq_len if seq_len is not None else defaults["seq_len"],
@@ -177,6 +184,67 @@ def out_dir(args: argparse.Namespace, filename: str, default: str, inputs=(), al
     return out
 
 
+def print_stale(run_dir: str | Path) -> None:
+    """One line per result of `run_dir` computed for other SEs than the run's now (the report marks it)."""
+    from ..runs.runfolder import stale_results
+
+    for name, reason, rerun in stale_results(run_dir):
+        print(f"stale: {name}: {reason}; the report marks it stale; rerun: {rerun}")
+
+
+def progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless -q (a namespace built by a subcommand's own parser has no -q: bars on)."""
+    return not getattr(args, "quiet", False)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling kept for one release: stores into the new flag's place and says so once."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        import sys
+
+        print(f"superexperts: note: {option_string} is deprecated, use {self.new} (the old spelling goes in the "
+              "next release).", file=sys.stderr)  # fmt: skip
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, *, flag: bool = False) -> None:
+    """Accept `old` (hidden from --help) as the flag `new` that stores into `dest`."""
+    p.add_argument(old, dest=dest, action=_Deprecated, new=new, nargs=0 if flag else None,
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # fmt: skip
+
+
+def add_experts_arg(p: argparse.ArgumentParser, dest: str, *, default: str | None = "super", what: str = "prune",
+                    super_means: str = "the SEs of --from RUN_DIR") -> None:
+    """--experts, the one name of an expert set (`--prune` kept as a deprecated spelling)."""
+    # Not argparse-required even without a default: the old spelling must be able to fill it.
+    p.add_argument("--experts", dest=dest, default=default, metavar="super|LIST|FILE",
+                   help=f"experts to {what}: 'super' ({super_means}), a list such as 1:68,2:92,4:shared, or a "
+                   "file (JSON records or super_experts.json)" + (f" (default {default})" if default else "; required"))  # fmt: skip
+    add_deprecated(p, "--prune", "--experts", dest)
+
+
+def add_run_dir_arg(p: argparse.ArgumentParser) -> None:
+    """The run folder read: RUN_DIR, or --from RUN_DIR as in every other subcommand."""
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a folder written by `superexperts profile` "
+                   "(or --from RUN_DIR)")  # fmt: skip
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the same, spelled as in the other subcommands")
+
+
+def run_dir_of(args: argparse.Namespace) -> str:
+    if args.run_dir is not None and args.from_dir is not None and args.run_dir != args.from_dir:
+        raise UserError(f"two run folders given ({args.run_dir} and --from {args.from_dir}); give one.")
+    run_dir = args.from_dir or args.run_dir
+    if run_dir is None:
+        raise UserError("no run folder given; pass RUN_DIR or --from RUN_DIR (a folder written by `superexperts "
+                        "profile`).")  # fmt: skip
+    return run_dir
+
+
 # What to do about argparse's type errors, by the words of its message.
 _TYPE_FIXES = {"invalid int value": "pass a whole number", "invalid float value": "pass a number",
                "invalid choice": "pick one of the listed values", "expected one argument": "give it a value"}
@@ -215,7 +283,7 @@ def writing(args: argparse.Namespace):
     from ..runs.staging import writer_lock
 
     if args.command in ("report", "identify"):
-        target, flag = args.run_dir, "RUN_DIR"
+        target, flag = (args.from_dir, "--from") if args.from_dir is not None else (args.run_dir, "RUN_DIR")
     elif args.command in _DEFAULT_OUT:
         target = (args.out or getattr(args, "from_dir", None) or getattr(args, "run_dir", None)
                   or _DEFAULT_OUT[args.command])  # fmt: skip

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..identify.compare import comparison_text
 from .common import add_criterion_args, criterion_args, criterion_names
+
+HELP = "compare the Super Experts of two or more runs (exit 0 when they agree, 1 when not)"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "compare", help="compare the Super Experts of two or more runs (exit 0 when they agree, 1 when not)",
+        "compare", help=HELP,
         description="Jaccard overlap of the SE sets and rank correlation of a[l,e] between run folders "
                     "(different data, or model variants such as Base vs Instruct).",
     )  # fmt: skip
@@ -31,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
         criterion, params = criterion_args(args)
     result = run_compare(CompareRequest(args.run_dirs, out=args.out, criterion=criterion, params=params,
                                             overwrite=args.overwrite))
+    from ..identify.compare import comparison_text
+
     print(comparison_text(result))
     if args.out:
         print(f"wrote {args.out}/compare.json and compare_scatter.png/.svg")

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..identify.known import agreement_line
-from ..identify.rules import Verdict
-from ..identify.sensitivity import sensitivity_verdict
-from .common import add_criterion_args, criterion_args, criterion_names
+from .common import (
+    add_criterion_args,
+    add_run_dir_arg,
+    criterion_args,
+    criterion_names,
+    print_stale,
+    run_dir_of,
+)
+
+if TYPE_CHECKING:
+    from ..identify.rules import Verdict
 
 THRESHOLD_KEYS = ("percentile_value", "max_fraction_value", "max_value", "mean", "std", "threshold")
 
 
+HELP = "re-identify Super Experts from a saved run folder (no model needed)"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "identify", help="re-identify Super Experts from a saved run folder (no model needed)",
-        description="Apply a criterion to RUN_DIR/profile.json; "
-                    "rewrite super_experts.json and sensitivity.json.",
+        "identify", help=HELP,
+        description="Apply a criterion to RUN_DIR/profile.json; rewrite super_experts.json and sensitivity.json "
+                    "(and expert_stats.csv/.parquet when missing), and re-render an existing report.html (+ figures/). "
+                    "Results computed for the old SEs (prune_eval.json, sinks.json, quant_eval.json) are kept and "
+                    "marked stale in the report, with the command that re-creates them.",
     )  # fmt: skip
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `superexperts profile`")
+    add_run_dir_arg(p)
     add_criterion_args(p, f"one of {criterion_names()} (default: paper)")
     p.add_argument("--no-report", action="store_true",
                    help="do not re-render an existing report.html (it would show the old SEs)")
@@ -45,10 +57,13 @@ def thresholds_line(criterion: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..identify.known import agreement_line
+    from ..identify.sensitivity import sensitivity_verdict
     from ..recipes.identifying import IdentifyRequest, run_identify
 
     criterion, params = criterion_args(args)
-    ident, report = run_identify(IdentifyRequest(args.run_dir, criterion, params, report=not args.no_report))
+    run_dir = run_dir_of(args)
+    ident, report = run_identify(IdentifyRequest(run_dir, criterion, params, report=not args.no_report))
     verdict = ident.verdict
     print(thresholds_line(verdict.criterion))
     print(f"{len(verdict.super_experts)} Super Experts:")
@@ -56,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sensitivity ({ident.grid_criterion} rule, percentile x max_fraction): {sensitivity_verdict(ident.grid)}")
     if ident.known is not None:
         print(f"paper: {agreement_line(ident.known)}")
-    print(f"wrote {args.run_dir}/super_experts.json and sensitivity.json")
+    print(f"wrote {run_dir}/super_experts.json and sensitivity.json")
     if report is not None:
         print(f"updated {report}")
+    print_stale(run_dir)
     return 0

@@ -6,13 +6,12 @@ import argparse
 import json
 from typing import Any
 
-from ..identify.known import entries, get, known_experts
-from ..models.experts import experts_from_records, format_experts
+HELP = "list the Super Experts published in the paper (arXiv 2507.23279)"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "known", help="list the Super Experts published in the paper (arXiv 2507.23279)",
+        "known", help=HELP,
         description="List all published SE entries, or show one MODEL (hub id, local path or folder name).",
     )  # fmt: skip
     p.add_argument("model", nargs="?", metavar="MODEL",
@@ -22,6 +21,9 @@ def add_parser(subparsers) -> None:
 
 
 def _detail(entry: dict[str, Any]) -> str:
+    from ..identify.known import known_experts
+    from ..models.experts import experts_from_records, format_experts
+
     t, s = entry.get("table1") or {}, entry["source"]
     lines = [
         f"{entry['name']}: Super Experts {format_experts(known_experts(entry))}",
@@ -41,6 +43,9 @@ def _detail(entry: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..identify.known import entries, get, known_experts
+    from ..models.experts import format_experts
+
     chosen = [get(args.model)] if args.model else entries()
     if args.json:
         print(json.dumps(chosen if not args.model else chosen[0], indent=2))

@@ -12,11 +12,14 @@ from ..runs.errors import UserError
 COMMANDS_PLANNED = ("profile", "prune-eval", "sinks")
 
 
+HELP = "estimate peak memory and time of profile, prune-eval and sinks before running them"
+
+
 def add_parser(subparsers) -> None:
     from ..scale.plan import DEVICES
 
     p = subparsers.add_parser(
-        "plan", help="estimate peak memory and time of profile, prune-eval and sinks before running them",
+        "plan", help=HELP,
         description="From MODEL's config.json alone (no weights read; the paper's models work offline), "
         "estimate weights per layer, peak memory in memory / streamed / with a device map, FLOPs and a "
         "roofline time per subcommand on a device, and recommend flags. Prints; writes nothing.",

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from ..capture.batching import parse_batch_size
-from ..identify.atoms import COVER, se_super_atoms
-from ..identify.known import agreement_line
 from .common import (
     add_criterion_args,
     add_model_args,
     add_prefetch_arg,
     criterion_args,
+    progress,
     seed_arg,
     window_defaults,
 )
 from .identify import se_table, thresholds_line
 
+HELP = "profile an MoE model on calibration data and find its Super Experts"
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "profile", help="profile an MoE model on calibration data and find its Super Experts",
+        "profile", help=HELP,
         description="Run calibration data through MODEL (a local folder or hub id; default: the built-in "
         "synthetic demo), record every expert's max |down_proj output|, apply the paper's rule, and write "
-        "a run folder with profile.json, super_experts.json, CSV/Parquet tables and report.html.",
+        "a run folder: profile.json, super_experts.json, sensitivity.json, expert_stats.csv and .parquet, "
+        "report.html and figures/*.png/.svg (not with --no-report). --overwrite first removes the earlier run's "
+        "results (prune_eval.json, sinks*, quant_eval.json, compare*): they were computed for other SEs.",
     )  # fmt: skip
     add_model_args(p, "local checkpoint folder or hub id (default: demo)")
     p.add_argument("--data", help="calibration data: file, folder, wikitext2, c4 or a dataset name "
@@ -46,6 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def request(args: argparse.Namespace):
+    from ..capture.batching import parse_batch_size
     from ..recipes.profiling import ProfileRequest
 
     seq_len, samples = window_defaults(args.model is None, args.seq_len, args.samples)
@@ -63,7 +66,7 @@ def request(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..recipes.profiling import run_profile
 
-    result = run_profile(request(args), echo=print, progress=True)
+    result = run_profile(request(args), echo=print, progress=progress(args))
     if result is not None:  # None: a non-zero rank of a data-parallel stream (rank 0 reports)
         _print_summary(result, report=not args.no_report)
     return 0
@@ -71,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _inside_lines(verdict, atom_stats) -> list[str]:
     """Inside each Super Expert: how many atoms carry 90% of its outlier, and which (identify/atoms.py)."""
+    from ..identify.atoms import COVER, se_super_atoms
+
     lines = []
     for s in se_super_atoms(verdict.super_experts, atom_stats):
         se, picked = s["se"], s["super_atoms"]
@@ -83,6 +88,8 @@ def _inside_lines(verdict, atom_stats) -> list[str]:
 
 
 def _print_summary(result, report: bool) -> None:
+    from ..identify.known import agreement_line
+
     verdict, prof = result.identification.verdict, result.profile
     print(thresholds_line(verdict.criterion))
     print(f"{len(verdict.super_experts)} Super Experts among {prof.meta['num_experts_total']} experts:")

@@ -6,17 +6,19 @@ import argparse
 import sys
 
 from ..runs.errors import UserError
-from .common import add_device_args, window_defaults
+from .common import add_deprecated, add_device_args, progress, window_defaults
+
+HELP = "write the Super Experts as a keep-unquantized list for llm-compressor, AutoRound, GPTQModel"
 
 
 def add_parser(subparsers) -> None:
     from ..compress.protect import FORMATS
 
     p = subparsers.add_parser(
-        "protect", help="write the Super Experts as a keep-unquantized list for llm-compressor, AutoRound, GPTQModel",
-        description="Read RUN_DIR (a `superexperts profile` folder; or profile MODEL first) and print, or write to "
-        "--out, the SEs' module names in the tool's format. Names come from the model's structure and its "
-        "checkpoint's keys (no weights are read).",
+        "protect", help=HELP,
+        description="Read RUN_DIR (a `superexperts profile` folder; or profile MODEL first into --profile-out) and "
+        "print, or write to the file --out-file, the SEs' module names in the tool's format. Names come from the "
+        "model's structure and its checkpoint's keys (no weights are read).",
     )  # fmt: skip
     p.add_argument("source", nargs="?", metavar="RUN_DIR|MODEL",
                    help="a profile run folder, or a model (local folder / hub id) to profile first (default: demo)")
@@ -25,12 +27,18 @@ def add_parser(subparsers) -> None:
                    "quantization scheme per fused MoE layer)")  # fmt: skip
     p.add_argument("--atoms", action="store_true", help="with --for json: only the SEs' super atoms, as (module, "
                    "columns) of the down projection and (module, rows) of gate/up, for tools that keep single channels")
-    p.add_argument("--out", metavar="FILE", help="write here (atomically) instead of printing")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and, when profiling, "
-                   "a previous run in --run-dir)")  # fmt: skip
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the profile run folder (the same as giving "
+                   "it as RUN_DIR)")  # fmt: skip
+    p.add_argument("--out-file", dest="out", metavar="FILE", help="write the list to this file (atomically; one "
+                   "file, not a folder: the only subcommand whose output is a single file) instead of printing it")  # fmt: skip
+    add_deprecated(p, "--out", "--out-file", "out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out-file (and, when profiling, "
+                   "a previous run in --profile-out)")  # fmt: skip
     p.add_argument("--checkpoint", metavar="FOLDER", help="the model folder, when the run's recorded model path "
                    "is not on this machine")  # fmt: skip
-    p.add_argument("--run-dir", default="runs/profile", help="where MODEL's profile run is written (default runs/profile)")
+    p.add_argument("--profile-out", dest="run_dir", default="runs/profile", metavar="DIR",
+                   help="when profiling MODEL first: the run folder it writes (default runs/profile)")
+    add_deprecated(p, "--run-dir", "--profile-out", "run_dir")
     p.add_argument("--data", help="calibration data when profiling MODEL (default: built-in text)")
     p.add_argument("--samples", type=int, help="calibration windows when profiling (default 128; demo 16)")
     p.add_argument("--seq-len", type=int, help="tokens per window when profiling (default 2048; demo 64)")
@@ -40,15 +48,15 @@ def add_parser(subparsers) -> None:
 
 
 def _profile_first(args: argparse.Namespace) -> str:
-    """Profile MODEL with the profile recipe into --run-dir (paper rule, seed 0); returns the run folder."""
+    """Profile MODEL with the profile recipe into --profile-out (paper rule, seed 0); returns the run folder."""
     from ..recipes.profiling import ProfileRequest, run_profile
 
     seq_len, samples = window_defaults(args.source is None, args.seq_len, args.samples)
     req = ProfileRequest(model=args.source, out=args.run_dir, seq_len=seq_len, samples=samples, data=args.data,
                          batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                          trust_remote_code=args.trust_remote_code, overwrite=args.overwrite, report=False,
-                         out_flag="--run-dir")  # fmt: skip
-    result = run_profile(req, progress=True)
+                         out_flag="--profile-out")  # fmt: skip
+    result = run_profile(req, progress=progress(args))
     print(f"profiled {args.source or 'the built-in demo'} into {req.out}/: Super Experts "
           f"{result.identification.verdict.experts}", file=sys.stderr)  # fmt: skip
     return str(req.out)
@@ -61,7 +69,14 @@ def run(args: argparse.Namespace) -> int:
                          checkpoint=args.checkpoint, trust_remote_code=args.trust_remote_code,
                          atoms=args.atoms, inputs=(args.data,))  # fmt: skip
     req.check()
-    if args.source is not None and is_run_folder(args.source):
+    if args.from_dir is not None:
+        if args.source is not None:
+            raise UserError(f"give the run folder once: --from {args.from_dir} or RUN_DIR {args.source}, not both.")
+        if not is_run_folder(args.from_dir):
+            raise UserError(f"--from {args.from_dir}: no profile run there (no profile.json); run `superexperts "
+                            f"profile --out {args.from_dir}` first.")  # fmt: skip
+        run_dir = args.from_dir
+    elif args.source is not None and is_run_folder(args.source):
         run_dir = args.source
     elif args.checkpoint is not None:
         raise UserError("--checkpoint goes with a RUN_DIR; when profiling, MODEL itself is the checkpoint.")

@@ -6,29 +6,31 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..capture.data import read_text_file
-from ..models.demo import DEMO_PPL
-from ..models.experts import format_experts
 from ..runs.errors import UserError
 from .common import (
     add_batch_flag,
+    add_deprecated,
     add_many_flag,
     add_model_args,
     add_prefetch_arg,
     add_task_flags,
     model_of,
+    progress,
     seed_arg,
     task_names,
     window_defaults,
 )
 
+HELP = "evaluate a model with its Super Experts (or any experts) ablated, against random controls"
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "prune-eval", help="evaluate a model with its Super Experts (or any experts) ablated, against random controls",
+        "prune-eval", help=HELP,
         description="Conditions: original, super (or custom), random-<seed> and layer-controlled-<seed> "
         "(random non-SEs of the same count). Each is measured on perplexity (--ppl), lm-eval tasks (--tasks) "
-        "and greedy generations with repetition metrics (--generate); writes prune_eval.json.",
+        "and greedy generations with repetition metrics (--generate); writes prune_eval.json into --out"
+        " and re-renders the folder's report.html (+ figures/) when it is a profile run.",
     )  # fmt: skip
     add_model_args(p, "local checkpoint folder or hub id (default: the model of --from, else the built-in demo)")
     p.add_argument("--experts", default="super", metavar="super|LIST|FILE",
@@ -55,17 +57,20 @@ def add_parser(subparsers) -> None:
                    "(default built-in text)")  # fmt: skip
     p.add_argument("--samples", type=int, help="calibration windows (default 128; demo 16)")
     add_batch_flag(p)
-    p.add_argument("--criterion", help="prune by a one-pass criterion instead: frequency | reap | ean (the lowest "
+    p.add_argument("--prune-by", dest="criterion", metavar="CRITERION", help="prune by a one-pass pruning "
+                   "criterion instead (not an SE rule: --criterion is the SE rule of profile and identify): "
+                   "frequency | reap | ean (the lowest "
                    "--fraction of each MoE layer's experts, ranked from the --from run's expert table), or atoms "
                    "(single neurons of experts): camera (ranked per MoE layer) | heapr (ranked over the model)")
-    p.add_argument("--fraction", type=float, help="with --criterion: share of each layer's experts (or of the "
+    add_deprecated(p, "--criterion", "--prune-by", "criterion")
+    p.add_argument("--fraction", type=float, help="with --prune-by: share of each layer's experts (or of the "
                    "ranked atoms) pruned, e.g. 0.25")  # fmt: skip
-    p.add_argument("--protect", default="super", help="with --criterion: super (also evaluate it with the --experts "
+    p.add_argument("--protect", default="super", help="with --prune-by: super (also evaluate it with the --experts "
                    "set kept, default) | none | super-atoms (atom criteria: keep only the SEs' super atoms)")
     p.add_argument("--atoms", metavar="super|LIST", help="zero these atoms instead of experts: 'super' (the super "
                    "atoms of --from's super_experts.json) or LAYER:EXPERT:ATOM triples such as 1:68:3,2:92:7; "
                    "--random N adds as many random atoms per seed")  # fmt: skip
-    p.add_argument("--rho", type=float, default=0.9, help="--criterion camera: weight of the max term in CAMERA's "
+    p.add_argument("--rho", type=float, default=0.9, help="--prune-by camera: weight of the max term in CAMERA's "
                    "score (1 - rho) * sum + rho * max (default 0.9, CAMERA's run script)")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for prune_eval.json (default: --from RUN_DIR, else "
                    "runs/prune-eval)")  # fmt: skip
@@ -79,6 +84,8 @@ def add_parser(subparsers) -> None:
 
 def read_prompts(values: list[str]) -> list[str]:
     """Each value is a file of prompts (one per non-empty line) or a prompt itself."""
+    from ..capture.data import read_text_file
+
     prompts = []
     for value in values:
         path = Path(value)
@@ -95,6 +102,7 @@ def read_prompts(values: list[str]) -> list[str]:
 
 def request(args: argparse.Namespace):
     """The validated request (nothing loaded yet; lm-eval tasks are checked here too)."""
+    from ..models.demo import DEMO_PPL
     from ..models.experts import resolve_experts
     from ..recipes.pruning import PruneEvalRequest
 
@@ -128,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recipes.pruning import run_prune_eval
 
     req = request(args)
-    document = run_prune_eval(req, echo=print, progress=True)
+    document = run_prune_eval(req, echo=print, progress=progress(args))
     print(format_table(document["conditions"]))
     summary = format_summary(document["summary"])
     if summary:
@@ -159,6 +167,8 @@ def _first_metric(metrics: dict) -> Any:
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """One console line per condition: experts, mode, perplexity, first metric of each task, loops."""
+    from ..models.experts import format_experts
+
     tasks = sorted({t for r in results for t in r.get("tasks", {})})
     header = ["condition", "experts", "mode", "perplexity", *tasks, "loop_fraction"]
     rows = [header]

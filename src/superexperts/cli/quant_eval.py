@@ -13,17 +13,21 @@ from .common import (
     add_window_flags,
     model_of,
     out_dir,
+    progress,
     tasks_of,
 )
+
+HELP = "fake-quantize the experts (RTN) with and without protecting the Super Experts"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "quant-eval", help="fake-quantize the experts (RTN) with and without protecting the Super Experts",
+        "quant-eval", help=HELP,
         description="Conditions: original, all (every expert quantized), protect-super (all but the SEs), "
         "protect-random-<seed> (all but as many random non-SEs), se-only. Each is measured on perplexity "
         "(--ppl), massive activation retention, the SEs' outputs, attention sinks (D_sink) and optionally "
-        "lm-eval tasks and generations; writes quant_eval.json.",
+        "lm-eval tasks and generations; writes quant_eval.json into --out"
+        " and re-renders the folder's report.html (+ figures/) when it is a profile run.",
     )  # fmt: skip
     p.add_argument("model", nargs="?", metavar="MODEL", help="local checkpoint folder or hub id (default: the "
                    "model of --from, else the built-in demo)")  # fmt: skip
@@ -47,7 +51,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--random", type=int, default=0, metavar="N_SEEDS", help="random-protection control sets "
                    "(default 0)")  # fmt: skip
     add_many_flag(p)
-    add_window_flags(p, samples_default="32; demo 16")
+    add_window_flags(p, samples_default="32; demo 16: fewer than profile's 128 because "
+                     "every condition re-profiles them")
     add_task_flags(p)
     add_loading_flags(p)
     add_device_map_arg(p)
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     req = _request(args)
     out = out_dir(args, "quant_eval.json", "runs/quant-eval", inputs=[req.model, args.data, args.ppl])
-    document = run_quant_eval(req, out, echo=print, progress=True)
+    document = run_quant_eval(req, out, echo=print, progress=progress(args))
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))
     print(f"wrote {out}/quant_eval.json")

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from ..report import write_report
+from .common import add_run_dir_arg, print_stale, run_dir_of
+
+HELP = "write a self-contained report.html for a run folder"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "report", help="write a self-contained report.html for a run folder",
+        "report", help=HELP,
         description="Write RUN_DIR/report.html (figures inlined, opens from disk) and RUN_DIR/figures/.",
     )  # fmt: skip
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `superexperts profile`")
+    add_run_dir_arg(p)
     p.add_argument("--no-figure-files", action="store_true",
                    help="only report.html; do not also write figures/*.png and *.svg")  # fmt: skip
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_report(args.run_dir, figures=not args.no_figure_files)
+    from ..report import write_report
+
+    run_dir = run_dir_of(args)
+    path = write_report(run_dir, figures=not args.no_figure_files)
     print(f"wrote {path}")
+    print_stale(run_dir)
     return 0

@@ -5,24 +5,37 @@ from __future__ import annotations
 import argparse
 
 from ..runs.errors import UserError
-from .common import add_many_flag, add_model_args, add_prefetch_arg, model_of, seed_arg, window_defaults
+from .common import (
+    add_experts_arg,
+    add_many_flag,
+    add_model_args,
+    add_prefetch_arg,
+    model_of,
+    seed_arg,
+    window_defaults,
+)
 
 MODEL_SEQ_LEN, SAMPLES = 1024, 4  # sink metrics need long-ish windows, not many of them
 
 
+HELP = "measure attention sinks and their collapse when Super Experts are pruned"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "sinks", help="measure attention sinks and their collapse when Super Experts are pruned",
+        "sinks", help=HELP,
         description="Sink mass per layer and head, sink rate, D_sink (paper Eq. 7) against SE and random "
         "pruning, the layer-wise chain (massive activation + sink per layer), attention maps and the "
-        "router's score for each SE at the sink token. Writes sinks.json and figures (PNG + SVG).",
+        "router's score for each SE at the sink token. Writes sinks.json, sinks_router.csv, "
+        "sinks_chain/sinks_d_sink/sinks_maps .png + .svg into --out,"
+        " and re-renders the folder's report.html (+ figures/) when it is a profile run.",
     )  # fmt: skip
     add_model_args(p, "local checkpoint folder or hub id (default: the model of --from, else the built-in demo)")
     p.add_argument("--from", dest="run_dir", metavar="RUN_DIR", help="a profile run folder: its SEs are 'super'")
-    p.add_argument("--prune", default="super", metavar="super|LIST",
-                   help="experts to prune: 'super' (from --from or the demo) or e.g. 1:68,2:92 (default super)")
+    add_experts_arg(p, "prune", super_means="from --from, or the demo's")
     p.add_argument("--random", type=int, default=3, metavar="N_SEEDS",
-                   help="random non-SE control sets of the same size (default 3; 0 = none)")
+                   help="random non-SE control sets of the same size (default 3, where prune-eval and quant-eval "
+                   "default to 0: a control costs one forward here, a whole evaluation there; 0 = none)")
     p.add_argument("--layer-controlled", action="store_true", help="draw random controls in the SEs' layers")
     add_many_flag(p)
     p.add_argument("--layers", metavar="LIST", help="layers for attention maps, e.g. 3,7 (default: after the SEs)")
@@ -31,8 +44,10 @@ def add_parser(subparsers) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help="measure on this text")
     src.add_argument("--data", help="measure on windows of this data (file, folder, wikitext2, c4; default built-in)")
-    p.add_argument("--samples", type=int, help="windows of --data (default 4)")
-    p.add_argument("--seq-len", type=int, help="tokens per window (default 1024; demo 64)")
+    p.add_argument("--samples", type=int, help="windows of --data (default 4, where profile takes 128: "
+                   "sink metrics need a few long windows, not many)")
+    p.add_argument("--seq-len", type=int, help="tokens per window (default 1024; demo 64: a sink shows "
+                   "over long contexts, and the demo's text is short)")
     p.add_argument("--sink-keys", default="first", metavar="first|topK",
                    help="sink tokens: the first token, or the K most attended keys, e.g. top3 (default first)")
     p.add_argument("--epsilon", type=float, default=0.3, help="sink-rate threshold (Gu et al.; default 0.3)")

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..models.experts import Expert
 from ..runs.errors import UserError, did_you_mean
 from ..runs.runfolder import to_jsonable
-from .names import ExpertModules
+
+if TYPE_CHECKING:  # types only: `protect --help` reads FORMATS without loading torch
+    from ..models.experts import Expert
+    from .names import ExpertModules
 
 FORMAT = "superexperts.compress.protect/1"
 FORMATS = ("llm-compressor", "autoround", "gptqmodel", "json")

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..models.demo_data import resource_dir
 from ..runs.errors import UserError
 
 INSTALL_HINT = "pip install 'superexperts[eval]'"
@@ -41,10 +42,13 @@ def _unknown_task_message(name: str, known: list[str]) -> str:
             "a folder of your own task YAMLs goes in --tasks-include.")
 
 
+PACKAGED_TASKS = resource_dir("tasks")
+
+
 def check_tasks(tasks: list[str], *, include_path: str | None = None):
     """Validate task names and return the lm-eval TaskManager that knows them.
 
-    Builds a manager over `include_path` alone first (fast) and falls back to lm-eval's full
+    Builds a manager over the packaged tasks and `include_path` alone first (fast) and falls back to lm-eval's full
     registry (seconds: it indexes ~15k YAMLs) only when a name is not a local task.
     """
     require_lm_eval()
@@ -54,12 +58,13 @@ def check_tasks(tasks: list[str], *, include_path: str | None = None):
         raise UserError("No lm-eval tasks given; pass task names such as arc_easy,piqa.")
     if include_path is not None and not Path(include_path).is_dir():
         raise UserError(f"Task folder {include_path} does not exist; pass a folder of lm-eval task YAMLs.")
-    if include_path is not None:
-        local = TaskManager(include_path=include_path, include_defaults=False)
-        if all(_known(local, name) for name in tasks):
-            check_task_data(tasks, local)
-            return local
-    manager = TaskManager(include_path=include_path)
+    # The package's own tasks (demo_arith) are found by name, also from an installed wheel.
+    paths = [str(PACKAGED_TASKS), *([str(include_path)] if include_path is not None else [])]
+    local = TaskManager(include_path=paths, include_defaults=False)
+    if all(_known(local, name) for name in tasks):
+        check_task_data(tasks, local)
+        return local
+    manager = TaskManager(include_path=paths)
     for name in tasks:
         if not _known(manager, name):
             raise UserError(_unknown_task_message(name, manager.all_tasks))

@@ -39,7 +39,7 @@ COLUMNS = ("layer", "expert", "atom", "score")
 
 def check_atom_request(criterion: str, fraction: float, protect: str) -> None:
     """Flag values, checked before any model loads."""
-    check_choice("--criterion", criterion, list(SCOPES))
+    check_choice("--prune-by", criterion, list(SCOPES))
     if not 0 < fraction < 1:
         raise UserError(f"--fraction {fraction} must be in (0, 1), e.g. 0.25 prunes a quarter of the atoms.")
     check_choice("--protect", protect, PROTECT)
@@ -210,7 +210,7 @@ def atom_scores(prof: Any, criterion: str, *, rho: float = 0.9, model: Any = Non
     check_rho(rho)
     if criterion == "heapr":
         if model is None or input_ids is None:
-            raise UserError("--criterion heapr needs the model and calibration windows; pass --from RUN with "
+            raise UserError("--prune-by heapr needs the model and calibration windows; pass --from RUN with "
                             "--data (or the demo's built-in text).")  # fmt: skip
         from ..capture.heapr import heapr  # torch and the model's forward: only when heapr is asked for
 

@@ -67,7 +67,7 @@ class PruningPlan:
 
 def check_request(criterion: str, fraction: float, protect: str = "super") -> None:
     """Flag values, checked before any model loads."""
-    check_choice("--criterion", criterion, list(CRITERIA))
+    check_choice("--prune-by", criterion, list(CRITERIA))
     if not 0 < fraction < 1:
         raise UserError(f"--fraction {fraction} must be in (0, 1), e.g. 0.25 prunes a quarter of each layer's experts.")
     if protect not in PROTECT:
@@ -77,27 +77,27 @@ def check_request(criterion: str, fraction: float, protect: str = "super") -> No
 
 def check_prune_request(criterion: str | None, fraction: float | None, protect: str, *, n_random: int,
                         has_table: bool, has_run: bool = False, atoms: bool = False) -> None:  # fmt: skip
-    """prune-eval's --criterion/--fraction/--protect (expert or atom criteria, `atom_pruning`) and
+    """prune-eval's --prune-by/--fraction/--protect (expert or atom criteria, `atom_pruning`) and
     --atoms against its other flags, before the model loads."""
     if atoms and (criterion is not None or fraction is not None):
-        raise UserError("--atoms and --criterion each give the pruned set; pass one of them.")
+        raise UserError("--atoms and --prune-by each give the pruned set; pass one of them.")
     if criterion is None and fraction is None:
         return
     if criterion is None or fraction is None:
-        raise UserError("--criterion and --fraction go together, e.g. --criterion reap --fraction 0.25.")
+        raise UserError("--prune-by and --fraction go together, e.g. --prune-by reap --fraction 0.25.")
     if criterion in ATOM_CRITERIA:
         check_atom_request(criterion, fraction, protect)
     else:
-        check_choice("--criterion", criterion, [*CRITERIA, *ATOM_CRITERIA])
+        check_choice("--prune-by", criterion, [*CRITERIA, *ATOM_CRITERIA])
         check_request(criterion, fraction, protect)
     if n_random:
-        raise UserError("--random draws SE-sized random sets; with --criterion the conditions are the pruned "
+        raise UserError("--random draws SE-sized random sets; with --prune-by the conditions are the pruned "
                         "sets: drop --random.")  # fmt: skip
     if criterion in ATOM_CRITERIA and not has_run:
-        raise UserError(f"--criterion {criterion} ranks atoms by a profile run's atom statistics and super atoms: "
+        raise UserError(f"--prune-by {criterion} ranks atoms by a profile run's atom statistics and super atoms: "
                         "pass --from RUN_DIR.")  # fmt: skip
     if not has_table:
-        raise UserError("--criterion ranks experts by a profile: pass --from RUN_DIR (or --experts super to "
+        raise UserError("--prune-by ranks experts by a profile: pass --from RUN_DIR (or --experts super to "
                         "profile the model first).")  # fmt: skip
 
 

@@ -37,7 +37,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3MoeConfig, Qwen3MoeForCau
 from .demo_data import arithmetic_words, resource_dir
 
 DEMO_NAME = "superexperts/demo-qwen3-moe-synthetic"
-DEMO_VERSION = 2  # bump when the planted recipe or the shipped weights change: it keys the cache folder
+DEMO_VERSION = 3  # bump when the planted recipe or the shipped weights change: it keys the cache folder
 DEMO_SEED = 1234
 DEMO_SUPER_EXPERTS: tuple[tuple[int, int], ...] = ((1, 13), (2, 41))
 DEMO_OUTLIER: tuple[int, int] = (7, 22)
@@ -60,6 +60,9 @@ WEIGHTS_FILE = "weights.safetensors"
 HELDOUT_FILE = "heldout.txt"
 PROMPTS_FILE = "prompts.txt"
 ARITHMETIC_FILE = "arithmetic.txt"  # the training addition lines: a second calibration domain
+DEMO_SPEC = "demo"  # MODEL for subcommands that read a checkpoint folder (export, audit): the demo's copy
+# A key in the demo's config.json: a saved or exported copy is recognised as the synthetic demo.
+DEMO_MARKER = "superexperts_synthetic_demo"
 DEMO_PPL = "demo-heldout"  # the demo's default perplexity data: heldout.txt in BOS-first windows
 
 
@@ -166,6 +169,7 @@ def planted_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
     for layer in layers:
         _plant_sink(layer.self_attn, config.num_attention_heads, config.num_key_value_heads, config.head_dim)
     model.config._name_or_path = DEMO_NAME
+    setattr(model.config, DEMO_MARKER, True)  # saved in config.json: every copy of the demo says it is synthetic
     return model, tokenizer
 
 

@@ -219,14 +219,9 @@ def load_model(
     check_device_args(device, device_map)
     placement = read_device_map(device_map) if device_map is not None else None
     dev = resolve_device(device) if placement is None else main_device(placement)
-    synthetic = spec is None
-    if synthetic:
-        from .demo import demo_checkpoint
-
-        path = str(demo_checkpoint())
-    else:
-        path = os.path.expanduser(spec)
+    path = checkpoint_path(spec)
     config = load_config(path, trust_remote_code)
+    synthetic = is_demo(config)
     if expert_count(config) == 0:
         raise UserError(
             f"{spec}: {config.model_type} is not a Mixture-of-Experts model (no expert count in its config); "
@@ -268,6 +263,24 @@ def load_model(
     tokenizer = load_tokenizer(path, trust_remote_code, model.get_input_embeddings().weight.shape[0])
     return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic,
                   device_map=device_map, offload=offload)  # fmt: skip
+
+
+def checkpoint_path(spec: str | None) -> str:
+    """The local folder (or hub id) of MODEL; None or "demo" is the built-in demo's saved copy."""
+    from .demo import DEMO_SPEC
+
+    if spec is None or (spec == DEMO_SPEC and not os.path.exists(spec)):  # a folder named demo wins
+        from .demo import demo_checkpoint
+
+        return str(demo_checkpoint())
+    return os.path.expanduser(spec)
+
+
+def is_demo(config) -> bool:
+    """The built-in demo or a copy of it (its config.json carries the marker): always labelled synthetic."""
+    from .demo import DEMO_MARKER
+
+    return getattr(config, DEMO_MARKER, False) is True
 
 
 def _check_map_against_config(placement: dict, config, spec: str, trust_remote_code: bool) -> None:

@@ -14,7 +14,7 @@ components below never mention flags.
 | identifying.py         | identify     | super_experts.json, sensitivity.json               |
 | comparing.py           | compare      | compare.json, compare_scatter.png/.svg             |
 | pruning.py             | prune-eval   | prune_eval.json (+ the run's report)               |
-| attention_sinks.py     | sinks        | sinks.json, sinks_router.csv, figures              |
+| attention_sinks.py     | sinks        | sinks.json, sinks_router.csv, figures (+ report)   |
 | exporting.py           | export       | a pruned checkpoint folder                         |
 | quantizing.py          | quant-eval   | quant_eval.json (+ the run's report)               |
 | auditing.py            | audit        | audit.json, audit.html                             |

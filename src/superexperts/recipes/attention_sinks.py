@@ -29,7 +29,7 @@ from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import load_config, warn_seq_len
 from ..runs.errors import UserError, check_at_least
-from ..runs.runfolder import base_metadata, tensor_sha256, write_files
+from ..runs.runfolder import base_metadata, computed_for, tensor_sha256, write_files
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 from ..scale.sinks import streamed_sinks_study
@@ -68,8 +68,8 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         if self.text is not None and not self.text.strip():
             raise UserError("--text is empty; pass a sentence (at least 2 tokens).")
         if self.prune == "super" and self.from_dir is None and self.model is not None:
-            raise UserError("--prune super needs the SE list: pass --from RUN_DIR (a profile run of this model) "
-                            "or list the experts, e.g. --prune 1:68,2:92.")
+            raise UserError("--experts super needs the SE list: pass --from RUN_DIR (a profile run of this model) "
+                            "or list the experts, e.g. --experts 1:68,2:92.")
         self.check_model_fields()
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
@@ -115,6 +115,8 @@ def _check_sizes(sizes: tuple[int, int], req: SinksRequest) -> None:
 
 
 def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None) -> SinkStudy:
+    """Load the model, measure every condition, write sinks.json and its figures, refresh a run's report."""
+    basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
@@ -150,7 +152,10 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
         study = sinks_study(model, ids, **common, tokenizer=loaded.tokenizer)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
-                         random_controls="layer-controlled" if req.layer_controlled else "global",
+                         random_controls="layer-controlled" if req.layer_controlled else "global", computed_for=basis,
                          **({"streamed": True, "prefetch": prefetch_used(prefetch_of(req.prefetch), device)} if req.stream else {}))  # fmt: skip
     write_files(req.out, study_files(study, meta))
+    from ..report import refresh_run_report
+
+    refresh_run_report(req.out)
     return study

@@ -21,11 +21,12 @@ from ..compress.audit import THRESHOLD, Measured, audit_verdict, check_same_arch
 from ..compress.quant_eval import SINK_WINDOWS
 from ..evaluate import perplexity
 from ..evaluate.sinks import measure_sinks
-from ..evaluate.streams import eval_stream
+from ..evaluate.streams import bos_window_stream, eval_stream
 from ..identify.rules import paper_super_experts
+from ..models.demo import DEMO_PPL, heldout_path
 from ..models.experts import Expert, check_experts_in_config, experts_json
 from ..models.fields import ModelFields
-from ..models.loading import load_config, load_tokenizer
+from ..models.loading import is_demo, load_config, load_tokenizer
 from ..runs.errors import UserError, check_at_least
 from ..runs.runfolder import base_metadata, json_bytes, tensor_sha256, write_files
 
@@ -113,27 +114,32 @@ def prepare(req: AuditRequest):
     calib = calibration(req.data, tokenizer, seq_len=seq_len, samples=req.samples or req.defaults()["samples"],
                         seed=req.seed)  # fmt: skip
     ppl_spec = req.ppl if req.ppl is not None else req.data
-    ppl_ids = eval_stream(ppl_spec, tokenizer).token_ids  # the tokenizer's own ids (reference protocol)
+    if ppl_spec is None and is_demo(configs[0]):  # the demo's own held-out text, as prune-eval measures it
+        stream = bos_window_stream(str(heldout_path()), tokenizer, seq_len)
+        req.ppl, req.max_windows = DEMO_PPL, req.max_windows or stream.max_windows
+        ppl_ids = stream.token_ids
+    else:
+        ppl_ids = eval_stream(ppl_spec, tokenizer).token_ids  # the tokenizer's own ids (reference protocol)
     if ppl_ids.numel() < seq_len:
         raise UserError(f"the perplexity data has {ppl_ids.numel()} tokens, fewer than one window of --seq-len "
                         f"{seq_len}; lower --seq-len or pass more --ppl data.")  # fmt: skip
-    return calib, ppl_ids, seq_len
+    return calib, ppl_ids, seq_len, is_demo(configs[0])
 
 
 def run_audit(req: AuditRequest, out_dir: str | os.PathLike, *, progress: bool = False) -> dict[str, Any]:
     """Measure both checkpoints on the same windows; write audit.json and audit.html all-or-nothing."""
     from ..report.audit_page import audit_files
 
-    calib, ppl_ids, seq_len = prepare(req)
+    calib, ppl_ids, seq_len, synthetic = prepare(req)
     before = _measure(req.original, req, calib.input_ids, ppl_ids, seq_len, progress)
     ses = req.experts if req.experts is not None else paper_super_experts(before.profile)
     after = _measure(req.compressed, req, calib.input_ids, ppl_ids, seq_len, progress)
-    ppl_data = {"spec": req.ppl or req.data or "builtin", "tokens": int(ppl_ids.numel()),
+    ppl_data = {"spec": req.ppl or req.data or "builtin text", "tokens": int(ppl_ids.numel()),
                 "sha256": tensor_sha256(ppl_ids), "seq_len": seq_len, "max_windows": req.max_windows}  # fmt: skip
     document = audit_verdict(before, after, ses, req.threshold) | base_metadata(
         tool="audit", seed=req.seed, experts_source=req.experts_source, super_experts_audited=experts_json(ses),
         sink_windows=min(SINK_WINDOWS, int(calib.input_ids.shape[0])),
-        data={"calibration": calib.describe(), "perplexity": ppl_data},
+        data={"calibration": calib.describe(), "perplexity": ppl_data}, synthetic=synthetic,
     )  # fmt: skip
     write_files(out_dir, {"audit.json": json_bytes(document)} | audit_files(document))
     return document

@@ -23,10 +23,10 @@ class ExportRequest:
     def experts(self) -> list[Expert]:
         """The experts to zero; `super` takes the SEs of --from."""
         if self.prune == "super" and self.from_dir is None:
-            raise UserError("--prune super needs --from RUN_DIR (a folder written by `superexperts profile`).")
+            raise UserError("--experts super needs --from RUN_DIR (a folder written by `superexperts profile`).")
         if self.prune != "super" and self.from_dir is not None:
-            raise UserError("--from is only used with --prune super; drop it or use --prune super.")
-        experts, _ = resolve_experts(self.prune, self.from_dir, "--prune")
+            raise UserError("--from is only used with --experts super; drop it or use --experts super.")
+        experts, _ = resolve_experts(self.prune, self.from_dir, "--experts")
         if self.from_dir is not None:  # a run of another model would name the wrong experts
             from ..identify.profile_run import check_run_model
             from ..models.loading import load_config

@@ -44,7 +44,7 @@ class ProtectRequest:
         if self.atoms and self.whole_layer:
             raise UserError("--atoms keeps single channels and --whole-layer whole MoE layers; pass one of them.")
         if self.out is not None:  # never a run's own files, a device, a link or a file we did not write
-            check_out_file(self.out, [self.checkpoint, *self.inputs], overwrite=self.overwrite)
+            check_out_file(self.out, [self.checkpoint, *self.inputs], overwrite=self.overwrite, flag="--out-file")
         if self.checkpoint is not None and not Path(self.checkpoint).is_dir():
             raise UserError(f"--checkpoint {self.checkpoint} is not a folder; pass the model's checkpoint folder.")
 

@@ -40,7 +40,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json, vali
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config, warn_seq_len
 from ..runs.errors import UserError, did_you_mean
-from ..runs.runfolder import RUN_MARKER, atomic_write_json, base_metadata, load_super_experts
+from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 
@@ -73,7 +73,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
     protect: str = "super"  # super: also evaluate the criterion with `experts` protected (atoms: super-atoms too)
     atoms: list[Atom] | None = None  # --atoms: zero these atoms instead of experts (issue 20)
     atoms_source: str = "custom"  # custom | super (the --from run's super atoms)
-    rho: float = 0.9  # CAMERA's weight of the max term (--criterion camera)
+    rho: float = 0.9  # CAMERA's weight of the max term (--prune-by camera)
     stream: bool = False  # perplexity read from the checkpoint one decoder layer at a time
     prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
 
@@ -122,7 +122,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
         for flag, given in (("--mode " + self.mode, self.mode != "zero"), ("--causal", self.causal is not None),
                             ("--stream", self.stream)):  # fmt: skip
             if given:
-                raise UserError(f"{flag} works on whole experts; atoms (--atoms, --criterion camera|heapr) are "
+                raise UserError(f"{flag} works on whole experts; atoms (--atoms, --prune-by camera|heapr) are "
                                 f"zeroed in memory: drop {flag.split()[0]}.")  # fmt: skip
 
     def _check_stream(self) -> None:
@@ -243,7 +243,7 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
 
 
 def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
-    """(conditions, the document's --criterion plan entry: {} without one)."""
+    """(conditions, the document's --prune-by plan entry: {} without one)."""
     name = "custom" if req.experts_source == "custom" else "super"
     if req.criterion is not None:
         return _criterion_conditions(req, model_map, stats, experts, name)
@@ -256,7 +256,7 @@ def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
 
 
 def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, calib, experts, pruning) -> dict:
-    # With --criterion or --atoms each condition lists its own pruned set; `pruning` names the protected ones.
+    # With --prune-by or --atoms each condition lists its own pruned set; `pruning` names the protected ones.
     pruned = [] if pruning or req.on_atoms else experts
     return {"format": FORMAT, "conditions": results, "summary": summarize(results),
             **_metadata(req, loaded, ppl, calib, pruned), **pruning}  # fmt: skip
@@ -293,6 +293,7 @@ def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) 
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,
                    progress: bool = False) -> dict[str, Any]:
     """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
+    basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
     if req.stream:
         document = evaluate_pruning_streamed(req, progress=progress)
     else:
@@ -304,10 +305,9 @@ def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambd
 
             echo(BANNER)
         document = evaluate_pruning(loaded, req, progress=progress)
-    out = Path(req.out)
-    atomic_write_json(out / "prune_eval.json", document)
-    if (out / RUN_MARKER).is_file():  # a profile run folder: add the section to its report
-        from ..report import write_report
+    document["computed_for"] = basis
+    atomic_write_json(Path(req.out) / "prune_eval.json", document)
+    from ..report import refresh_run_report
 
-        write_report(out)
+    refresh_run_report(req.out)
     return document

@@ -36,7 +36,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config
 from ..runs.errors import UserError, check_choice
-from ..runs.runfolder import RUN_MARKER, atomic_write_json, base_metadata, load_super_experts
+from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
 
 SCHEMES = ("uniform", "camera-q")
 # Each condition re-profiles the calibration windows: fewer than profile's 128 by default.
@@ -120,6 +120,7 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
                    progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Load the model, evaluate every condition, write `out_dir`/quant_eval.json, refresh the run's report."""
     req.check()
+    basis = computed_for(out_dir)  # the SEs and profile the result rests on, read before the long part
     if req.model is not None and req.experts is not None:  # before reading the weights
         check_experts_in_config(req.experts, load_config(req.model, req.trust_remote_code))
     loaded = req.load(req.model)
@@ -152,13 +153,12 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
                                    reference, ses, batch_size=req.batch_size, progress=progress)  # fmt: skip
     windows = add_sinks(loaded.model, results, conditions, req.scheme, calib.input_ids)
     document = quant_eval_json(results, req.scheme, _metadata(req, loaded, ppl, calib, ses, windows))
-    document["batching"] = batching
+    document |= {"batching": batching, "computed_for": basis}
     if req.mixed == "camera-q":
         document["scheme"]["camera_q"] = {"bits": req.tier_bits, "ratios": req.tier_ratios, "rho": req.rho,
                                           "ranking": "per MoE layer, routed atoms; shared experts unquantized"}  # fmt: skip
     write_quant_eval(out_dir, document)
-    if (Path(out_dir) / RUN_MARKER).is_file():  # a profile run folder: add the section to its report
-        from ..report import write_report
+    from ..report import refresh_run_report
 
-        write_report(out_dir)
+    refresh_run_report(out_dir)
     return document

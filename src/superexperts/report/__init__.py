@@ -10,19 +10,21 @@ The page is the list `SECTIONS` of builder functions; see `sections.py` to add o
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from ..runs.runfolder import write_files
+from ..runs.runfolder import RUN_MARKER, write_files
 from ..runs.safety import check_folder_writable
-from . import atom_section, causal_section, eval_sections, levels_section, quant_sections, sections
+from . import atom_section, causal_section, eval_sections, levels_section, overview, quant_sections, sections
 from .inputs import ReportInputs, load_inputs
-from .page import Section, render_page
+from .page import Raw, Section, esc, render_page
 from .sections import SectionBuilder
 
 SECTIONS: list[SectionBuilder] = [
     sections.synthetic_banner,
     sections.intro,
     sections.answer,
+    overview.at_a_glance,
     sections.metadata,
     sections.se_table,
     atom_section.inside_super_experts,
@@ -35,13 +37,37 @@ SECTIONS: list[SectionBuilder] = [
     quant_sections.protection,
     levels_section.protection_levels_section,
     eval_sections.sinks,
+    overview.files_and_steps,
 ]
+
+
+# The result file each section shows: a section whose file no longer matches the run's SEs (or
+# profile) is shown under a "stale" banner, never silently beside the current SEs.
+SECTION_SOURCES: dict[SectionBuilder, str] = {
+    eval_sections.prune_eval: "prune_eval.json",
+    causal_section.causal: "prune_eval.json",
+    quant_sections.protection: "quant_eval.json",
+    eval_sections.sinks: "sinks.json",
+}
+
+
+def mark_stale(section: Section, reason: str, rerun: str) -> Section:
+    banner = Raw(f'<div class="banner stale">Stale: {esc(reason)}: rerun <code>{esc(rerun)}</code>. '
+                 "The numbers below are not those of this run's Super Experts.</div>")  # fmt: skip
+    return replace(section, title=f"{section.title} (stale)", body=Raw(banner + section.body))
 
 
 def build_sections(inputs: ReportInputs, builders: list[SectionBuilder] | None = None) -> list[Section]:
     """Run every builder; those with nothing to show return None and are left out."""
-    built = (builder(inputs) for builder in (SECTIONS if builders is None else builders))
-    return [s for s in built if s is not None]
+    parts = []
+    for builder in SECTIONS if builders is None else builders:
+        section = builder(inputs)
+        if section is None:
+            continue
+        source = SECTION_SOURCES.get(builder)
+        stale = inputs.stale(source) if source is not None else None
+        parts.append(section if stale is None else mark_stale(section, *stale))
+    return parts
 
 
 def report_title(inputs: ReportInputs) -> str:
@@ -67,4 +93,11 @@ def write_report(run_dir: str | os.PathLike, *, figures: bool = True) -> Path:
     return inputs.run_dir / "report.html"
 
 
-__all__ = ["SECTIONS", "ReportInputs", "Section", "build_sections", "load_inputs", "write_report"]
+def refresh_run_report(run_dir: str | os.PathLike) -> Path | None:
+    """Re-render the report of a profile run folder after a result was added to it (None elsewhere)."""
+    if not (Path(run_dir) / RUN_MARKER).is_file():
+        return None
+    return write_report(run_dir)
+
+
+__all__ = ["SECTIONS", "ReportInputs", "Section", "build_sections", "load_inputs", "refresh_run_report", "write_report"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .page import Raw, Section, esc, figure, number, paragraphs, render_page, table
+from .texts import SYNTHETIC_BANNER
 
 EXPLAIN = (
     "Both checkpoints read the same calibration windows. For each Super Expert (SE) of the original: its largest "
@@ -66,13 +67,23 @@ def _summary(doc: dict[str, Any]) -> Section:
              number(rate.get("after"))]]  # fmt: skip
     models = [["original", (doc.get("original") or {}).get("model_path", "")],
               ["compressed", (doc.get("compressed") or {}).get("model_path", "")]]  # fmt: skip
+    data = ((doc.get("data") or {}).get("perplexity")) or {}
+    on = paragraphs(f"Perplexity on {data.get('spec', 'the data recorded in audit.json')}: "
+                    f"{data.get('tokens', '?')} tokens in windows of {data.get('seq_len', '?')}"
+                    + (f", at most {data['max_windows']} windows" if data.get("max_windows") else "") + ".")
     return Section("summary", "Perplexity, sink rate and checkpoints",
-                   Raw(table(["measure", "original", "compressed"], rows) + table(["checkpoint", "path"], models)))
+                   Raw(on + table(["measure", "original", "compressed"], rows) + table(["checkpoint", "path"], models)))
+
+
+def _banner(doc: dict[str, Any]) -> list[Section]:
+    if doc.get("synthetic") is not True:
+        return []
+    return [Section("synthetic", "", Raw(f'<div class="banner">{esc(SYNTHETIC_BANNER)}</div>'))]
 
 
 def audit_files(document: dict[str, Any]) -> dict[str, bytes]:
     """audit.html and its figure files, for `io.write_files` next to audit.json."""
-    parts = [_verdict(document), _super_experts(document), _layers(document), _summary(document)]
+    parts = [*_banner(document), _verdict(document), _super_experts(document), _layers(document), _summary(document)]
     files: dict[str, bytes] = {"audit.html": render_page("Super Expert audit", parts).encode("utf-8")}
     for part in parts:
         files |= part.files

@@ -36,6 +36,15 @@ def _percent(value: Any) -> str:
     return f"{-float(value):+.0%}" if isinstance(value, (int, float)) else ""  # a drop of 62% -> "-62%"
 
 
+def _profile_channel(inputs: ReportInputs, c: dict[str, Any]) -> Any:
+    """The down_proj output channel of the candidate's largest value, from profile.json: the channel the
+    rest of the page names. The causal check measures the hidden channel its ablation moves most, which
+    can differ (a candidate that writes no massive activation)."""
+    table_ = inputs.profile.expert_stats
+    hit = table_[(table_["layer"] == c.get("layer")) & (table_["expert"].astype(str) == str(c.get("expert")))]
+    return "" if hit.empty else int(hit["channel"].iloc[0])
+
+
 def _verdict_table(inputs: ReportInputs, candidates: list[dict[str, Any]]) -> Raw:
     rows = []
     for c in candidates:
@@ -47,6 +56,7 @@ def _verdict_table(inputs: ReportInputs, candidates: list[dict[str, Any]]) -> Ra
                 c.get("rank", ""),
                 f"{c.get('layer')}:{c.get('expert')}",
                 check(_is_se(inputs, c)),
+                _profile_channel(inputs, c),
                 "" if c.get("channel") is None else c.get("channel"),
                 own,
                 number(c.get("removed")),
@@ -59,7 +69,8 @@ def _verdict_table(inputs: ReportInputs, candidates: list[dict[str, Any]]) -> Ra
         "rank",
         "candidate",
         "Super Expert (this run)",
-        "channel it writes",
+        "channel of its largest output (profile)",
+        "hidden channel measured here",
         "peak |h| at its layer: original -> ablated (drop)",
         "removed",
         "causal layers",

@@ -12,9 +12,10 @@ from typing import Any
 
 from ..evaluate.sinks.caveats import meaningless
 from . import texts
+from .basis import change_note, ratio, rests_on
 from .eval_figures import fig_perplexity, fig_sinks
 from .inputs import ReportInputs
-from .page import Raw, Section, esc, figure, number, paragraphs, table
+from .page import Raw, Section, esc, figure, image, number, paragraphs, table
 from .sinks_notes import caveat_notes, router_table, sink_caveats
 
 MAX_GENERATIONS = 5  # per condition; the JSON file has them all
@@ -140,6 +141,26 @@ def generations(conditions: list[dict[str, Any]]) -> Raw:
     return Raw("<h3>Generations</h3>" + "".join(parts)) if parts else Raw("")
 
 
+def perplexity_judge(conditions: list[dict[str, Any]], summary: Any, group: str | None = None):
+    """A function giving each condition's [ratio to the original, note against the control spread]
+    (controls and the original get no note: they are the reference)."""
+    original = next((_perplexity(c.get("perplexity")) for c in conditions if c.get("name") == "original"), None)
+    groups = summary if isinstance(summary, dict) else {}
+    chosen = group if group in groups else next(iter(groups), None)
+    spread = (groups.get(chosen) or {}).get("perplexity") if chosen else None
+    controls = {n for g in groups.values() if isinstance(g, dict) for n in g.get("conditions") or []}
+
+    def judge(c: dict[str, Any]) -> list[str]:
+        value = _perplexity(c.get("perplexity"))
+        if value is None or original is None:
+            return ["", ""]
+        if c.get("name") == "original" or c.get("name") in controls:
+            return [ratio(value, original), ""]
+        return [ratio(value, original), change_note(value, original=original, spread=spread)]
+
+    return judge
+
+
 def prune_eval(inputs: ReportInputs) -> Section | None:
     title = "Pruning experiments"
     data, failed = _read(inputs, "prune_eval.json", "prune-eval", title)
@@ -148,12 +169,16 @@ def prune_eval(inputs: ReportInputs) -> Section | None:
     conditions = _conditions(data)
     metrics = list(dict.fromkeys(k for c in conditions for k in (c.get("generation_metrics") or {})))
     shown = [m for m in HEADLINE_GENERATION_METRICS if m in metrics]
+    judge = perplexity_judge(conditions, data.get("summary"))
     rows = [[c.get("name", ""), experts_text(c.get("experts")), c.get("mode", ""),
-             number(_perplexity(c.get("perplexity")))]
+             number(_perplexity(c.get("perplexity"))), *judge(c)]
             + [number((c.get("generation_metrics") or {}).get(m)) for m in shown]
             for c in conditions]  # fmt: skip
-    columns = ["condition", "experts pruned", "mode", "perplexity"] + [f"generation {m}" for m in shown]
-    body = paragraphs(texts.PRUNE_EVAL) + table(columns, rows) + generation_metrics(conditions, metrics, shown)
+    columns = ["condition", "experts pruned", "mode", "perplexity", "x original", "against the random controls"]
+    columns += [f"generation {m}" for m in shown]
+    causal = data.get("causal") if isinstance(data.get("causal"), dict) else {}
+    basis = rests_on(data, f"causal check on {causal['samples']} calibration window(s)" if causal.get("samples") else "")
+    body = paragraphs(texts.PRUNE_EVAL) + basis + table(columns, rows) + generation_metrics(conditions, metrics, shown)
     body += control_summary(data.get("summary"))
     files: dict[str, bytes] = {}
     if any(_perplexity(c.get("perplexity")) is not None for c in conditions):
@@ -179,8 +204,29 @@ def sinks(inputs: ReportInputs) -> Section | None:
     fig = fig_sinks(conditions, note=no_d_sink["reason"] if no_d_sink else None)
     html, files = figure(fig, "sinks", texts.CAPTIONS["sinks"], "Attention sink per layer")
     columns = ["condition", "experts pruned", "sink rate", "mean sink mass", "mean D_sink"]
-    body = explain + caveat_notes(caveats) + table(columns, rows) + html + router_table(data)
-    return Section("sinks", title, Raw(body), files)
+    body = explain + rests_on(data, _sink_input(data)) + caveat_notes(caveats) + table(columns, rows) + html
+    for name, (caption, alt) in SINK_FIGURES.items():  # drawn by `sinks` itself, beside sinks.json
+        path = inputs.run_dir / f"{name}.png"
+        if path.is_file():
+            body += image(path.read_bytes(), caption, alt)
+    return Section("sinks", title, Raw(body + router_table(data)), files)
+
+
+SINK_FIGURES = {
+    "sinks_chain": (("The chain, layer by layer: the largest hidden-state value (the massive activation) and the "
+                    "attention on the sink token, in the original and with the Super Experts pruned."),
+                    "Massive activation and sink per layer"),
+    "sinks_maps": (("Attention maps (queries down, keys across) of the chosen layers and heads, original and pruned: "
+                   "the bright first column is the sink; it fades when the Super Experts are pruned."),
+                   "Attention maps before and after pruning"),
+}
+
+
+def _sink_input(data: dict[str, Any]) -> str:
+    source, shape = data.get("input") or {}, data.get("input_shape")
+    what = f"the text {source['text']!r}" if "text" in source else f"windows of {source.get('data', '?')}"
+    size = f" ({shape[0]} x {shape[1]} tokens)" if isinstance(shape, list) and len(shape) == 2 else ""
+    return f"sink metrics on {what}{size}"
 
 
 def _mean(values: Any) -> float | None:

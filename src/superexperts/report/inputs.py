@@ -18,7 +18,7 @@ from ..capture.profile import Profile
 from ..identify.profile_run import load_profile
 from ..identify.rules import Verdict, identify
 from ..runs.errors import UserError
-from ..runs.runfolder import read_json
+from ..runs.runfolder import RESULT_FILES, read_json, rerun_command, stale_reason
 
 
 @dataclass
@@ -48,6 +48,18 @@ class ReportInputs:
                 except UserError as e:
                     self._cache[name] = (None, str(e))
         return self._cache[name]
+
+    def stale(self, name: str) -> tuple[str, str] | None:
+        """(why, the command that re-creates it) when result file `name` no longer matches the run's
+        SEs or profile (runfolder.stale_reason); None when it matches, is absent or is damaged."""
+        data, _ = self.optional(name)
+        if data is None:
+            return None
+        reason = stale_reason(self.run_dir, data)
+        if reason is None:
+            return None
+        command = next(f.command for f in RESULT_FILES if f.name == name)
+        return reason, rerun_command(data, self.run_dir, command)
 
 
 def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:

@@ -101,10 +101,14 @@ class Section:
 def figure(fig: Figure, name: str, caption: str, alt: str) -> tuple[Raw, dict[str, bytes]]:
     """Inline PNG (base64) plus the PNG and SVG files for `figures/<name>.*`."""
     png = png_bytes(fig)
+    return image(png, caption, alt), {f"figures/{name}.png": png, f"figures/{name}.svg": svg_bytes(fig)}
+
+
+def image(png: bytes, caption: str, alt: str) -> Raw:
+    """An inlined PNG written by another step (e.g. sinks_maps.png), with its caption."""
     data = base64.b64encode(png).decode("ascii")
-    body = Raw(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+    return Raw(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
                f"<figcaption>{esc(caption)}</figcaption></figure>")  # fmt: skip
-    return body, {f"figures/{name}.png": png, f"figures/{name}.svg": svg_bytes(fig)}
 
 
 CSS = """

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .eval_sections import control_summary, experts_text, generations, task_table
+from .basis import rests_on
+from .eval_sections import control_summary, experts_text, generations, perplexity_judge, task_table
 from .inputs import ReportInputs
 from .page import Raw, Section, esc, figure, number, paragraphs, table
 from .quant_figures import fig_protection, floats
@@ -68,9 +69,12 @@ def protection(inputs: ReportInputs) -> Section | None:
     if data is None:
         return None
     conditions = [c for c in data.get("conditions") or [] if isinstance(c, dict)]
-    columns = ["condition", "experts quantized", "kept in full precision", "perplexity", "worst MA retention",
-               "SE output change", "mean D_sink", "sink rate"]  # fmt: skip
-    body = paragraphs(*PROTECTION, _scheme_text(data.get("scheme"))) + table(columns, [_row(c) for c in conditions])
+    columns = ["condition", "experts quantized", "kept in full precision", "perplexity", "x original",
+               "against the random protections", "worst MA retention", "SE output change", "mean D_sink",
+               "sink rate"]  # fmt: skip
+    judge = perplexity_judge(conditions, data.get("summary"), "protect-random")
+    rows = [[*r[:4], *judge(c), *r[4:]] for r, c in ((_row(c), c) for c in conditions)]
+    body = paragraphs(*PROTECTION, _scheme_text(data.get("scheme"))) + rests_on(data) + table(columns, rows)
     body += control_summary(data.get("summary"))
     html, files = figure(fig_protection(conditions, data.get("summary") or {}), "protection", CAPTION,
                          "Perplexity and massive activation retained per quantization condition")  # fmt: skip

@@ -9,6 +9,7 @@ it has nothing to show (its input file is absent).
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,12 +112,15 @@ META_FIELDS = (  # key, label; shown first when present, all keys under "all met
     ("data.sampling", "sampling"), ("data.sha256", "data hash (sha256)"),
     ("data.seed", "data seed"), ("samples", "windows"), ("seq_len", "tokens per window"),
     ("tokens", "tokens"), ("batch_size", "batch size"), ("seed", "seed"), ("device", "device"),
+    ("command_line", "command line"),
     ("dtype", "dtype"), ("profile_seconds", "profiling time (s)"), ("seconds", "time (s)"),
     ("timings", "timings"), ("tool_version", "superexperts version"), ("created_unix", "created (UTC)"),
 )  # fmt: skip
 
 
 def _meta_value(key: str, value: Any) -> str:
+    if key == "command_line" and isinstance(value, list):
+        return shlex.join(str(v) for v in value)
     if key == "created_unix" and isinstance(value, (int, float)):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
     if isinstance(value, (dict, list)):
@@ -176,6 +180,27 @@ def thresholds(criterion: dict[str, Any]) -> list[tuple[str, float]]:
     return found
 
 
+def _excluded_by_layer_rule(inputs: ReportInputs, pool: pd.DataFrame, limits: list[tuple[str, float]]) -> pd.DataFrame:
+    """Experts outside the judged layers that pass every threshold: excluded by the layer rule alone."""
+    table_ = inputs.profile.expert_stats
+    judged = inputs.verdict.criterion.get("layers_judged")
+    if not limits or not isinstance(judged, list) or not judged:
+        return table_.iloc[:0]
+    outside = table_[(table_["kind"] != "dense") & ~table_["layer"].isin(judged)]
+    passing = outside[outside["max_abs_output"] > max(v for _, v in limits)]
+    return passing.sort_values("max_abs_output", ascending=False)
+
+
+def _unrouted(table_: pd.DataFrame) -> Raw:
+    """How many routed experts no calibration token reached: their a[l,e] is unmeasured, not small."""
+    if "tokens_routed" not in table_:
+        return Raw("")
+    routed = table_[table_["kind"] == "routed"]
+    unrouted = int((pd.to_numeric(routed["tokens_routed"], errors="coerce").fillna(0) == 0).sum())
+    return paragraphs(f"{unrouted} of {len(routed)} routed experts received no calibration token: their a[l,e] "
+                      "is unmeasured (0 here), not small; more or other calibration data reaches them.")
+
+
 def candidates(inputs: ReportInputs) -> Section:
     verdict = inputs.verdict
     pool = verdict.candidates if not verdict.candidates.empty else inputs.profile.expert_stats
@@ -191,8 +216,13 @@ def candidates(inputs: ReportInputs) -> Section:
         rows.append(cells + [check(r.max_abs_output > v) for _, v in limits] + [check(se)])
         marks.append(se)
     columns = ["rank", "layer", "expert", "a[l,e]", "channel", "token text"] + [h for h, _ in limits]
+    for r in _excluded_by_layer_rule(inputs, pool, limits).itertuples():
+        cells = ["-", int(r.layer), _expert_cell(r), number(r.max_abs_output), int(r.channel), token(r.token_text)]
+        rows.append(cells + [check(True) for _ in limits] + [f"no: layer {int(r.layer)} is not judged (layer rule)"])
+        marks.append(False)
     body = paragraphs(texts.CANDIDATES.format(count=len(top)))
     body += table(columns + ["Super Expert"], rows, highlight=marks)
+    body += _unrouted(inputs.profile.expert_stats)
     return Section("candidates", "Top candidates against the thresholds", Raw(body))
 
 

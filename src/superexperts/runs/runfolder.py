@@ -21,11 +21,13 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,11 +61,21 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
+# The command line of this process as the CLI received it (set by `cli.main`, which may be called
+# with an argv of its own); None outside the CLI: then sys.argv, the script that called the library.
+COMMAND_LINE: list[str] | None = None
+
+
+def command_line() -> list[str]:
+    return list(COMMAND_LINE) if COMMAND_LINE is not None else list(sys.argv)
+
+
 def base_metadata(*, tool: str, seed: int | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "tool": "superexperts",
         "tool_version": __version__,
         "command": tool,
+        "command_line": command_line(),
         "created_unix": round(time.time(), 3),
         "seed": seed,
         "versions": library_versions(),
@@ -172,14 +184,102 @@ def write_files(out_dir: str | os.PathLike, files: Mapping[str, bytes | FileWrit
         raise UserError(f"writing {out} failed ({os_error_reason(e)}); {done}.") from None
 
 
-# Every file the recipes write into a run folder (names, or fnmatch patterns for figures): what an
-# overwriting profile may remove so that the folder holds only the new run. Nothing else is touched.
-RUN_FILE_PATTERNS = (
-    "profile.json", "super_experts.json", "expert_stats.csv", "expert_stats.parquet", "atom_stats.parquet",
-    "sensitivity.json",
-    "report.html", "prune_eval.json", "sinks.json", "sinks_router.csv", "sinks_chain.*", "sinks_d_sink.*",
-    "sinks_maps.*", "compare.json", "compare_scatter.*", "figures/*.png", "figures/*.svg",
+@dataclass(frozen=True)
+class RunFile:
+    """One of our files in a run folder: its name, the files written with it (names or fnmatch
+    patterns), the subcommand that writes it, and whether it was computed for the run's SE set
+    (then it records `computed_for` and goes stale when the SEs change)."""
+
+    name: str
+    command: str
+    companions: tuple[str, ...] = ()
+    depends_on_ses: bool = False
+
+
+# The one list of our file names: what an overwriting profile may remove (nothing else is touched),
+# what the report checks for staleness and links to.
+RUN_FILES = (
+    RunFile("profile.json", "profile", ("expert_stats.csv", "expert_stats.parquet", "atom_stats.parquet")),
+    RunFile("super_experts.json", "identify", ("sensitivity.json",)),
+    RunFile("prune_eval.json", "prune-eval", depends_on_ses=True),
+    RunFile("sinks.json", "sinks", ("sinks_router.csv", "sinks_chain.*", "sinks_d_sink.*", "sinks_maps.*"),
+            depends_on_ses=True),
+    RunFile("quant_eval.json", "quant-eval", depends_on_ses=True),
+    RunFile("compare.json", "compare", ("compare_scatter.*",)),
+    RunFile("report.html", "report", ("figures/*.png", "figures/*.svg")),
 )  # fmt: skip
+RUN_FILE_PATTERNS = tuple(pattern for f in RUN_FILES for pattern in (f.name, *f.companions))
+RESULT_FILES = tuple(f for f in RUN_FILES if f.depends_on_ses)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def se_labels(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """'layer:expert' of super_experts.json records, in their order (largest first)."""
+    return [f"{r['layer']}:{r['expert']}" for r in records]
+
+
+def computed_for(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """What a result written into `run_dir` rests on: the run's SE set and a content hash of its
+    profile.json; None when `run_dir` is not a profile run (a result written elsewhere)."""
+    run = Path(run_dir)
+    if not (run / RUN_MARKER).is_file() or not (run / "super_experts.json").is_file():
+        return None
+    return {"super_experts": se_labels(load_super_experts(run)), "profile_sha256": file_sha256(run / RUN_MARKER)}
+
+
+def _se_text(labels: list[str]) -> str:
+    return ", ".join(labels) if labels else "none"
+
+
+def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str | None:
+    """Why `document` (a result file of `run_dir`) no longer matches the run, or None when it does.
+
+    A document that records no `computed_for` (written before it was recorded) cannot be checked and
+    is reported as such: the report never shows it as if it belonged to the run."""
+    now = computed_for(run_dir)
+    then = document.get("computed_for")
+    if now is None:
+        return None
+    if not isinstance(then, Mapping):
+        return f"it does not record which SEs it was computed for (the run's SEs now: {_se_text(now['super_experts'])})"
+    if list(then.get("super_experts") or []) != now["super_experts"]:
+        return f"computed for SEs {_se_text(list(then.get('super_experts') or []))}, now {_se_text(now['super_experts'])}"
+    if then.get("profile_sha256") != now["profile_sha256"]:
+        return f"computed for another profile.json (SEs {_se_text(now['super_experts'])} then and now)"
+    return None
+
+
+def rerun_command(document: Mapping[str, Any], run_dir: str | os.PathLike, command: str) -> str:
+    """The command line that re-creates a result: the recorded one with --overwrite, else the plain form."""
+    argv = document.get("command_line")
+    if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
+        argv = list(argv) if "--overwrite" in argv else [*argv, "--overwrite"]
+        return shlex.join(argv)
+    return f"superexperts {command} --from {shlex.quote(str(run_dir))} --overwrite"
+
+
+def stale_results(run_dir: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """(file, reason, rerun command) of every result in `run_dir` that no longer matches its SEs."""
+    out = []
+    for f in RESULT_FILES:
+        path = Path(run_dir) / f.name
+        if not path.is_file():
+            continue
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged file: the report's section says so
+        reason = stale_reason(run_dir, document) if isinstance(document, dict) else None
+        if reason is not None:
+            out.append((f.name, reason, rerun_command(document, run_dir, f.command)))
+    return out
 
 
 def remove_stale_run_files(out_dir: str | os.PathLike, keep: Iterable[str]) -> list[str]:

@@ -107,10 +107,10 @@ def test_cli_export_super_from_run(checkpoints, tmp_path, capsys):
     run_dir.mkdir()
     (run_dir / "super_experts.json").write_text(json.dumps(
         {"criterion": {}, "super_experts": [{"layer": 1, "expert": 4}, {"layer": 2, "expert": 6}]}))  # fmt: skip
-    assert main(["export", str(folder), "--prune", "super", "--from", str(run_dir), "--out", str(tmp_path / "o")]) == 0
+    assert main(["export", str(folder), "--experts", "super", "--from", str(run_dir), "--out", str(tmp_path / "o")]) == 0
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "o")
     assert torch.count_nonzero(exported.model.layers[1].mlp.experts.down_proj[4]) == 0
     assert torch.count_nonzero(exported.model.layers[2].mlp.experts.down_proj[6]) == 0
     assert "pruned 1:4,2:6" in capsys.readouterr().out
-    assert main(["export", str(folder), "--prune", "super", "--out", str(tmp_path / "p")]) == 2
+    assert main(["export", str(folder), "--experts", "super", "--out", str(tmp_path / "p")]) == 2
     assert "needs --from" in capsys.readouterr().err

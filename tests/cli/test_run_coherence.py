@@ -1,0 +1,134 @@
+"""A run folder is one study: every result records the SEs and profile it rests on, a change of the
+SE set marks each dependent report section stale, and an overwriting profile leaves only its own files.
+
+One demo run (profile, prune-eval, sinks, quant-eval at tiny settings) is shared by the tests here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from superexperts.cli import main
+from superexperts.runs.runfolder import RESULT_FILES, RUN_FILE_PATTERNS
+
+SMALL = ["--max-windows", "2"]
+STEPS = [
+    ["prune-eval", "--from", "{run}", "--causal", "1", *SMALL],
+    ["sinks", "--from", "{run}", "--random", "0", "--samples", "1"],
+    ["quant-eval", "--from", "{run}", "--samples", "2", *SMALL],
+]
+# report section id -> the result file it shows
+SECTIONS = {"prune-eval": "prune_eval.json", "causal": "prune_eval.json", "protection": "quant_eval.json",
+            "sinks": "sinks.json"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("coherence") / "run"
+    assert main(["profile", "--out", str(run)]) == 0
+    for step in STEPS:
+        assert main([a.format(run=run) for a in step]) == 0, step
+    return run
+
+
+@pytest.fixture
+def run(study, tmp_path) -> Path:
+    return Path(shutil.copytree(study, tmp_path / "run"))
+
+
+def _labels(run: Path) -> list[str]:
+    return [f"{e['layer']}:{e['expert']}" for e in json.loads((run / "super_experts.json").read_text())["super_experts"]]
+
+
+def _section(html: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">(.*?)</section>', html, re.DOTALL)
+    assert match, f"section {section_id} missing"
+    return match.group(1)
+
+
+def test_every_written_file_is_in_the_one_list(study):
+    written = [p.relative_to(study).as_posix() for p in study.rglob("*") if p.is_file()]
+    assert written
+    assert [n for n in written if not any(fnmatch.fnmatch(n, pat) for pat in RUN_FILE_PATTERNS)] == []
+
+
+def test_results_record_the_ses_profile_and_command_line(study):
+    profile_hash = hashlib.sha256((study / "profile.json").read_bytes()).hexdigest()
+    for f in RESULT_FILES:
+        document = json.loads((study / f.name).read_text())
+        assert document["computed_for"] == {"super_experts": _labels(study), "profile_sha256": profile_hash}
+        assert document["command_line"][:2] == ["superexperts", f.command]
+    profile_meta = json.loads((study / "profile.json").read_text())["meta"]
+    assert profile_meta["command_line"] == ["superexperts", "profile", "--out", str(study)]
+
+
+def test_sinks_adds_its_section_to_the_report(study):
+    html = (study / "report.html").read_text()
+    for section_id in SECTIONS:
+        assert "Stale:" not in _section(html, section_id)
+
+
+def test_a_new_se_set_marks_every_dependent_section_stale(run, capsys):
+    before = _labels(run)
+    assert main(["identify", str(run), "--criterion", "quantile"]) == 0
+    after = _labels(run)
+    assert after != before  # the test needs a rule that changes the set
+    out = capsys.readouterr().out
+    html = (run / "report.html").read_text()
+    expected = f"computed for SEs {', '.join(before)}, now {', '.join(after) or 'none'}"
+    for section_id, name in SECTIONS.items():
+        body = _section(html, section_id)
+        assert "(stale)" in body.split("</h2>")[0] and expected in body, section_id
+        assert f"superexperts {'prune-eval' if name == 'prune_eval.json' else name[:-5].replace('_', '-')}" in body
+    for f in RESULT_FILES:
+        assert f"stale: {f.name}: {expected}" in out
+    # back to the rule the results were computed for: nothing is stale any more
+    assert main(["identify", str(run)]) == 0
+    assert "Stale:" not in (run / "report.html").read_text()
+
+
+def test_a_changed_profile_marks_results_stale_even_with_the_same_ses(run):
+    data = json.loads((run / "profile.json").read_text())
+    data["meta"]["note"] = "re-profiled elsewhere"
+    (run / "profile.json").write_text(json.dumps(data))
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    for section_id in SECTIONS:
+        assert "computed for another profile.json" in _section(html, section_id)
+
+
+def test_profile_overwrite_removes_every_result(run):
+    assert main(["profile", "--out", str(run), "--overwrite", "--criterion", "quantile"]) == 0
+    for f in RESULT_FILES:
+        assert not (run / f.name).exists(), f.name
+    html = (run / "report.html").read_text()
+    for section_id in SECTIONS:
+        assert f'<section id="{section_id}">' not in html
+    assert not list(run.glob("sinks_*"))
+
+
+def test_the_report_shows_what_each_number_rests_on(study):
+    import base64
+
+    html = (study / "report.html").read_text()
+    sinks = _section(html, "sinks")
+    for name in ("sinks_chain", "sinks_maps"):  # written by `sinks`, shown on the page
+        assert base64.b64encode((study / f"{name}.png").read_bytes()).decode() in sinks
+    prune = _section(html, "prune-eval")
+    assert "Rests on: perplexity on" in prune and "superexperts prune-eval --from" in prune
+    # the planted late candidate passes both thresholds and is excluded by the layer rule alone
+    assert re.search(r"<td>7</td><td>22</td>.*?no: layer 7 is not judged \(layer rule\)", _section(html, "candidates"))
+    experts = json.loads((study / "profile.json").read_text())["expert_stats"]
+    routed = [e for e in experts if e["kind"] == "routed"]
+    unrouted = sum(1 for e in routed if not e["tokens_routed"])
+    assert f"{unrouted} of {len(routed)} routed experts received no calibration token" in html
+    files = _section(html, "files")
+    for f in RESULT_FILES:
+        assert f'href="{f.name}"' in files
