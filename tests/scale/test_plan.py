@@ -152,7 +152,7 @@ def test_device_table_and_overrides():
     assert device("cpu", memory_gb=12, bandwidth_gbs=7, tflops=0.1).memory_gb == 12
     with pytest.raises(UserError, match="unknown --device 'h100'.*Known: cpu"):
         device("h100")
-    with pytest.raises(UserError, match="--tflops must be a positive number"):
+    with pytest.raises(UserError, match="--tflops must be a finite positive number"):
         device("cpu", tflops=-1)
     with pytest.raises(UserError, match="--samples must be >= 1"):
         workload("profile", samples=0)
@@ -169,7 +169,7 @@ def test_cli_plan_offline_json(capsys, monkeypatch):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["Qwen/Qwen3-30B-A3B", "--device", "tpu"], "unknown --device 'tpu'"),
-    (["Qwen/Qwen3-30B-A3B", "--memory", "0"], "--memory must be a positive number"),
+    (["Qwen/Qwen3-30B-A3B", "--memory", "0"], "--memory must be a finite positive number"),
     (["Qwen/Qwen3-30B-A3B", "--batch-size", "x"], "--batch-size must be 'auto'"),
     (["Qwen/Qwen3-30B-A3B", "--commands", "profil"], "Did you mean 'profile'"),
     (["./no-such-model-here"], "is not a local folder"),
@@ -199,7 +199,7 @@ def test_activation_passes_add_to_the_products():
     assert t_fast == pytest.approx(roofline, rel=1e-6)
     activations = sum(2 * 32 * layer_activation_bytes(shape, x) for x in shape.layers)
     assert t_slow - t_fast == pytest.approx(activations / GB, rel=1e-6)
-    with pytest.raises(UserError, match="--activation-bandwidth must be a positive number"):
+    with pytest.raises(UserError, match="--activation-bandwidth must be a finite positive number"):
         device("cpu", activation_gbs=0)
 
 
