@@ -106,7 +106,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
 
-    from superexperts.scale.plan import device, make_plan, workload
+    from superexperts.scale.devices import device
+    from superexperts.scale.plan import make_plan, workload
     from superexperts.scale.plan_model import load_plan_model
 
     dims = {"hidden_size": args.hidden, "moe_intermediate_size": args.hidden // 2, "intermediate_size": 2 * args.hidden,

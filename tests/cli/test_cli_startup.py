@@ -12,8 +12,6 @@ import pytest
 from superexperts.cli import COMMANDS, main
 
 HEAVY = ("torch", "transformers", "pandas", "matplotlib")
-# plan's parser lists the hardware table of scale.plan, which imports torch (issue 23 owns plan).
-LIGHT_COMMANDS = [c for c in COMMANDS if c != "plan"]
 
 
 def _imported_after(argv: list[str]) -> tuple[int, list[str], str]:
@@ -27,7 +25,7 @@ def _imported_after(argv: list[str]) -> tuple[int, list[str], str]:
     return rc, heavy, done.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], *[[c, "--help"] for c in LIGHT_COMMANDS]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], *[[c, "--help"] for c in COMMANDS]])
 def test_help_imports_nothing_heavy(argv):
     rc, heavy, _ = _imported_after(argv)
     assert rc == 0 and heavy == []

@@ -23,7 +23,8 @@ from superexperts.models.costs import (
 from superexperts.models.shape import model_shape
 from superexperts.runs.errors import UserError
 from superexperts.scale import plan_measure
-from superexperts.scale.plan import DEVICES, GB, device, forward_seconds, make_plan, workload
+from superexperts.scale.devices import DEVICES, device
+from superexperts.scale.plan import GB, forward_seconds, make_plan, workload
 from superexperts.scale.plan_model import load_plan_model
 
 

@@ -16,7 +16,7 @@ HELP = "estimate peak memory and time of profile, prune-eval and sinks before ru
 
 
 def add_parser(subparsers) -> None:
-    from ..scale.plan import DEVICES
+    from ..scale.devices import DEVICES
 
     p = subparsers.add_parser(
         "plan", help=HELP,
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from ..capture.batching import parse_batch_size, total_ram
     from ..models.loading import check_dtype
     from ..runs.errors import did_you_mean
-    from ..scale.plan import device, format_plan, make_plan, workload
+    from ..scale.devices import device
+    from ..scale.plan import format_plan, make_plan, workload
     from ..scale.plan_measure import check_measurable, measure_device
     from ..scale.plan_model import load_plan_model
 

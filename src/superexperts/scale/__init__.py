@@ -8,8 +8,18 @@ Owns layer-by-layer streaming (`layerwise`, `activations`, `scoring`, `sinks`), 
     >>> ppl = stream_perplexity("ckpt/", token_ids, experts=[(1, 68)], seq_len=2048)["perplexity"]
 """
 
-from .layerwise import stream_profile
-from .scoring import stream_perplexity
-from .spawn import spawn_stream_profile
+from importlib import import_module
+from typing import Any
+
+# Loaded on first use: `superexperts plan --help` reads the device table of `scale.plan` and must
+# not pay for torch and transformers (seconds) through this package's streaming modules.
+_LAZY = {"stream_profile": ".layerwise", "stream_perplexity": ".scoring", "spawn_stream_profile": ".spawn"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["spawn_stream_profile", "stream_perplexity", "stream_profile"]
