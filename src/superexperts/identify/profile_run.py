@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..capture.profile import ATOM_COLUMNS, EXPERT_COLUMNS, Profile
+from ..models.demo import DEMO_SPEC
 from ..models.loading import EXPERT_COUNT_KEYS
 from ..runs.errors import UserError
 from ..runs.runfolder import RUN_MARKER, json_bytes, read_json, write_files
@@ -164,7 +165,11 @@ def load_atoms(run_dir: Path):
 
 
 def model_of_run(run_dir: str | os.PathLike) -> str | None:
-    """The model a profile run folder was made from (None = the built-in demo); reads only its metadata."""
+    """The model a profile run folder was made from (None = the built-in demo); reads only its metadata.
+    A saved copy of the demo is synthetic too but is its own folder (perhaps with planted changes):
+    only a run of the demo itself, by no MODEL or by name, means the built-in one."""
     data = read_json(Path(run_dir) / "profile.json", "profile")
     meta = data.get("meta", {}) if isinstance(data, dict) else {}
-    return None if meta.get("synthetic") else meta.get("model_path") or meta.get("model") or None
+    if meta.get("synthetic") and meta.get("model") in (None, "builtin demo", DEMO_SPEC):
+        return None
+    return meta.get("model_path") or meta.get("model") or None

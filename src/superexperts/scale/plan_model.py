@@ -69,7 +69,7 @@ def read_config(spec: str, *, trust_remote_code: bool = False):
     folder = Path(spec).expanduser()
     if folder.exists():
         config = load_config(str(folder), trust_remote_code)
-        check_size_fields(folder / "config.json")
+        check_size_fields(folder / "config.json", config)
         return config, f"{folder}/config.json", folder
     shipped = shipped_config(spec)
     if shipped is not None:
@@ -82,19 +82,26 @@ def read_config(spec: str, *, trust_remote_code: bool = False):
 SIZE_FIELDS = ("num_hidden_layers", "hidden_size", "vocab_size")
 
 
-def check_size_fields(path: Path) -> None:
+def check_size_fields(path: Path, config) -> None:
     """config.json names the model's sizes (its own or in `text_config`) and an expert count: a plan
-    of transformers' defaults would describe another model."""
+    of transformers' defaults would describe another model. A size the config class derives from
+    other fields (Nemotron-H's layer count from `layers_block_type`) counts as given."""
     raw = json.loads(path.read_text())
     text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else {}
     fields = raw | text
-    missing = [k for k in SIZE_FIELDS if k not in fields]
+    missing = [k for k in SIZE_FIELDS if k not in fields and not _derived(config, k)]
     if missing:
         raise UserError(f"{path} does not give {', '.join(missing)}; plan needs the checkpoint's own config.json "
                         "with its sizes (transformers would fill in defaults of another model).")  # fmt: skip
     if not any(isinstance(fields.get(k), int) and fields[k] > 0 for k in EXPERT_COUNT_KEYS):
         raise UserError(f"{path} names no expert count ({', '.join(EXPERT_COUNT_KEYS)}): the model has no MoE "
                         "layers to plan; superexperts works on Mixture-of-Experts models.")  # fmt: skip
+
+
+def _derived(config, key: str) -> bool:
+    """`key` is computed by the (text) config class from other fields (a property), not read from the file."""
+    text = getattr(config, "text_config", None) or config
+    return isinstance(getattr(type(text), key, None), property)
 
 
 def build_from_config(config, dtype: torch.dtype, *, trust_remote_code: bool = False) -> nn.Module:
