@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.adapters import ModelMap, input_device, map_model
-from ..runs.errors import UserError
+from ..runs.errors import UserError, library_failure
 from . import Capture, capture
 from .batching import parse_batch_size, resolve_batch_size
 from .tracker import MassiveTracker
@@ -124,21 +122,15 @@ def run_capture(model: nn.Module, model_map: ModelMap, batches: Iterable[torch.T
 
 
 def model_code_failure(error: BaseException, family: str) -> UserError | None:
-    """A one-line UserError when `error` was raised inside transformers' own modeling code (e.g.
-    Llama4ForConditionalGeneration.forward in transformers 5.24 fails on every call), None when it came
-    from elsewhere (ours keeps its traceback: a bug to report here)."""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
-    if f"{os.sep}transformers{os.sep}" not in where:
+    """A one-line UserError when `error` was raised inside transformers' own modeling code, None when it
+    came from elsewhere (`runs.errors.library_failure`)."""
+    where = library_failure(error)
+    if where is None:
         return None
     import transformers
 
-    reason = (str(error).splitlines() or [""])[0]
     return UserError(f"{family}: the model's own forward fails in transformers {transformers.__version__} "
-                     f"({Path(where).name}:{tb.tb_lineno}: {type(error).__name__}: {reason}); superexperts cannot "
-                     "profile it with this transformers version.")  # fmt: skip
+                     f"({where}); superexperts cannot profile it with this transformers version.")  # fmt: skip
 
 
 def _decode(tokenizer, token_id: int) -> str:

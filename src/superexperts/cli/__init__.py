@@ -18,7 +18,7 @@ import importlib
 import sys
 import warnings
 
-from ..runs.errors import SuperExpertsWarning, UserError
+from ..runs.errors import SuperExpertsWarning, UserError, library_failure
 
 COMMANDS = ["profile", "identify", "known", "report", "compare", "export", "sinks", "prune-eval", "protect", "plan",
             "quant-eval", "audit"]
@@ -107,7 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"superexperts {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
         return 130
-    except Exception:  # noqa: BLE001 - a bug or an environment failure: not exit 1, which means a negative verdict
+    except Exception as e:  # noqa: BLE001 - a bug or an environment failure: not exit 1, which means a negative verdict
+        where = library_failure(e)
+        if where is not None and not args.verbose:  # the model's own code, not ours: one line (-v shows it all)
+            import transformers
+
+            print(f"superexperts {args.command}: error: the model's own code fails in transformers "
+                  f"{transformers.__version__} ({where}); this model does not run with this transformers version "
+                  "(exit 3; -v shows the traceback).", file=sys.stderr)  # fmt: skip
+            return 3
         import traceback
 
         traceback.print_exc()

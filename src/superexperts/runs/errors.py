@@ -25,6 +25,23 @@ def check_at_least(flag: str, value: int | None, low: int) -> None:
         raise UserError(f"{flag} must be >= {low}, got {value}.")
 
 
+def library_failure(error: BaseException) -> str | None:
+    """Where `error` was raised when that is inside transformers' own code (e.g. Llama4's vision-language
+    forward fails on every call in transformers 5.24): "file.py:line: Type: first line", else None (a
+    failure of ours keeps its traceback: a bug to report here)."""
+    import os
+    from pathlib import Path
+
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    if f"{os.sep}transformers{os.sep}" not in where:
+        return None
+    reason = (str(error).splitlines() or [""])[0]
+    return f"{Path(where).name}:{tb.tb_lineno}: {type(error).__name__}: {reason}"
+
+
 class SuperExpertsWarning(UserWarning):
     """Something worth knowing about a result that is still produced; the CLI prints it as one line."""
 
