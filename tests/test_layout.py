@@ -52,3 +52,27 @@ def test_readme_api_paths():
     assert load_model.__module__ == "superexperts.models.loading"
     assert calibration.__module__ == "superexperts.capture.data"
     assert Profile is superexperts.Profile
+
+
+def test_no_import_cycles_between_modules():
+    """Every import counts (deferred and TYPE_CHECKING ones too): no module reaches itself again."""
+    import grimp
+
+    graph = grimp.build_graph("superexperts")
+    imports = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = 1
+        for nxt in sorted(imports[module]):
+            if state.get(nxt) == 1:
+                return [*path, module, nxt]
+            if nxt not in state and (cycle := visit(nxt, [*path, module])):
+                return cycle
+        state[module] = 2
+        return None
+
+    for module in sorted(imports):
+        if module not in state:
+            cycle = visit(module, [])
+            assert cycle is None, " -> ".join(cycle)

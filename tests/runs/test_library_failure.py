@@ -31,7 +31,7 @@ def test_an_exception_of_ours_is_not_blamed_on_transformers():
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_cli_prints_one_line_for_a_transformers_failure(monkeypatch, capsys, verbose):
-    import superexperts.cli.known as known
+    from superexperts.cli import known
 
     monkeypatch.setattr(known, "run", lambda args: transformers.AutoConfig.for_model("no-such-model-type"))
     assert main(["-v", "known"] if verbose else ["known"]) == 3

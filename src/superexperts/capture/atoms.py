@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ..models.device_map import parameter_values
-from .tracker import host_check_is_free
+from ..models.device_map import host_check_is_free, parameter_values
 
 # (E,) channels -> (E, I): row `channel[e]` of expert e's down projection, w_k[c] for every k.
 DownRows = Callable[[torch.Tensor], torch.Tensor]

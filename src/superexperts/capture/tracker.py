@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..models.device_map import host_check_is_free
+
 if TYPE_CHECKING:
     from .atoms import AtomTracker
 
@@ -196,12 +198,6 @@ def row_max_abs(x: torch.Tensor, row_top: torch.Tensor | None = None) -> torch.T
     (26 vs 2 x 1.9 ms on a 32768 x 512 float32 batch). `row_top`: x.amax(-1), when already taken."""
     top = x.amax(dim=-1) if row_top is None else row_top
     return torch.maximum(top, x.amin(dim=-1).neg())
-
-
-def host_check_is_free(device: torch.device) -> bool:
-    """On the CPU, reading a value on the host costs nothing and lets the all-finite case skip
-    three passes; on accelerators it would stall the queue, so the masked path always runs."""
-    return device.type == "cpu"
 
 
 def median_step(elements: int, width: int, sample: int) -> int:
