@@ -30,7 +30,7 @@ import pandas as pd
 from ..models.atoms import Atom, atom_key, atoms_json
 from ..models.experts import Expert
 from ..runs.errors import UserError, check_choice
-from .atoms import KEYS, camera_scores
+from .atoms import KEYS, camera_scores, check_rho
 
 SCOPES = {"camera": "layer", "heapr": "global"}  # criterion -> ranking scope
 PROTECT = ("none", "super", "super-atoms")
@@ -221,8 +221,3 @@ def atom_scores(prof: Any, criterion: str, *, rho: float = 0.9, model: Any = Non
         raise UserError("the profile has no atom statistics (atom_stats.parquet); re-run `superexperts profile` "
                         "with this version to record them.")  # fmt: skip
     return camera_scores(stats, rho).rename(columns={"camera": "score"})[[*KEYS, "score"]]
-
-
-def check_rho(rho: float) -> None:
-    if not 0 <= rho <= 1:
-        raise UserError(f"--rho {rho} must be in [0, 1] (CAMERA's weight of the max term; its run script uses 0.9).")

@@ -53,14 +53,19 @@ def super_atoms_of(atom_stats: pd.DataFrame, layer: int, kind: str, expert: int,
     return None if rows.empty else super_atoms(rows["contribution"].to_numpy(), cover=cover)
 
 
+def check_rho(rho: float) -> None:
+    """The one check of --rho, CAMERA's mix weight of its sum and max terms."""
+    if not 0 <= rho <= 1:
+        raise UserError(f"--rho {rho} must be in [0, 1] (CAMERA's weight of the max term; its run script uses 0.9).")
+
+
 def camera_scores(atom_stats: pd.DataFrame, rho: float = 0.9) -> pd.DataFrame:
     """CAMERA's micro-expert energy ||w_k||^2 ((1 - rho) sum_t (r a)^2 + rho max_t (r a)^2), ranked per MoE
     layer as CAMERA-P prunes (the lowest int(n * ratio) of each layer go): `rank` 1 = the highest score
     of its layer, `layer_fraction` = (rank - 1) / atoms in the layer. Routed and shared atoms are ranked
     together, as CAMERA does for models with shared experts. Sorted by layer, then score descending.
     """
-    if not 0.0 <= rho <= 1.0:
-        raise UserError(f"--rho {rho} is out of range; CAMERA's rho is a mix weight in [0, 1] (its run script uses 0.9).")
+    check_rho(rho)
     table = atom_stats[KEYS].copy()
     table["camera"] = (1.0 - rho) * atom_stats["camera_sum"] + rho * atom_stats["camera_max"]
     table = table.sort_values(["layer", "camera"], ascending=[True, False], kind="stable", na_position="last")
