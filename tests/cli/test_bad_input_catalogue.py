@@ -95,9 +95,9 @@ PARAMETERS = [
     case(["profile", "good", "--param", "max_fraction=3", *PROFILE_ARGS], "max_fraction", early=True),
     case(["profile", "good", "--include-layers", "1,99", *PROFILE_ARGS], "99", early=True),
     case(["profile", "good", "--resume", *PROFILE_ARGS], "--stream", early=True),
-    case(["identify", "run", "--criterion", "papr"], "Did you mean 'paper'"),
-    case(["identify", "nothere"], "not found"),
-    case(["report", "mine"], "no profile.json"),
+    case(["identify", "--from", "run", "--criterion", "papr"], "Did you mean 'paper'"),
+    case(["identify", "--from", "nothere"], "not found"),
+    case(["report", "--from", "mine"], "no profile.json"),
     case(["compare", "run", "run"], "twice"),
     case(["compare", "run", "run2"], "identify"),
     case(["export", "good", "--experts", "1:99", "--out", "pruned"], "out of range"),
@@ -129,7 +129,7 @@ RUNS = [
     case(["quant-eval", "good", "--from", "otherrun", "--seq-len", "16", *CPU, "--out", "qe"], "otherrun", early=True),
     case(["audit", "good", "good2", "--from", "otherrun", "--seq-len", "16", *CPU, "--out", "au"], "otherrun",
          early=True),
-    case(["protect", "otherrun", "--for", "json", "--checkpoint", "good"], "otherrun"),
+    case(["protect", "--from", "otherrun", "--for", "json", "--checkpoint", "good"], "otherrun"),
     # the same architecture with other weights: named by the fingerprint the run recorded
     case(["prune-eval", "twin", "--from", "run", *PRUNE_EVAL, "--out", "pe"], "weights fingerprint", early=True),
     case(["quant-eval", "twin", "--from", "run", "--seq-len", "16", *CPU, "--out", "qe"], "weights fingerprint",
@@ -138,7 +138,7 @@ RUNS = [
     case(["audit", "twin", "good", "--from", "run", "--seq-len", "16", *CPU, "--out", "au"], "weights fingerprint",
          early=True),
     case(["export", "twin", "--experts", "super", "--from", "run", "--out", "pruned"], "weights fingerprint"),
-    case(["protect", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
+    case(["protect", "--from", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
 ]
 
 OUTS = [
@@ -165,7 +165,7 @@ OUTS = [
 
 # Issue 23: one placement rule for every writer. Per subcommand: --out an input folder or file, a
 # link, /dev/full and a read-only folder (`ro/`, mounted read-only by the `readonly` fixture).
-PROTECT = ["protect", "run", "--for", "json"]
+PROTECT = ["protect", "--from", "run", "--for", "json"]
 QUANT_EVAL = ["quant-eval", "good", "--from", "run", "--seq-len", "16", "--samples", "2", *CPU]
 AUDIT = ["audit", "good", "good2", "--seq-len", "16", "--samples", "2", *CPU]
 PRUNE = ["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL]
@@ -207,8 +207,8 @@ def placement_cases():
     yield case(["export", "good", *EXPORT[:2], "--out", "ro/pruned"], READ_ONLY)
     yield case(["export", "good", *EXPORT[:2], "--out", "other", "--overwrite"], "did not write")
     for command in ("report", "identify"):
-        yield case([command, "ro/run"], READ_ONLY)
-        yield case([command, "/dev/full"], "/dev/full")
+        yield case([command, "--from", "ro/run"], READ_ONLY)
+        yield case([command, "--from", "/dev/full"], "/dev/full")
     yield case(["audit", "good", "link", *AUDIT[3:]], "same folder", early=True)
     yield case(["audit", "good", "good", *AUDIT[3:]], "same folder", early=True)
 
@@ -247,7 +247,7 @@ EARLY = [
     case([*QUANT_EVAL, "--limit", "0"], "--limit must be >= 1", early=True),
     case([*PRUNE, "--limit", "0"], "--limit must be >= 1", early=True),
     case(["profile", "good", "--data", "fifo", *PROFILE_ARGS], "is a pipe or device", early=True),
-    case(["quant-eval", "good", "--from", "emptyrun", *QUANT_EVAL[4:]], "superexperts identify emptyrun",
+    case(["quant-eval", "good", "--from", "emptyrun", *QUANT_EVAL[4:]], "superexperts identify --from emptyrun",
          early=True),
     case(["prune-eval", "good", "--from", "emptyrun", *PRUNE_EVAL], "--experts 1:68", early=True),
     case(["sinks", "good", "--from", "emptyrun", *SINKS], "--prune 1:68", early=True),

@@ -12,7 +12,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and transformers: seconds per case
-@pytest.mark.parametrize("argv", [["known"], ["known", "--json"], ["identify", "run"]], ids=" ".join)
+@pytest.mark.parametrize("argv", [["known"], ["known", "--json"], ["identify", "--from", "run"]], ids=" ".join)
 def test_closed_stdout_ends_quietly(workspace, argv):
     env = {"PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(workspace.parent)}
     proc = subprocess.Popen([sys.executable, "-m", "superexperts", *argv], cwd=workspace, env=env,

@@ -77,7 +77,7 @@ def test_sinks_adds_its_section_to_the_report(study):
 
 def test_a_new_se_set_marks_every_dependent_section_stale(run, capsys):
     before = _labels(run)
-    assert main(["identify", str(run), "--criterion", "quantile"]) == 0
+    assert main(["identify", "--from", str(run), "--criterion", "quantile"]) == 0
     after = _labels(run)
     assert after != before  # the test needs a rule that changes the set
     out = capsys.readouterr().out
@@ -90,7 +90,7 @@ def test_a_new_se_set_marks_every_dependent_section_stale(run, capsys):
     for f in RESULT_FILES:
         assert f"stale: {f.name}: {expected}" in out
     # back to the rule the results were computed for: nothing is stale any more
-    assert main(["identify", str(run)]) == 0
+    assert main(["identify", "--from", str(run)]) == 0
     assert "Stale:" not in (run / "report.html").read_text()
 
 
@@ -98,7 +98,7 @@ def test_a_changed_profile_marks_results_stale_even_with_the_same_ses(run):
     data = json.loads((run / "profile.json").read_text())
     data["meta"]["note"] = "re-profiled elsewhere"
     (run / "profile.json").write_text(json.dumps(data))
-    assert main(["report", str(run)]) == 0
+    assert main(["report", "--from", str(run)]) == 0
     html = (run / "report.html").read_text()
     for section_id in SECTIONS:
         assert "computed for another profile.json" in _section(html, section_id)

@@ -205,11 +205,16 @@ class _Deprecated(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        import sys
-
-        print(f"superexperts: note: {option_string} is deprecated, use {self.new} (the old spelling goes in the "
-              "next release).", file=sys.stderr)  # fmt: skip
+        deprecation_note(option_string, self.new)
         setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def deprecation_note(old: str, new: str) -> None:
+    """The one-line note an old spelling prints on stderr (it still works, for one release)."""
+    import sys
+
+    print(f"superexperts: note: {old} is deprecated, use {new} (the old spelling goes in the next release).",
+          file=sys.stderr)  # fmt: skip
 
 
 def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, *, flag: bool = False) -> None:
@@ -229,19 +234,21 @@ def add_experts_arg(p: argparse.ArgumentParser, dest: str, *, default: str | Non
 
 
 def add_run_dir_arg(p: argparse.ArgumentParser) -> None:
-    """The run folder read: RUN_DIR, or --from RUN_DIR as in every other subcommand."""
-    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a folder written by `superexperts profile` "
-                   "(or --from RUN_DIR)")  # fmt: skip
-    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the same, spelled as in the other subcommands")
+    """The run folder read: --from RUN_DIR, as in every other subcommand. A positional RUN_DIR still
+    works for one release (hidden from --help; run_dir_of prints the deprecation note)."""
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the run folder: a folder written by "
+                   "`superexperts profile`")  # fmt: skip
+    p.add_argument("run_dir", nargs="?", help=argparse.SUPPRESS)
 
 
 def run_dir_of(args: argparse.Namespace) -> str:
     if args.run_dir is not None and args.from_dir is not None and args.run_dir != args.from_dir:
-        raise UserError(f"two run folders given ({args.run_dir} and --from {args.from_dir}); give one.")
+        raise UserError(f"two run folders given ({args.run_dir} and --from {args.from_dir}); give one: --from RUN_DIR.")
+    if args.run_dir is not None:
+        deprecation_note(f"the positional RUN_DIR ({args.run_dir})", f"--from {args.run_dir}")
     run_dir = args.from_dir or args.run_dir
     if run_dir is None:
-        raise UserError("no run folder given; pass RUN_DIR or --from RUN_DIR (a folder written by `superexperts "
-                        "profile`).")  # fmt: skip
+        raise UserError("no run folder given; pass --from RUN_DIR (a folder written by `superexperts profile`).")
     return run_dir
 
 

@@ -1,4 +1,4 @@
-"""`superexperts identify RUN_DIR`: re-identify SEs from a saved profile, without the model."""
+"""`superexperts identify --from RUN_DIR`: re-identify SEs from a saved profile, without the model."""
 
 from __future__ import annotations
 

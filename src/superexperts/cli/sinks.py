@@ -52,7 +52,7 @@ def add_parser(subparsers) -> None:
                    help="sink tokens: the first token, or the K most attended keys, e.g. top3 (default first)")
     p.add_argument("--epsilon", type=float, default=0.3, help="sink-rate threshold (Gu et al.; default 0.3)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of windows and random controls (default 0)")
-    p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
+    p.add_argument("--out", metavar="DIR", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier sinks.json (and its figures) in --out")
     p.add_argument("--stream", action="store_true",

@@ -53,7 +53,7 @@ def load_run_ses(run_dir: str | os.PathLike, name: str, criterion: str | None = 
     prof = load_profile(run_dir)
     if criterion is None:
         if not (Path(run_dir) / "super_experts.json").is_file():
-            raise UserError(f"{run_dir} has no super_experts.json; re-create it with `superexperts identify "
+            raise UserError(f"{run_dir} has no super_experts.json; re-create it with `superexperts identify --from "
                             f"{run_dir}`, or pass --criterion to re-identify every run.")  # fmt: skip
         experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
     else:

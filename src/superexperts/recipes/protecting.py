@@ -83,7 +83,7 @@ def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
     ses = experts_from_records(records, f"{run_dir}/super_experts.json")
     if not ses:
         raise UserError(f"{run_dir}/super_experts.json lists no Super Experts: nothing to protect "
-                        f"(try `superexperts identify {run_dir} --criterion ...`).")  # fmt: skip
+                        f"(try `superexperts identify --from {run_dir} --criterion ...`).")  # fmt: skip
     meta = load_profile(run_dir).meta
     folder = Path(req.checkpoint) if req.checkpoint else model_folder(meta, req.trust_remote_code)
     if not meta.get("synthetic"):  # the names must come from the model the run profiled

@@ -68,7 +68,7 @@ def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:
         criterion = dict(saved["criterion"])
         listed = {(int(e["layer"]), str(e["expert"])) for e in saved["super_experts"]}
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"super_experts.json is damaged ({e!r}); re-run `superexperts identify RUN_DIR`.")
+        raise UserError(f"super_experts.json is damaged ({e!r}); re-run `superexperts identify --from RUN_DIR`.")
     key = (
         table["layer"].astype(int).astype(str)
         + ":"
@@ -77,7 +77,7 @@ def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:
     mask = key.isin({f"{layer}:{expert}" for layer, expert in listed})
     if int(mask.sum()) != len(listed):
         raise UserError("super_experts.json lists experts that are not in profile.json; "
-                        "re-run `superexperts identify RUN_DIR`.")  # fmt: skip
+                        "re-run `superexperts identify --from RUN_DIR`.")  # fmt: skip
     ses = table[mask].sort_values("max_abs_output", ascending=False, kind="stable").reset_index(drop=True)
     judged = criterion.get("layers_judged")
     pool = table[table["kind"] != "dense"]

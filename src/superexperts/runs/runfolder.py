@@ -315,4 +315,4 @@ def load_super_experts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     try:
         return list(data["super_experts"])
     except (KeyError, TypeError):
-        raise UserError(f"{run_dir}/super_experts.json is damaged; re-run `superexperts identify {run_dir}`.")
+        raise UserError(f"{run_dir}/super_experts.json is damaged; re-run `superexperts identify --from {run_dir}`.")
