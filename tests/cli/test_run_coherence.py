@@ -132,3 +132,52 @@ def test_the_report_shows_what_each_number_rests_on(study):
     files = _section(html, "files")
     for f in RESULT_FILES:
         assert f'href="{f.name}"' in files
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory) -> Path:
+    """Results written outside any profile run (--out elsewhere, no --from): one folder per subcommand."""
+    where = tmp_path_factory.mktemp("outside")
+    for step in (["prune-eval", "--experts", "1:13", *SMALL], ["sinks", "--experts", "1:13", "--random", "0",
+                 "--samples", "1"], ["quant-eval", "--samples", "2", *SMALL]):  # fmt: skip
+        assert main([*step, "--out", str(where / step[0])]) == 0, step
+    return where
+
+
+def test_a_result_outside_a_run_records_its_experts_and_model(study, outside, capsys):
+    fingerprint = json.loads((study / "profile.json").read_text())["meta"]["fingerprint"]
+    assert fingerprint and set(fingerprint) == {"config", "weights"}  # the demo checkpoint's, as profiled
+    for f in RESULT_FILES:
+        command = f.command
+        basis = json.loads((outside / command / f.name).read_text())["computed_for"]
+        assert basis["profile_run"] is None and basis["profile_sha256"] is None, command
+        # quant-eval without --from profiles now with the paper rule: the demo's SEs
+        assert basis["super_experts"] == (_labels(study) if command == "quant-eval" else ["1:13"]), command
+        assert basis["model"]["fingerprint"] == fingerprint and basis["model"]["model"] == "builtin demo"
+    # the report says they rest on no profile run instead of rendering them
+    assert main(["report", "--from", str(outside / "prune-eval")]) == 2
+    err = capsys.readouterr().err
+    assert "holds prune_eval.json but no profile.json: these results do not rest on a profile run" in err
+    assert not (outside / "prune-eval" / "report.html").exists()
+
+
+def test_the_console_says_a_result_rests_on_no_run(study, tmp_path, capsys):
+    out = tmp_path / "elsewhere"
+    assert main(["prune-eval", "--experts", "1:13", *SMALL, "--out", str(out)]) == 0
+    assert (f"note: {out} is not a profile run: prune_eval.json does not rest on a profile run: it records the "
+            "experts it was computed for (1:13) and the model's fingerprint") in capsys.readouterr().out
+    assert main(["prune-eval", "--from", str(study), *SMALL, "--out", str(tmp_path / "from")]) == 0
+    assert f"was computed for the SEs of the profile run {study}" in capsys.readouterr().out
+    basis = json.loads((tmp_path / "from" / "prune_eval.json").read_text())["computed_for"]
+    profile_hash = hashlib.sha256((study / "profile.json").read_bytes()).hexdigest()
+    assert (basis["profile_run"], basis["profile_sha256"], basis["super_experts"]) == (str(study), profile_hash,
+                                                                                       _labels(study))  # fmt: skip
+
+
+def test_an_outside_result_copied_into_a_run_is_marked(run, outside):
+    shutil.copy(outside / "prune-eval" / "prune_eval.json", run / "prune_eval.json")
+    assert main(["report", "--from", str(run)]) == 0
+    body = _section((run / "report.html").read_text(), "prune-eval")
+    assert "(stale)" in body.split("</h2>")[0]
+    assert ("it does not rest on a profile run (computed outside one, for experts 1:13; the run&#x27;s SEs: "
+            f"{', '.join(_labels(run))})") in body

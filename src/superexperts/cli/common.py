@@ -192,6 +192,27 @@ def print_stale(run_dir: str | Path) -> None:
         print(f"stale: {name}: {reason}; the report marks it stale; rerun: {rerun}")
 
 
+def print_outside_run(out: str | Path, name: str) -> None:
+    """One line when `name` was written outside a profile run: what it rests on, and that no report shows it."""
+    import json
+
+    from ..runs.runfolder import RUN_MARKER
+
+    if (Path(out) / RUN_MARKER).is_file():
+        return
+    try:
+        basis = json.loads((Path(out) / name).read_text()).get("computed_for") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if basis.get("profile_run"):
+        rests = f"was computed for the SEs of the profile run {basis['profile_run']}"
+    else:
+        rests = (f"does not rest on a profile run: it records the experts it was computed for "
+                 f"({', '.join(basis.get('super_experts') or []) or 'none'}) and the model's fingerprint")  # fmt: skip
+    print(f"note: {out} is not a profile run: {name} {rests}; no report shows it (write into a run folder, "
+          "--from RUN_DIR without --out, for one).")  # fmt: skip
+
+
 def progress(args: argparse.Namespace) -> bool:
     """Progress bars unless -q (a namespace built by a subcommand's own parser has no -q: bars on)."""
     return not getattr(args, "quiet", False)

@@ -13,6 +13,7 @@ from .common import (
     add_window_flags,
     model_of,
     out_dir,
+    print_outside_run,
     progress,
     tasks_of,
 )
@@ -115,4 +116,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))
     print(f"wrote {out}/quant_eval.json")
+    print_outside_run(out, "quant_eval.json")
     return 0

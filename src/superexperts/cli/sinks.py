@@ -11,6 +11,7 @@ from .common import (
     add_model_args,
     add_prefetch_arg,
     model_of,
+    print_outside_run,
     seed_arg,
     window_defaults,
 )
@@ -118,4 +119,5 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     router = "sinks_router.csv (header only: not measured)" if req.stream else "sinks_router.csv"
     print(f"wrote {req.out}/ (sinks.json, {router}, sinks_chain/d_sink/maps .png + .svg)")
+    print_outside_run(req.out, "sinks.json")
     return 0

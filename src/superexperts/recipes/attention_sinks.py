@@ -29,7 +29,7 @@ from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import load_config, warn_seq_len
 from ..runs.errors import UserError, check_at_least
-from ..runs.runfolder import base_metadata, computed_for, tensor_sha256, write_files
+from ..runs.runfolder import base_metadata, computed_for, outside_basis, tensor_sha256, write_files
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 from ..scale.sinks import streamed_sinks_study
@@ -150,6 +150,7 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
                                      trust_remote_code=req.trust_remote_code, prefetch=prefetch_of(req.prefetch))  # fmt: skip
     else:
         study = sinks_study(model, ids, **common, tokenizer=loaded.tokenizer)
+    basis = basis or outside_basis(experts, loaded.describe(), req.from_dir)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
                          random_controls="layer-controlled" if req.layer_controlled else "global", computed_for=basis,

@@ -40,7 +40,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json, vali
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config, warn_seq_len
 from ..runs.errors import UserError, did_you_mean
-from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
+from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts, outside_basis
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 
@@ -258,8 +258,11 @@ def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
 def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, calib, experts, pruning) -> dict:
     # With --prune-by or --atoms each condition lists its own pruned set; `pruning` names the protected ones.
     pruned = [] if pruning or req.on_atoms else experts
-    return {"format": FORMAT, "conditions": results, "summary": summarize(results),
-            **_metadata(req, loaded, ppl, calib, pruned), **pruning}  # fmt: skip
+    meta = _metadata(req, loaded, ppl, calib, pruned)
+    # Replaced by the run's own basis when written into a profile run (run_prune_eval).
+    basis = outside_basis(experts, meta["model"], req.from_dir)
+    return {"format": FORMAT, "conditions": results, "summary": summarize(results), **meta, **pruning,
+            "computed_for": basis}  # fmt: skip
 
 
 def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
@@ -305,7 +308,8 @@ def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambd
 
             echo(BANNER)
         document = evaluate_pruning(loaded, req, progress=progress)
-    document["computed_for"] = basis
+    if basis is not None:
+        document["computed_for"] = basis
     atomic_write_json(Path(req.out) / "prune_eval.json", document)
     from ..report import refresh_run_report
 

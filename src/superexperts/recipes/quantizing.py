@@ -36,7 +36,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config
 from ..runs.errors import UserError, check_choice
-from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
+from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts, outside_basis
 
 SCHEMES = ("uniform", "camera-q")
 # Each condition re-profiles the calibration windows: fewer than profile's 128 by default.
@@ -153,7 +153,8 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
                                    reference, ses, batch_size=req.batch_size, progress=progress)  # fmt: skip
     windows = add_sinks(loaded.model, results, conditions, req.scheme, calib.input_ids)
     document = quant_eval_json(results, req.scheme, _metadata(req, loaded, ppl, calib, ses, windows))
-    document |= {"batching": batching, "computed_for": basis}
+    document |= {"batching": batching,
+                 "computed_for": basis or outside_basis(ses, loaded.describe(), req.from_dir)}  # fmt: skip
     if req.mixed == "camera-q":
         document["scheme"]["camera_q"] = {"bits": req.tier_bits, "ratios": req.tier_ratios, "rho": req.rho,
                                           "ranking": "per MoE layer, routed atoms; shared experts unquantized"}  # fmt: skip

@@ -107,6 +107,12 @@ def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
     if not run.is_dir():
         raise UserError(f"{run} is not a folder; pass a run folder written by `superexperts profile --out`.")
     if not (run / "profile.json").is_file():
+        results = [f.name for f in RESULT_FILES if (run / f.name).is_file()]
+        if results:  # written with --out outside a run: they record what they rest on, but no run to report
+            raise UserError(f"{run} holds {', '.join(results)} but no profile.json: these results do not rest on a "
+                            "profile run (computed_for in each says which experts and model they were computed "
+                            "for), and a report shows a run; write them into one: the same command with --from "
+                            "RUN_DIR and without --out.")  # fmt: skip
         raise UserError(
             f"{run} holds no profile.json; pass a run folder written by `superexperts profile --out`."
         )

@@ -234,6 +234,28 @@ def computed_for(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return {"super_experts": se_labels(load_super_experts(run)), "profile_sha256": file_sha256(run / RUN_MARKER)}
 
 
+MODEL_KEYS = ("model", "model_path", "revision", "fingerprint")  # of Loaded.describe(): which weights
+
+
+def outside_basis(experts: Iterable[tuple[int, int | str]], model: Mapping[str, Any],
+                  from_dir: str | os.PathLike | None) -> dict[str, Any]:  # fmt: skip
+    """`computed_for` of a result written outside a profile run: the SE/expert set it was computed for
+    (the --from run's SEs, else the experts it evaluated), the model (name, path, revision, weights
+    fingerprint) and, with --from, that run and a hash of its profile.json. Such a result is never judged
+    stale against its own folder; a profile run it is copied into marks it (`stale_reason`)."""
+    run = computed_for(from_dir) if from_dir is not None else None
+    return {"profile_run": os.path.abspath(from_dir) if run is not None else None,
+            "profile_sha256": run["profile_sha256"] if run is not None else None,
+            "super_experts": run["super_experts"] if run is not None else [f"{layer}:{e}" for layer, e in experts],
+            "model": {k: model.get(k) for k in MODEL_KEYS}}  # fmt: skip
+
+
+def rests_on_run(document: Mapping[str, Any]) -> bool:
+    """Whether a result was computed for a profile run's SEs (a `computed_for` with its profile.json hash)."""
+    basis = document.get("computed_for")
+    return isinstance(basis, Mapping) and bool(basis.get("profile_sha256"))
+
+
 def _se_text(labels: list[str]) -> str:
     return ", ".join(labels) if labels else "none"
 
@@ -249,6 +271,9 @@ def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str
         return None
     if not isinstance(then, Mapping):
         return f"it does not record which SEs it was computed for (the run's SEs now: {_se_text(now['super_experts'])})"
+    if not then.get("profile_sha256"):  # written elsewhere and copied in: its experts were not this run's SEs
+        return (f"it does not rest on a profile run (computed outside one, for experts "
+                f"{_se_text(list(then.get('super_experts') or []))}; the run's SEs: {_se_text(now['super_experts'])})")
     if list(then.get("super_experts") or []) != now["super_experts"]:
         return f"computed for SEs {_se_text(list(then.get('super_experts') or []))}, now {_se_text(now['super_experts'])}"
     if then.get("profile_sha256") != now["profile_sha256"]:
