@@ -83,6 +83,17 @@ def capped_cells(grid: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def unstable_by(grid: pd.DataFrame) -> str | None:
+    """Why cells differ from the reference: None (they do not), "percentile cap" (every one that differs is
+    at a percentile that cannot select as many experts, `capped_cells`) or "data"."""
+    reference, _ = _reference(grid)
+    differ = grid[grid["super_experts"] != reference]
+    if differ.empty:
+        return None
+    capped = [c["percentile"] for c in capped_cells(grid)]
+    return "percentile cap" if differ["percentile"].isin(capped).all() else "data"
+
+
 def _cells_text(rows: pd.DataFrame, reference: str) -> str:
     """'P99.9/f0.07,0.08: 1 (-1:13); ...': cells of one percentile with the same outcome in one entry."""
     groups: dict[tuple[float, int, str], list[float]] = {}
@@ -124,8 +135,6 @@ def sensitivity_json(grid: pd.DataFrame, *, criterion: str = "paper") -> dict[st
                       "pool": int(r.pool), "super_experts": experts})  # fmt: skip
     verdict = sensitivity_verdict(grid)
     stable = verdict.startswith("stable")
-    # Why it is unstable: "percentile cap" when every differing cell is at a capped percentile.
-    cause = None if stable else "percentile cap" if verdict.startswith("unstable, but only from") else "data"
-    return {"criterion": criterion, "verdict": verdict, "stable": stable, "unstable_by": cause,
+    return {"criterion": criterion, "verdict": verdict, "stable": stable, "unstable_by": unstable_by(grid),
             "capped": capped_cells(grid), "cells": cells}  # fmt: skip
 

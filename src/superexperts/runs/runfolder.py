@@ -250,12 +250,6 @@ def outside_basis(experts: Iterable[tuple[int, int | str]], model: Mapping[str, 
             "model": {k: model.get(k) for k in MODEL_KEYS}}  # fmt: skip
 
 
-def rests_on_run(document: Mapping[str, Any]) -> bool:
-    """Whether a result was computed for a profile run's SEs (a `computed_for` with its profile.json hash)."""
-    basis = document.get("computed_for")
-    return isinstance(basis, Mapping) and bool(basis.get("profile_sha256"))
-
-
 def _se_text(labels: list[str]) -> str:
     return ", ".join(labels) if labels else "none"
 
