@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
         "plan", help=HELP,
         description="From MODEL's config.json alone (no weights read; the paper's models work offline), "
         "estimate weights per layer, peak memory in memory / streamed / with a device map, FLOPs and a "
-        "roofline time per subcommand on a device, and recommend flags. Prints; writes nothing.",
+        "roofline time per subcommand on the --hardware profile, and recommend flags. Prints; writes nothing.",
     )  # fmt: skip
     p.add_argument("model", metavar="MODEL", help="local checkpoint folder, hub id, or a model of the paper")
     # A hardware profile of the table, not a torch device (--device in the other subcommands).
