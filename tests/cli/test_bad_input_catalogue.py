@@ -139,6 +139,13 @@ RUNS = [
          early=True),
     case(["export", "twin", "--experts", "super", "--from", "run", "--out", "pruned"], "weights fingerprint"),
     case(["protect", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
+    # a run made before absolute paths names its model relative to another folder: never resolved here
+    case(["prune-eval", "--from", "legacyrun", *PRUNE_EVAL, "--out", "pe"], "predates absolute model paths",
+         early=True),
+    case(["quant-eval", "--from", "legacyrun", "--seq-len", "16", *CPU, "--out", "qe"],
+         "predates absolute model paths", early=True),
+    case(["sinks", "--from", "legacyrun", *SINKS, "--out", "sk"], "predates absolute model paths", early=True),
+    case(["protect", "legacyrun", "--for", "json"], "predates absolute model paths", early=True),
 ]
 
 OUTS = [

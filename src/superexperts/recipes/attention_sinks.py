@@ -23,7 +23,7 @@ from ..evaluate.sinks.validate import (
     config_sizes,
     default_map_layers,
 )
-from ..identify.profile_run import check_run_model
+from ..identify.profile_run import check_run_of
 from ..models.adapters import input_device, map_model
 from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
@@ -74,8 +74,8 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
         check_texts(self.data)
-        if self.model is not None and self.from_dir is not None:  # before the weights are read
-            check_run_model(self.from_dir, load_config(self.model, self.trust_remote_code), self.model)
+        if self.from_dir is not None:  # before the weights are read; None: the built-in demo
+            check_run_of(self.from_dir, self.model, self.trust_remote_code)
 
     def _check_stream(self) -> None:
         """--stream reads a local folder layer by layer; what needs the whole model is refused."""

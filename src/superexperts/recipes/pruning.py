@@ -31,7 +31,7 @@ from ..evaluate.ablate.controls import check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
-from ..identify.profile_run import check_run_model, load_profile
+from ..identify.profile_run import check_run_model, check_run_of, load_profile
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
 from ..models.adapters import map_model
 from ..models.atoms import Atom, super_atoms_of, validate_atoms
@@ -116,6 +116,8 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
                 check_run_model(self.from_dir, config, self.model)
             if self.experts is not None:
                 check_experts_in_config(self.experts, config)
+        elif self.from_dir is not None:  # the built-in demo: a run of a changed copy is another model
+            check_run_of(self.from_dir, None)
 
     def _check_atoms(self) -> None:
         """Atoms are zeroed in memory (the paper's pruning, one neuron at a time)."""
