@@ -20,7 +20,7 @@ from ..capture.profile import ATOM_COLUMNS, EXPERT_COLUMNS, Profile
 from ..models.demo import DEMO_SPEC
 from ..models.loading import EXPERT_COUNT_KEYS
 from ..runs.errors import UserError
-from ..runs.runfolder import RUN_MARKER, json_bytes, read_json, write_files
+from ..runs.runfolder import RUN_MARKER, computed_for, json_bytes, read_json, write_files
 from .atoms import super_atoms_json
 from .rules import Verdict, expert_label
 
@@ -72,6 +72,20 @@ def check_run_of(run_dir: str | os.PathLike, model: str | None, trust_remote_cod
     from ..models.loading import checkpoint_path, load_config
 
     check_run_model(run_dir, load_config(checkpoint_path(model), trust_remote_code), model, flag)
+
+
+def result_basis(out_dir: str | os.PathLike, model: str | None) -> dict[str, Any] | None:
+    """What a result written into `out_dir` rests on (runs.runfolder.computed_for: the run's SEs and
+    profile) and the model it is computed on (None: the built-in demo), so that the report can tell a
+    result of another model, e.g. copied in from another run folder (runfolder.model_mismatch)."""
+    from ..models.identity import model_identity
+    from ..models.loading import checkpoint_path
+
+    basis = computed_for(out_dir)
+    if basis is None:
+        return None
+    identity = model_identity(checkpoint_path(model))
+    return basis | {"model": {"model_path": identity["model_path"], "fingerprint": identity["fingerprint"]}}
 
 
 def recorded_model(meta: dict[str, Any], run_dir: str | os.PathLike, flag: str = "--from") -> str | None:

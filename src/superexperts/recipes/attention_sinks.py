@@ -23,13 +23,13 @@ from ..evaluate.sinks.validate import (
     config_sizes,
     default_map_layers,
 )
-from ..identify.profile_run import check_run_of
+from ..identify.profile_run import check_run_of, result_basis
 from ..models.adapters import input_device, map_model
 from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import load_config, warn_seq_len
 from ..runs.errors import UserError, check_at_least
-from ..runs.runfolder import base_metadata, computed_for, tensor_sha256, write_files
+from ..runs.runfolder import base_metadata, tensor_sha256, write_files
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 from ..scale.sinks import streamed_sinks_study
@@ -116,7 +116,7 @@ def _check_sizes(sizes: tuple[int, int], req: SinksRequest) -> None:
 
 def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None) -> SinkStudy:
     """Load the model, measure every condition, write sinks.json and its figures, refresh a run's report."""
-    basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
+    basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
