@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..capture.data import calibration, check_texts
-from ..evaluate.ablate.controls import check_planned_conditions, random_controls
+from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions, random_controls
 from ..evaluate.sinks.attention import attention_layers
 from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
 from ..evaluate.sinks.validate import (
@@ -76,6 +76,9 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         check_texts(self.data)
         if self.from_dir is not None:  # before the weights are read; None: the built-in demo
             check_run_of(self.from_dir, self.model, self.trust_remote_code)
+        if self.model is not None:  # --random past the disjoint control sets, from the config numbers
+            check_controls_fit(load_config(self.model, self.trust_remote_code), self.experts(), self.n_random,
+                               layer_controlled=self.layer_controlled)
 
     def _check_stream(self) -> None:
         """--stream reads a local folder layer by layer; what needs the whole model is refused."""

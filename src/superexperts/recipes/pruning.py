@@ -27,7 +27,7 @@ from ..evaluate.ablate.conditions import (
     run_conditions,
     summarize,
 )
-from ..evaluate.ablate.controls import check_planned_conditions
+from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
@@ -116,6 +116,9 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
                 check_run_model(self.from_dir, config, self.model)
             if self.experts is not None:
                 check_experts_in_config(self.experts, config)
+            if not self.on_atoms:  # --random past the disjoint control sets, from the config numbers
+                for controlled in (False, True)[: 1 + self.layer_controlled]:
+                    check_controls_fit(config, self.experts, self.n_random, layer_controlled=controlled)
         elif self.from_dir is not None:  # the built-in demo: a run of a changed copy is another model
             check_run_of(self.from_dir, None)
 

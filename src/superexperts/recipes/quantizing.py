@@ -24,7 +24,7 @@ from ..compress.quant_eval import (
     run_quant_conditions,
 )
 from ..evaluate.ablate.conditions import eval_plan
-from ..evaluate.ablate.controls import check_planned_conditions
+from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import atom_scores, check_rho
 from ..identify.profile_run import result_basis
@@ -123,7 +123,9 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
     req.check()
     basis = result_basis(out_dir, req.model)  # the SEs and profile the result rests on, read before the long part
     if req.model is not None and req.experts is not None:  # before reading the weights
-        check_experts_in_config(req.experts, load_config(req.model, req.trust_remote_code))
+        config = load_config(req.model, req.trust_remote_code)
+        check_experts_in_config(req.experts, config)
+        check_controls_fit(config, req.experts, req.n_random, layer_controlled=False)
     loaded = req.load(req.model)
     if loaded.synthetic:
         from ..models.demo import BANNER
