@@ -192,6 +192,26 @@ def print_stale(run_dir: str | Path) -> None:
         print(f"stale: {name}: {reason}; the report marks it stale; rerun: {rerun}")
 
 
+def printed() -> None:
+    """Flush what was printed before a command writes its files (identify, compare: compute, print,
+    write): a reader that stopped early (`| head -1`) raises BrokenPipeError here, so `main` ends
+    quietly and no file is touched after stdout closed (issue 23). A closed pipe is seen without
+    writing to it too: poll reports POLLERR on a pipe whose reader is gone."""
+    import select
+    import sys
+
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a buffer (tests, -q): nobody reads a pipe
+        return
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0)):
+            raise BrokenPipeError(f"stdout (fd {fd}) has no reader")
+
+
 def progress(args: argparse.Namespace) -> bool:
     """Progress bars unless -q (a namespace built by a subcommand's own parser has no -q: bars on)."""
     return not getattr(args, "quiet", False)
