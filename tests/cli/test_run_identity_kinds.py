@@ -44,9 +44,9 @@ def test_a_changed_copy_of_the_demo_is_not_the_builtin_demo(tmp_path, monkeypatc
     check_run_of("demorun", None)  # `--from runs/demo` on the built-in demo still works
     check_run_of("copyrun", str(copy))
     assert model_of_run("copyrun") == str(copy)  # --from alone evaluates the copy, not the built-in demo
-    with pytest.raises(UserError, match="weights fingerprint"):
+    with pytest.raises(UserError, match="but the built-in demo has weights fingerprint"):
         check_run_of("copyrun", None)
-    with pytest.raises(UserError, match="weights fingerprint"):
+    with pytest.raises(UserError, match="profiled on the built-in demo .*weights fingerprint"):
         check_run_of("demorun", str(copy))
     (tmp_path / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 20)
     capfd.readouterr()

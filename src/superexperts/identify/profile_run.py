@@ -24,6 +24,9 @@ from ..runs.runfolder import RUN_MARKER, computed_for, json_bytes, read_json, wr
 from .atoms import super_atoms_json
 from .rules import Verdict, expert_label
 
+# What a run of the built-in demo records as its model (a saved copy records its own path).
+BUILTIN_DEMO_NAMES = (None, "builtin demo", DEMO_SPEC)
+
 
 def run_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The profile's meta a run folder carries (super_experts.json or profile.json; either may be alone)."""
@@ -61,6 +64,8 @@ def check_run_model(run_dir: str | os.PathLike, config, model: str | None, flag:
     for what, value in recorded.items():
         if value is not None and target[what] is not None and value != target[what]:
             source = describe_source(meta) if meta.get("model_path") else meta.get("model") or "another model"
+            if meta.get("synthetic") and meta.get("model") in BUILTIN_DEMO_NAMES:
+                source = "the built-in demo"
             given = "the built-in demo" if model is None else model
             raise UserError(f"{flag} {run_dir} was profiled on {source} ({what} {value}), but {given} has {what} "
                             f"{target[what]} ({describe_source(now)}); profile {given} and use that run.")
@@ -94,7 +99,7 @@ def recorded_model(meta: dict[str, Any], run_dir: str | os.PathLike, flag: str =
     Runs made before absolute paths (no "fingerprint" in their meta) may record a folder relative to
     where they were made; read from here it could name other weights, so it is refused, never
     resolved against the current folder (issue 23). Their hub ids (a revision was recorded) still work."""
-    if meta.get("synthetic") and meta.get("model") in (None, "builtin demo", DEMO_SPEC):
+    if meta.get("synthetic") and meta.get("model") in BUILTIN_DEMO_NAMES:
         return None
     spec = meta.get("model_path") or meta.get("model") or None
     if spec and "fingerprint" not in meta and not os.path.isabs(spec) and not meta.get("revision"):
