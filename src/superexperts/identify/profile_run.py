@@ -104,8 +104,8 @@ def recorded_model(meta: dict[str, Any], run_dir: str | os.PathLike, flag: str =
     spec = meta.get("model_path") or meta.get("model") or None
     if spec and "fingerprint" not in meta and not os.path.isabs(spec) and not meta.get("revision"):
         raise UserError(f"{flag} {run_dir} predates absolute model paths: it records its model as {spec!r}, relative "
-                        "to the folder it was made in; pass MODEL explicitly (checked against the run) or "
-                        "re-profile the model.")  # fmt: skip
+                        "to the folder it was made in (or a hub id: the two cannot be told apart); pass MODEL "
+                        "explicitly (checked against the run) or re-profile the model.")  # fmt: skip
     return spec
 
 
