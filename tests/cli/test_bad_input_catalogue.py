@@ -139,6 +139,13 @@ RUNS = [
          early=True),
     case(["export", "twin", "--experts", "super", "--from", "run", "--out", "pruned"], "weights fingerprint"),
     case(["protect", "--from", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
+    # a run made before absolute paths names its model relative to another folder: never resolved here
+    case(["prune-eval", "--from", "legacyrun", *PRUNE_EVAL, "--out", "pe"], "predates absolute model paths",
+         early=True),
+    case(["quant-eval", "--from", "legacyrun", "--seq-len", "16", *CPU, "--out", "qe"],
+         "predates absolute model paths", early=True),
+    case(["sinks", "--from", "legacyrun", *SINKS, "--out", "sk"], "predates absolute model paths", early=True),
+    case(["protect", "--from", "legacyrun", "--for", "json"], "predates absolute model paths", early=True),
 ]
 
 OUTS = [
@@ -227,10 +234,15 @@ PARSER = [
       for argv in (["profile", "good"], ["prune-eval", "good"], ["sinks", "good"], ["quant-eval", "good"],
                    ["audit", "good", "good2"])
       for seed in ("-1", str(2**70))),
+    # the disjoint control sets are counted from the config numbers, before the weights are read
     case(["prune-eval", "good", "--experts", "1:3", "--random", "99999999999999999999", "--many", *PRUNE_EVAL],
-         "pass --random"),
+         "pass --random", early=True),
+    case(["prune-eval", "good", "--experts", "1:3", "--random", "20", "--layer-controlled", *PRUNE_EVAL],
+         "disjoint control sets (of 1 non-SE experts each) in the SEs' layers", early=True),
     case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe",
-          "--many"], "disjoint control sets"),
+          "--many"], "disjoint control sets", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--random", "100000", "--many", *SINKS[2:]],
+         "disjoint control sets (of 1 non-SE experts each) in the model", early=True),
     case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe"],
          "100004 conditions planned", early=True),
     case([*PRUNE, "--random", "49", "--layer-controlled"], "100 conditions planned", early=True),

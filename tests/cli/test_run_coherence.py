@@ -61,11 +61,14 @@ def test_every_written_file_is_in_the_one_list(study):
 
 def test_results_record_the_ses_profile_and_command_line(study):
     profile_hash = hashlib.sha256((study / "profile.json").read_bytes()).hexdigest()
+    profile_meta = json.loads((study / "profile.json").read_text())["meta"]
+    model = {"model_path": profile_meta["model_path"], "fingerprint": profile_meta["fingerprint"]}
+    assert set(model["fingerprint"]) == {"config", "weights"}  # the built-in demo's too
     for f in RESULT_FILES:
         document = json.loads((study / f.name).read_text())
-        assert document["computed_for"] == {"super_experts": _labels(study), "profile_sha256": profile_hash}
+        assert document["computed_for"] == {"super_experts": _labels(study), "profile_sha256": profile_hash,
+                                            "model": model}  # fmt: skip
         assert document["command_line"][:2] == ["superexperts", f.command]
-    profile_meta = json.loads((study / "profile.json").read_text())["meta"]
     assert profile_meta["command_line"] == ["superexperts", "profile", "--out", str(study)]
 
 
@@ -102,6 +105,34 @@ def test_a_changed_profile_marks_results_stale_even_with_the_same_ses(run):
     html = (run / "report.html").read_text()
     for section_id in SECTIONS:
         assert "computed for another profile.json" in _section(html, section_id)
+
+
+def test_results_of_another_model_are_left_out(study, tmp_path, capsys):
+    """A result copied in from a run of another model is not shown as this run's: one line instead."""
+    from catalogue_workspace import PROFILE_ARGS
+
+    import families
+
+    families.build("qwen3_moe").save_pretrained(tmp_path / "q")
+    families.char_tokenizer().save_pretrained(tmp_path / "q")
+    run = tmp_path / "qrun"
+    assert main(["profile", str(tmp_path / "q"), "--out", str(run), *PROFILE_ARGS]) == 0
+    for f in RESULT_FILES:
+        shutil.copy(study / f.name, run / f.name)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    html = (run / "report.html").read_text()
+    demo = json.loads((study / "profile.json").read_text())["meta"]["model_path"]
+    for section_id in SECTIONS:
+        body = _section(html, section_id)
+        assert "(left out: another model)" in body.split("</h2>")[0], section_id
+        assert f"computed on another model ({demo}, config fingerprint" in body and str(tmp_path / "q") in body
+        assert "<table" not in body and "<img" not in body, section_id  # the banner alone, no numbers
+    assert not list((run / "figures").glob("sinks_*"))
+    for f in RESULT_FILES:
+        assert f"stale: {f.name}: computed on another model" in out
+        assert f"superexperts {f.command} --from {run} --overwrite" in out  # not the other run's command line
 
 
 def test_profile_overwrite_removes_every_result(run):

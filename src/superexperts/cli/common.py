@@ -213,6 +213,26 @@ def print_outside_run(out: str | Path, name: str) -> None:
           "--from RUN_DIR without --out, for one).")  # fmt: skip
 
 
+def printed() -> None:
+    """Flush what was printed before a command writes its files (identify, compare: compute, print,
+    write): a reader that stopped early (`| head -1`) raises BrokenPipeError here, so `main` ends
+    quietly and no file is touched after stdout closed (issue 23). A closed pipe is seen without
+    writing to it too: poll reports POLLERR on a pipe whose reader is gone."""
+    import select
+    import sys
+
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a buffer (tests, -q): nobody reads a pipe
+        return
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0)):
+            raise BrokenPipeError(f"stdout (fd {fd}) has no reader")
+
+
 def progress(args: argparse.Namespace) -> bool:
     """Progress bars unless -q (a namespace built by a subcommand's own parser has no -q: bars on)."""
     return not getattr(args, "quiet", False)
@@ -303,19 +323,42 @@ class OneLineParser(argparse.ArgumentParser):
 _DEFAULT_OUT = {"prune-eval": "runs/prune-eval", "quant-eval": "runs/quant-eval", "sinks": "runs/sinks"}
 
 
+def written_folders(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(folder, the flag that names it) of every folder this command writes into: its output, the run
+    folder it re-renders report.html in (the same folder), protect's --profile-out when it profiles
+    first and the folder of its --out-file. Empty for commands that write nothing."""
+    if args.command in ("report", "identify"):
+        return [(args.from_dir, "--from") if args.from_dir is not None else (args.run_dir, "RUN_DIR")]
+    if args.command in _DEFAULT_OUT:
+        target = (args.out or getattr(args, "from_dir", None) or getattr(args, "run_dir", None)
+                  or _DEFAULT_OUT[args.command])  # fmt: skip
+        return [(target, "--out" if args.out else "--from" if target != _DEFAULT_OUT[args.command] else "--out")]
+    if args.command == "protect":
+        folders = [] if args.out is None else [(str(Path(args.out).parent), "--out-file")]
+        if args.from_dir is None and not (args.source is not None and (Path(args.source) / "profile.json").is_file()):
+            folders.append((args.run_dir, "--profile-out"))  # MODEL is profiled into it first
+        return folders
+    out = getattr(args, "out", None)
+    return [] if out is None else [(out, "--out")]
+
+
 def writing(args: argparse.Namespace):
-    """The writer lock of the folder (or file) this command writes: two writers of one run folder
-    exclude each other (runs.staging.writer_lock); a nullcontext for commands that write nothing."""
+    """The writer locks of every folder this command writes (`written_folders`), keyed on their real
+    paths: two writers of one run folder exclude each other, the second gets one line
+    (runs.staging.writer_lock)."""
     import contextlib
+    import os
 
     from ..runs.staging import writer_lock
 
-    if args.command in ("report", "identify"):
-        target, flag = (args.from_dir, "--from") if args.from_dir is not None else (args.run_dir, "RUN_DIR")
-    elif args.command in _DEFAULT_OUT:
-        target = (args.out or getattr(args, "from_dir", None) or getattr(args, "run_dir", None)
-                  or _DEFAULT_OUT[args.command])  # fmt: skip
-        flag = "--out" if args.out else "--from" if target != _DEFAULT_OUT[args.command] else "--out"
-    else:
-        target, flag = getattr(args, "out", None), "--out"
-    return contextlib.nullcontext() if target is None else writer_lock(target, flag)
+    stack, taken = contextlib.ExitStack(), set()
+    try:
+        for folder, flag in written_folders(args):
+            real = os.path.realpath(os.path.expanduser(folder))
+            if real not in taken:  # one folder named twice (--out-file inside --profile-out): one lock
+                taken.add(real)
+                stack.enter_context(writer_lock(folder, flag))
+    except BaseException:
+        stack.close()
+        raise
+    return stack

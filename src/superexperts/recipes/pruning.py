@@ -27,11 +27,11 @@ from ..evaluate.ablate.conditions import (
     run_conditions,
     summarize,
 )
-from ..evaluate.ablate.controls import check_planned_conditions
+from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
-from ..identify.profile_run import check_run_model, load_profile
+from ..identify.profile_run import check_run_model, check_run_of, load_profile, result_basis
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
 from ..models.adapters import map_model
 from ..models.atoms import Atom, super_atoms_of, validate_atoms
@@ -40,7 +40,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json, vali
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config, warn_seq_len
 from ..runs.errors import UserError, did_you_mean
-from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts, outside_basis
+from ..runs.runfolder import atomic_write_json, base_metadata, load_super_experts, outside_basis
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 
@@ -116,6 +116,11 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
                 check_run_model(self.from_dir, config, self.model)
             if self.experts is not None:
                 check_experts_in_config(self.experts, config)
+            if not self.on_atoms:  # --random past the disjoint control sets, from the config numbers
+                for controlled in (False, True)[: 1 + self.layer_controlled]:
+                    check_controls_fit(config, self.experts, self.n_random, layer_controlled=controlled)
+        elif self.from_dir is not None:  # the built-in demo: a run of a changed copy is another model
+            check_run_of(self.from_dir, None)
 
     def _check_atoms(self) -> None:
         """Atoms are zeroed in memory (the paper's pruning, one neuron at a time)."""
@@ -296,7 +301,7 @@ def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) 
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,
                    progress: bool = False) -> dict[str, Any]:
     """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
-    basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
+    basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     if req.stream:
         document = evaluate_pruning_streamed(req, progress=progress)
     else:

@@ -18,7 +18,7 @@ from ..capture.profile import Profile
 from ..identify.profile_run import load_profile
 from ..identify.rules import Verdict, identify
 from ..runs.errors import UserError
-from ..runs.runfolder import RESULT_FILES, read_json, rerun_command, stale_reason
+from ..runs.runfolder import RESULT_FILES, model_mismatch, read_json, rerun_command, stale_reason
 
 
 @dataclass
@@ -60,6 +60,11 @@ class ReportInputs:
             return None
         command = next(f.command for f in RESULT_FILES if f.name == name)
         return reason, rerun_command(data, self.run_dir, command)
+
+    def foreign(self, name: str) -> bool:
+        """Whether result file `name` was computed on another model than the run profiled."""
+        data, _ = self.optional(name)
+        return data is not None and model_mismatch(self.run_dir, data) is not None
 
 
 def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:

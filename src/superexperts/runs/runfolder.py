@@ -254,6 +254,36 @@ def _se_text(labels: list[str]) -> str:
     return ", ".join(labels) if labels else "none"
 
 
+def _fingerprint_text(model: Mapping[str, Any]) -> str:
+    parts = model.get("fingerprint") if isinstance(model.get("fingerprint"), Mapping) else {}
+    named = ", ".join(f"{part} fingerprint {value}" for part, value in sorted(parts.items()))
+    return f"{model.get('model_path') or 'an unrecorded model'}" + (f", {named}" if named else "")
+
+
+def model_mismatch(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str | None:
+    """Why `document` (a result file of `run_dir`) was computed on another model than the run profiled,
+    e.g. copied in from another run folder; None when the models match or either is not recorded.
+    Compared: the config and weights fingerprints both record (`computed_for.model`, profile.json meta)."""
+    then = document.get("computed_for")
+    model = then.get("model") if isinstance(then, Mapping) else None
+    run = Path(run_dir)
+    if not isinstance(model, Mapping) or not isinstance(model.get("fingerprint"), Mapping):
+        return None
+    try:
+        meta = json.loads((run / RUN_MARKER).read_text()).get("meta")
+    except (OSError, ValueError, AttributeError):
+        return None  # no or a damaged profile.json: the report says so itself
+    profiled = meta.get("fingerprint") if isinstance(meta, Mapping) else None
+    if not isinstance(profiled, Mapping):
+        return None
+    differs = [p for p in ("config", "weights") if model["fingerprint"].get(p) and profiled.get(p)
+               and model["fingerprint"][p] != profiled[p]]  # fmt: skip
+    if not differs:
+        return None
+    return (f"computed on another model ({_fingerprint_text(model)}) than this run profiled "
+            f"({_fingerprint_text(meta)}); its numbers are not this model's")  # fmt: skip
+
+
 def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str | None:
     """Why `document` (a result file of `run_dir`) no longer matches the run, or None when it does.
 
@@ -263,6 +293,9 @@ def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str
     then = document.get("computed_for")
     if now is None:
         return None
+    foreign = model_mismatch(run_dir, document)
+    if foreign is not None:
+        return foreign
     if not isinstance(then, Mapping):
         return f"it does not record which SEs it was computed for (the run's SEs now: {_se_text(now['super_experts'])})"
     if not then.get("profile_sha256"):  # written elsewhere and copied in: its experts were not this run's SEs
@@ -276,8 +309,9 @@ def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str
 
 
 def rerun_command(document: Mapping[str, Any], run_dir: str | os.PathLike, command: str) -> str:
-    """The command line that re-creates a result: the recorded one with --overwrite, else the plain form."""
-    argv = document.get("command_line")
+    """The command line that re-creates a result: the recorded one with --overwrite, else the plain form
+    (also for a result of another model: its command line names that model or run)."""
+    argv = document.get("command_line") if model_mismatch(run_dir, document) is None else None
     if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
         argv = list(argv) if "--overwrite" in argv else [*argv, "--overwrite"]
         return shlex.join(argv)
