@@ -30,13 +30,13 @@ def _stamps(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and transformers: seconds per case
-@pytest.mark.parametrize("argv", [["identify", "run", "--criterion", "quantile"],
+@pytest.mark.parametrize("argv", [["identify", "--from", "run", "--criterion", "quantile"],
                                   ["compare", "run", "otherrun", "--out", "cmp2"]], ids=" ".join)  # fmt: skip
 def test_a_reader_gone_leaves_every_file_untouched(workspace, argv):
     """Computed, printed, then written: with the reader gone before the first line, nothing is written."""
     from superexperts.cli import main
 
-    assert main(["report", "run"]) == 0  # report.html and figures/: identify would re-render them
+    assert main(["report", "--from", "run"]) == 0  # report.html and figures/: identify would re-render them
     before = _stamps(workspace)
     env = {"PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(workspace.parent)}
     reader, writer = os.pipe()

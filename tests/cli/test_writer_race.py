@@ -38,7 +38,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 SECOND = [
-    ["report", "run"],
+    ["report", "--from", "run"],
     ["identify", "--from", "run"],
     ["prune-eval", "good", "--from", "run", "--out", "run", "--overwrite", "--experts", "1:3", "--ppl",
      "data/good.txt", "--seq-len", "16", "--device", "cpu"],
@@ -75,4 +75,4 @@ def test_a_second_writer_of_a_held_run_folder_gets_one_line(workspace, capfd, mo
         (workspace / "go").write_text("")
         _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err.decode()
-    assert main(["report", "run"]) == 0  # released: the next writer goes ahead
+    assert main(["report", "--from", "run"]) == 0  # released: the next writer goes ahead
