@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..capture.batching import parse_batch_size, total_ram
-    from ..models.loading import check_dtype
+    from ..models.options import check_dtype
     from ..runs.errors import did_you_mean
     from ..scale.devices import device
     from ..scale.plan import format_plan, make_plan, workload

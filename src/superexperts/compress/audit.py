@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..capture.profile import Profile
+from ..models.config_file import experts_per_layer
 from ..models.experts import Expert
-from ..models.loading import EXPERT_COUNT_KEYS
 from ..runs.errors import UserError
 from . import damage
 
@@ -48,8 +48,7 @@ class Measured:
 def _architecture(config) -> dict[str, Any]:
     text = getattr(config, "text_config", None) or config
     found = {k: getattr(text, k, getattr(config, k, None)) for k in ARCHITECTURE_KEYS}
-    found["experts"] = next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)),
-                            None)  # fmt: skip
+    found["experts"] = experts_per_layer(config)
     return found
 
 

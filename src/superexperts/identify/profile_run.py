@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..capture.profile import ATOM_COLUMNS, EXPERT_COLUMNS, Profile
+from ..models.config_file import config_layers, experts_per_layer
 from ..models.demo import DEMO_SPEC
-from ..models.loading import EXPERT_COUNT_KEYS
 from ..runs.errors import UserError
 from ..runs.runfolder import RUN_MARKER, json_bytes, read_json, write_files
 from .atoms import super_atoms_json
@@ -36,12 +36,10 @@ def check_run_model(run_dir: str | os.PathLike, config, model: str, flag: str = 
         if isinstance(data, dict) and isinstance(data.get("meta"), dict):
             meta = data["meta"]
             break
-    text = getattr(config, "text_config", None) or config
     target = {
         "model type": getattr(config, "model_type", None),
-        "layers": getattr(text, "num_hidden_layers", None),
-        "experts per layer": next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)),
-                                  None),
+        "layers": config_layers(config),
+        "experts per layer": experts_per_layer(config),
         "revision": getattr(config, "_commit_hash", None),
     }
     recorded = {"model type": meta.get("model_type"), "layers": meta.get("num_layers"),

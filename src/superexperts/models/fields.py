@@ -7,9 +7,12 @@ are `cli.common.add_model_args` / `add_device_args`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .device_map import check_device_args, resolve_device
-from .loading import Loaded, check_dtype, load_model
+from .options import check_device_name, check_dtype
+
+if TYPE_CHECKING:  # loading imports torch: a request's fields are checked before it loads
+    from .loading import Loaded
 
 
 @dataclass(kw_only=True)
@@ -21,12 +24,18 @@ class ModelFields:
     allow_missing_weights: bool = False
 
     def check_model_fields(self) -> None:
-        """--dtype, --device and --device-map, before any file is read."""
+        """--dtype, --device and --device-map, before any file is read (and before torch loads,
+        except with --device-map, whose devices are checked against this machine's)."""
         check_dtype(self.dtype)
-        resolve_device(self.device)
-        check_device_args(self.device, self.device_map)
+        check_device_name(self.device)
+        if self.device_map is not None:
+            from .device_map import check_device_args
+
+            check_device_args(self.device, self.device_map)
 
     def load(self, spec: str | None) -> Loaded:
         """`spec` (a folder, a hub id, None = the demo) loaded as these fields ask."""
+        from .loading import load_model
+
         return load_model(spec, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
                           allow_missing_weights=self.allow_missing_weights, device_map=self.device_map)  # fmt: skip

@@ -19,7 +19,7 @@ from ..capture.data import calibration, check_texts
 from ..capture.profile import profile
 from ..compress.audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
 from ..compress.quant_eval import SINK_WINDOWS
-from ..evaluate import perplexity
+from ..evaluate.perplexity import perplexity
 from ..evaluate.sinks import measure_sinks
 from ..evaluate.streams import bos_window_stream, eval_stream
 from ..identify.rules import paper_super_experts
