@@ -81,7 +81,7 @@ def window_defaults(synthetic: bool, seq_len: int | None, samples: int | None, *
                     model_seq_len: int = MODEL_WINDOWS["seq_len"], default_samples: int | None = None
                     ) -> tuple[int, int]:
     """(seq_len, samples): the flags when given, else the demo's or a real model's defaults."""
-    from ..models.demo import DEMO_WINDOWS
+    from ..models.demo_data import DEMO_WINDOWS
 
     defaults = DEMO_WINDOWS if synthetic else {**MODEL_WINDOWS, "seq_len": model_seq_len}
     samples_default = default_samples if default_samples is not None else defaults["samples"]

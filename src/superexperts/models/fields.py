@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .config_file import config_layers, local_config
 from .options import check_device_name, check_dtype
 
 if TYPE_CHECKING:  # loading imports torch: a request's fields are checked before it loads
@@ -32,6 +33,17 @@ class ModelFields:
             from .device_map import check_device_args
 
             check_device_args(self.device, self.device_map)
+
+    def checks_config(self, spec: str):
+        """The config of `spec` a request's checks read: its config.json through `local_config` when
+        that states the layer count (no torch), else transformers' (`loading.load_config`: hub ids,
+        remote code, a damaged or partial config.json, with their messages; it imports torch)."""
+        config = local_config(spec)
+        if config is not None and config_layers(config) is not None:
+            return config
+        from .loading import load_config
+
+        return load_config(spec, self.trust_remote_code)
 
     def load(self, spec: str | None) -> Loaded:
         """`spec` (a folder, a hub id, None = the demo) loaded as these fields ask."""
