@@ -18,7 +18,7 @@ from ..capture.profile import Profile
 from ..identify.profile_run import load_profile
 from ..identify.rules import Verdict, identify
 from ..runs.errors import UserError
-from ..runs.runfolder import RESULT_FILES, read_json, rerun_command, stale_reason
+from ..runs.runfolder import RESULT_FILES, check_run_folder, read_json, rerun_command, stale_reason
 
 
 @dataclass
@@ -103,13 +103,7 @@ def numeric_tables(prof: Profile) -> Profile:
 
 def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
     """Validate and read a run folder; raises UserError with a one-line fix when it is not one."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise UserError(f"{run} is not a folder; pass a run folder written by `superexperts profile --out`.")
-    if not (run / "profile.json").is_file():
-        raise UserError(
-            f"{run} holds no profile.json; pass a run folder written by `superexperts profile --out`."
-        )
+    run = check_run_folder(run_dir)
     prof = numeric_tables(load_profile(run))
     notes, saved = [], {}
     if (run / "super_experts.json").is_file():

@@ -299,6 +299,16 @@ def remove_stale_run_files(out_dir: str | os.PathLike, keep: Iterable[str]) -> l
     return removed
 
 
+def check_run_folder(run_dir: str | os.PathLike) -> Path:
+    """`run_dir` as a Path when it is a profile run folder (it holds RUN_MARKER); else a UserError."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run} is not a folder; pass a run folder written by `superexperts profile --out`.")
+    if not (run / RUN_MARKER).is_file():
+        raise UserError(f"{run} holds no {RUN_MARKER}; pass a run folder written by `superexperts profile --out`.")
+    return run
+
+
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """Read a JSON file with a one-line error for missing or damaged files."""
     path = Path(path)
