@@ -96,7 +96,7 @@ def model_of(args: argparse.Namespace, from_dir: str | None) -> str | None:
                         f"{from_dir}` first.")
     if args.model is not None or from_dir is None:
         return args.model
-    from ..identify.profile_run import model_of_run
+    from ..identify.run_model import model_of_run
 
     return model_of_run(from_dir)
 

@@ -77,7 +77,7 @@ def _request(args: argparse.Namespace):
     experts, source = resolve_experts("super", args.from_dir)
     model = model_of(args, args.from_dir)
     if args.from_dir is not None and model is not None:  # the run's SEs belong to this model
-        from ..identify.profile_run import check_run_of
+        from ..identify.run_model import check_run_of
 
         check_run_of(args.from_dir, model, args.trust_remote_code)
     req = QuantEvalRequest(

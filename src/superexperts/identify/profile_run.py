@@ -17,57 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..capture.profile import ATOM_COLUMNS, EXPERT_COLUMNS, Profile
-from ..models.config_file import config_layers, experts_per_layer
-from ..models.demo import DEMO_SPEC
 from ..runs.errors import UserError
-from ..runs.runfolder import RUN_MARKER, json_bytes, read_json, write_files
+from ..runs.runfolder import json_bytes, read_json, write_files
 from .atoms import super_atoms_json
 from .rules import Verdict, expert_label
-
-
-def check_run_model(run_dir: str | os.PathLike, config, model: str, flag: str = "--from") -> None:
-    """Refuse a run folder profiled from another model than `model` (whose config is `config`):
-    its experts would be pruned in the wrong model. Compared: model type, layer count, routed experts
-    per layer, and the hub revision when both are known. (A checkpoint copied to another folder has
-    another path but the same model: paths alone are not compared.)"""
-    meta = {}
-    for name in ("super_experts.json", RUN_MARKER):  # both carry the profile's meta; either may be alone
-        data = read_json(Path(run_dir) / name, name) if (Path(run_dir) / name).is_file() else None
-        if isinstance(data, dict) and isinstance(data.get("meta"), dict):
-            meta = data["meta"]
-            break
-    target = {
-        "model type": getattr(config, "model_type", None),
-        "layers": config_layers(config),
-        "experts per layer": experts_per_layer(config),
-        "revision": getattr(config, "_commit_hash", None),
-    }
-    recorded = {"model type": meta.get("model_type"), "layers": meta.get("num_layers"),
-                "experts per layer": meta.get("num_experts"), "revision": meta.get("revision")}  # fmt: skip
-    if meta.get("synthetic"):
-        recorded["revision"] = None
-    elif isinstance(meta.get("fingerprint"), dict) and Path(model).is_dir():
-        # the same architecture with other weights (another folder under the run's relative name)
-        from ..models.checkpoints.files import checkpoint_fingerprint
-
-        now = checkpoint_fingerprint(Path(model)) or {}
-        for part in ("weights", "config"):
-            recorded[f"{part} fingerprint"] = meta["fingerprint"].get(part)
-            target[f"{part} fingerprint"] = now.get(part)
-    for what, value in recorded.items():
-        if value is not None and target[what] is not None and value != target[what]:
-            source = meta.get("model_path") or meta.get("model") or meta.get("name_or_path") or "another model"
-            raise UserError(f"{flag} {run_dir} was profiled on {source} ({what} {value}), but {model} has "
-                            f"{what} {target[what]}; profile {model} and use that run.")
-
-
-def check_run_of(run_dir: str | os.PathLike, model: str, trust_remote_code: bool = False, flag: str = "--from") -> None:
-    """`check_run_model` reading `model`'s config (no weights) first."""
-    from ..models.loading import load_config
-
-    check_run_model(run_dir, load_config(model, trust_remote_code), model, flag)
-
-
 
 FORMAT = "superexperts.profile/1"
 
@@ -160,14 +113,3 @@ def load_atoms(run_dir: Path):
     if missing:
         raise UserError(f"{path} lacks columns {missing}; re-run `superexperts profile`.")
     return table
-
-
-def model_of_run(run_dir: str | os.PathLike) -> str | None:
-    """The model a profile run folder was made from (None = the built-in demo); reads only its metadata.
-    A saved copy of the demo is synthetic too but is its own folder (perhaps with planted changes):
-    only a run of the demo itself, by no MODEL or by name, means the built-in one."""
-    data = read_json(Path(run_dir) / "profile.json", "profile")
-    meta = data.get("meta", {}) if isinstance(data, dict) else {}
-    if meta.get("synthetic") and meta.get("model") in (None, "builtin demo", DEMO_SPEC):
-        return None
-    return meta.get("model_path") or meta.get("model") or None

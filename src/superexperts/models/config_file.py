@@ -19,6 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .demo_data import DEMO_SPEC
+
 EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 
 
@@ -47,6 +49,16 @@ def expert_count(config) -> int:
             if isinstance(value, int) and value > 0:
                 return value
     return 0
+
+
+def checkpoint_path(spec: str | None) -> str:
+    """The local folder (or hub id) of MODEL; None or "demo" is the built-in demo's saved copy
+    (built on first use: that imports torch)."""
+    if spec is None or (spec == DEMO_SPEC and not os.path.exists(spec)):  # a folder named demo wins
+        from .demo import demo_checkpoint
+
+        return str(demo_checkpoint())
+    return os.path.expanduser(spec)
 
 
 def read_config_json(folder: str | os.PathLike) -> dict[str, Any] | None:

@@ -16,6 +16,18 @@ if TYPE_CHECKING:  # loading imports torch: a request's fields are checked befor
     from .loading import Loaded
 
 
+def checks_config(spec: str, trust_remote_code: bool = False):
+    """The config of `spec` the input checks read: its config.json through `local_config` when that
+    states the layer count (no torch), else transformers' (`loading.load_config`: the demo, hub ids,
+    remote code, a damaged or partial config.json, with their messages; it imports torch)."""
+    config = local_config(spec)
+    if config is not None and config_layers(config) is not None:
+        return config
+    from .loading import load_config
+
+    return load_config(spec, trust_remote_code)
+
+
 @dataclass(kw_only=True)
 class ModelFields:
     device: str = "auto"
@@ -35,15 +47,8 @@ class ModelFields:
             check_device_args(self.device, self.device_map)
 
     def checks_config(self, spec: str):
-        """The config of `spec` a request's checks read: its config.json through `local_config` when
-        that states the layer count (no torch), else transformers' (`loading.load_config`: hub ids,
-        remote code, a damaged or partial config.json, with their messages; it imports torch)."""
-        config = local_config(spec)
-        if config is not None and config_layers(config) is not None:
-            return config
-        from .loading import load_config
-
-        return load_config(spec, self.trust_remote_code)
+        """The config of `spec` the request's checks read (`checks_config`)."""
+        return checks_config(spec, self.trust_remote_code)
 
     def load(self, spec: str | None) -> Loaded:
         """`spec` (a folder, a hub id, None = the demo) loaded as these fields ask."""

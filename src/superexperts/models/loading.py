@@ -22,7 +22,7 @@ from .checkpoints.integrity import (
     hub_unreachable,
     quiet_transformers,
 )
-from .config_file import expert_count
+from .config_file import checkpoint_path, expert_count
 from .device_map import resolve_device
 from .options import DTYPE_NAMES, check_dtype
 
@@ -61,7 +61,7 @@ class Loaded:
 
 @functools.lru_cache(maxsize=8)
 def _fingerprint(path: str) -> dict[str, str] | None:
-    from .checkpoints.files import checkpoint_fingerprint
+    from .checkpoints.folder import checkpoint_fingerprint
 
     return checkpoint_fingerprint(Path(path))
 
@@ -243,17 +243,6 @@ def load_model(
     tokenizer = load_tokenizer(path, trust_remote_code, model.get_input_embeddings().weight.shape[0])
     return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic,
                   device_map=device_map, offload=offload)  # fmt: skip
-
-
-def checkpoint_path(spec: str | None) -> str:
-    """The local folder (or hub id) of MODEL; None or "demo" is the built-in demo's saved copy."""
-    from .demo import DEMO_SPEC
-
-    if spec is None or (spec == DEMO_SPEC and not os.path.exists(spec)):  # a folder named demo wins
-        from .demo import demo_checkpoint
-
-        return str(demo_checkpoint())
-    return os.path.expanduser(spec)
 
 
 def is_demo(config) -> bool:

@@ -23,15 +23,16 @@ from ..evaluate.sinks.validate import (
     config_sizes,
     default_map_layers,
 )
-from ..identify.profile_run import check_run_model
+from ..identify.run_model import check_run_model
 from ..models.adapters import input_device, map_model
 from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import load_config, warn_seq_len
+from ..models.options import check_prefetch
 from ..runs.errors import UserError, check_at_least
 from ..runs.runfolder import base_metadata, computed_for, tensor_sha256, write_files
 from ..runs.safety import check_record_out
-from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
+from ..scale.layerwise import prefetch_of, prefetch_used
 from ..scale.sinks import streamed_sinks_study
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from ..compress.names import checkpoint_keys, expert_modules
 from ..compress.protect import atom_entries, check_format, protected_entries, render
-from ..identify.profile_run import check_run_of, load_profile
+from ..identify.profile_run import load_profile
+from ..identify.run_model import check_run_of
 from ..models.adapters import map_model
 from ..models.atoms import super_atoms_of, validate_atoms
 from ..models.experts import experts_from_records, format_experts, validate_experts

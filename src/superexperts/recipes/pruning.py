@@ -31,18 +31,20 @@ from ..evaluate.ablate.controls import check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
-from ..identify.profile_run import check_run_model, load_profile
+from ..identify.profile_run import load_profile
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
+from ..identify.run_model import check_run_model
 from ..models.adapters import map_model
 from ..models.atoms import Atom, super_atoms_of, validate_atoms
 from ..models.demo import DEMO_PPL
 from ..models.experts import Expert, check_experts_in_config, experts_json, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config, warn_seq_len
+from ..models.options import check_prefetch
 from ..runs.errors import UserError, did_you_mean
 from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
 from ..runs.safety import check_record_out
-from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
+from ..scale.layerwise import prefetch_of, prefetch_used
 
 FORMAT = "superexperts.prune_eval/1"
 CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
