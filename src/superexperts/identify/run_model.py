@@ -56,12 +56,18 @@ def check_run_of(run_dir: str | os.PathLike, model: str, trust_remote_code: bool
     check_run_model(run_dir, checks_config(model, trust_remote_code), model, flag)
 
 
+def run_meta(run_dir: str | os.PathLike) -> dict:
+    """The metadata of a run's profile.json (json only, no tables); {} when it has none."""
+    data = read_json(Path(run_dir) / RUN_MARKER, "profile")
+    meta = data.get("meta", {}) if isinstance(data, dict) else {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def model_of_run(run_dir: str | os.PathLike) -> str | None:
     """The model a profile run folder was made from (None = the built-in demo); reads only its metadata.
     A saved copy of the demo is synthetic too but is its own folder (perhaps with planted changes):
     only a run of the demo itself, by no MODEL or by name, means the built-in one."""
-    data = read_json(Path(run_dir) / "profile.json", "profile")
-    meta = data.get("meta", {}) if isinstance(data, dict) else {}
+    meta = run_meta(run_dir)
     if meta.get("synthetic") and meta.get("model") in (None, "builtin demo", DEMO_SPEC):
         return None
     return meta.get("model_path") or meta.get("model") or None
