@@ -69,6 +69,10 @@ REFUSALS = [
     (["audit", "good", "good2", "--from", "nothere"], "nothere"),
     (["audit", "good", "good2", "--from", "otherrun", "--out", "au"], "otherrun was profiled on"),
     (["audit", "good", "good2", "--threshold", "2"], "--threshold"),
+    (["sinks", "--from", "sinksrun"], "--overwrite"),
+    (["sinks", "good", "--from", "nothere"], "nothere"),
+    (["sinks", "good", "--from", "otherrun", "--out", "sk"], "otherrun was profiled on"),
+    (["sinks", "good", "--experts", "1:3", "--layers", "1,99"], "[99] out of range"),  # layers of config.json
     (["plan", "good", "--disk", "0"], "--disk"),
     (["plan", "good", "--commands", "foo"], "'foo'"),
     (["known", "nosuchmodel"], "no published Super Experts"),
@@ -77,7 +81,6 @@ NOT_YET = pytest.mark.xfail(strict=True, reason="issue 22: this request's checks
                             "checks not yet split from the evaluation code)")  # fmt: skip
 REFUSALS_NOT_YET = [
     pytest.param(["prune-eval", "good", "--from", "nothere"], "nothere", marks=NOT_YET),
-    pytest.param(["sinks", "--from", "sinksrun"], "--overwrite", marks=NOT_YET),
     pytest.param(["quant-eval", "good", "--from", "run", "--bits", "5"], "--bits", marks=NOT_YET),
 ]
 

@@ -5,14 +5,8 @@ Owns `profile()` (`profile`: expert, layer and atom tables), the capture session
 calibration data (`data`) and batch sizing (`batching`). It may import `models` and `runs`.
 """
 
+from ..runs.lazy import lazy_exports
+
+# On first use: the input checks import `data` and `batching` before torch loads, which `session` imports.
+__getattr__ = lazy_exports(__name__, {"Capture": "session", "capture": "session"})
 __all__ = ["Capture", "capture"]
-
-
-def __getattr__(name: str):
-    """`Capture` and `capture` from `session` on first use (PEP 562): the input checks import this
-    package's light modules (`data`, `batching`) before torch loads, which `session` imports."""
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import session
-
-    return getattr(session, name)

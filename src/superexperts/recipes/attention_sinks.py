@@ -9,13 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..capture.data import calibration, check_texts
 from ..evaluate.ablate.controls import check_planned_conditions, random_controls
-from ..evaluate.sinks.attention import attention_layers
-from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
 from ..evaluate.sinks.validate import (
     check_attention_layers,
     check_heads,
@@ -24,16 +21,17 @@ from ..evaluate.sinks.validate import (
     default_map_layers,
 )
 from ..identify.run_model import check_run_model
-from ..models.adapters import input_device, map_model
 from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
-from ..models.loading import load_config, warn_seq_len
 from ..models.options import check_prefetch
 from ..runs.errors import UserError, check_at_least
 from ..runs.runfolder import base_metadata, computed_for, tensor_sha256, write_files
 from ..runs.safety import check_record_out
-from ..scale.layerwise import prefetch_of, prefetch_used
-from ..scale.sinks import streamed_sinks_study
+
+if TYPE_CHECKING:  # the request is checked before torch loads; `run_sinks` imports the measuring code
+    import torch
+
+    from ..evaluate.sinks.study import SinkStudy
 
 
 @dataclass
@@ -76,7 +74,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
         check_texts(self.data)
         if self.model is not None and self.from_dir is not None:  # before the weights are read
-            check_run_model(self.from_dir, load_config(self.model, self.trust_remote_code), self.model)
+            check_run_model(self.from_dir, self.checks_config(self.model), self.model)
 
     def _check_stream(self) -> None:
         """--stream reads a local folder layer by layer; what needs the whole model is refused."""
@@ -120,7 +118,14 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
-        _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
+        _check_sizes(config_sizes(req.checks_config(req.model)), req)
+    from ..evaluate.sinks.attention import attention_layers
+    from ..evaluate.sinks.study import sinks_study, study_files
+    from ..models.adapters import input_device, map_model
+    from ..models.loading import warn_seq_len
+    from ..scale.layerwise import prefetch_of, prefetch_used
+    from ..scale.sinks import streamed_sinks_study
+
     if req.stream:  # the meta skeleton: weights are read one decoder layer at a time by stream.sinks
         from ..models.checkpoints.skeleton import load_skeleton
 

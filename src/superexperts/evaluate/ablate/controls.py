@@ -8,19 +8,22 @@ Pure functions: they take the number of experts per layer, not the model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...models.adapters import ModelMap
 from ...models.experts import Expert
 from ...runs.errors import UserError
+
+if TYPE_CHECKING:  # the conditions are counted before torch loads
+    from ...models.adapters import ModelMap
 
 
 def experts_per_layer(model_map: ModelMap | Mapping[int, int]) -> dict[int, int]:
     """{MoE layer: number of routed experts}."""
-    if isinstance(model_map, ModelMap):
-        return {b.layer: b.num_experts for b in model_map.moe}
-    return {int(k): int(v) for k, v in model_map.items()}
+    if isinstance(model_map, Mapping):
+        return {int(k): int(v) for k, v in model_map.items()}
+    return {b.layer: b.num_experts for b in model_map.moe}
 
 
 def _draw(rng: np.random.Generator, pool: list[Expert], count: int, where: str) -> list[Expert]:
