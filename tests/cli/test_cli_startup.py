@@ -69,6 +69,12 @@ REFUSALS = [
     (["audit", "good", "good2", "--from", "nothere"], "nothere"),
     (["audit", "good", "good2", "--from", "otherrun", "--out", "au"], "otherrun was profiled on"),
     (["audit", "good", "good2", "--threshold", "2"], "--threshold"),
+    (["prune-eval", "good", "--from", "nothere"], "nothere"),
+    (["prune-eval", "--from", "sinksrun", "--ppl", "data/good.txt"], "--overwrite"),  # it holds prune_eval.json
+    (["prune-eval", "good", "--from", "otherrun", "--ppl", "data/good.txt", "--out", "pe"], "otherrun was profiled on"),
+    (["prune-eval", "good", "--experts", "1:99", "--ppl", "data/good.txt"], "out of range"),  # config.json
+    (["prune-eval", "good", "--experts", "1:3", "--mode", "banana", "--ppl", "data/good.txt"], "'banana'"),
+    (["prune-eval", "good", "--experts", "1:3", "--ppl", "data/missing.txt"], "no such file"),
     (["sinks", "--from", "sinksrun"], "--overwrite"),
     (["sinks", "good", "--from", "nothere"], "nothere"),
     (["sinks", "good", "--from", "otherrun", "--out", "sk"], "otherrun was profiled on"),
@@ -80,7 +86,6 @@ REFUSALS = [
 NOT_YET = pytest.mark.xfail(strict=True, reason="issue 22: this request's checks still import torch (recipe and "
                             "checks not yet split from the evaluation code)")  # fmt: skip
 REFUSALS_NOT_YET = [
-    pytest.param(["prune-eval", "good", "--from", "nothere"], "nothere", marks=NOT_YET),
     pytest.param(["quant-eval", "good", "--from", "run", "--bits", "5"], "--bits", marks=NOT_YET),
 ]
 
