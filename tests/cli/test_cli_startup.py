@@ -79,19 +79,16 @@ REFUSALS = [
     (["sinks", "good", "--from", "nothere"], "nothere"),
     (["sinks", "good", "--from", "otherrun", "--out", "sk"], "otherrun was profiled on"),
     (["sinks", "good", "--experts", "1:3", "--layers", "1,99"], "[99] out of range"),  # layers of config.json
+    (["quant-eval", "good", "--from", "run", "--bits", "5"], "--bits 5"),
+    (["quant-eval", "good", "--from", "nothere"], "nothere"),
+    (["quant-eval", "good", "--from", "otherrun", "--out", "qe"], "otherrun was profiled on"),
+    (["quant-eval", "good", "--from", "run", "--out", "good"], "is or contains the input good"),
+    (["quant-eval", "good", "--from", "run", "--ppl", "data/binary.txt", "--out", "qe"], "not a text file"),
     (["plan", "good", "--disk", "0"], "--disk"),
     (["plan", "good", "--commands", "foo"], "'foo'"),
     (["known", "nosuchmodel"], "no published Super Experts"),
 ]
-NOT_YET = pytest.mark.xfail(strict=True, reason="issue 22: this request's checks still import torch (recipe and "
-                            "checks not yet split from the evaluation code)")  # fmt: skip
-REFUSALS_NOT_YET = [
-    pytest.param(["quant-eval", "good", "--from", "run", "--bits", "5"], "--bits", marks=NOT_YET),
-]
-
-
-@pytest.mark.parametrize(("argv", "message"), [*REFUSALS, *REFUSALS_NOT_YET], ids=lambda v: " ".join(v)[:70]
-                         if isinstance(v, list) else None)  # fmt: skip
+@pytest.mark.parametrize(("argv", "message"), REFUSALS, ids=lambda v: " ".join(v)[:70] if isinstance(v, list) else None)
 def test_a_refusal_needs_no_heavy_import(workspace, argv, message):
     from file_trees import tree_digest
 

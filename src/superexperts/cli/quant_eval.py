@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
 
 
 def _request(args: argparse.Namespace):
-    from ..compress.quant import Scheme
+    from ..compress.quant.scheme import Scheme
     from ..models.experts import resolve_experts
     from ..recipes.quantizing import QuantEvalRequest
     from .prune_eval import read_prompts
@@ -106,12 +106,12 @@ def _numbers(text: str | None, kind: type, flag: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compress.quant_eval import format_quant_table
     from ..recipes.quantizing import run_quant_eval
 
     req = _request(args)
     out = out_dir(args, "quant_eval.json", "runs/quant-eval", inputs=[req.model, args.data, args.ppl])
     document = run_quant_eval(req, out, echo=print, progress=progress(args))
+    from ..compress.quant_eval import format_quant_table  # torch: once the request is checked
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))
     print(f"wrote {out}/quant_eval.json")
