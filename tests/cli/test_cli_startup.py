@@ -116,6 +116,16 @@ def test_every_criterion_is_listed_in_the_help():
     assert sorted(CRITERION_NAMES) == sorted(CRITERIA)
 
 
+def test_every_ablation_mode_names_its_module():
+    """--mode is checked by name before torch loads; applying a mode imports the module of that name."""
+    import importlib
+
+    from superexperts.evaluate.ablate.ablation import MODES
+
+    for mode in MODES:
+        assert callable(getattr(importlib.import_module(f"superexperts.evaluate.ablate.{mode}"), f"apply_{mode}"))
+
+
 def test_help_lists_the_exit_codes(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -11,8 +11,8 @@ import re
 from ..runs.errors import UserError
 
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
-# torch's device types a model can be placed on; an index only where torch takes one
-_DEVICE = re.compile(r"(auto|cpu|mps|meta|(cuda|xpu|hpu)(:\d+)?)")
+# torch's device types a model can be placed on, with an optional index (as torch.device parses them)
+_DEVICE = re.compile(r"auto|(cpu|cuda|mps|xpu|hpu|meta)(:\d+)?")
 
 
 def check_dtype(dtype: str) -> None:
