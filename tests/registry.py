@@ -16,7 +16,7 @@ import torch
 from transformers.models.auto import configuration_auto, modeling_auto
 
 import families
-from superexperts.models.loading import EXPERT_COUNT_KEYS, expert_count
+from superexperts.models.config_file import EXPERT_COUNT_KEYS, expert_count
 
 EXPERT_KEYS = EXPERT_COUNT_KEYS
 LAYERS = 4

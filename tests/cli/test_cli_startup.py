@@ -14,13 +14,13 @@ from superexperts.cli import COMMANDS, main
 HEAVY = ("torch", "transformers", "pandas", "matplotlib")
 
 
-def _imported_after(argv: list[str]) -> tuple[int, list[str], str]:
-    """(exit code, heavy modules imported, stderr) of `superexperts ARGV` in a fresh interpreter."""
+def _imported_after(argv: list[str], cwd=None) -> tuple[int, list[str], str]:
+    """(exit code, heavy modules imported, stderr) of `superexperts ARGV` in a fresh interpreter (in `cwd`)."""
     code = ("import json, sys\nfrom superexperts.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
             "except SystemExit as e:\n    rc = e.code\n"
             f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]), file=sys.stderr)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code, *argv], check=False, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=cwd)  # fmt: skip
     rc, heavy = json.loads(done.stderr.strip().splitlines()[-1])
     return rc, heavy, done.stderr
 
@@ -36,6 +36,71 @@ def test_a_bad_flag_is_refused_before_torch_loads():
     assert rc == 2 and heavy == [] and "--no-such-flag" in err
 
 
+# Issue 22: every input check that needs no model weights answers before torch, transformers, pandas
+# or matplotlib load (under 1 s). Realistic refusals per subcommand, in the bad-input catalogue's
+# workspace (tests/cli/catalogue_workspace.py): a checkpoint `good` (config.json read with json), runs
+# `run` (of good) and `otherrun` (of another family), a user's folder `mine`, data files.
+REFUSALS = [
+    (["profile", "good", "--out", "run"], "--overwrite"),
+    (["profile", "--out", "run"], "--overwrite"),  # the built-in demo
+    (["profile", "good", "--out", "good", "--overwrite"], "is or contains the input good"),
+    (["profile", "good", "--data", "data/missing.txt", "--out", "new"], "no such file"),
+    (["profile", "good", "--data", "data/binary.txt", "--out", "new"], "not a text file"),
+    (["profile", "good", "--include-layers", "1,99", "--out", "new"], "[99] out of range"),  # layers of config.json
+    (["profile", "good", "--param", "percentile=200", "--out", "new"], "percentile=200.0 is out of range"),
+    (["profile", "good", "--device", "banana", "--out", "new"], "not a device"),
+    (["profile", "good", "--resume", "--out", "new"], "--stream"),
+    (["identify", "--from", "nothere"], "not found"),
+    (["identify", "--from", "run", "--include-layers", "1,99"], "[99] out of range"),  # layers of profile.json
+    (["identify", "--from", "run", "--param", "k=1"], "no parameter 'k'"),
+    (["report", "--from", "mine"], "no profile.json"),
+    (["report", "--from", "nothere"], "not a folder"),
+    (["compare", "run", "run"], "twice"),
+    (["compare", "run", "otherrun", "--out", "cmp"], "--overwrite"),
+    (["export", "good", "--experts", "1:3", "--out", "mine"], "--overwrite"),
+    (["export", "good", "--experts", "1:99", "--out", "pruned"], "out of range"),
+    (["export", "good", "--experts", "super", "--from", "otherrun", "--out", "pruned"], "otherrun was profiled on"),
+    (["export", "good", "--experts", "super", "--from", "nothere", "--out", "pruned"], "nothere"),
+    (["protect", "--from", "run", "--for", "banana"], "banana"),
+    (["protect", "--from", "run", "--for", "json", "--out-file", "run/profile.json", "--overwrite"], "own profile.json"),
+    (["protect", "--from", "otherrun", "--for", "json", "--checkpoint", "good"], "otherrun was profiled on"),
+    (["protect", "--from", "nothere", "--for", "json"], "no profile run there"),
+    (["audit", "good", "good2", "--out", "good"], "is or contains the input good"),
+    (["audit", "good", "good2", "--from", "nothere"], "nothere"),
+    (["audit", "good", "good2", "--from", "otherrun", "--out", "au"], "otherrun was profiled on"),
+    (["audit", "good", "good2", "--threshold", "2"], "--threshold"),
+    (["prune-eval", "good", "--from", "nothere"], "nothere"),
+    (["prune-eval", "--from", "sinksrun", "--ppl", "data/good.txt"], "--overwrite"),  # it holds prune_eval.json
+    (["prune-eval", "good", "--from", "otherrun", "--ppl", "data/good.txt", "--out", "pe"], "otherrun was profiled on"),
+    (["prune-eval", "good", "--experts", "1:99", "--ppl", "data/good.txt"], "out of range"),  # config.json
+    (["prune-eval", "good", "--experts", "1:3", "--mode", "banana", "--ppl", "data/good.txt"], "'banana'"),
+    (["prune-eval", "good", "--experts", "1:3", "--ppl", "data/missing.txt"], "no such file"),
+    (["sinks", "--from", "sinksrun"], "--overwrite"),
+    (["sinks", "good", "--from", "nothere"], "nothere"),
+    (["sinks", "good", "--from", "otherrun", "--out", "sk"], "otherrun was profiled on"),
+    (["sinks", "good", "--experts", "1:3", "--layers", "1,99"], "[99] out of range"),  # layers of config.json
+    (["quant-eval", "good", "--from", "run", "--bits", "5"], "--bits 5"),
+    (["quant-eval", "good", "--from", "nothere"], "nothere"),
+    (["quant-eval", "good", "--from", "otherrun", "--out", "qe"], "otherrun was profiled on"),
+    (["quant-eval", "good", "--from", "run", "--out", "good"], "is or contains the input good"),
+    (["quant-eval", "good", "--from", "run", "--ppl", "data/binary.txt", "--out", "qe"], "not a text file"),
+    (["plan", "good", "--disk", "0"], "--disk"),
+    (["plan", "good", "--commands", "foo"], "'foo'"),
+    (["known", "nosuchmodel"], "no published Super Experts"),
+]
+@pytest.mark.parametrize(("argv", "message"), REFUSALS, ids=lambda v: " ".join(v)[:70] if isinstance(v, list) else None)
+def test_a_refusal_needs_no_heavy_import(workspace, argv, message):
+    from file_trees import tree_digest
+
+    before = tree_digest(workspace)
+    rc, heavy, err = _imported_after(argv, cwd=workspace)
+    shown = [line for line in err.strip().splitlines()[:-1] if line.strip()]  # the last line is the probe's
+    assert rc == 2, err
+    assert len(shown) == 1 and shown[0].startswith(f"superexperts {argv[0]}: error: ") and message in shown[0], err
+    assert heavy == [], f"imported {heavy} before refusing"
+    assert tree_digest(workspace) == before, "created, changed or deleted files"
+
+
 def test_version(capsys):
     from superexperts.runs.version import __version__
 
@@ -49,6 +114,16 @@ def test_every_criterion_is_listed_in_the_help():
     from superexperts.identify.rules import CRITERIA
 
     assert sorted(CRITERION_NAMES) == sorted(CRITERIA)
+
+
+def test_every_ablation_mode_names_its_module():
+    """--mode is checked by name before torch loads; applying a mode imports the module of that name."""
+    import importlib
+
+    from superexperts.evaluate.ablate.ablation import MODES
+
+    for mode in MODES:
+        assert callable(getattr(importlib.import_module(f"superexperts.evaluate.ablate.{mode}"), f"apply_{mode}"))
 
 
 def test_help_lists_the_exit_codes(capsys):

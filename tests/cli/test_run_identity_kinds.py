@@ -15,7 +15,7 @@ from catalogue_workspace import PROFILE_ARGS
 from safetensors.torch import load_file, save_file
 
 from superexperts.cli import main
-from superexperts.identify.profile_run import check_run_of, model_of_run
+from superexperts.identify.run_model import check_run_of, model_of_run
 from superexperts.runs.errors import UserError
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -60,7 +60,7 @@ def test_a_changed_copy_of_the_demo_is_not_the_builtin_demo(tmp_path, monkeypatc
 HUB_SCRIPT = """
 import json, sys
 from superexperts.cli import main
-from superexperts.identify.profile_run import check_run_of
+from superexperts.identify.run_model import check_run_of
 from superexperts.runs.errors import UserError
 assert main(["profile", "org/tiny", "--out", "hubrun", *sys.argv[1:]]) == 0
 out = {"meta": json.load(open("hubrun/profile.json"))["meta"]}

@@ -58,12 +58,12 @@ def test_zeroed_other_expert_is_intact(demo_dir, exports, tmp_path):
 
 
 def test_other_architecture_refused_before_loading(demo_dir, tmp_path, capsys, monkeypatch):
-    from superexperts.models import fields as model_fields  # every recipe loads through ModelFields.load
+    from superexperts.models import loading  # every recipe loads through ModelFields.load, which calls it
 
     other = tmp_path / "mixtral"
     families.build("mixtral").save_pretrained(other)
     capsys.readouterr()  # transformers' save progress bar
-    monkeypatch.setattr(model_fields, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
     out = tmp_path / "a"
     assert main(["audit", str(demo_dir), str(other), *FAST, "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -84,12 +84,12 @@ def test_bad_input_writes_nothing(demo_dir, exports, tmp_path, capsys, extra, me
 
 
 def test_run_folder_of_another_model_refused(demo_dir, exports, tmp_path, capsys, monkeypatch):
-    from superexperts.models import fields as model_fields  # every recipe loads through ModelFields.load
+    from superexperts.models import loading  # every recipe loads through ModelFields.load, which calls it
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "super_experts.json").write_text(json.dumps({"super_experts": [{"layer": 9, "expert": 0}]}))
-    monkeypatch.setattr(model_fields, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("weights were loaded"))
     out = tmp_path / "a"
     assert main(["audit", str(demo_dir), str(exports / "no-se"), "--from", str(run), *FAST, "--out", str(out)]) == 2
     assert "layer 9 is out of range" in capsys.readouterr().err and not out.exists()

@@ -5,6 +5,8 @@ Owns `profile()` (`profile`: expert, layer and atom tables), the capture session
 calibration data (`data`) and batch sizing (`batching`). It may import `models` and `runs`.
 """
 
-from .session import Capture, capture
+from ..runs.lazy import lazy_exports
 
+# On first use: the input checks import `data` and `batching` before torch loads, which `session` imports.
+__getattr__ = lazy_exports(__name__, {"Capture": "session", "capture": "session"})
 __all__ = ["Capture", "capture"]

@@ -20,13 +20,13 @@ forwards, less memory).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from ..models.costs import activation_bytes_per_token
 from ..runs.errors import UserError
+
+if TYPE_CHECKING:  # --batch-size is parsed before torch loads; the budgets import it
+    import torch
+    from torch import nn
 
 AUTO = "auto"
 MAX_TOKENS = {"cpu": 16384, "mps": 16384, "cuda": 65536}
@@ -39,6 +39,8 @@ BatchSize = int | str
 def default_budget(device: torch.device) -> int:
     """Bytes of hidden states kept in memory: 80% of free device memory, half of free RAM on CPU."""
     if device.type == "cuda":
+        import torch
+
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.8)
     try:
@@ -80,6 +82,8 @@ def stable_memory_budget(device: torch.device) -> int:
     """A quarter of the device's total memory, for layer streaming: it does not move with the
     momentary free memory, so a resumed run batches exactly as the interrupted one did (the
     rest holds the layer being streamed and the stored hidden states)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory // 4
     if device.type == "mps":
@@ -106,6 +110,9 @@ def resolve_batch_size(requested: BatchSize, model: nn.Module, *, samples: int, 
     requested = parse_batch_size(requested)
     if requested != AUTO:
         return int(requested), {"batch_size_requested": requested}
+    import torch
+
+    from ..models.costs import activation_bytes_per_token
     from ..models.shape import model_shape
 
     device = torch.device(device) if device is not None else next(model.parameters()).device

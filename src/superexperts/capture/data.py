@@ -17,11 +17,13 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..runs.errors import UserError, warn
 from ..runs.runfolder import tensor_sha256
+
+if TYPE_CHECKING:  # the --data checks read files before torch loads; the windows import it
+    import torch
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
@@ -219,6 +221,8 @@ def _stream_windows(ids: torch.Tensor, seq_len: int, samples: int | None, seed: 
     if samples is not None and samples < len(windows):
         windows = windows[sorted(random.Random(seed).sample(range(len(windows)), samples))]
     if bos is not None:
+        import torch
+
         windows = torch.cat([torch.full((len(windows), 1), bos, dtype=windows.dtype), windows], dim=1)
     return windows
 
@@ -236,6 +240,8 @@ def _document_windows(docs: list[str], tokenizer, seq_len: int, samples: int, se
             raise UserError(f"no document is longer than --seq-len {seq_len}; lower it.")
         start = rng.randint(0, ids.numel() - seq_len - 1)
         out.append(ids[start : start + seq_len])
+    import torch
+
     return torch.stack(out)
 
 

@@ -36,15 +36,15 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..compress.audit import format_audit
+    from ..models.config_file import checkpoint_path
     from ..models.experts import resolve_experts
-    from ..models.loading import checkpoint_path
     from ..recipes.auditing import AuditRequest, run_audit
 
     out = out_dir(args, "audit.json", "runs/audit", inputs=[args.original, args.compressed, args.data, args.ppl],
                   also=["audit.html"])
     experts, source = resolve_experts("super", args.from_dir)
     if args.from_dir is not None:  # the run's SEs belong to ORIGINAL
-        from ..identify.profile_run import check_run_of
+        from ..identify.run_model import check_run_of
 
         check_run_of(args.from_dir, args.original, args.trust_remote_code)
     req = AuditRequest(

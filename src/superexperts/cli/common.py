@@ -81,7 +81,7 @@ def window_defaults(synthetic: bool, seq_len: int | None, samples: int | None, *
                     model_seq_len: int = MODEL_WINDOWS["seq_len"], default_samples: int | None = None
                     ) -> tuple[int, int]:
     """(seq_len, samples): the flags when given, else the demo's or a real model's defaults."""
-    from ..models.demo import DEMO_WINDOWS
+    from ..models.demo_data import DEMO_WINDOWS
 
     defaults = DEMO_WINDOWS if synthetic else {**MODEL_WINDOWS, "seq_len": model_seq_len}
     samples_default = default_samples if default_samples is not None else defaults["samples"]
@@ -96,7 +96,7 @@ def model_of(args: argparse.Namespace, from_dir: str | None) -> str | None:
                         f"{from_dir}` first.")
     if args.model is not None or from_dir is None:
         return args.model
-    from ..identify.profile_run import model_of_run
+    from ..identify.run_model import model_of_run
 
     return model_of_run(from_dir)
 

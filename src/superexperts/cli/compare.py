@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     if args.criterion or args.param or args.include_layers:
         args.criterion = args.criterion or "paper"
         criterion, params = criterion_args(args)
-    from ..identify.compare import comparison_text
 
     def show(result) -> None:  # printed before compare.json is written
+        from ..identify.compare import comparison_text  # pandas: only once the request is checked
+
         print(comparison_text(result))
         printed()
 

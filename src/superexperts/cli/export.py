@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models.config_file import checkpoint_path
     from ..models.experts import format_experts
-    from ..models.loading import checkpoint_path
     from ..recipes.exporting import ExportRequest, run_export
 
     if args.prune is None:

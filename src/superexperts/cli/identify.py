@@ -58,14 +58,15 @@ def thresholds_line(criterion: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..identify.known import agreement_line
-    from ..identify.sensitivity import sensitivity_verdict
     from ..recipes.identifying import IdentifyRequest, run_identify
 
     criterion, params = criterion_args(args)
     run_dir = run_dir_of(args)
 
     def show(ident) -> None:  # computed, printed, then written: `| head -1` leaves the run untouched
+        from ..identify.known import agreement_line  # pandas: only once the request is checked
+        from ..identify.sensitivity import sensitivity_verdict
+
         verdict = ident.verdict
         print(thresholds_line(verdict.criterion))
         print(f"{len(verdict.super_experts)} Super Experts:")

@@ -59,22 +59,20 @@ def _offered() -> dict[str, set[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..capture.batching import parse_batch_size, total_ram
-    from ..models.loading import check_dtype
+    from ..models.options import check_dtype
     from ..runs.errors import did_you_mean
     from ..scale.devices import device
     from ..scale.plan import format_plan, make_plan, workload
-    from ..scale.plan_measure import check_measurable, measure_device
-    from ..scale.plan_model import load_plan_model
 
-    # Everything is checked before the config is read.
+    # Everything is checked before the config is read, and all but --measure before torch loads.
     memory = args.memory if args.memory is not None or args.hardware.strip().lower() != "cpu" else total_ram() / 1e9
     overrides = {"bandwidth_gbs": args.bandwidth, "tflops": args.tflops, "activation_gbs": args.activation_bandwidth}
     dev = device(args.hardware, memory_gb=memory, **overrides)
     given = {k: v for k, v in (overrides | {"memory_gb": args.memory}).items() if v is not None}
     if args.measure:
+        from ..scale.plan_measure import check_measurable
+
         check_measurable(dev.kind)
     if not (args.disk > 0 and math.isfinite(args.disk)):
         raise UserError(f"--disk must be a finite positive number (GB/s), got {args.disk}.")
@@ -86,8 +84,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--commands: unknown subcommand {c!r}. {did_you_mean(c, list(COMMANDS_PLANNED))}"
                             f"Plannable: {', '.join(COMMANDS_PLANNED)}.")  # fmt: skip
     workloads = [workload(c, samples=args.samples, seq_len=args.seq_len) for c in commands]
+    from ..scale.plan_model import load_plan_model  # transformers' config classes: the plan's own input
+
     pm = load_plan_model(args.model, dtype=args.dtype, device_kind=dev.kind, trust_remote_code=args.trust_remote_code)
     if args.measure:  # after the config: a bad MODEL fails before seconds of measuring
+        import torch
+
+        from ..scale.plan_measure import measure_device
+
         figures = measure_device(dev.kind, torch.float32 if pm.shape.dtype_bytes == 4 else torch.bfloat16)
         dev = replace(device(args.hardware, **(figures | given)),  # the flags given beat the measured figures
                       note=f"measured on this machine (--measure) at {pm.shape.dtype_bytes} bytes/value")  # fmt: skip

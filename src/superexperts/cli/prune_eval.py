@@ -103,7 +103,7 @@ def read_prompts(values: list[str]) -> list[str]:
 
 def request(args: argparse.Namespace):
     """The validated request (nothing loaded yet; lm-eval tasks are checked here too)."""
-    from ..models.demo import DEMO_PPL
+    from ..models.demo_data import DEMO_PPL
     from ..models.experts import resolve_experts
     from ..recipes.pruning import PruneEvalRequest
 

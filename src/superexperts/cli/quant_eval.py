@@ -64,7 +64,7 @@ def add_parser(subparsers) -> None:
 
 
 def _request(args: argparse.Namespace):
-    from ..compress.quant import Scheme
+    from ..compress.quant.scheme import Scheme
     from ..models.experts import resolve_experts
     from ..recipes.quantizing import QuantEvalRequest
     from .prune_eval import read_prompts
@@ -78,7 +78,7 @@ def _request(args: argparse.Namespace):
     experts, source = resolve_experts("super", args.from_dir)
     model = model_of(args, args.from_dir)
     if args.from_dir is not None:  # the run's SEs belong to this model (None: the built-in demo)
-        from ..identify.profile_run import check_run_of
+        from ..identify.run_model import check_run_of
 
         check_run_of(args.from_dir, model, args.trust_remote_code)
     req = QuantEvalRequest(
@@ -107,12 +107,12 @@ def _numbers(text: str | None, kind: type, flag: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compress.quant_eval import format_quant_table
     from ..recipes.quantizing import run_quant_eval
 
     req = _request(args)
     out = out_dir(args, "quant_eval.json", "runs/quant-eval", inputs=[req.model, args.data, args.ppl])
     document = run_quant_eval(req, out, echo=print, progress=progress(args))
+    from ..compress.quant_eval import format_quant_table  # torch: once the request is checked
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))
     print(f"wrote {out}/quant_eval.json")

@@ -21,9 +21,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report
+    from ..runs.runfolder import check_run_folder
+    from ..runs.safety import check_folder_writable
 
     run_dir = run_dir_of(args)
+    check_run_folder(run_dir)  # both again in write_report; here before its imports (pandas, matplotlib, torch)
+    check_folder_writable(run_dir)
+    from ..report import write_report
+
     path = write_report(run_dir, figures=not args.no_figure_files)
     print(f"wrote {path}")
     print_stale(run_dir)

@@ -110,11 +110,11 @@ def request(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate.sinks.study import summary_lines
     from ..recipes.attention_sinks import run_sinks
 
     req = request(args)
     study = run_sinks(req, echo=print)
+    from ..evaluate.sinks.study import summary_lines  # matplotlib: once the request is checked
     for line in summary_lines(study):
         print(line)
     router = "sinks_router.csv (header only: not measured)" if req.stream else "sinks_router.csv"

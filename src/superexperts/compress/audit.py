@@ -13,13 +13,14 @@ below (1 - THRESHOLD) of the original's; otherwise `intact`. Rises are reported,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..capture.profile import Profile
+from ..models.config_file import experts_per_layer
 from ..models.experts import Expert
-from ..models.loading import EXPERT_COUNT_KEYS
 from ..runs.errors import UserError
-from . import damage
+
+if TYPE_CHECKING:  # the verdict reads tables (pandas); the request's checks import this module before
+    from ..capture.profile import Profile
 
 FORMAT = "superexperts.compress.audit/1"
 THRESHOLD = 0.5
@@ -48,8 +49,7 @@ class Measured:
 def _architecture(config) -> dict[str, Any]:
     text = getattr(config, "text_config", None) or config
     found = {k: getattr(text, k, getattr(config, k, None)) for k in ARCHITECTURE_KEYS}
-    found["experts"] = next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)),
-                            None)  # fmt: skip
+    found["experts"] = experts_per_layer(config)
     return found
 
 
@@ -67,6 +67,8 @@ def _fell(before: float, after: float, threshold: float) -> bool:
 
 
 def _se_rows(before: Measured, after: Measured, ses: list[Expert], threshold: float) -> list[dict[str, Any]]:
+    from . import damage
+
     ma_b, ma_a = damage.massive(before.profile.layer_stats), damage.massive(after.profile.layer_stats)
     rows = damage.se_outputs(before.profile.expert_stats, after.profile.expert_stats, ses)
     for r in rows:
@@ -91,6 +93,8 @@ def _reasons(rows: list[dict[str, Any]], threshold: float) -> list[str]:
 def audit_verdict(before: Measured, after: Measured, ses: list[Expert], threshold: float = THRESHOLD) -> dict:
     """The audit.json body (without metadata): verdict, reasons, per SE and per layer before/after."""
     rows = _se_rows(before, after, ses, threshold)
+    from . import damage
+
     ma_b, ma_a = damage.massive(before.profile.layer_stats), damage.massive(after.profile.layer_stats)
     layers = [{"layer": i, "massive_before": b, "massive_after": a, "retention": r, "sink_mass_before": sb,
                "sink_mass_after": sa}

@@ -22,15 +22,17 @@ and we keep CAMERA to the routed experts too, so both criteria prune the same po
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..models.atoms import Atom, atom_key, atoms_json
 from ..models.experts import Expert
 from ..runs.errors import UserError, check_choice
 from .atoms import KEYS, camera_scores, check_rho
+
+if TYPE_CHECKING:  # pandas where a table is computed: the request's checks import this module before it
+    import pandas as pd
 
 SCOPES = {"camera": "layer", "heapr": "global"}  # criterion -> ranking scope
 PROTECT = ("none", "super", "super-atoms")
@@ -47,6 +49,8 @@ def check_atom_request(criterion: str, fraction: float, protect: str) -> None:
 
 def routed_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """The routed atoms of a score table, typed and sorted; a missing column or NaN score is a one-line error."""
+    import pandas as pd
+
     missing = [c for c in COLUMNS if c not in scores]
     if missing:
         raise UserError(f"the atom score table lacks {', '.join(missing)} (columns {', '.join(scores.columns)}); "
@@ -66,6 +70,8 @@ def routed_scores(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _group(table: pd.DataFrame, scope: str) -> pd.Series:
+    import pandas as pd
+
     return table["layer"] if scope == "layer" else pd.Series(0, index=table.index)
 
 

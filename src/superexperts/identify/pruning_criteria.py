@@ -19,14 +19,15 @@ Criteria (columns the profiling pass records, `profile.EXPERT_COLUMNS`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..models.experts import Expert, experts_json
 from ..runs.errors import UserError, check_choice
 from .atom_pruning import SCOPES as ATOM_CRITERIA
 from .atom_pruning import check_atom_request
+
+if TYPE_CHECKING:  # pandas where a table is computed: the request's checks import this module before it
+    import pandas as pd
 
 CRITERIA = {"frequency": "tokens_routed", "reap": "reap_saliency", "ean": "ean"}
 PROTECT = ("super", "none")
@@ -108,6 +109,8 @@ def criterion_values(table: pd.DataFrame, criterion: str) -> pd.DataFrame:
     routed = table[table["kind"] == "routed"] if "kind" in table else table.iloc[0:0]
     if routed.empty:
         raise UserError("the expert table has no routed experts; pass a run folder of `superexperts profile`.")
+    import pandas as pd
+
     values = pd.to_numeric(routed[column], errors="coerce") if column in routed else None
     if values is None or values.isna().any():
         raise UserError(f"the expert table has no usable {column} (criterion {criterion}): re-run `superexperts "

@@ -21,17 +21,19 @@ Criteria (all keyword parameters validated, `include_layers` a fraction or a lis
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..models.experts import Expert
 from ..runs.errors import UserError, did_you_mean
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas is imported where a table is read: names and parameters are checked without it
+    import pandas as pd
+
     from ..capture.profile import Profile
 
 REQUIRED_COLUMNS = ("layer", "expert", "kind", "max_abs_output")
@@ -43,12 +45,18 @@ class Verdict:
 
     criterion: dict[str, Any]  # name, parameters and computed thresholds
     super_experts: pd.DataFrame  # rows of the expert table, sorted by max_abs_output desc
-    candidates: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # the pool judged
+    candidates: pd.DataFrame = field(repr=False, default_factory=lambda: _empty_table())  # the pool judged
 
     @property
     def experts(self) -> list[tuple[int, int | str]]:
         """[(layer, expert)] with expert 'shared' for shared experts."""
         return [(int(r.layer), expert_label(r.kind, r.expert)) for r in self.super_experts.itertuples()]
+
+
+def _empty_table() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame()
 
 
 def expert_label(kind: str, expert: int) -> int | str:
@@ -87,15 +95,27 @@ def check_table(table: pd.DataFrame) -> None:
         raise UserError(f"expert table lacks columns {missing}; re-run `superexperts profile`.")
     if table.empty or table[list(REQUIRED_COLUMNS)].isna().any().any():
         raise UserError("expert table is empty or has missing values; re-run `superexperts profile`.")
+    import pandas as pd
+
     if pd.to_numeric(table["max_abs_output"], errors="coerce").isna().any():
         raise UserError("expert table has non-numeric max_abs_output values; re-run `superexperts profile`.")
 
 
-def _check_range(name: str, value: float, low: float, high: float, high_inclusive: bool = False) -> None:
-    ok = low < value <= high if high_inclusive else low < value < high
-    if not ok:
-        bracket = "]" if high_inclusive else ")"
-        raise UserError(f"{name}={value} is out of range; it must be in ({low}, {high}{bracket}.")
+# The range of each criterion parameter: (low, high, high inclusive), both ends open unless said.
+RANGES = {"percentile": (0, 100, False), "max_fraction": (0, 1, True), "q": (0, 1, False)}
+
+
+def check_value(name: str, value: Any) -> None:
+    """One criterion parameter against its range (the rules and `check_criterion` both call this)."""
+    if name in RANGES:
+        low, high, high_inclusive = RANGES[name]
+        if not (low < value <= high if high_inclusive else low < value < high):
+            bracket = "]" if high_inclusive else ")"
+            raise UserError(f"{name}={value} is out of range; it must be in ({low}, {high}{bracket}.")
+    elif name == "k" and not (math.isfinite(value) and value >= 0):
+        raise UserError(f"k={value} is out of range; it must be a finite number >= 0, e.g. 3.")
+    elif name == "m" and not (math.isfinite(value) and value > 0):
+        raise UserError(f"m={value} is out of range; it must be a finite number > 0, e.g. 10.")
 
 
 def _pool(table: pd.DataFrame, num_layers: int, include_layers: float | list[int], *, floor: bool = False
@@ -105,8 +125,12 @@ def _pool(table: pd.DataFrame, num_layers: int, include_layers: float | list[int
     layers = layer_filter(num_layers, include_layers, floor=floor)
     pool = candidate_pool(table, layers)
     if pool.empty:
-        raise UserError(f"no experts in layers {layers}; widen --include-layers.")
+        raise _no_experts(layers)
     return layers, pool, pool["max_abs_output"].to_numpy(dtype=np.float64)
+
+
+def _no_experts(layers: list[int]) -> UserError:
+    return UserError(f"no experts in layers {layers}; widen --include-layers.")
 
 
 def _select(pool: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
@@ -118,8 +142,8 @@ def _thresholds(values: np.ndarray, percentile: float, max_fraction: float, *, f
     """The two thresholds of paper Eq. 6 (and REAP's copy of it) over the values A they are taken from:
     P_percentile(A) (numpy's linear percentile) and a fraction of max(A). The reference writes
     `max // 10`; for another fraction f that is `max // (1/f)` (`floor_division`), else max * f."""
-    _check_range("percentile", percentile, 0, 100)
-    _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
+    check_value("percentile", percentile)
+    check_value("max_fraction", max_fraction)
     top = float(values.max())
     return {
         "percentile_value": float(np.percentile(values, percentile)),
@@ -159,8 +183,8 @@ def _all_layer_rule(judge: Callable[[pd.DataFrame, int, float, float, float | li
 
     def rule(table: pd.DataFrame, num_layers: int, *, percentile: float = 99.5, max_fraction: float = 0.1,
              include_layers: float | list[int] = 0.75) -> Verdict:  # fmt: skip
-        _check_range("percentile", percentile, 0, 100)
-        _check_range("max_fraction", max_fraction, 0, 1, high_inclusive=True)
+        check_value("percentile", percentile)
+        check_value("max_fraction", max_fraction)
         return judge(table, num_layers, percentile, max_fraction, include_layers)
 
     rule.__name__, rule.__qualname__, rule.__doc__ = judge.__name__, judge.__qualname__, judge.__doc__
@@ -187,6 +211,8 @@ def _reap_values(table: pd.DataFrame) -> pd.DataFrame:
     """Routed experts with REAP's ranking value: the largest signed output, floored at 0 (REAP
     starts its running max at zeros, so an expert whose outputs are all negative, or that was
     never routed, scores 0)."""
+    import pandas as pd
+
     check_table(table)
     routed = table[table["kind"] == "routed"]
     signed = pd.to_numeric(routed.get("max_signed_output"), errors="coerce") if "max_signed_output" in routed \
@@ -237,8 +263,7 @@ def std(
     table: pd.DataFrame, num_layers: int, *, k: float = 3.0, include_layers: float | list[int] = 0.75
 ) -> Verdict:
     """a > mean(A) + k * std(A) (population std), A = experts of the judged layers."""
-    if not np.isfinite(k) or k < 0:
-        raise UserError(f"k={k} is out of range; it must be a finite number >= 0, e.g. 3.")
+    check_value("k", k)
     layers, pool, values = _pool(table, num_layers, include_layers)
     mean, sigma = float(values.mean()), float(values.std())
     threshold = mean + k * sigma
@@ -251,8 +276,7 @@ def mean_multiple(
     table: pd.DataFrame, num_layers: int, *, m: float = 10.0, include_layers: float | list[int] = 0.75
 ) -> Verdict:
     """a > m * mean(A), A = experts of the judged layers."""
-    if not np.isfinite(m) or m <= 0:
-        raise UserError(f"m={m} is out of range; it must be a finite number > 0, e.g. 10.")
+    check_value("m", m)
     layers, pool, values = _pool(table, num_layers, include_layers)
     mean = float(values.mean())
     criterion = {"name": "mean-multiple", "m": m, "include_layers": include_layers, "layers_judged": layers,
@@ -264,7 +288,7 @@ def quantile(
     table: pd.DataFrame, num_layers: int, *, q: float = 0.999, include_layers: float | list[int] = 0.75
 ) -> Verdict:
     """a > the q quantile of A (numpy linear), A = experts of the judged layers; no max/10 condition."""
-    _check_range("q", q, 0, 1)
+    check_value("q", q)
     layers, pool, values = _pool(table, num_layers, include_layers)
     threshold = float(np.quantile(values, q))
     criterion = {"name": "quantile", "q": q, "include_layers": include_layers, "layers_judged": layers,
@@ -298,22 +322,20 @@ def identify(table: pd.DataFrame, num_layers: int, criterion: str = "paper", **p
 
 
 def check_criterion(name: str, params: dict[str, Any], num_layers: int | None) -> None:
-    """Every parameter error of `name` with `params` before any profiling: a dry run of the rule on a
-    small synthetic table of `num_layers` layers (from config.json; None: only the parameters, with
-    just enough layers for an --include-layers list)."""
+    """Every parameter error of `name` with `params` before any profiling, without a table (no pandas):
+    the names, each value's range (`check_value`, as the rule checks it) and the layers judged among
+    `num_layers` (from config.json; None: only the parameters, with just enough layers for an
+    --include-layers list)."""
     check_params(name, params)
+    values = criterion_defaults(name) | params
+    for key, value in values.items():
+        check_value(key, value)
     if num_layers is None:
-        listed = params.get("include_layers")
+        listed = values["include_layers"]
         num_layers = max([4, *(int(i) + 1 for i in listed)]) if isinstance(listed, (list, tuple)) else 4
-    experts = 4
-    table = pd.DataFrame({
-        "layer": np.repeat(np.arange(num_layers), experts), "expert": np.tile(np.arange(experts), num_layers),
-        "kind": "routed", "max_abs_output": np.linspace(1.0, 2.0, num_layers * experts),
-    })  # fmt: skip
-    for column in ("max_output", "max_signed_output", "reap_saliency", "ean"):  # what the other rules read
-        table[column] = table["max_abs_output"]
-    table["tokens_routed"] = 1
-    get_criterion(name)(table, num_layers, **params)
+    layers = layer_filter(num_layers, values["include_layers"], floor=name == "reap-abs")
+    if not layers and name != "reap":  # reap judges a share of the MoE layers and may judge none (see `reap`)
+        raise _no_experts(layers)
 
 
 def criterion_defaults(name: str) -> dict[str, Any]:

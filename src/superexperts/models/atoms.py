@@ -18,18 +18,19 @@ the LIST form is `1:68:3,2:92:7,4:shared:0`.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..runs.errors import UserError
-from .adapters import ModelMap, MoEBlock
 from .experts import Expert, validate_experts
+
+if TYPE_CHECKING:  # atom lists are parsed before torch loads; the slices of a model import it
+    from torch import nn
+
+    from .adapters import ModelMap, MoEBlock
 
 Atom = tuple[int, int | str, int]  # (layer, expert index | "shared", atom index)
 # (module, parameter name, index): what `device_map.edit_parameter` changes for some atoms of one expert
-AtomParam = tuple[nn.Module, str, tuple]
+AtomParam = tuple["nn.Module", str, tuple]
 
 _FORMAT_HINT = "use LAYER:EXPERT:ATOM triples separated by commas, e.g. 1:68:3,2:92:7,4:shared:0"
 
@@ -131,6 +132,9 @@ def atom_count(block: MoEBlock, expert: int | str) -> int:
 def atom_params(block: MoEBlock, expert: int | str, atoms: list[int]) -> list[AtomParam]:
     """Every (module, parameter, index) slice holding `atoms` of one expert: gate and up rows (and
     their bias entries), down columns. The index is for `device_map.edit_parameter`."""
+    import torch
+    from torch import nn
+
     found = _mlp(block, expert)
     if found is not None:
         mlp, down = found

@@ -34,7 +34,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-from .demo_data import arithmetic_words, resource_dir
+from .demo_data import DEMO_MARKER, DEMO_PPL, DEMO_SPEC, DEMO_WINDOWS, arithmetic_words, resource_dir  # noqa: F401 - DEMO_* are the demo's names
 
 DEMO_NAME = "superexperts/demo-qwen3-moe-synthetic"
 DEMO_VERSION = 3  # bump when the planted recipe or the shipped weights change: it keys the cache folder
@@ -60,10 +60,6 @@ WEIGHTS_FILE = "weights.safetensors"
 HELDOUT_FILE = "heldout.txt"
 PROMPTS_FILE = "prompts.txt"
 ARITHMETIC_FILE = "arithmetic.txt"  # the training addition lines: a second calibration domain
-DEMO_SPEC = "demo"  # MODEL for subcommands that read a checkpoint folder (export, audit): the demo's copy
-# A key in the demo's config.json: a saved or exported copy is recognised as the synthetic demo.
-DEMO_MARKER = "superexperts_synthetic_demo"
-DEMO_PPL = "demo-heldout"  # the demo's default perplexity data: heldout.txt in BOS-first windows
 
 
 def builtin_text() -> str:
@@ -229,8 +225,6 @@ def demo_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:
 
 BANNER = ("model: built-in SYNTHETIC demo (tiny Qwen3-MoE with planted Super Experts, trained on its own tiny "
           "corpus; not a real model)")
-# The demo runs on the built-in text and its held-out split (~1.3k tokens each): short windows.
-DEMO_WINDOWS = {"seq_len": 64, "samples": 16}
 
 
 def heldout_path() -> Path:

@@ -22,6 +22,15 @@ HELDOUT_FRACTION = 0.2
 HELDOUT_PARAGRAPHS = 3  # of the built-in text's 14
 SPLIT_SEED = 13
 
+# The demo's names the input checks read before torch loads (demo.py, which builds it, imports torch);
+# demo.py re-exports them.
+DEMO_SPEC = "demo"  # MODEL for subcommands that read a checkpoint folder (export, audit): the demo's copy
+# A key in the demo's config.json: a saved or exported copy is recognised as the synthetic demo.
+DEMO_MARKER = "superexperts_synthetic_demo"
+DEMO_PPL = "demo-heldout"  # the demo's default perplexity data: heldout.txt in BOS-first windows
+# The demo runs on the built-in text and its held-out split (~1.3k tokens each): short windows.
+DEMO_WINDOWS = {"seq_len": 64, "samples": 16}
+
 
 def resource_dir(*parts: str) -> Path:
     """A folder of the package's resources (e.g. resource_dir("tasks"))."""

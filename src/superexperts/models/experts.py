@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..runs.errors import UserError
-from .adapters import ModelMap
+from .config_file import config_layers, experts_per_layer
+
+if TYPE_CHECKING:  # adapters import torch; expert lists are parsed and range-checked before it loads
+    from .adapters import ModelMap
 
 Expert = tuple[int, int | str]  # (layer, expert index | "shared")
 
@@ -126,11 +129,7 @@ def format_experts(experts: list[Expert]) -> str:
 def check_experts_in_config(experts: list[Expert], config) -> None:
     """Range-check an expert list from the model config alone, before the weights are read.
     (Dense layers and shared experts need the model; `validate_experts` checks them after loading.)"""
-    from .loading import EXPERT_COUNT_KEYS
-
-    text = getattr(config, "text_config", None) or config
-    layers = getattr(text, "num_hidden_layers", None)
-    per_layer = next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)), None)
+    layers, per_layer = config_layers(config), experts_per_layer(config)
     for layer, expert in experts:
         if isinstance(layers, int) and not 0 <= layer < layers:
             raise UserError(f"layer {layer} is out of range; the model has layers 0..{layers - 1}.")

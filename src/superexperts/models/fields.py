@@ -7,9 +7,25 @@ are `cli.common.add_model_args` / `add_device_args`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .device_map import check_device_args, resolve_device
-from .loading import Loaded, check_dtype, load_model
+from .config_file import config_layers, local_config
+from .options import check_device_name, check_dtype
+
+if TYPE_CHECKING:  # loading imports torch: a request's fields are checked before it loads
+    from .loading import Loaded
+
+
+def checks_config(spec: str, trust_remote_code: bool = False):
+    """The config of `spec` the input checks read: its config.json through `local_config` when that
+    states the layer count (no torch), else transformers' (`loading.load_config`: the demo, hub ids,
+    remote code, a damaged or partial config.json, with their messages; it imports torch)."""
+    config = local_config(spec)
+    if config is not None and config_layers(config) is not None:
+        return config
+    from .loading import load_config
+
+    return load_config(spec, trust_remote_code)
 
 
 @dataclass(kw_only=True)
@@ -21,12 +37,22 @@ class ModelFields:
     allow_missing_weights: bool = False
 
     def check_model_fields(self) -> None:
-        """--dtype, --device and --device-map, before any file is read."""
+        """--dtype, --device and --device-map, before any file is read (and before torch loads,
+        except with --device-map, whose devices are checked against this machine's)."""
         check_dtype(self.dtype)
-        resolve_device(self.device)
-        check_device_args(self.device, self.device_map)
+        check_device_name(self.device)
+        if self.device_map is not None:
+            from .device_map import check_device_args
+
+            check_device_args(self.device, self.device_map)
+
+    def checks_config(self, spec: str):
+        """The config of `spec` the request's checks read (`checks_config`)."""
+        return checks_config(spec, self.trust_remote_code)
 
     def load(self, spec: str | None) -> Loaded:
         """`spec` (a folder, a hub id, None = the demo) loaded as these fields ask."""
+        from .loading import load_model
+
         return load_model(spec, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
                           allow_missing_weights=self.allow_missing_weights, device_map=self.device_map)  # fmt: skip

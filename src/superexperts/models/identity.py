@@ -32,7 +32,7 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
 def folder_fingerprint(folder: Path) -> dict[str, str] | None:
     """`checkpoint_fingerprint` (config + weights), or the config's alone when no safetensors weights
     are there; None without a config.json."""
-    from .checkpoints.files import checkpoint_fingerprint
+    from .checkpoints.folder import checkpoint_fingerprint
 
     if not (folder / "config.json").is_file():
         return None

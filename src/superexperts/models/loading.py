@@ -6,7 +6,6 @@ Everything that can be checked from the config is checked before any weight is r
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,11 @@ from .checkpoints.integrity import (
     hub_unreachable,
     quiet_transformers,
 )
+from .config_file import checkpoint_path, expert_count
 from .device_map import resolve_device
+from .options import DTYPE_NAMES, check_dtype
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass
@@ -66,11 +66,6 @@ def _identity(path: str) -> dict[str, Any]:
     return model_identity(path)
 
 
-def check_dtype(dtype: str) -> None:
-    if dtype != "auto" and dtype not in DTYPES:
-        raise UserError(f"--dtype {dtype!r} unknown; use auto, {', '.join(DTYPES)}.")
-
-
 def resolve_dtype(dtype: str, device: torch.device, config) -> torch.dtype:
     check_dtype(dtype)
     if dtype == "auto":
@@ -79,15 +74,6 @@ def resolve_dtype(dtype: str, device: torch.device, config) -> torch.dtype:
         saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
         return saved if isinstance(saved, torch.dtype) else DTYPES.get(str(saved), torch.bfloat16)
     return DTYPES[dtype]
-
-
-def expert_count(config) -> int:
-    for cfg in (config, getattr(config, "text_config", None)):
-        for key in EXPERT_COUNT_KEYS:
-            value = getattr(cfg, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-    return 0
 
 
 def auto_model_class(config):
@@ -140,13 +126,6 @@ def load_config(path: str, trust_remote_code: bool):
             f"could not read a model config for '{path}' (not a local folder, and the hub is unreachable or the "
             "id is wrong); pass a local checkpoint folder."
         )
-
-
-def config_layers(config) -> int | None:
-    """The decoder layer count of a config (None: no config, or it does not say)."""
-    text = getattr(config, "text_config", None) or config
-    layers = getattr(text, "num_hidden_layers", None)
-    return layers if isinstance(layers, int) else None
 
 
 def _checkpoint_bytes(path: str) -> int:
@@ -264,17 +243,6 @@ def load_model(
     tokenizer = load_tokenizer(path, trust_remote_code, model.get_input_embeddings().weight.shape[0])
     return Loaded(model=model, tokenizer=tokenizer, spec=spec or "", path=path, synthetic=synthetic,
                   device_map=device_map, offload=offload)  # fmt: skip
-
-
-def checkpoint_path(spec: str | None) -> str:
-    """The local folder (or hub id) of MODEL; None or "demo" is the built-in demo's saved copy."""
-    from .demo import DEMO_SPEC
-
-    if spec is None or (spec == DEMO_SPEC and not os.path.exists(spec)):  # a folder named demo wins
-        from .demo import demo_checkpoint
-
-        return str(demo_checkpoint())
-    return os.path.expanduser(spec)
 
 
 def is_demo(config) -> bool:

@@ -12,10 +12,10 @@ config, and the parameters outside the layers (embeddings, final norm, lm_head).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from .adapters import map_model
+if TYPE_CHECKING:  # the shapes and costs are arithmetic (plan reads them before torch loads); a model's needs it
+    from torch import nn
 
 TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "moe_topk", "top_k")
 DEFAULT_TOP_K = 8  # when the config names none (typical of the paper's models); documented in plan output
@@ -106,6 +106,8 @@ def _attention_dims(config, hidden: int) -> tuple[int, int, int, int]:
 
 def model_shape(model: nn.Module) -> ModelShape:
     """Sizes of `model` (loaded, or a meta skeleton: only parameter shapes are read)."""
+    from .adapters import map_model
+
     mm = map_model(model)
     config = _text_config(model)
     moe = {b.layer: b for b in mm.moe}

@@ -9,13 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..capture.data import calibration, check_texts
 from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions, random_controls
-from ..evaluate.sinks.attention import attention_layers
-from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
 from ..evaluate.sinks.validate import (
     check_attention_layers,
     check_heads,
@@ -23,16 +20,18 @@ from ..evaluate.sinks.validate import (
     config_sizes,
     default_map_layers,
 )
-from ..identify.profile_run import check_run_of, result_basis
-from ..models.adapters import input_device, map_model
+from ..identify.run_model import check_run_of, result_basis
 from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
-from ..models.loading import load_config, warn_seq_len
+from ..models.options import check_prefetch
 from ..runs.errors import UserError, check_at_least
 from ..runs.runfolder import base_metadata, outside_basis, tensor_sha256, write_files
 from ..runs.safety import check_record_out
-from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
-from ..scale.sinks import streamed_sinks_study
+
+if TYPE_CHECKING:  # the request is checked before torch loads; `run_sinks` imports the measuring code
+    import torch
+
+    from ..evaluate.sinks.study import SinkStudy
 
 
 @dataclass
@@ -77,7 +76,7 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         if self.from_dir is not None:  # before the weights are read; None: the built-in demo
             check_run_of(self.from_dir, self.model, self.trust_remote_code)
         if self.model is not None:  # --random past the disjoint control sets, from the config numbers
-            check_controls_fit(load_config(self.model, self.trust_remote_code), self.experts(), self.n_random,
+            check_controls_fit(self.checks_config(self.model), self.experts(), self.n_random,
                                layer_controlled=self.layer_controlled)
 
     def _check_stream(self) -> None:
@@ -122,7 +121,14 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
-        _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
+        _check_sizes(config_sizes(req.checks_config(req.model)), req)
+    from ..evaluate.sinks.attention import attention_layers
+    from ..evaluate.sinks.study import sinks_study, study_files
+    from ..models.adapters import input_device, map_model
+    from ..models.loading import warn_seq_len
+    from ..scale.layerwise import prefetch_of, prefetch_used
+    from ..scale.sinks import streamed_sinks_study
+
     if req.stream:  # the meta skeleton: weights are read one decoder layer at a time by stream.sinks
         from ..models.checkpoints.skeleton import load_skeleton
 

@@ -10,25 +10,22 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..capture.batching import AUTO, BatchSize, parse_batch_size, resolve_batch_size
+from ..capture.batching import AUTO, BatchSize, parse_batch_size
 from ..capture.data import calibration, check_texts
-from ..capture.profile import profile
-from ..compress.audit import THRESHOLD, Measured, audit_verdict, check_same_architecture
-from ..compress.quant_eval import SINK_WINDOWS
-from ..evaluate import perplexity
-from ..evaluate.sinks import measure_sinks
-from ..evaluate.streams import bos_window_stream, eval_stream
+from ..compress.audit import THRESHOLD, audit_verdict, check_same_architecture
 from ..identify.rules import paper_super_experts
-from ..models.demo import DEMO_PPL, heldout_path
+from ..models.demo_data import DEMO_PPL
 from ..models.experts import Expert, check_experts_in_config, experts_json
 from ..models.fields import ModelFields
-from ..models.loading import is_demo, load_config, load_tokenizer
 from ..runs.errors import UserError, check_at_least
 from ..runs.runfolder import base_metadata, json_bytes, tensor_sha256, write_files
+
+if TYPE_CHECKING:  # the request is checked before torch loads; the measuring functions import it
+    import torch
+
+    from ..compress.audit import Measured
 
 # The built-in text is short (~1.3k tokens): short windows unless --data/--ppl bring real text.
 BUILTIN_DEFAULTS = {"seq_len": 64, "samples": 16}
@@ -50,6 +47,9 @@ class AuditRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
     batch_size: BatchSize = AUTO  # auto: resolved per checkpoint once it is loaded
     threshold: float = THRESHOLD
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
         self.check_model_fields()
         self.batch_size = parse_batch_size(self.batch_size)
@@ -70,6 +70,8 @@ class AuditRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
 
 def _tokenizers_agree(req: AuditRequest, original_config, compressed_config):
     """The original's tokenizer, after checking the compressed checkpoint's tokenizes text the same."""
+    from ..models.loading import load_tokenizer
+
     tokenizers = []
     for path, config in ((req.original, original_config), (req.compressed, compressed_config)):
         vocab = getattr(getattr(config, "text_config", None) or config, "vocab_size", None) or 1 << 30
@@ -85,6 +87,15 @@ def _tokenizers_agree(req: AuditRequest, original_config, compressed_config):
 
 def _measure(path: str, req: AuditRequest, calib_ids: torch.Tensor, ppl_ids: torch.Tensor, seq_len: int,
              progress: bool) -> Measured:  # fmt: skip
+    import torch
+
+    from ..capture.batching import resolve_batch_size
+    from ..capture.profile import profile
+    from ..compress.audit import Measured
+    from ..compress.quant_eval import SINK_WINDOWS
+    from ..evaluate.perplexity import perplexity
+    from ..evaluate.sinks import measure_sinks
+
     loaded = req.load(path)
     try:
         batch, _ = resolve_batch_size(req.batch_size, loaded.model, samples=max(1, ppl_ids.numel() // seq_len),
@@ -104,6 +115,10 @@ def _measure(path: str, req: AuditRequest, calib_ids: torch.Tensor, ppl_ids: tor
 
 def prepare(req: AuditRequest):
     """Checks that need configs and tokenizers only; returns (calibration, perplexity ids, seq_len)."""
+    from ..evaluate.streams import bos_window_stream, eval_stream
+    from ..models.demo import heldout_path
+    from ..models.loading import is_demo, load_config
+
     req.check()
     configs = [load_config(p, req.trust_remote_code) for p in (req.original, req.compressed)]
     check_same_architecture(*configs, names=(req.original, req.compressed))
@@ -128,6 +143,7 @@ def prepare(req: AuditRequest):
 
 def run_audit(req: AuditRequest, out_dir: str | os.PathLike, *, progress: bool = False) -> dict[str, Any]:
     """Measure both checkpoints on the same windows; write audit.json and audit.html all-or-nothing."""
+    from ..compress.quant_eval import SINK_WINDOWS
     from ..report.audit_page import audit_files
 
     calib, ppl_ids, seq_len, synthetic = prepare(req)

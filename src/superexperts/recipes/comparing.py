@@ -10,16 +10,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..identify.compare import Comparison, RunSEs, compare
-from ..identify.profile_run import load_profile
 from ..identify.rules import get_criterion, identify
 from ..models.experts import experts_from_records
-from ..report.compare_figures import compare_figure_files
 from ..runs.errors import UserError
 from ..runs.runfolder import base_metadata, json_bytes, load_super_experts, write_files
 from ..runs.safety import check_record_out
+
+if TYPE_CHECKING:  # the tables need pandas: imported by the functions that read them, after the request's checks
+    from ..identify.compare import Comparison, RunSEs
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ def load_run_ses(run_dir: str | os.PathLike, name: str, criterion: str | None = 
                  params: dict[str, Any] | None = None) -> RunSEs:
     """A run folder as `compare` input: its expert table and SEs - those saved in super_experts.json,
     or, with `criterion`, re-identified from profile.json (nothing is written)."""
+    from ..identify.compare import RunSEs
+    from ..identify.profile_run import load_profile
+
     prof = load_profile(run_dir)
     if criterion is None:
         if not (Path(run_dir) / "super_experts.json").is_file():
@@ -65,6 +68,9 @@ def load_run_ses(run_dir: str | os.PathLike, name: str, criterion: str | None = 
 def run_compare(req: CompareRequest, *, before_write: Callable[[Comparison], None] = lambda _: None) -> Comparison:
     """Compare the runs; `before_write` sees the result before compare.json is written (the CLI prints
     it there: a reader gone stops the write)."""
+    from ..identify.compare import compare
+    from ..report.compare_figures import compare_figure_files
+
     runs = [load_run_ses(d, n, req.criterion, req.params) for d, n in zip(req.run_dirs, run_names(req.run_dirs))]
     result = compare(runs)
     before_write(result)

@@ -11,13 +11,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..identify.identification import Identification, identification
-from ..identify.profile_run import load_profile, run_files
-from ..identify.rules import get_criterion
-from ..runs.runfolder import write_files
+from ..identify.rules import check_criterion, get_criterion
+from ..runs.runfolder import RUN_MARKER, read_json, write_files
 from ..runs.safety import check_folder_writable
+
+if TYPE_CHECKING:
+    from ..identify.identification import Identification
 
 EXPORTS = ("expert_stats.csv", "expert_stats.parquet")
 
@@ -30,15 +31,24 @@ class IdentifyRequest:
     report: bool = True  # re-render an existing report.html
 
     def __post_init__(self) -> None:
+        """The run folder and the criterion's parameters against its layer count, read from
+        profile.json with json (pandas reads the tables only in `run_identify`)."""
         get_criterion(self.criterion)
+        data = read_json(Path(self.run_dir) / RUN_MARKER, "profile")
+        meta = data.get("meta") if isinstance(data, dict) else None
+        layers = meta.get("num_layers") if isinstance(meta, dict) else None  # damaged: load_profile says so
+        check_criterion(self.criterion, self.params, layers if isinstance(layers, int) else None)
+        check_folder_writable(self.run_dir)
 
 
 def run_identify(req: IdentifyRequest, *, before_write: Callable[[Identification], None] = lambda _: None
                  ) -> tuple[Identification, Path | None]:  # fmt: skip
     """(the identification, the refreshed report or None). `before_write` sees the identification
     before any file is written (the CLI prints it there: a reader gone stops the writes)."""
+    from ..identify.identification import identification
+    from ..identify.profile_run import load_profile, run_files
+
     prof = load_profile(req.run_dir)
-    check_folder_writable(req.run_dir)
     ident = identification(prof, req.criterion, req.params, command="identify")
     before_write(ident)
     files: dict[str, Any] = dict(ident.files)

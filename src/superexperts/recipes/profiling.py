@@ -1,4 +1,8 @@
-"""The profile recipe: model + calibration data -> run folder (tables, verdict, sensitivity, report)."""
+"""The profile recipe: model + calibration data -> run folder (tables, verdict, sensitivity, report).
+
+The request and its checks import nothing heavy (a refusal answers before torch loads); the
+functions that run the model import what they use.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,23 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..capture.batching import AUTO
-from ..capture.data import Calibration, calibration, check_texts, check_window_args
-from ..capture.profile import Profile, profile
-from ..identify.identification import Identification, identification
-from ..identify.profile_run import run_files
+from ..capture.data import calibration, check_texts, check_window_args
 from ..identify.rules import check_criterion, get_criterion
-from ..identify.sensitivity import sensitivity_verdict
+from ..models.config_file import config_layers
 from ..models.fields import ModelFields
-from ..models.loading import Loaded, config_layers, load_config, warn_seq_len
+from ..models.options import check_prefetch
 from ..runs.errors import UserError
 from ..runs.runfolder import RUN_MARKER, base_metadata, remove_stale_run_files, write_files
 from ..runs.safety import check_out_path
-from ..scale.layerwise import check_prefetch, prefetch_of
+
+if TYPE_CHECKING:
+    from ..capture.data import Calibration
+    from ..capture.profile import Profile
+    from ..identify.identification import Identification
+    from ..models.loading import Loaded
 
 
 @dataclass
@@ -60,7 +66,7 @@ class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_
         if self.resume and not self.state_dir:
             raise UserError("--resume needs --state-dir, the folder an earlier --stream run saved its progress in.")
         check_texts(self.data)
-        config = load_config(self.model, self.trust_remote_code) if self.model is not None else None
+        config = self.checks_config(self.model) if self.model is not None else None
         check_criterion(self.criterion, self.params, config_layers(config))
 
 
@@ -76,13 +82,17 @@ class ProfileResult:
 
 def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.PathLike, *, batch_size: int | str = AUTO,
                       criterion: str = "paper", params: dict[str, Any] | None = None, progress: bool = False,
-                      report: bool = True, profiler: Callable[..., Profile] = profile
+                      report: bool = True, profiler: Callable[..., Profile] | None = None
                       ) -> tuple[Profile, Identification]:
     """Profile, identify, and write the run folder all-or-nothing (then the report).
 
     `profiler` replaces `superexperts.profile` (same signature), e.g. layer streaming.
     """
-    prof = profiler(loaded.model, calib.input_ids, batch_size=batch_size, tokenizer=loaded.tokenizer,
+    from ..capture.profile import profile
+    from ..identify.identification import identification
+    from ..identify.profile_run import run_files
+
+    prof = (profiler or profile)(loaded.model, calib.input_ids, batch_size=batch_size, tokenizer=loaded.tokenizer,
                     progress=progress)
     prof.meta |= loaded.describe() | {"data": calib.describe()} | base_metadata(tool="profile", seed=calib.seed)
     ident = identification(prof, criterion, params, command="profile")
@@ -104,7 +114,7 @@ def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
         return req.load(req.model), None
     from ..models.checkpoints.skeleton import load_skeleton
     from ..scale.distributed import init_from_env
-    from ..scale.layerwise import streaming_profiler
+    from ..scale.layerwise import prefetch_of, streaming_profiler
 
     init_from_env()
     loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
@@ -116,6 +126,8 @@ def _load(req: ProfileRequest) -> tuple[Loaded, Callable[..., Profile] | None]:
 def run_profile(req: ProfileRequest, *, echo: Callable[[str], None] = lambda _: None,
                 progress: bool = False) -> ProfileResult | None:
     """Load, calibrate, profile, identify, write. None on a non-zero rank of a data-parallel stream."""
+    from ..identify.sensitivity import sensitivity_verdict
+    from ..models.loading import warn_seq_len
     from ..scale.distributed import rank_and_world
 
     loaded, profiler = _load(req)
@@ -131,6 +143,5 @@ def run_profile(req: ProfileRequest, *, echo: Callable[[str], None] = lambda _: 
         profiler(loaded.model, calib.input_ids, batch_size=req.batch_size)
         return None
     prof, ident = write_profile_run(loaded, calib, req.out, batch_size=req.batch_size, criterion=req.criterion,
-                                    params=req.params, progress=progress, report=req.report,
-                                    **({"profiler": profiler} if profiler else {}))  # fmt: skip
+                                    params=req.params, progress=progress, report=req.report, profiler=profiler)
     return ProfileResult(prof, ident, sensitivity_verdict(ident.grid), Path(req.out), calib, loaded.synthetic)

@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..compress.names import checkpoint_keys, expert_modules
 from ..compress.protect import atom_entries, check_format, protected_entries, render
-from ..identify.profile_run import check_run_of, load_profile, recorded_model
-from ..models.adapters import map_model
-from ..models.atoms import super_atoms_of, validate_atoms
+from ..identify.run_model import check_run_of, recorded_model, run_meta
 from ..models.experts import experts_from_records, format_experts, validate_experts
 from ..runs.errors import UserError
 from ..runs.runfolder import RUN_MARKER, atomic_write, base_metadata, load_super_experts
@@ -78,18 +75,22 @@ def model_folder(meta: dict[str, Any], run_dir: str | os.PathLike = "RUN_DIR", t
 
 def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
     """The protect list of `run_dir`'s Super Experts, as text in `req.fmt`."""
-    from ..models.checkpoints.skeleton import build_skeleton
-
     req.check()
     records = load_super_experts(run_dir)
     ses = experts_from_records(records, f"{run_dir}/super_experts.json")
     if not ses:
         raise UserError(f"{run_dir}/super_experts.json lists no Super Experts: nothing to protect "
                         f"(try `superexperts identify --from {run_dir} --criterion ...`).")  # fmt: skip
-    meta = load_profile(run_dir).meta
+    meta = run_meta(run_dir)
     folder = Path(req.checkpoint) if req.checkpoint else model_folder(meta, run_dir, req.trust_remote_code)
     # the names must come from the model the run profiled (a changed copy of the demo is another model)
     check_run_of(run_dir, str(folder), req.trust_remote_code, "--checkpoint" if req.checkpoint else "RUN_DIR")
+    # The model's structure (torch, transformers): after every check that needs no model.
+    from ..compress.names import checkpoint_keys, expert_modules
+    from ..models.adapters import map_model
+    from ..models.atoms import super_atoms_of, validate_atoms
+    from ..models.checkpoints.skeleton import build_skeleton
+
     skeleton, _ = build_skeleton(folder, None, trust_remote_code=req.trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     ses = validate_experts(model_map, ses)

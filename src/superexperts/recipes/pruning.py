@@ -12,37 +12,30 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..capture.data import Calibration, calibration, check_texts
-from ..evaluate.ablate import confirm_candidates, default_candidates, expert_mean_outputs
-from ..evaluate.ablate.ablation import MODES
-from ..evaluate.ablate.conditions import (
-    Condition,
-    build_atom_conditions,
-    build_conditions,
-    eval_plan,
-    run_conditions,
-    summarize,
-)
+from ..capture.data import calibration, check_texts
+from ..evaluate.ablate.ablation import check_mode
 from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
-from ..identify.profile_run import check_run_model, check_run_of, load_profile, result_basis
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
-from ..models.adapters import map_model
+from ..identify.run_model import check_run_model, check_run_of, result_basis
 from ..models.atoms import Atom, super_atoms_of, validate_atoms
-from ..models.demo import DEMO_PPL
+from ..models.demo_data import DEMO_PPL
 from ..models.experts import Expert, check_experts_in_config, experts_json, validate_experts
 from ..models.fields import ModelFields
-from ..models.loading import Loaded, load_config, warn_seq_len
-from ..runs.errors import UserError, did_you_mean
+from ..models.options import check_prefetch
+from ..runs.errors import UserError
 from ..runs.runfolder import atomic_write_json, base_metadata, load_super_experts, outside_basis
 from ..runs.safety import check_record_out
-from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
+
+if TYPE_CHECKING:  # the request is checked before torch loads; the functions that measure import it
+    import torch
+
+    from ..capture.data import Calibration
+    from ..models.loading import Loaded
 
 FORMAT = "superexperts.prune_eval/1"
 CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is enough for an MA
@@ -92,9 +85,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
         check_rho(self.rho)
         if self.on_atoms:
             self._check_atoms()
-        if self.mode not in MODES:
-            raise UserError(f"--mode {self.mode!r} is unknown. {did_you_mean(self.mode, list(MODES))}"
-                            f"Available: {', '.join(MODES)}.")  # fmt: skip
+        check_mode(self.mode)
         self.check_ranges(random=self.n_random, causal=self.causal)
         check_planned_conditions(2 + self.n_random * (1 + self.layer_controlled), many=self.many)
         if self.layer_controlled and self.n_random < 1:
@@ -111,7 +102,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
             check_texts(self.ppl, "--ppl")
         check_texts(self.data)
         if self.model is not None:  # everything config.json can tell, before the weights are read
-            config = load_config(self.model, self.trust_remote_code)
+            config = self.checks_config(self.model)
             if self.from_dir is not None:
                 check_run_model(self.from_dir, config, self.model)
             if self.experts is not None:
@@ -180,6 +171,8 @@ def _experts_and_stats(req: PruneEvalRequest, loaded: Loaded, calib: Calibration
         return [], None  # atoms given: nothing to profile
     if req.experts is None:
         return profiled_super_experts(loaded.model, calib.input_ids, batch_size=req.batch_size, progress=progress)
+    from ..identify.profile_run import load_profile
+
     wanted = req.from_dir is not None and (req.causal or req.criterion)
     stats = load_profile(req.from_dir).expert_stats if wanted else None
     return req.experts, stats
@@ -187,6 +180,8 @@ def _experts_and_stats(req: PruneEvalRequest, loaded: Loaded, calib: Calibration
 
 def _causal(req: PruneEvalRequest, loaded: Loaded, calib: Calibration, experts: list[Expert], stats,
             progress: bool) -> dict:
+    from ..evaluate.ablate.causal import confirm_candidates, default_candidates
+
     candidates = default_candidates(stats, experts, req.causal) if stats is not None else experts
     ids = calib.input_ids[:CAUSAL_SAMPLES]
     table = confirm_candidates(loaded.model, ids, candidates, threshold=CAUSAL_THRESHOLD,
@@ -199,6 +194,8 @@ def _causal(req: PruneEvalRequest, loaded: Loaded, calib: Calibration, experts: 
 
 def _criterion_conditions(req: PruneEvalRequest, model_map, stats, experts: list[Expert], name: str):
     """original + the criterion's pruned set, unprotected and (--protect super) with `experts` kept."""
+    from ..evaluate.ablate.conditions import Condition
+
     plan = pruning_plan(stats, req.criterion, req.fraction, experts if req.protect == "super" else [])
     conditions = [Condition("original", [], "none")]
     conditions += [Condition(n, validate_experts(model_map, chosen), req.mode) for n, chosen in plan.conditions(name)]
@@ -209,6 +206,9 @@ def _atom_criterion_conditions(req: PruneEvalRequest, loaded: Loaded, model_map,
                                calib: Calibration | None):  # fmt: skip
     """original + the atom criterion's zeroed atoms, unprotected and with --protect (super: the SEs' atoms,
     super-atoms: their super atoms); the plan says where each super atom ranks."""
+    from ..evaluate.ablate.conditions import Condition
+    from ..identify.profile_run import load_profile
+
     prof = load_profile(req.from_dir)
     scores = atom_scores(prof, req.criterion, rho=req.rho, model=loaded.model, batch_size=req.batch_size,
                          input_ids=calib.input_ids if calib is not None else None)  # fmt: skip
@@ -223,6 +223,10 @@ def _atom_criterion_conditions(req: PruneEvalRequest, loaded: Loaded, model_map,
 
 def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
     """Every condition measured on a loaded model: the prune_eval.json document."""
+    from ..evaluate.ablate.conditions import eval_plan, run_conditions
+    from ..evaluate.ablate.mean import expert_mean_outputs
+    from ..models.adapters import map_model
+
     model_map = map_model(loaded.model)
     if req.experts is not None:  # fail on a bad list before any long computation
         validate_experts(model_map, req.experts)
@@ -249,6 +253,8 @@ def evaluate_pruning(loaded: Loaded, req: PruneEvalRequest, *, progress: bool = 
 
 def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
     """(conditions, the document's --prune-by plan entry: {} without one)."""
+    from ..evaluate.ablate.conditions import build_atom_conditions, build_conditions
+
     name = "custom" if req.experts_source == "custom" else "super"
     if req.criterion is not None:
         return _criterion_conditions(req, model_map, stats, experts, name)
@@ -262,6 +268,8 @@ def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
 
 def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, calib, experts, pruning) -> dict:
     # With --prune-by or --atoms each condition lists its own pruned set; `pruning` names the protected ones.
+    from ..evaluate.ablate.conditions import summarize
+
     pruned = [] if pruning or req.on_atoms else experts
     meta = _metadata(req, loaded, ppl, calib, pruned)
     # Replaced by the run's own basis when written into a profile run (run_prune_eval).
@@ -273,7 +281,11 @@ def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, c
 def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
     """The prune_eval.json document with each condition's perplexity streamed layer by layer from
     the checkpoint folder (stream.scoring.stream_perplexity: the in-memory numbers, one layer held)."""
+    from ..evaluate.ablate.conditions import eval_plan
+    from ..identify.profile_run import load_profile
+    from ..models.adapters import map_model
     from ..models.checkpoints.skeleton import load_skeleton
+    from ..scale.layerwise import prefetch_of, prefetch_used
     from ..scale.scoring import stream_perplexity
 
     loaded, device, dtype = load_skeleton(req.model, device=req.device, dtype=req.dtype,
@@ -305,6 +317,8 @@ def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambd
     if req.stream:
         document = evaluate_pruning_streamed(req, progress=progress)
     else:
+        from ..models.loading import warn_seq_len
+
         loaded = req.load(req.model)
         if not loaded.synthetic:
             warn_seq_len(loaded.model.config, req.seq_len)

@@ -10,34 +10,26 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..capture.data import calibration, check_texts
-from ..capture.profile import profile
-from ..compress.quant import Scheme, check_model
+from ..compress.quant.scheme import Scheme
 from ..compress.quant.tiers import camera_q_bits, check_tiers
-from ..compress.quant_eval import (
-    add_sinks,
-    camera_q_conditions,
-    quant_conditions,
-    quant_eval_json,
-    run_quant_conditions,
-)
-from ..evaluate.ablate.conditions import eval_plan
 from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import atom_scores, check_rho
-from ..identify.profile_run import result_basis
 from ..identify.rules import paper_super_experts
-from ..models.adapters import map_model
+from ..identify.run_model import result_basis
 from ..models.atoms import super_atoms_of, validate_atoms
-from ..models.demo import DEMO_PPL
-from ..models.demo import DEMO_WINDOWS as DEMO_DEFAULTS
+from ..models.demo_data import DEMO_PPL
+from ..models.demo_data import DEMO_WINDOWS as DEMO_DEFAULTS
 from ..models.experts import Expert, check_experts_in_config, experts_json
 from ..models.fields import ModelFields
-from ..models.loading import Loaded, load_config
 from ..runs.errors import UserError, check_choice
 from ..runs.runfolder import atomic_write_json, base_metadata, load_super_experts, outside_basis
+
+if TYPE_CHECKING:  # the request is checked before torch loads; `run_quant_eval` imports the measuring code
+    from ..models.loading import Loaded
 
 SCHEMES = ("uniform", "camera-q")
 # Each condition re-profiles the calibration windows: fewer than profile's 128 by default.
@@ -123,9 +115,21 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
     req.check()
     basis = result_basis(out_dir, req.model)  # the SEs and profile the result rests on, read before the long part
     if req.model is not None and req.experts is not None:  # before reading the weights
-        config = load_config(req.model, req.trust_remote_code)
+        config = req.checks_config(req.model)
         check_experts_in_config(req.experts, config)
         check_controls_fit(config, req.experts, req.n_random, layer_controlled=False)
+    from ..capture.profile import profile
+    from ..compress.quant import check_model
+    from ..compress.quant_eval import (
+        add_sinks,
+        camera_q_conditions,
+        quant_conditions,
+        quant_eval_json,
+        run_quant_conditions,
+    )
+    from ..evaluate.ablate.conditions import eval_plan
+    from ..models.adapters import map_model
+
     loaded = req.load(req.model)
     if loaded.synthetic:
         from ..models.demo import BANNER

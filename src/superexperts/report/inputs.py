@@ -18,7 +18,14 @@ from ..capture.profile import Profile
 from ..identify.profile_run import load_profile
 from ..identify.rules import Verdict, identify
 from ..runs.errors import UserError
-from ..runs.runfolder import RESULT_FILES, model_mismatch, read_json, rerun_command, stale_reason
+from ..runs.runfolder import (
+    RESULT_FILES,
+    check_run_folder,
+    model_mismatch,
+    read_json,
+    rerun_command,
+    stale_reason,
+)
 
 
 @dataclass
@@ -108,19 +115,7 @@ def numeric_tables(prof: Profile) -> Profile:
 
 def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
     """Validate and read a run folder; raises UserError with a one-line fix when it is not one."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise UserError(f"{run} is not a folder; pass a run folder written by `superexperts profile --out`.")
-    if not (run / "profile.json").is_file():
-        results = [f.name for f in RESULT_FILES if (run / f.name).is_file()]
-        if results:  # written with --out outside a run: they record what they rest on, but no run to report
-            raise UserError(f"{run} holds {', '.join(results)} but no profile.json: these results do not rest on a "
-                            "profile run (computed_for in each says which experts and model they were computed "
-                            "for), and a report shows a run; write them into one: the same command with --from "
-                            "RUN_DIR and without --out.")  # fmt: skip
-        raise UserError(
-            f"{run} holds no profile.json; pass a run folder written by `superexperts profile --out`."
-        )
+    run = check_run_folder(run_dir)
     prof = numeric_tables(load_profile(run))
     notes, saved = [], {}
     if (run / "super_experts.json").is_file():

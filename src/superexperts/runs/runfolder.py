@@ -352,6 +352,22 @@ def remove_stale_run_files(out_dir: str | os.PathLike, keep: Iterable[str]) -> l
     return removed
 
 
+def check_run_folder(run_dir: str | os.PathLike) -> Path:
+    """`run_dir` as a Path when it is a profile run folder (it holds RUN_MARKER); else a UserError."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run} is not a folder; pass a run folder written by `superexperts profile --out`.")
+    if not (run / RUN_MARKER).is_file():
+        results = [f.name for f in RESULT_FILES if (run / f.name).is_file()]
+        if results:  # written with --out outside a run: they record what they rest on, but no run to report
+            raise UserError(f"{run} holds {', '.join(results)} but no {RUN_MARKER}: these results do not rest on a "
+                            "profile run (computed_for in each says which experts and model they were computed "
+                            "for), and a report shows a run; write them into one: the same command with --from "
+                            "RUN_DIR and without --out.")  # fmt: skip
+        raise UserError(f"{run} holds no {RUN_MARKER}; pass a run folder written by `superexperts profile --out`.")
+    return run
+
+
 def read_json(path: str | os.PathLike, what: str) -> Any:
     """Read a JSON file with a one-line error for missing or damaged files."""
     path = Path(path)

@@ -43,6 +43,7 @@ from ..models.checkpoints.files import release_freed_memory
 from ..models.checkpoints.reader import Checkpoint
 from ..models.checkpoints.skeleton import LayerCall, build_skeleton, layer_inputs, layers_path
 from ..models.loading import Loaded
+from ..models.options import PREFETCH
 from ..runs.errors import UserError
 from ..runs.progress import progress_bar
 from . import distributed
@@ -95,9 +96,6 @@ def run_layer(layer: nn.Module, index: int, cap: Capture | None, batches: list[t
     return medians
 
 
-PREFETCH = {"auto": None, "on": True, "off": False}  # --prefetch: LayerReader's `prefetch`
-
-
 def prefetch_of(flag: str | None) -> bool | None:
     """--prefetch auto|on|off (None: not given, auto) as LayerReader's `prefetch`."""
     return PREFETCH[flag or "auto"]
@@ -106,16 +104,6 @@ def prefetch_of(flag: str | None) -> bool | None:
 def prefetch_used(prefetch: bool | None, device: torch.device) -> bool:
     """Whether a LayerReader on `device` reads ahead: auto (None) is on for accelerators only."""
     return device.type != "cpu" if prefetch is None else prefetch
-
-
-def check_prefetch(flag: str | None, stream: bool) -> None:
-    """Request-time check of --prefetch: a value of PREFETCH, and only with --stream."""
-    if flag is None:
-        return
-    if flag not in PREFETCH:
-        raise UserError(f"--prefetch {flag!r}: use {', '.join(PREFETCH)}.")
-    if not stream:
-        raise UserError("--prefetch only applies with --stream (layer reads); add --stream or drop --prefetch.")
 
 
 class LayerReader:

@@ -28,8 +28,8 @@ from torch import nn
 
 from ..identify import known
 from ..models.adapters import map_model
+from ..models.config_file import EXPERT_COUNT_KEYS
 from ..models.loading import (
-    EXPERT_COUNT_KEYS,
     auto_model_class,
     is_vision_language,
     load_config,

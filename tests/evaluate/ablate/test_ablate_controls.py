@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from superexperts.evaluate.ablate.controls import random_controls
@@ -71,7 +73,8 @@ def test_the_limit_from_config_numbers_bounds_the_exact_one():
     # a dense layer 0 the config numbers cannot see: an upper bound (8 + 21 = 29 experts -> 9 sets), never less
     assert disjoint_control_limit(4, 8, ses, layer_controlled=False) == 9
     assert disjoint_control_limit(3, 8, [(5, 0)], layer_controlled=False) is None  # the experts check says why
-    config = {"text_config": {"num_hidden_layers": 3, "num_experts": 8}}  # config.json as a dict, or an object
+    # config.json's attribute view (models.config_file.local_config) nests a VL model's numbers in text_config
+    config = SimpleNamespace(text_config=SimpleNamespace(num_hidden_layers=3, num_experts=8))
     check_controls_fit(config, ses, 7, layer_controlled=False)
     with pytest.raises(UserError, match="--random 4 is more than the 3 disjoint control sets .* in the SEs' layers"):
         check_controls_fit(config, ses, 4, layer_controlled=True)

@@ -41,7 +41,8 @@ from ...models.atoms import atom_count, atom_params
 from ...models.device_map import edit_parameter
 from ...models.experts import Expert, validate_experts
 from ...runs.errors import UserError
-from .rtn import BITS, Scheme, fake_quantize_rows, fake_quantize_weight
+from .rtn import fake_quantize_rows, fake_quantize_weight
+from .scheme import BITS, Scheme
 
 
 def all_experts(model_map: ModelMap) -> list[Expert]:

@@ -13,14 +13,17 @@ int(n * ratio) for all but the last tier, which takes the remainder; ties are br
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ...identify.atom_pruning import routed_scores
 from ...models.experts import Expert
 from ...runs.errors import UserError
-from .rtn import BITS
+from .scheme import BITS
+
+if TYPE_CHECKING:  # pandas where widths are computed: --bits/--bits-ratio are checked before it
+    import pandas as pd
 
 
 def check_tiers(bits: list[int], ratios: list[float]) -> None:
@@ -40,6 +43,8 @@ def check_tiers(bits: list[int], ratios: list[float]) -> None:
 def camera_q_bits(scores: pd.DataFrame, bits: list[int], ratios: list[float]) -> pd.DataFrame:
     """(layer, expert, atom, bits) of every routed atom of the score table: per MoE layer, the highest
     scores get the first width."""
+    import pandas as pd
+
     check_tiers(bits, ratios)
     table = routed_scores(scores)
     parts = []

@@ -9,20 +9,25 @@ undone by `Ablation.restore()`, which the context manager calls on exit, also on
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from ...models.adapters import map_model
 from ...models.experts import Expert, validate_experts
 from ...runs.errors import UserError, did_you_mean
-from .mean import apply_mean
-from .skip import apply_skip
-from .zero import apply_zero
+
+if TYPE_CHECKING:  # the modes are named (and --mode checked) before torch loads; applying one imports it
+    from torch import nn
 
 Undo = Callable[[], None]
-# mode -> apply(model_map, experts, undo, means): checks what it needs before changing anything.
-MODES: dict[str, Callable] = {"zero": apply_zero, "mean": apply_mean, "skip": apply_skip}
+# Each mode is the module of its name, whose `apply_<mode>(model_map, experts, undo, means)` checks
+# what it needs before changing anything.
+MODES = ("zero", "mean", "skip")
+
+
+def check_mode(mode: str, flag: str = "--mode") -> None:
+    if mode not in MODES:
+        raise UserError(f"{flag} {mode!r} is unknown. {did_you_mean(mode, list(MODES))}Available: {', '.join(MODES)}.")
 
 
 class Ablation:
@@ -52,13 +57,15 @@ def apply_ablation(model: nn.Module, experts: list[Expert], *, mode: str = "zero
     >>> handle = apply_ablation(model, [(1, 68), (2, 92)], mode="zero")
     >>> ...; handle.restore()
     """
-    if mode not in MODES:
-        raise UserError(f"unknown ablation mode {mode!r}. {did_you_mean(mode, list(MODES))}Available: {', '.join(MODES)}.")
+    from ...models.adapters import map_model
+
+    check_mode(mode, "ablation mode")
+    apply = getattr(importlib.import_module(f"{__package__}.{mode}"), f"apply_{mode}")
     model_map = map_model(model)
     experts = validate_experts(model_map, list(experts))
     handle = Ablation(experts, mode)
     try:
-        MODES[mode](model_map, experts, handle._undo, means)
+        apply(model_map, experts, handle._undo, means)
     except BaseException:
         handle.restore()  # a mode that fails half-way leaves nothing behind
         raise

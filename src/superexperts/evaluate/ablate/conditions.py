@@ -26,7 +26,8 @@ from ...models.adapters import ModelMap
 from ...models.atoms import Atom, atoms_json, atoms_per_expert, validate_atoms
 from ...models.demo import DEMO_PPL, heldout_path
 from ...models.experts import Expert, experts_json, validate_experts
-from .. import generate, perplexity
+from ..generation import generate
+from ..perplexity import perplexity
 from ..request import EvalFields, Measures
 from ..streams import EvalStream, bos_window_stream, eval_stream
 from .ablation import ablate

@@ -8,20 +8,22 @@ Pure functions: they take the number of experts per layer, not the model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...models.adapters import ModelMap
 from ...models.experts import Expert
 from ...runs.errors import UserError
+
+if TYPE_CHECKING:  # the conditions are counted before torch loads
+    from ...models.adapters import ModelMap
 
 
 def experts_per_layer(model_map: ModelMap | Mapping[int, int]) -> dict[int, int]:
     """{MoE layer: number of routed experts}."""
-    if isinstance(model_map, ModelMap):
-        return {b.layer: b.num_experts for b in model_map.moe}
-    return {int(k): int(v) for k, v in model_map.items()}
+    if isinstance(model_map, Mapping):
+        return {int(k): int(v) for k, v in model_map.items()}
+    return {b.layer: b.num_experts for b in model_map.moe}
 
 
 def _draw(rng: np.random.Generator, pool: list[Expert], count: int, where: str) -> list[Expert]:
@@ -88,19 +90,14 @@ def check_control_count(n_seeds: int, limit: int | None, n_super: int, *, layer_
 
 def check_controls_fit(config: Any, super_experts: Sequence[Expert] | None, n_seeds: int, *,
                        layer_controlled: bool) -> None:  # fmt: skip
-    """`check_control_count` before loading, from a model config: a transformers config or its
-    config.json as a dict (layers and routed experts per layer read from either)."""
+    """`check_control_count` before loading, from a model config (a transformers config, or
+    config.json's attribute view: models.config_file reads layers and experts from either)."""
     if not n_seeds or not super_experts:
         return
-    from ...models.loading import EXPERT_COUNT_KEYS
+    from ...models.config_file import config_layers, experts_per_layer
 
-    def get(obj: Any, key: str) -> Any:
-        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
-    text = get(config, "text_config") or config
-    layers = get(text, "num_hidden_layers")
-    experts = next((get(text, k) for k in EXPERT_COUNT_KEYS if isinstance(get(text, k), int)), None)
-    if isinstance(layers, int) and isinstance(experts, int):
+    layers, experts = config_layers(config), experts_per_layer(config)
+    if layers is not None and experts is not None:
         limit = disjoint_control_limit(layers, experts, super_experts, layer_controlled=layer_controlled)
         check_control_count(n_seeds, limit, len(super_experts), layer_controlled=layer_controlled)
 

@@ -35,17 +35,16 @@ from transformers.core_model_loading import WeightConverter, WeightRenaming, ren
 
 from ...runs.errors import UserError
 from ...runs.runfolder import atomic_write_json, base_metadata
-from ...runs.safety import check_out_path, os_error_reason
+from ...runs.safety import os_error_reason
 from ...runs.staging import make_staging, owned_name, sweep_stale, usual_mode
 from ..adapters import ModelMap, map_model
 from ..experts import Expert, experts_json, validate_experts
+from .export_target import RECORD, check_export_target
 from .files import TensorInfo
 from .formats import is_scale, values_per_element
 from .reader import Checkpoint
 from .skeleton import build_skeleton, layers_path
 
-MODES = ("zero",)
-RECORD = "superexperts_export.json"  # written into every export; marks a folder --overwrite may replace
 ByteRange = tuple[int, int]  # absolute [start, end) in a shard
 
 
@@ -152,12 +151,8 @@ def export_pruned(model_dir: str | os.PathLike, experts: list[Expert], out_dir: 
     `--overwrite` replaces only an earlier export (it holds RECORD) or an empty folder; `out_dir`
     may not be, hold or lie inside `model_dir` or any of `inputs` (e.g. the run folder read).
     """
-    if mode not in MODES:
-        raise UserError(f"--mode {mode!r} cannot be exported; available: {', '.join(MODES)} (mean/skip need the model).")
+    out = check_export_target(model_dir, out_dir, mode=mode, overwrite=overwrite, inputs=inputs)
     source = Path(model_dir)
-    if not source.is_dir():
-        raise UserError(f"model folder not found: {source}; export works on a local checkpoint folder.")
-    out = check_out_path(out_dir, [source, *inputs], RECORD, overwrite=overwrite, checkpoint_ok=True)
     skeleton, _ = build_skeleton(source, None, trust_remote_code=trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     experts = validate_experts(model_map, list(experts))

@@ -1,0 +1,87 @@
+"""A checkpoint's config.json read with json alone, and the numbers the input checks take from a config.
+
+transformers' AutoConfig imports torch (seconds), so a request's checks (layers of --include-layers,
+expert indices, the run a --from folder was profiled on) read a local folder's config.json here
+instead, and answer before anything heavy is imported. `config_layers` and `experts_per_layer` work
+on both kinds of config, a transformers one or this module's attribute view, so every caller counts
+the same way.
+
+    >>> config = local_config("Qwen3-30B-A3B/")   # None: not a local folder, or AutoConfig must decide
+    >>> config_layers(config), experts_per_layer(config)
+    (48, 128)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from .demo_data import DEMO_SPEC
+
+EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+def _text(config) -> Any:
+    """The language model's part of a config (a vision-language model nests it in text_config)."""
+    return getattr(config, "text_config", None) or config
+
+
+def config_layers(config) -> int | None:
+    """The decoder layer count of a config (None: no config, or it does not say)."""
+    layers = getattr(_text(config), "num_hidden_layers", None)
+    return layers if isinstance(layers, int) else None
+
+
+def experts_per_layer(config) -> int | None:
+    """Routed experts per MoE layer, by the first key the config names (None: it names none)."""
+    text = _text(config)
+    return next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)), None)
+
+
+def expert_count(config) -> int:
+    """Routed experts per layer from the config or its text_config (0: not a Mixture-of-Experts model)."""
+    for cfg in (config, getattr(config, "text_config", None)):
+        for key in EXPERT_COUNT_KEYS:
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return 0
+
+
+def checkpoint_path(spec: str | None) -> str:
+    """The local folder (or hub id) of MODEL; None or "demo" is the built-in demo's saved copy
+    (built on first use: that imports torch)."""
+    if spec is None or (spec == DEMO_SPEC and not os.path.exists(spec)):  # a folder named demo wins
+        from .demo import demo_checkpoint
+
+        return str(demo_checkpoint())
+    return os.path.expanduser(spec)
+
+
+def read_config_json(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """`folder`/config.json as a dict; None when there is none or it is not a JSON object (the
+    loader's reader, AutoConfig, then says what is wrong with it)."""
+    path = Path(folder).expanduser() / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def local_config(spec: str | os.PathLike | None) -> SimpleNamespace | None:
+    """An attribute view of a local checkpoint folder's config.json, for the checks before loading.
+
+    None for the built-in demo (its config is built by transformers), hub ids, a folder without a
+    readable config.json, and a config with its own code (auto_map: AutoConfig decides, with
+    --trust-remote-code): those checks take the loader's config instead (`loading.load_config`).
+    The view holds what the file says, without transformers' defaults for missing fields."""
+    if spec is None or not Path(spec).expanduser().is_dir():
+        return None
+    data = read_config_json(spec)
+    if data is None or "auto_map" in data:
+        return None
+    return json.loads(json.dumps(data), object_hook=lambda d: SimpleNamespace(**d))
