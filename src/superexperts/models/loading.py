@@ -22,10 +22,10 @@ from .checkpoints.integrity import (
     hub_unreachable,
     quiet_transformers,
 )
+from .config_sizes import EXPERT_COUNT_KEYS
 from .device_map import resolve_device
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 
 
 @dataclass
