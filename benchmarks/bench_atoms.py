@@ -18,7 +18,7 @@ import time
 from unittest import mock
 
 import torch
-from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+from bench_profile import add_model_args, synthetic_model
 
 import superexperts
 from superexperts.capture.atoms import AtomTracker, Scratch
@@ -40,23 +40,13 @@ def record(model, ids: torch.Tensor, batch: int) -> list[tuple[AtomTracker, tupl
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--experts", type=int, default=64)
-    p.add_argument("--top-k", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--moe-intermediate", type=int, default=256)
-    p.add_argument("--tokens", type=int, default=256)
+    add_model_args(p)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    config = Qwen3MoeConfig(vocab_size=1024, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                            moe_intermediate_size=args.moe_intermediate, num_hidden_layers=args.layers,
-                            num_attention_heads=8, num_key_value_heads=4, head_dim=args.hidden // 8,
-                            num_experts=args.experts, num_experts_per_tok=args.top_k)  # fmt: skip
-    torch.manual_seed(0)
-    model = Qwen3MoeForCausalLM(config).eval()
+    model = synthetic_model(args)
     ids = torch.randint(0, 1024, (2 * args.batch, args.tokens))
     (owner, first), (_, second) = record(model, ids, args.batch)
     scratch = Scratch()
