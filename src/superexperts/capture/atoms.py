@@ -102,8 +102,9 @@ class AtomTracker:
     """Per-atom statistics for E experts of width I (see the module docstring)."""
 
     # Rows per pass are cut into chunks of at most this many (S, I) elements: bounds the scratch buffers
-    # (5 bytes an element) on large batches; a profile batch of the benchmark (8192 x 256) is one chunk.
-    CHUNK_ELEMENTS = 1 << 22
+    # (5 bytes an element) and keeps a chunk in cache across its passes: on the profile benchmark's rows (8192 x
+    # 256, cold from memory as after the down projection) 2^18-2^20 took 10-15% less than one chunk of 2^21.
+    CHUNK_ELEMENTS = 1 << 19
 
     def __init__(self, num_experts: int, down_rows: DownRows, down_norms: DownNorms,
                  device: torch.device | str, *, routed: bool = True, scratch: Scratch | None = None) -> None:  # fmt: skip
