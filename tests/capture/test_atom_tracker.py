@@ -4,6 +4,7 @@ accelerator path all give the loop's statistics."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -100,3 +101,16 @@ def test_rows_in_any_order_give_the_same_statistics():
         state.append({k: v for k, v in vars(tracker).items() if isinstance(v, torch.Tensor)})
     for name in state[0]:
         torch.testing.assert_close(state[0][name], state[1][name], rtol=1e-6, atol=0, msg=name)
+
+
+def test_expert_table_is_the_same_with_and_without_atoms():
+    """With atoms, ExpertTracker takes max_abs_input from the atoms' per-expert maxima instead of reading the rows."""
+    import families
+    import superexperts
+
+    model = families.build("deepseek_v3")  # routed and shared experts, a dense layer
+    ids = families.random_ids(samples=3, seq_len=10, seed=7)
+    with_atoms = superexperts.profile(model, ids, batch_size=2).expert_stats
+    without = superexperts.profile(model, ids, batch_size=2, atoms=False).expert_stats
+    assert (with_atoms.max_abs_input > 0).all()
+    pd.testing.assert_frame_equal(with_atoms, without)

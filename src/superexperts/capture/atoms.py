@@ -146,14 +146,16 @@ class AtomTracker:
         moved: torch.Tensor,  # (E,) bool: the expert's output maximum moved to a row of this batch
         row: torch.Tensor,  # (E,) that row (meaningful where `moved`)
         channel: torch.Tensor,  # (E,) its channel c*
-    ) -> None:
+    ) -> torch.Tensor | None:
         """No new (S, I) tensor in the common case: the maxima of a come from reductions that only read it,
-        (r a)^2 and the search for the row of each new maximum go through the shared scratch buffers."""
+        (r a)^2 and the search for the row of each new maximum go through the shared scratch buffers.
+        Returns (E,) the batch's max |a| per expert (-inf without rows) when every row is finite (then it is
+        ExpertTracker's max_abs_input of the batch, which need not read the rows again); None otherwise."""
         if self.width == 0:
             self._start(down_in.shape[-1])
         a = down_in
-        if not host_check_is_free(a.device) or not bool(finite.all()):
-            # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
+        all_finite = host_check_is_free(a.device) and bool(finite.all())
+        if not all_finite:  # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
             a = torch.where(finite.unsqueeze(-1), a, torch.zeros((), dtype=a.dtype, device=a.device))
         if weights is None and self.routed:
             self.unweighted[expert_ids] = True
@@ -186,6 +188,7 @@ class AtomTracker:
         if bool(moved.any()) if host_check_is_free(a.device) else True:
             new = a.index_select(0, row.clamp(min=0, max=s - 1)).float() * self._down_rows(channel).to(a.device)
             self.contribution = torch.where(moved.unsqueeze(-1), new, self.contribution)
+        return batch.amax(dim=1) if all_finite else None
 
     def _add_squares(self, ids: torch.Tensor, a: torch.Tensor, weights: torch.Tensor | None,
                      sq_sum: torch.Tensor) -> None:  # fmt: skip
