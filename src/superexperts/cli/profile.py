@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
     add_criterion_args(p, "SE criterion (default paper; see `identify`)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--no-atoms", action="store_true", help="skip the per-atom statistics (atom_stats.parquet: "
-                   "CAMERA sums and maxima, max |a| per neuron of every expert; about a tenth of a forward's time): "
+                   "CAMERA sums and maxima, max |a| per neuron of every expert), which add time to every batch: "
                    "the run then has no super atoms (report's 'Inside each Super Expert', protect --atoms, "
                    "prune-eval --atoms super) and prune-eval --prune-by camera cannot use it")  # fmt: skip
     p.add_argument("--stream", action="store_true", help="read the checkpoint one decoder layer at a time "
