@@ -25,7 +25,7 @@ demo: $(STAMP)
 	    --tasks demo_arith --generate $(DEMO_RES)/demo/prompts.txt --overwrite
 	$(BIN)/superexperts sinks --from $(DEMO_OUT) --overwrite
 	$(BIN)/superexperts quant-eval --from $(DEMO_OUT) --bits 2 --group-size 16 --random 3 --overwrite
-	$(BIN)/superexperts report $(DEMO_OUT)
+	$(BIN)/superexperts report --from $(DEMO_OUT)
 	@echo "SYNTHETIC demo study done. Open $(DEMO_OUT)/report.html: the SEs found, what pruning them does"
 	@echo "(perplexity, demo_arith accuracy, generations, causal check), attention sinks, quantization."
 

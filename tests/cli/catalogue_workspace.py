@@ -116,4 +116,15 @@ def build_workspace(ws: Path) -> Path:
         (ws / "sinksrun" / name).write_text('{"earlier": true}')
     (ws / "cmp").mkdir()
     (ws / "cmp" / "compare.json").write_text('{"earlier": true}')
+    _legacy_run(ws / "run", ws / "legacyrun")
     return ws
+
+
+def _legacy_run(run: Path, legacy: Path) -> None:
+    """A run as made before absolute paths: its model recorded as "good", relative to where it was made,
+    with no fingerprint (issue 23)."""
+    shutil.copytree(run, legacy)
+    for name in ("profile.json", "super_experts.json"):
+        doc = json.loads((legacy / name).read_text())
+        doc["meta"] = {k: v for k, v in doc["meta"].items() if k != "fingerprint"} | {"model_path": "good"}
+        (legacy / name).write_text(json.dumps(doc))

@@ -95,9 +95,9 @@ PARAMETERS = [
     case(["profile", "good", "--param", "max_fraction=3", *PROFILE_ARGS], "max_fraction", early=True),
     case(["profile", "good", "--include-layers", "1,99", *PROFILE_ARGS], "99", early=True),
     case(["profile", "good", "--resume", *PROFILE_ARGS], "--stream", early=True),
-    case(["identify", "run", "--criterion", "papr"], "Did you mean 'paper'"),
-    case(["identify", "nothere"], "not found"),
-    case(["report", "mine"], "no profile.json"),
+    case(["identify", "--from", "run", "--criterion", "papr"], "Did you mean 'paper'"),
+    case(["identify", "--from", "nothere"], "not found"),
+    case(["report", "--from", "mine"], "no profile.json"),
     case(["compare", "run", "run"], "twice"),
     case(["compare", "run", "run2"], "identify"),
     case(["export", "good", "--experts", "1:99", "--out", "pruned"], "out of range"),
@@ -132,7 +132,7 @@ RUNS = [
     case(["quant-eval", "good", "--from", "otherrun", "--seq-len", "16", *CPU, "--out", "qe"], "otherrun", early=True),
     case(["audit", "good", "good2", "--from", "otherrun", "--seq-len", "16", *CPU, "--out", "au"], "otherrun",
          early=True),
-    case(["protect", "otherrun", "--for", "json", "--checkpoint", "good"], "otherrun"),
+    case(["protect", "--from", "otherrun", "--for", "json", "--checkpoint", "good"], "otherrun"),
     # the same architecture with other weights: named by the fingerprint the run recorded
     case(["prune-eval", "twin", "--from", "run", *PRUNE_EVAL, "--out", "pe"], "weights fingerprint", early=True),
     case(["quant-eval", "twin", "--from", "run", "--seq-len", "16", *CPU, "--out", "qe"], "weights fingerprint",
@@ -141,7 +141,14 @@ RUNS = [
     case(["audit", "twin", "good", "--from", "run", "--seq-len", "16", *CPU, "--out", "au"], "weights fingerprint",
          early=True),
     case(["export", "twin", "--experts", "super", "--from", "run", "--out", "pruned"], "weights fingerprint"),
-    case(["protect", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
+    case(["protect", "--from", "run", "--for", "json", "--checkpoint", "twin"], "weights fingerprint"),
+    # a run made before absolute paths names its model relative to another folder: never resolved here
+    case(["prune-eval", "--from", "legacyrun", *PRUNE_EVAL, "--out", "pe"], "predates absolute model paths",
+         early=True),
+    case(["quant-eval", "--from", "legacyrun", "--seq-len", "16", *CPU, "--out", "qe"],
+         "predates absolute model paths", early=True),
+    case(["sinks", "--from", "legacyrun", *SINKS, "--out", "sk"], "predates absolute model paths", early=True),
+    case(["protect", "--from", "legacyrun", "--for", "json"], "predates absolute model paths", early=True),
 ]
 
 OUTS = [
@@ -168,7 +175,7 @@ OUTS = [
 
 # Issue 23: one placement rule for every writer. Per subcommand: --out an input folder or file, a
 # link, /dev/full and a read-only folder (`ro/`, mounted read-only by the `readonly` fixture).
-PROTECT = ["protect", "run", "--for", "json"]
+PROTECT = ["protect", "--from", "run", "--for", "json"]
 QUANT_EVAL = ["quant-eval", "good", "--from", "run", "--seq-len", "16", "--samples", "2", *CPU]
 AUDIT = ["audit", "good", "good2", "--seq-len", "16", "--samples", "2", *CPU]
 PRUNE = ["prune-eval", "good", "--experts", "1:3", *PRUNE_EVAL]
@@ -210,8 +217,8 @@ def placement_cases():
     yield case(["export", "good", *EXPORT[:2], "--out", "ro/pruned"], READ_ONLY)
     yield case(["export", "good", *EXPORT[:2], "--out", "other", "--overwrite"], "did not write")
     for command in ("report", "identify"):
-        yield case([command, "ro/run"], READ_ONLY)
-        yield case([command, "/dev/full"], "/dev/full")
+        yield case([command, "--from", "ro/run"], READ_ONLY)
+        yield case([command, "--from", "/dev/full"], "/dev/full")
     yield case(["audit", "good", "link", *AUDIT[3:]], "same folder", early=True)
     yield case(["audit", "good", "good", *AUDIT[3:]], "same folder", early=True)
 
@@ -230,10 +237,15 @@ PARSER = [
       for argv in (["profile", "good"], ["prune-eval", "good"], ["sinks", "good"], ["quant-eval", "good"],
                    ["audit", "good", "good2"])
       for seed in ("-1", str(2**70))),
+    # the disjoint control sets are counted from the config numbers, before the weights are read
     case(["prune-eval", "good", "--experts", "1:3", "--random", "99999999999999999999", "--many", *PRUNE_EVAL],
-         "pass --random"),
+         "pass --random", early=True),
+    case(["prune-eval", "good", "--experts", "1:3", "--random", "20", "--layer-controlled", *PRUNE_EVAL],
+         "disjoint control sets (of 1 non-SE experts each) in the SEs' layers", early=True),
     case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe",
-          "--many"], "disjoint control sets"),
+          "--many"], "disjoint control sets", early=True),
+    case(["sinks", "good", "--experts", "1:3", "--random", "100000", "--many", *SINKS[2:]],
+         "disjoint control sets (of 1 non-SE experts each) in the model", early=True),
     case(["quant-eval", "good", "--from", "run", "--random", "100000", "--seq-len", "16", *CPU, "--out", "qe"],
          "100004 conditions planned", early=True),
     case([*PRUNE, "--random", "49", "--layer-controlled"], "100 conditions planned", early=True),
@@ -250,7 +262,7 @@ EARLY = [
     case([*QUANT_EVAL, "--limit", "0"], "--limit must be >= 1", early=True),
     case([*PRUNE, "--limit", "0"], "--limit must be >= 1", early=True),
     case(["profile", "good", "--data", "fifo", *PROFILE_ARGS], "is a pipe or device", early=True),
-    case(["quant-eval", "good", "--from", "emptyrun", *QUANT_EVAL[4:]], "superexperts identify emptyrun",
+    case(["quant-eval", "good", "--from", "emptyrun", *QUANT_EVAL[4:]], "superexperts identify --from emptyrun",
          early=True),
     case(["prune-eval", "good", "--from", "emptyrun", *PRUNE_EVAL], "--experts 1:68", early=True),
     case(["sinks", "good", "--from", "emptyrun", *SINKS], "--prune 1:68", early=True),

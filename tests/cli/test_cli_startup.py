@@ -61,7 +61,7 @@ def test_quiet_prints_nothing_and_keeps_the_exit_code(tmp_path, capsys):
     run = tmp_path / "run"
     (run).mkdir()
     (run / "mine.txt").write_text("x")
-    assert main(["-q", "report", str(run)]) == 2  # bad input: still one line on stderr
+    assert main(["-q", "report", "--from", str(run)]) == 2  # bad input: still one line on stderr
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "profile.json" in err
 
@@ -73,7 +73,7 @@ def test_an_unexpected_failure_exits_3_not_1(monkeypatch, capsys, tmp_path):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(report_cli, "run", broken)
-    assert main(["report", str(tmp_path)]) == 3
+    assert main(["report", "--from", str(tmp_path)]) == 3
     assert "boom" in capsys.readouterr().err
 
 
@@ -82,11 +82,12 @@ def test_an_unexpected_failure_exits_3_not_1(monkeypatch, capsys, tmp_path):
     ("export", "--prune", "--experts", "prune", "1:13"),
     ("prune-eval", "--criterion", "--prune-by", "criterion", "reap"),
     ("protect", "--run-dir", "--profile-out", "run_dir", "somewhere"),
+    ("plan", "--device", "--hardware", "hardware", "h100-80gb"),
 ])  # fmt: skip
 def test_old_spellings_are_hidden_aliases_with_a_note(capsys, command, old, new, dest, value):
     from superexperts.cli import build_parser
 
-    required = {"export": ["MODEL", "--out", "o"], "protect": ["--for", "json"]}.get(command, [])
+    required = {"export": ["MODEL", "--out", "o"], "protect": ["--for", "json"], "plan": ["MODEL"]}.get(command, [])
     argv = [command, *required]
     parser = build_parser([*argv, new, value])
     assert getattr(parser.parse_args([*argv, old, value]), dest) == value

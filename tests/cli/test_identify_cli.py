@@ -1,4 +1,4 @@
-"""`superexperts identify RUN_DIR`: re-identification from a saved profile, and bad input."""
+"""`superexperts identify --from RUN_DIR`: re-identification from a saved profile, and bad input."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def run_dir(tmp_path):
 def test_identify_rewrites_super_experts_and_sensitivity(run_dir, capsys):
     folder, table = run_dir
     exports = {name: (folder / name).read_bytes() for name in ("expert_stats.csv", "expert_stats.parquet")}
-    assert main(["identify", str(folder), "--criterion", "reap-abs", "--param", "percentile=99"]) == 0
+    assert main(["identify", "--from", str(folder), "--criterion", "reap-abs", "--param", "percentile=99"]) == 0
 
     saved = json.loads((folder / "super_experts.json").read_text())
     expected = rules.reap_abs(table, LAYERS, percentile=99.0)
@@ -44,7 +44,7 @@ def test_identify_rewrites_super_experts_and_sensitivity(run_dir, capsys):
 
 def test_identify_include_layers_and_paper_default(run_dir):
     folder, table = run_dir
-    assert main(["identify", str(folder), "--include-layers", "2,"]) == 0
+    assert main(["identify", "--from", str(folder), "--include-layers", "2,"]) == 0
     saved = json.loads((folder / "super_experts.json").read_text())
     assert saved["criterion"]["layers_judged"] == [2]
     assert [(r["layer"], r["expert"]) for r in saved["super_experts"]] == rules.paper(table, LAYERS,
@@ -55,7 +55,7 @@ def test_identify_recreates_missing_exports(run_dir):
     folder, table = run_dir
     (folder / "expert_stats.csv").unlink()
     (folder / "expert_stats.parquet").unlink()
-    assert main(["identify", str(folder)]) == 0
+    assert main(["identify", "--from", str(folder)]) == 0
     csv = pd.read_csv(folder / "expert_stats.csv")
     parquet = pd.read_parquet(folder / "expert_stats.parquet")
     assert len(csv) == len(parquet) == len(table)
@@ -97,7 +97,7 @@ def test_damaged_run_folder_is_one_line_error_and_nothing_is_overwritten(run_dir
     folder, _ = run_dir
     _damage(folder, how)
     before = snapshot(folder)
-    assert main(["identify", str(folder)]) == 2
+    assert main(["identify", "--from", str(folder)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert snapshot(folder) == before
@@ -114,7 +114,7 @@ def test_damaged_run_folder_is_one_line_error_and_nothing_is_overwritten(run_dir
 def test_bad_arguments_are_one_line_errors_and_nothing_is_overwritten(run_dir, capsys, argv, message):
     folder, _ = run_dir
     before = snapshot(folder)
-    assert main(["identify", str(folder), *argv]) == 2
+    assert main(["identify", "--from", str(folder), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert snapshot(folder) == before
@@ -124,11 +124,11 @@ def test_identify_reports_agreement_with_the_published_ses(tmp_path, capsys):
     values = background(8, 128, seed=6)
     values[1, 68], values[2, 92], values[3, 82] = 744.0, 540.0, 430.0
     save_table_run(tmp_path, expert_table(values), 8, model="Qwen/Qwen3-30B-A3B-Base")
-    assert main(["identify", str(tmp_path)]) == 0
+    assert main(["identify", "--from", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "super_experts.json").read_text())
     assert saved["known"]["agrees"] is True and saved["known"]["model"] == "Qwen3-30B-A3B"
     assert "paper: agrees with the published SEs of Qwen3-30B-A3B" in capsys.readouterr().out
-    assert main(["identify", str(tmp_path), "--include-layers", "1,2"]) == 0
+    assert main(["identify", "--from", str(tmp_path), "--include-layers", "1,2"]) == 0
     saved = json.loads((tmp_path / "super_experts.json").read_text())
     assert saved["known"]["missing"] == [{"layer": 3, "expert": 82}]
 
@@ -141,7 +141,7 @@ def test_identify_on_a_profiled_tiny_model(tmp_path):
 
     prof = profile(families.build("deepseek_v2"), families.random_ids(samples=2, seq_len=8))
     save_run(tmp_path, prof, rules.paper(prof.expert_stats, prof.num_layers))
-    assert main(["identify", str(tmp_path), "--criterion", "quantile", "--param", "q=0.9",
+    assert main(["identify", "--from", str(tmp_path), "--criterion", "quantile", "--param", "q=0.9",
                  "--include-layers", "1.0"]) == 0
     saved = json.loads((tmp_path / "super_experts.json").read_text())
     expected = rules.quantile(prof.expert_stats, prof.num_layers, q=0.9, include_layers=1.0)
@@ -152,9 +152,9 @@ def test_identify_on_a_profiled_tiny_model(tmp_path):
 def test_identify_re_renders_an_existing_report(run_dir, capsys):
     folder, _ = run_dir
     (folder / "report.html").write_text("<html>old</html>")
-    assert main(["identify", str(folder), "--no-report"]) == 0
+    assert main(["identify", "--from", str(folder), "--no-report"]) == 0
     assert (folder / "report.html").read_text() == "<html>old</html>"
-    assert main(["identify", str(folder), "--criterion", "reap-abs"]) == 0
+    assert main(["identify", "--from", str(folder), "--criterion", "reap-abs"]) == 0
     page = (folder / "report.html").read_text()
     assert page != "<html>old</html>" and "reap" in page
     assert "updated " in capsys.readouterr().out

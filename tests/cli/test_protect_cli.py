@@ -25,18 +25,18 @@ def demo_run(tmp_path_factory):
 
 def test_run_folder_to_stdout_and_to_a_file(demo_run, tmp_path, capsys):
     capsys.readouterr()
-    assert main(["protect", str(demo_run), "--for", "json"]) == 0
+    assert main(["protect", "--from", str(demo_run), "--for", "json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["modules"]) == DEMO_DOWN
     assert printed["meta"]["command"] == "protect" and "torch" in printed["meta"]["versions"]
     out = tmp_path / "keep.yaml"
-    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out-file", str(out)]) == 0
+    assert main(["protect", "--from", str(demo_run), "--for", "llm-compressor", "--out-file", str(out)]) == 0
     text = out.read_text()
     assert all(name in text for name in DEMO_DOWN) and text.startswith("# superexperts protect")
-    assert main(["protect", str(demo_run), "--for", "llm-compressor", "--out-file", str(out)]) == 2
+    assert main(["protect", "--from", str(demo_run), "--for", "llm-compressor", "--out-file", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert out.read_text() == text
-    assert main(["protect", str(demo_run), "--for", "gptqmodel", "--out-file", str(out), "--overwrite"]) == 0
+    assert main(["protect", "--from", str(demo_run), "--for", "gptqmodel", "--out-file", str(out), "--overwrite"]) == 0
     assert len(json.loads(out.read_text())["dynamic"]) == len(DEMO_DOWN)
 
 
@@ -53,7 +53,7 @@ def test_a_run_without_super_experts_writes_nothing(tmp_path, capsys):
     folder = tmp_path / "flat"
     save_table_run(folder, expert_table(background(4, 8) * 0 + 1.0), 4, model_type="toy")  # no outlier: no SE
     out = tmp_path / "keep.json"
-    assert main(["protect", str(folder), "--for", "json", "--out-file", str(out)]) == 2
+    assert main(["protect", "--from", str(folder), "--for", "json", "--out-file", str(out)]) == 2
     err = capsys.readouterr().err
     assert "lists no Super Experts" in err and err.count("\n") == 1
     assert not out.exists()
@@ -65,7 +65,7 @@ def test_a_run_without_super_experts_writes_nothing(tmp_path, capsys):
 ])  # fmt: skip
 def test_bad_flags_write_nothing(demo_run, tmp_path, capsys, extra, message):
     out = tmp_path / "keep.txt"
-    assert main(["protect", str(demo_run), "--out-file", str(out), *extra]) == 2
+    assert main(["protect", "--from", str(demo_run), "--out-file", str(out), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
@@ -77,11 +77,11 @@ def test_a_run_whose_model_moved_takes_checkpoint(demo_run, tmp_path, capsys):
     profile = json.loads((moved / "profile.json").read_text())
     profile["meta"] |= {"synthetic": False, "model_path": str(tmp_path / "gone"), "model": str(tmp_path / "gone")}
     (moved / "profile.json").write_text(json.dumps(profile))
-    assert main(["protect", str(moved), "--for", "json"]) == 2
+    assert main(["protect", "--from", str(moved), "--for", "json"]) == 2
     assert "--checkpoint" in capsys.readouterr().err
     from superexperts.models.demo import demo_checkpoint
 
-    assert main(["protect", str(moved), "--for", "json", "--checkpoint", str(demo_checkpoint())]) == 0
+    assert main(["protect", "--from", str(moved), "--for", "json", "--checkpoint", str(demo_checkpoint())]) == 0
     assert set(json.loads(capsys.readouterr().out)["modules"]) == DEMO_DOWN
 
 
@@ -90,7 +90,15 @@ def test_the_old_out_spelling_still_writes_with_a_note(demo_run, tmp_path, capsy
     assert main(["protect", "--from", str(demo_run), "--for", "llm-compressor", "--out", str(out)]) == 0
     assert "--out is deprecated, use --out-file" in capsys.readouterr().err
     assert out.read_text() == "".join(
-        main(["protect", str(demo_run), "--for", "llm-compressor"]) == 0 and capsys.readouterr().out)
+        main(["protect", "--from", str(demo_run), "--for", "llm-compressor"]) == 0 and capsys.readouterr().out)
+
+
+def test_a_run_folder_as_the_positional_still_works_with_a_note(demo_run, capsys):
+    assert main(["protect", str(demo_run), "--for", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert set(json.loads(out)["modules"]) == DEMO_DOWN
+    assert err.strip() == (f"superexperts: note: a run folder as the positional argument ({demo_run}) is deprecated, "
+                           f"use --from {demo_run} (the old spelling goes in the next release).")  # fmt: skip
 
 
 def test_super_atoms_as_module_channels(demo_run, tmp_path, capsys):
@@ -102,7 +110,7 @@ def test_super_atoms_as_module_channels(demo_run, tmp_path, capsys):
         s["super_atoms"] = [{"atom": 0, "share": 0.97}, {"atom": 5, "share": 0.02}]
     path.write_text(json.dumps(doc))
     capsys.readouterr()
-    assert main(["protect", str(run), "--for", "json", "--atoms"]) == 0
+    assert main(["protect", "--from", str(run), "--for", "json", "--atoms"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["granularity"] == "atom"
     for layer, e in DEMO_SUPER_EXPERTS:
@@ -114,12 +122,12 @@ def test_super_atoms_as_module_channels(demo_run, tmp_path, capsys):
         assert entry["atoms"][0] == {"atom": 0, "share": 0.97}
     for extra, message in ((["--for", "autoround", "--atoms"], "only --for json carries"),
                            (["--for", "json", "--atoms", "--whole-layer"], "pass one of them")):  # fmt: skip
-        assert main(["protect", str(run), *extra]) == 2
+        assert main(["protect", "--from", str(run), *extra]) == 2
         assert message in capsys.readouterr().err
     old = shutil.copytree(demo_run, tmp_path / "old")  # a run made before super atoms were recorded
     doc = json.loads((old / "super_experts.json").read_text())
     for s in doc["super_experts"]:
         s.pop("super_atoms", None)
     (old / "super_experts.json").write_text(json.dumps(doc))
-    assert main(["protect", str(old), "--for", "json", "--atoms"]) == 2
+    assert main(["protect", "--from", str(old), "--for", "json", "--atoms"]) == 2
     assert "has no super atoms; re-run `superexperts profile`" in capsys.readouterr().err

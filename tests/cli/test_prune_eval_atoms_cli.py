@@ -152,7 +152,7 @@ def test_real_scores_equal_the_hand_computed_ones(demo_profile_run, demo_atom_ru
 
 
 def test_heapr_pruning_with_and_without_super_atom_protection(demo_profile_run, tmp_path):
-    """--criterion heapr --fraction 0.25 end to end with the real HEAPr scores, --protect none and
+    """--prune-by heapr --fraction 0.25 end to end with the real HEAPr scores, --protect none and
     super-atoms side by side (issue 20 'done when')."""
     folder, _, _ = demo_profile_run
     docs = {}

@@ -32,10 +32,14 @@ def test_readme_has_commands():
 
 
 @pytest.mark.parametrize("command", readme_commands())
-def test_readme_command_parses(command):
+def test_readme_command_parses(command, capsys):
     argv = shlex.split(command)[1:]
     argv = [a for a in argv if "..." not in a]
     if any(re.fullmatch(r"[A-Z_|]+", a) or "..." in command for a in argv):  # a usage line with placeholders (RUN_DIR, MODEL)
         pytest.skip("usage line with placeholders")
     args = build_parser().parse_args(argv)
     assert callable(args.run)
+    # The README shows the one current spelling: no deprecated flag (their note), no positional run folder.
+    assert "deprecated" not in capsys.readouterr().err
+    assert args.command not in ("identify", "report") or args.run_dir is None
+    assert not (args.command == "protect" and (args.source or "").startswith("runs/"))

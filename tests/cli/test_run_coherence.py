@@ -61,11 +61,14 @@ def test_every_written_file_is_in_the_one_list(study):
 
 def test_results_record_the_ses_profile_and_command_line(study):
     profile_hash = hashlib.sha256((study / "profile.json").read_bytes()).hexdigest()
+    profile_meta = json.loads((study / "profile.json").read_text())["meta"]
+    model = {"model_path": profile_meta["model_path"], "fingerprint": profile_meta["fingerprint"]}
+    assert set(model["fingerprint"]) == {"config", "weights"}  # the built-in demo's too
     for f in RESULT_FILES:
         document = json.loads((study / f.name).read_text())
-        assert document["computed_for"] == {"super_experts": _labels(study), "profile_sha256": profile_hash}
+        assert document["computed_for"] == {"super_experts": _labels(study), "profile_sha256": profile_hash,
+                                            "model": model}  # fmt: skip
         assert document["command_line"][:2] == ["superexperts", f.command]
-    profile_meta = json.loads((study / "profile.json").read_text())["meta"]
     assert profile_meta["command_line"] == ["superexperts", "profile", "--out", str(study)]
 
 
@@ -77,7 +80,7 @@ def test_sinks_adds_its_section_to_the_report(study):
 
 def test_a_new_se_set_marks_every_dependent_section_stale(run, capsys):
     before = _labels(run)
-    assert main(["identify", str(run), "--criterion", "quantile"]) == 0
+    assert main(["identify", "--from", str(run), "--criterion", "quantile"]) == 0
     after = _labels(run)
     assert after != before  # the test needs a rule that changes the set
     out = capsys.readouterr().out
@@ -90,7 +93,7 @@ def test_a_new_se_set_marks_every_dependent_section_stale(run, capsys):
     for f in RESULT_FILES:
         assert f"stale: {f.name}: {expected}" in out
     # back to the rule the results were computed for: nothing is stale any more
-    assert main(["identify", str(run)]) == 0
+    assert main(["identify", "--from", str(run)]) == 0
     assert "Stale:" not in (run / "report.html").read_text()
 
 
@@ -98,10 +101,38 @@ def test_a_changed_profile_marks_results_stale_even_with_the_same_ses(run):
     data = json.loads((run / "profile.json").read_text())
     data["meta"]["note"] = "re-profiled elsewhere"
     (run / "profile.json").write_text(json.dumps(data))
-    assert main(["report", str(run)]) == 0
+    assert main(["report", "--from", str(run)]) == 0
     html = (run / "report.html").read_text()
     for section_id in SECTIONS:
         assert "computed for another profile.json" in _section(html, section_id)
+
+
+def test_results_of_another_model_are_left_out(study, tmp_path, capsys):
+    """A result copied in from a run of another model is not shown as this run's: one line instead."""
+    from catalogue_workspace import PROFILE_ARGS
+
+    import families
+
+    families.build("qwen3_moe").save_pretrained(tmp_path / "q")
+    families.char_tokenizer().save_pretrained(tmp_path / "q")
+    run = tmp_path / "qrun"
+    assert main(["profile", str(tmp_path / "q"), "--out", str(run), *PROFILE_ARGS]) == 0
+    for f in RESULT_FILES:
+        shutil.copy(study / f.name, run / f.name)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    html = (run / "report.html").read_text()
+    demo = json.loads((study / "profile.json").read_text())["meta"]["model_path"]
+    for section_id in SECTIONS:
+        body = _section(html, section_id)
+        assert "(left out: another model)" in body.split("</h2>")[0], section_id
+        assert f"computed on another model ({demo}, config fingerprint" in body and str(tmp_path / "q") in body
+        assert "<table" not in body and "<img" not in body, section_id  # the banner alone, no numbers
+    assert not list((run / "figures").glob("sinks_*"))
+    for f in RESULT_FILES:
+        assert f"stale: {f.name}: computed on another model" in out
+        assert f"superexperts {f.command} --from {run} --overwrite" in out  # not the other run's command line
 
 
 def test_profile_overwrite_removes_every_result(run):
@@ -132,3 +163,52 @@ def test_the_report_shows_what_each_number_rests_on(study):
     files = _section(html, "files")
     for f in RESULT_FILES:
         assert f'href="{f.name}"' in files
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory) -> Path:
+    """Results written outside any profile run (--out elsewhere, no --from): one folder per subcommand."""
+    where = tmp_path_factory.mktemp("outside")
+    for step in (["prune-eval", "--experts", "1:13", *SMALL], ["sinks", "--experts", "1:13", "--random", "0",
+                 "--samples", "1"], ["quant-eval", "--samples", "2", *SMALL]):  # fmt: skip
+        assert main([*step, "--out", str(where / step[0])]) == 0, step
+    return where
+
+
+def test_a_result_outside_a_run_records_its_experts_and_model(study, outside, capsys):
+    fingerprint = json.loads((study / "profile.json").read_text())["meta"]["fingerprint"]
+    assert fingerprint and set(fingerprint) == {"config", "weights"}  # the demo checkpoint's, as profiled
+    for f in RESULT_FILES:
+        command = f.command
+        basis = json.loads((outside / command / f.name).read_text())["computed_for"]
+        assert basis["profile_run"] is None and basis["profile_sha256"] is None, command
+        # quant-eval without --from profiles now with the paper rule: the demo's SEs
+        assert basis["super_experts"] == (_labels(study) if command == "quant-eval" else ["1:13"]), command
+        assert basis["model"]["fingerprint"] == fingerprint and basis["model"]["model"] == "builtin demo"
+    # the report says they rest on no profile run instead of rendering them
+    assert main(["report", "--from", str(outside / "prune-eval")]) == 2
+    err = capsys.readouterr().err
+    assert "holds prune_eval.json but no profile.json: these results do not rest on a profile run" in err
+    assert not (outside / "prune-eval" / "report.html").exists()
+
+
+def test_the_console_says_a_result_rests_on_no_run(study, tmp_path, capsys):
+    out = tmp_path / "elsewhere"
+    assert main(["prune-eval", "--experts", "1:13", *SMALL, "--out", str(out)]) == 0
+    assert (f"note: {out} is not a profile run: prune_eval.json does not rest on a profile run: it records the "
+            "experts it was computed for (1:13) and the model's fingerprint") in capsys.readouterr().out
+    assert main(["prune-eval", "--from", str(study), *SMALL, "--out", str(tmp_path / "from")]) == 0
+    assert f"was computed for the SEs of the profile run {study}" in capsys.readouterr().out
+    basis = json.loads((tmp_path / "from" / "prune_eval.json").read_text())["computed_for"]
+    profile_hash = hashlib.sha256((study / "profile.json").read_bytes()).hexdigest()
+    assert (basis["profile_run"], basis["profile_sha256"], basis["super_experts"]) == (str(study), profile_hash,
+                                                                                       _labels(study))  # fmt: skip
+
+
+def test_an_outside_result_copied_into_a_run_is_marked(run, outside):
+    shutil.copy(outside / "prune-eval" / "prune_eval.json", run / "prune_eval.json")
+    assert main(["report", "--from", str(run)]) == 0
+    body = _section((run / "report.html").read_text(), "prune-eval")
+    assert "(stale)" in body.split("</h2>")[0]
+    assert ("it does not rest on a profile run (computed outside one, for experts 1:13; the run&#x27;s SEs: "
+            f"{', '.join(_labels(run))})") in body

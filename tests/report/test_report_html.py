@@ -105,6 +105,21 @@ def test_sensitivity_grid_is_read_from_its_file(full_report):
     assert html.escape(saved["verdict"]) in page
 
 
+def test_a_grid_capped_by_its_percentile_says_so(hand_run):
+    """Sensitivity unstable only because P99.9 of 384 experts selects at most 1: the row says it is capped
+    and the verdict is a note, not a warning about the data."""
+    from expert_tables import background, expert_table
+    from superexperts.identify.sensitivity import sensitivity, sensitivity_json
+
+    values = background(8, 64, seed=2)
+    values[1, 5], values[2, 6] = 900.0, 700.0
+    atomic_write_json(hand_run / "sensitivity.json", sensitivity_json(sensitivity(expert_table(values), 8)))
+    section = eval_sections.sensitivity(load_inputs(hand_run))
+    assert "P99.9 (selects at most 1 of 384: capped)" in section.body
+    assert '<p class="note">unstable, but only from the percentile&#x27;s cap, not from the data' in section.body
+    assert "P99.5 (" not in section.body  # P99.5 of 384 can select 2, as many as the paper cell found
+
+
 def test_optional_sections_are_left_out_without_their_files(hand_run):
     inputs = load_inputs(hand_run)
     builders = (eval_sections.sensitivity, eval_sections.prune_eval, eval_sections.sinks)

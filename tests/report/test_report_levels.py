@@ -60,7 +60,7 @@ def test_missing_parts_name_the_command():
     expert_only = {"conditions": PRUNE["conditions"][:2]}
     notes = missing_levels(expert_only, None, protection_levels(expert_only, None, SIZES), "runs/x")
     text = " ".join(notes)
-    assert "--criterion heapr --fraction 0.25 --protect super-atoms" in text
+    assert "--prune-by heapr --fraction 0.25 --protect super-atoms" in text
     assert "quant-eval --from runs/x --bits 4 --protect super-atoms" in text
     assert "No condition protects whole Super Experts" in text
     assert missing_levels(PRUNE, QUANT, protection_levels(PRUNE, QUANT, SIZES)) == []

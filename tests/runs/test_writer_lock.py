@@ -61,9 +61,9 @@ def test_cli_second_writer_gets_one_line(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run").mkdir()
     with writer_lock(tmp_path / "run"):
-        code = main(["report", "run"])
+        code = main(["report", "--from", "run"])
     err = capfd.readouterr().err
     assert code == 2
-    assert err.strip().splitlines() == [(f"superexperts report: error: RUN_DIR run is being written by another "
+    assert err.strip().splitlines() == [(f"superexperts report: error: --from run is being written by another "
                                         f"superexperts process (pid {os.getpid()}); wait for it to finish or "
                                         "choose another path.")]  # fmt: skip

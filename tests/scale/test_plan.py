@@ -151,7 +151,7 @@ def test_streamed_sinks_read_each_layer_once():
 def test_device_table_and_overrides():
     assert device("H100-80GB").tflops == DEVICES["h100-80gb"].tflops
     assert device("cpu", memory_gb=12, bandwidth_gbs=7, tflops=0.1).memory_gb == 12
-    with pytest.raises(UserError, match="unknown --device 'h100'.*Known: cpu"):
+    with pytest.raises(UserError, match="unknown --hardware 'h100'.*Known: cpu"):
         device("h100")
     with pytest.raises(UserError, match="--tflops must be a finite positive number"):
         device("cpu", tflops=-1)
@@ -161,7 +161,7 @@ def test_device_table_and_overrides():
 
 def test_cli_plan_offline_json(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--device", "h100-80gb", "--json", "--commands", "profile"]) == 0
+    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--hardware", "h100-80gb", "--json", "--commands", "profile"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert "shipped" in plan["source"]
     assert plan["model"]["layers"] == 48 and len(plan["model"]["layer_bytes"]) == 48
@@ -169,7 +169,8 @@ def test_cli_plan_offline_json(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["Qwen/Qwen3-30B-A3B", "--device", "tpu"], "unknown --device 'tpu'"),
+    (["Qwen/Qwen3-30B-A3B", "--hardware", "tpu"], "unknown --hardware 'tpu'"),
+    (["Qwen/Qwen3-30B-A3B", "--hardware", "cpu:0"], "'cpu:0' is a torch device; plan takes a hardware profile"),
     (["Qwen/Qwen3-30B-A3B", "--memory", "0"], "--memory must be a finite positive number"),
     (["Qwen/Qwen3-30B-A3B", "--batch-size", "x"], "--batch-size must be 'auto'"),
     (["Qwen/Qwen3-30B-A3B", "--commands", "profil"], "Did you mean 'profile'"),
@@ -180,6 +181,23 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, message)
     assert main(["plan", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:1", "mps"])
+def test_the_old_device_spelling_names_the_hardware_profiles(capsys, monkeypatch, name):
+    """`plan --device` (the old spelling of --hardware) still works with a note; a torch device name given
+    to it is refused with the hardware names plan knows (before: 'unknown --device')."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--device", "h100-80gb", "--json", "--commands", "profile"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["device"]["name"] == "h100-80gb"
+    assert err == ("superexperts: note: --device is deprecated, use --hardware (the old spelling goes in the next "
+                   "release).\n")  # fmt: skip
+    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--device", name]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("superexperts: note: --device is deprecated") and len(err) == 2
+    assert err[1] == (f"superexperts plan: error: --hardware {name!r} is a torch device; plan takes a hardware "
+                      f"profile name: {', '.join(DEVICES)}; or give --memory, --bandwidth and --tflops.")  # fmt: skip
 
 
 def test_cli_folder_without_config_exits_2(tmp_path, capsys):
@@ -218,7 +236,7 @@ def test_cli_plan_measures_this_machine(capsys, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device to measure")
 def test_cli_measure_needs_the_device_here(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--device", "h100-80gb", "--measure"]) == 2
+    assert main(["plan", "Qwen/Qwen3-30B-A3B", "--hardware", "h100-80gb", "--measure"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no cuda device" in err and len(err.splitlines()) == 1
 

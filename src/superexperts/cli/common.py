@@ -192,6 +192,47 @@ def print_stale(run_dir: str | Path) -> None:
         print(f"stale: {name}: {reason}; the report marks it stale; rerun: {rerun}")
 
 
+def print_outside_run(out: str | Path, name: str) -> None:
+    """One line when `name` was written outside a profile run: what it rests on, and that no report shows it."""
+    import json
+
+    from ..runs.runfolder import RUN_MARKER
+
+    if (Path(out) / RUN_MARKER).is_file():
+        return
+    try:
+        basis = json.loads((Path(out) / name).read_text()).get("computed_for") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if basis.get("profile_run"):
+        rests = f"was computed for the SEs of the profile run {basis['profile_run']}"
+    else:
+        rests = (f"does not rest on a profile run: it records the experts it was computed for "
+                 f"({', '.join(basis.get('super_experts') or []) or 'none'}) and the model's fingerprint")  # fmt: skip
+    print(f"note: {out} is not a profile run: {name} {rests}; no report shows it (write into a run folder, "
+          "--from RUN_DIR without --out, for one).")  # fmt: skip
+
+
+def printed() -> None:
+    """Flush what was printed before a command writes its files (identify, compare: compute, print,
+    write): a reader that stopped early (`| head -1`) raises BrokenPipeError here, so `main` ends
+    quietly and no file is touched after stdout closed (issue 23). A closed pipe is seen without
+    writing to it too: poll reports POLLERR on a pipe whose reader is gone."""
+    import select
+    import sys
+
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a buffer (tests, -q): nobody reads a pipe
+        return
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0)):
+            raise BrokenPipeError(f"stdout (fd {fd}) has no reader")
+
+
 def progress(args: argparse.Namespace) -> bool:
     """Progress bars unless -q (a namespace built by a subcommand's own parser has no -q: bars on)."""
     return not getattr(args, "quiet", False)
@@ -205,11 +246,16 @@ class _Deprecated(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        import sys
-
-        print(f"superexperts: note: {option_string} is deprecated, use {self.new} (the old spelling goes in the "
-              "next release).", file=sys.stderr)  # fmt: skip
+        deprecation_note(option_string, self.new)
         setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def deprecation_note(old: str, new: str) -> None:
+    """The one-line note an old spelling prints on stderr (it still works, for one release)."""
+    import sys
+
+    print(f"superexperts: note: {old} is deprecated, use {new} (the old spelling goes in the next release).",
+          file=sys.stderr)  # fmt: skip
 
 
 def add_deprecated(p: argparse.ArgumentParser, old: str, new: str, dest: str, *, flag: bool = False) -> None:
@@ -229,19 +275,21 @@ def add_experts_arg(p: argparse.ArgumentParser, dest: str, *, default: str | Non
 
 
 def add_run_dir_arg(p: argparse.ArgumentParser) -> None:
-    """The run folder read: RUN_DIR, or --from RUN_DIR as in every other subcommand."""
-    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a folder written by `superexperts profile` "
-                   "(or --from RUN_DIR)")  # fmt: skip
-    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the same, spelled as in the other subcommands")
+    """The run folder read: --from RUN_DIR, as in every other subcommand. A positional RUN_DIR still
+    works for one release (hidden from --help; run_dir_of prints the deprecation note)."""
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the run folder: a folder written by "
+                   "`superexperts profile`")  # fmt: skip
+    p.add_argument("run_dir", nargs="?", help=argparse.SUPPRESS)
 
 
 def run_dir_of(args: argparse.Namespace) -> str:
     if args.run_dir is not None and args.from_dir is not None and args.run_dir != args.from_dir:
-        raise UserError(f"two run folders given ({args.run_dir} and --from {args.from_dir}); give one.")
+        raise UserError(f"two run folders given ({args.run_dir} and --from {args.from_dir}); give one: --from RUN_DIR.")
+    if args.run_dir is not None:
+        deprecation_note(f"the positional RUN_DIR ({args.run_dir})", f"--from {args.run_dir}")
     run_dir = args.from_dir or args.run_dir
     if run_dir is None:
-        raise UserError("no run folder given; pass RUN_DIR or --from RUN_DIR (a folder written by `superexperts "
-                        "profile`).")  # fmt: skip
+        raise UserError("no run folder given; pass --from RUN_DIR (a folder written by `superexperts profile`).")
     return run_dir
 
 
@@ -275,19 +323,42 @@ class OneLineParser(argparse.ArgumentParser):
 _DEFAULT_OUT = {"prune-eval": "runs/prune-eval", "quant-eval": "runs/quant-eval", "sinks": "runs/sinks"}
 
 
+def written_folders(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(folder, the flag that names it) of every folder this command writes into: its output, the run
+    folder it re-renders report.html in (the same folder), protect's --profile-out when it profiles
+    first and the folder of its --out-file. Empty for commands that write nothing."""
+    if args.command in ("report", "identify"):
+        return [(args.from_dir, "--from") if args.from_dir is not None else (args.run_dir, "RUN_DIR")]
+    if args.command in _DEFAULT_OUT:
+        target = (args.out or getattr(args, "from_dir", None) or getattr(args, "run_dir", None)
+                  or _DEFAULT_OUT[args.command])  # fmt: skip
+        return [(target, "--out" if args.out else "--from" if target != _DEFAULT_OUT[args.command] else "--out")]
+    if args.command == "protect":
+        folders = [] if args.out is None else [(str(Path(args.out).parent), "--out-file")]
+        if args.from_dir is None and not (args.source is not None and (Path(args.source) / "profile.json").is_file()):
+            folders.append((args.run_dir, "--profile-out"))  # MODEL is profiled into it first
+        return folders
+    out = getattr(args, "out", None)
+    return [] if out is None else [(out, "--out")]
+
+
 def writing(args: argparse.Namespace):
-    """The writer lock of the folder (or file) this command writes: two writers of one run folder
-    exclude each other (runs.staging.writer_lock); a nullcontext for commands that write nothing."""
+    """The writer locks of every folder this command writes (`written_folders`), keyed on their real
+    paths: two writers of one run folder exclude each other, the second gets one line
+    (runs.staging.writer_lock)."""
     import contextlib
+    import os
 
     from ..runs.staging import writer_lock
 
-    if args.command in ("report", "identify"):
-        target, flag = (args.from_dir, "--from") if args.from_dir is not None else (args.run_dir, "RUN_DIR")
-    elif args.command in _DEFAULT_OUT:
-        target = (args.out or getattr(args, "from_dir", None) or getattr(args, "run_dir", None)
-                  or _DEFAULT_OUT[args.command])  # fmt: skip
-        flag = "--out" if args.out else "--from" if target != _DEFAULT_OUT[args.command] else "--out"
-    else:
-        target, flag = getattr(args, "out", None), "--out"
-    return contextlib.nullcontext() if target is None else writer_lock(target, flag)
+    stack, taken = contextlib.ExitStack(), set()
+    try:
+        for folder, flag in written_folders(args):
+            real = os.path.realpath(os.path.expanduser(folder))
+            if real not in taken:  # one folder named twice (--out-file inside --profile-out): one lock
+                taken.add(real)
+                stack.enter_context(writer_lock(folder, flag))
+    except BaseException:
+        stack.close()
+        raise
+    return stack

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_criterion_args, criterion_args, criterion_names
+from .common import add_criterion_args, criterion_args, criterion_names, printed
 
 HELP = "compare the Super Experts of two or more runs (exit 0 when they agree, 1 when not)"
 
@@ -30,11 +30,14 @@ def run(args: argparse.Namespace) -> int:
     if args.criterion or args.param or args.include_layers:
         args.criterion = args.criterion or "paper"
         criterion, params = criterion_args(args)
-    result = run_compare(CompareRequest(args.run_dirs, out=args.out, criterion=criterion, params=params,
-                                            overwrite=args.overwrite))
     from ..identify.compare import comparison_text
 
-    print(comparison_text(result))
+    def show(result) -> None:  # printed before compare.json is written
+        print(comparison_text(result))
+        printed()
+
+    result = run_compare(CompareRequest(args.run_dirs, out=args.out, criterion=criterion, params=params,
+                                        overwrite=args.overwrite), before_write=show)  # fmt: skip
     if args.out:
         print(f"wrote {args.out}/compare.json and compare_scatter.png/.svg")
     return 0 if result.agree else 1

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     add_experts_arg(p, "prune", default=None, what="zero")
     p.add_argument("--from", dest="run_dir", metavar="RUN_DIR", help="run folder of `superexperts profile`")
     p.add_argument("--mode", default="zero", choices=["zero"], help="how experts are pruned (default zero)")
-    p.add_argument("--out", required=True, help="folder to write (must be new or empty)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (must be new or empty)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (never other folders)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.set_defaults(run=run)

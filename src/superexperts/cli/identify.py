@@ -1,4 +1,4 @@
-"""`superexperts identify RUN_DIR`: re-identify SEs from a saved profile, without the model."""
+"""`superexperts identify --from RUN_DIR`: re-identify SEs from a saved profile, without the model."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .common import (
     criterion_args,
     criterion_names,
     print_stale,
+    printed,
     run_dir_of,
 )
 
@@ -63,14 +64,18 @@ def run(args: argparse.Namespace) -> int:
 
     criterion, params = criterion_args(args)
     run_dir = run_dir_of(args)
-    ident, report = run_identify(IdentifyRequest(run_dir, criterion, params, report=not args.no_report))
-    verdict = ident.verdict
-    print(thresholds_line(verdict.criterion))
-    print(f"{len(verdict.super_experts)} Super Experts:")
-    print(se_table(verdict))
-    print(f"sensitivity ({ident.grid_criterion} rule, percentile x max_fraction): {sensitivity_verdict(ident.grid)}")
-    if ident.known is not None:
-        print(f"paper: {agreement_line(ident.known)}")
+
+    def show(ident) -> None:  # computed, printed, then written: `| head -1` leaves the run untouched
+        verdict = ident.verdict
+        print(thresholds_line(verdict.criterion))
+        print(f"{len(verdict.super_experts)} Super Experts:")
+        print(se_table(verdict))
+        print(f"sensitivity ({ident.grid_criterion} rule, percentile x max_fraction): {sensitivity_verdict(ident.grid)}")
+        if ident.known is not None:
+            print(f"paper: {agreement_line(ident.known)}")
+        printed()
+
+    _, report = run_identify(IdentifyRequest(run_dir, criterion, params, report=not args.no_report), before_write=show)
     print(f"wrote {run_dir}/super_experts.json and sensitivity.json")
     if report is not None:
         print(f"updated {report}")

@@ -8,6 +8,7 @@ import math
 from dataclasses import replace
 
 from ..runs.errors import UserError
+from .common import add_deprecated
 
 COMMANDS_PLANNED = ("profile", "prune-eval", "sinks")
 
@@ -22,17 +23,19 @@ def add_parser(subparsers) -> None:
         "plan", help=HELP,
         description="From MODEL's config.json alone (no weights read; the paper's models work offline), "
         "estimate weights per layer, peak memory in memory / streamed / with a device map, FLOPs and a "
-        "roofline time per subcommand on a device, and recommend flags. Prints; writes nothing.",
+        "roofline time per subcommand on the --hardware profile, and recommend flags. Prints; writes nothing.",
     )  # fmt: skip
     p.add_argument("model", metavar="MODEL", help="local checkpoint folder, hub id, or a model of the paper")
-    p.add_argument("--device", default="cpu", metavar="NAME", help=f"{', '.join(DEVICES)} (default cpu: "
-                   "nominal CPU figures, memory = this machine's RAM)")  # fmt: skip
+    # A hardware profile of the table, not a torch device (--device in the other subcommands).
+    p.add_argument("--hardware", default="cpu", metavar="NAME", help=f"hardware profile: {', '.join(DEVICES)} "
+                   "(default cpu: nominal CPU figures, memory = this machine's RAM)")  # fmt: skip
+    add_deprecated(p, "--device", "--hardware", "hardware")
     p.add_argument("--memory", type=float, metavar="GB", help="device memory (overrides the table)")
     p.add_argument("--bandwidth", type=float, metavar="GB/s", help="memory bandwidth (overrides the table)")
     p.add_argument("--tflops", type=float, metavar="X", help="peak TFLOPS at the compute dtype (overrides the table)")
     p.add_argument("--activation-bandwidth", type=float, metavar="GB/s",
                    help="bandwidth of elementwise ops writing new tensors (overrides the table)")
-    p.add_argument("--measure", action="store_true", help="measure this machine's device of --device's kind "
+    p.add_argument("--measure", action="store_true", help="measure this machine's device of --hardware's kind "
                    "(matrix product, copy and activation bandwidth, memory; a few seconds) instead of the table; "
                    "the flags above still override")  # fmt: skip
     p.add_argument("--disk", type=float, default=2.0, metavar="GB/s", help="checkpoint read speed (default 2)")
@@ -67,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from ..scale.plan_model import load_plan_model
 
     # Everything is checked before the config is read.
-    memory = args.memory if args.memory is not None or args.device.strip().lower() != "cpu" else total_ram() / 1e9
+    memory = args.memory if args.memory is not None or args.hardware.strip().lower() != "cpu" else total_ram() / 1e9
     overrides = {"bandwidth_gbs": args.bandwidth, "tflops": args.tflops, "activation_gbs": args.activation_bandwidth}
-    dev = device(args.device, memory_gb=memory, **overrides)
+    dev = device(args.hardware, memory_gb=memory, **overrides)
     given = {k: v for k, v in (overrides | {"memory_gb": args.memory}).items() if v is not None}
     if args.measure:
         check_measurable(dev.kind)
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     pm = load_plan_model(args.model, dtype=args.dtype, device_kind=dev.kind, trust_remote_code=args.trust_remote_code)
     if args.measure:  # after the config: a bad MODEL fails before seconds of measuring
         figures = measure_device(dev.kind, torch.float32 if pm.shape.dtype_bytes == 4 else torch.bfloat16)
-        dev = replace(device(args.device, **(figures | given)),  # the flags given beat the measured figures
+        dev = replace(device(args.hardware, **(figures | given)),  # the flags given beat the measured figures
                       note=f"measured on this machine (--measure) at {pm.shape.dtype_bytes} bytes/value")  # fmt: skip
     plan = make_plan(pm.shape, dev, workloads, batch=batch, disk_bytes=pm.disk_bytes, disk_gbs=args.disk,
                      offered=_offered())  # fmt: skip

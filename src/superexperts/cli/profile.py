@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", default="auto", metavar="auto|N", help="windows per forward: N, or auto, the "
                    "most that fit the device's memory and a token budget (default auto)")  # fmt: skip
     p.add_argument("--seed", type=seed_arg, default=0, help="seed for window sampling (default 0)")
-    p.add_argument("--out", default="runs/profile", help="run folder to write (default runs/profile)")
+    p.add_argument("--out", default="runs/profile", metavar="DIR", help="run folder to write (default runs/profile)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     add_criterion_args(p, "SE criterion (default paper; see `identify`)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")

@@ -1,4 +1,5 @@
-"""`superexperts protect RUN_DIR|MODEL --for FORMAT`: the Super Experts as a quantization keep-list."""
+"""`superexperts protect --from RUN_DIR --for FORMAT`: the Super Experts as a quantization keep-list
+(or `protect MODEL --for FORMAT`: MODEL profiled first)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import sys
 
 from ..runs.errors import UserError
-from .common import add_deprecated, add_device_args, progress, window_defaults
+from .common import add_deprecated, add_device_args, deprecation_note, progress, window_defaults
 
 HELP = "write the Super Experts as a keep-unquantized list for llm-compressor, AutoRound, GPTQModel"
 
@@ -16,19 +17,19 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "protect", help=HELP,
-        description="Read RUN_DIR (a `superexperts profile` folder; or profile MODEL first into --profile-out) and "
-        "print, or write to the file --out-file, the SEs' module names in the tool's format. Names come from the "
+        description="Read --from RUN_DIR (a `superexperts profile` folder; or profile MODEL first into --profile-out) "
+        "and print, or write to the file --out-file, the SEs' module names in the tool's format. Names come from the "
         "model's structure and its checkpoint's keys (no weights are read).",
     )  # fmt: skip
-    p.add_argument("source", nargs="?", metavar="RUN_DIR|MODEL",
-                   help="a profile run folder, or a model (local folder / hub id) to profile first (default: demo)")
+    p.add_argument("source", nargs="?", metavar="MODEL", help="without --from: a model (local folder / hub id) to "
+                   "profile first (default: the demo); a run folder here still works for one release (use --from)")
     p.add_argument("--for", dest="fmt", required=True, metavar="FORMAT", help=" | ".join(FORMATS))
     p.add_argument("--whole-layer", action="store_true", help="every routed expert of each SE layer (vLLM picks one "
                    "quantization scheme per fused MoE layer)")  # fmt: skip
     p.add_argument("--atoms", action="store_true", help="with --for json: only the SEs' super atoms, as (module, "
                    "columns) of the down projection and (module, rows) of gate/up, for tools that keep single channels")
-    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the profile run folder (the same as giving "
-                   "it as RUN_DIR)")  # fmt: skip
+    p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="the run folder: a folder written by "
+                   "`superexperts profile`, whose SEs are listed")  # fmt: skip
     p.add_argument("--out-file", dest="out", metavar="FILE", help="write the list to this file (atomically; one "
                    "file, not a folder: the only subcommand whose output is a single file) instead of printing it")  # fmt: skip
     add_deprecated(p, "--out", "--out-file", "out")
@@ -71,15 +72,16 @@ def run(args: argparse.Namespace) -> int:
     req.check()
     if args.from_dir is not None:
         if args.source is not None:
-            raise UserError(f"give the run folder once: --from {args.from_dir} or RUN_DIR {args.source}, not both.")
+            raise UserError(f"give --from {args.from_dir} or MODEL {args.source}, not both (MODEL is profiled first).")
         if not is_run_folder(args.from_dir):
             raise UserError(f"--from {args.from_dir}: no profile run there (no profile.json); run `superexperts "
                             f"profile --out {args.from_dir}` first.")  # fmt: skip
         run_dir = args.from_dir
     elif args.source is not None and is_run_folder(args.source):
+        deprecation_note(f"a run folder as the positional argument ({args.source})", f"--from {args.source}")
         run_dir = args.source
     elif args.checkpoint is not None:
-        raise UserError("--checkpoint goes with a RUN_DIR; when profiling, MODEL itself is the checkpoint.")
+        raise UserError("--checkpoint goes with --from RUN_DIR; when profiling, MODEL itself is the checkpoint.")
     else:
         run_dir = _profile_first(args)
     text = protect_run(run_dir, req)

@@ -15,6 +15,7 @@ from .common import (
     add_prefetch_arg,
     add_task_flags,
     model_of,
+    print_outside_run,
     progress,
     seed_arg,
     task_names,
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if "causal" in document:
         print(format_causal(document["causal"]))
     print(f"wrote {req.out}/prune_eval.json")
+    print_outside_run(req.out, "prune_eval.json")
     return 0
 
 

@@ -13,6 +13,7 @@ from .common import (
     add_window_flags,
     model_of,
     out_dir,
+    print_outside_run,
     progress,
     tasks_of,
 )
@@ -76,7 +77,7 @@ def _request(args: argparse.Namespace):
     scheme.check()
     experts, source = resolve_experts("super", args.from_dir)
     model = model_of(args, args.from_dir)
-    if args.from_dir is not None and model is not None:  # the run's SEs belong to this model
+    if args.from_dir is not None:  # the run's SEs belong to this model (None: the built-in demo)
         from ..identify.profile_run import check_run_of
 
         check_run_of(args.from_dir, model, args.trust_remote_code)
@@ -115,4 +116,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"scheme: {req.scheme.label()} (RTN, symmetric; {document['scheme']['library']})")
     print(format_quant_table(document))
     print(f"wrote {out}/quant_eval.json")
+    print_outside_run(out, "quant_eval.json")
     return 0

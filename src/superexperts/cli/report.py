@@ -1,4 +1,4 @@
-"""`superexperts report RUN_DIR`: write RUN_DIR/report.html, one self-contained page."""
+"""`superexperts report --from RUN_DIR`: write RUN_DIR/report.html, one self-contained page."""
 
 from __future__ import annotations
 

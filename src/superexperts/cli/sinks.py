@@ -11,6 +11,7 @@ from .common import (
     add_model_args,
     add_prefetch_arg,
     model_of,
+    print_outside_run,
     seed_arg,
     window_defaults,
 )
@@ -52,7 +53,7 @@ def add_parser(subparsers) -> None:
                    help="sink tokens: the first token, or the K most attended keys, e.g. top3 (default first)")
     p.add_argument("--epsilon", type=float, default=0.3, help="sink-rate threshold (Gu et al.; default 0.3)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of windows and random controls (default 0)")
-    p.add_argument("--out", help="folder to write (default: the --from run folder, so its report shows the "
+    p.add_argument("--out", metavar="DIR", help="folder to write (default: the --from run folder, so its report shows the "
                    "sinks section; else runs/sinks)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier sinks.json (and its figures) in --out")
     p.add_argument("--stream", action="store_true",
@@ -118,4 +119,5 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     router = "sinks_router.csv (header only: not measured)" if req.stream else "sinks_router.csv"
     print(f"wrote {req.out}/ (sinks.json, {router}, sinks_chain/d_sink/maps .png + .svg)")
+    print_outside_run(req.out, "sinks.json")
     return 0

@@ -20,55 +20,93 @@ from ..capture.profile import ATOM_COLUMNS, EXPERT_COLUMNS, Profile
 from ..models.demo import DEMO_SPEC
 from ..models.loading import EXPERT_COUNT_KEYS
 from ..runs.errors import UserError
-from ..runs.runfolder import RUN_MARKER, json_bytes, read_json, write_files
+from ..runs.runfolder import RUN_MARKER, computed_for, json_bytes, read_json, write_files
 from .atoms import super_atoms_json
 from .rules import Verdict, expert_label
 
+# What a run of the built-in demo records as its model (a saved copy records its own path).
+BUILTIN_DEMO_NAMES = (None, "builtin demo", DEMO_SPEC)
 
-def check_run_model(run_dir: str | os.PathLike, config, model: str, flag: str = "--from") -> None:
-    """Refuse a run folder profiled from another model than `model` (whose config is `config`):
-    its experts would be pruned in the wrong model. Compared: model type, layer count, routed experts
-    per layer, and the hub revision when both are known. (A checkpoint copied to another folder has
-    another path but the same model: paths alone are not compared.)"""
-    meta = {}
-    for name in ("super_experts.json", RUN_MARKER):  # both carry the profile's meta; either may be alone
+
+def run_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The profile's meta a run folder carries (super_experts.json or profile.json; either may be alone)."""
+    for name in ("super_experts.json", RUN_MARKER):
         data = read_json(Path(run_dir) / name, name) if (Path(run_dir) / name).is_file() else None
         if isinstance(data, dict) and isinstance(data.get("meta"), dict):
-            meta = data["meta"]
-            break
+            return data["meta"]
+    return {}
+
+
+def check_run_model(run_dir: str | os.PathLike, config, model: str | None, flag: str = "--from") -> None:
+    """Refuse a run folder profiled from another model than `model` (None: the built-in demo), whose
+    config is `config`: its experts would be pruned in the wrong model. Compared: model type, layer
+    count, routed experts per layer, the hub snapshot commit when both are hub models, and the config
+    and weights fingerprints (a copy in another folder has another path but the same fingerprint:
+    paths alone are not compared). Demo runs too: a changed copy of the demo is another model."""
+    from ..models.identity import describe_source, model_identity
+    from ..models.loading import checkpoint_path
+
+    meta = run_meta(run_dir)
     text = getattr(config, "text_config", None) or config
+    now = model_identity(checkpoint_path(model))
     target = {
         "model type": getattr(config, "model_type", None),
         "layers": getattr(text, "num_hidden_layers", None),
         "experts per layer": next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)),
                                   None),
-        "revision": getattr(config, "_commit_hash", None),
+        "revision": now["revision"],
     }
     recorded = {"model type": meta.get("model_type"), "layers": meta.get("num_layers"),
                 "experts per layer": meta.get("num_experts"), "revision": meta.get("revision")}  # fmt: skip
-    if meta.get("synthetic"):
-        recorded["revision"] = None
-    elif isinstance(meta.get("fingerprint"), dict) and Path(model).is_dir():
-        # the same architecture with other weights (another folder under the run's relative name)
-        from ..models.checkpoints.files import checkpoint_fingerprint
-
-        now = checkpoint_fingerprint(Path(model)) or {}
-        for part in ("weights", "config"):
-            recorded[f"{part} fingerprint"] = meta["fingerprint"].get(part)
-            target[f"{part} fingerprint"] = now.get(part)
+    for part in ("config", "weights"):
+        recorded[f"{part} fingerprint"] = (meta.get("fingerprint") or {}).get(part)
+        target[f"{part} fingerprint"] = (now["fingerprint"] or {}).get(part)
     for what, value in recorded.items():
         if value is not None and target[what] is not None and value != target[what]:
-            source = meta.get("model_path") or meta.get("model") or meta.get("name_or_path") or "another model"
-            raise UserError(f"{flag} {run_dir} was profiled on {source} ({what} {value}), but {model} has "
-                            f"{what} {target[what]}; profile {model} and use that run.")
+            source = describe_source(meta) if meta.get("model_path") else meta.get("model") or "another model"
+            if meta.get("synthetic") and meta.get("model") in BUILTIN_DEMO_NAMES:
+                source = "the built-in demo"
+            given = "the built-in demo" if model is None else model
+            raise UserError(f"{flag} {run_dir} was profiled on {source} ({what} {value}), but {given} has {what} "
+                            f"{target[what]} ({describe_source(now)}); profile {given} and use that run.")
 
 
-def check_run_of(run_dir: str | os.PathLike, model: str, trust_remote_code: bool = False, flag: str = "--from") -> None:
-    """`check_run_model` reading `model`'s config (no weights) first."""
-    from ..models.loading import load_config
+def check_run_of(run_dir: str | os.PathLike, model: str | None, trust_remote_code: bool = False,
+                 flag: str = "--from") -> None:  # fmt: skip
+    """`check_run_model` reading `model`'s config (no weights) first; None is the built-in demo."""
+    from ..models.loading import checkpoint_path, load_config
 
-    check_run_model(run_dir, load_config(model, trust_remote_code), model, flag)
+    check_run_model(run_dir, load_config(checkpoint_path(model), trust_remote_code), model, flag)
 
+
+def result_basis(out_dir: str | os.PathLike, model: str | None) -> dict[str, Any] | None:
+    """What a result written into `out_dir` rests on (runs.runfolder.computed_for: the run's SEs and
+    profile) and the model it is computed on (None: the built-in demo), so that the report can tell a
+    result of another model, e.g. copied in from another run folder (runfolder.model_mismatch)."""
+    from ..models.identity import model_identity
+    from ..models.loading import checkpoint_path
+
+    basis = computed_for(out_dir)
+    if basis is None:
+        return None
+    identity = model_identity(checkpoint_path(model))
+    return basis | {"model": {"model_path": identity["model_path"], "fingerprint": identity["fingerprint"]}}
+
+
+def recorded_model(meta: dict[str, Any], run_dir: str | os.PathLike, flag: str = "--from") -> str | None:
+    """The model a run's meta names (its absolute path or hub id; None = the built-in demo).
+
+    Runs made before absolute paths (no "fingerprint" in their meta) may record a folder relative to
+    where they were made; read from here it could name other weights, so it is refused, never
+    resolved against the current folder (issue 23). Their hub ids (a revision was recorded) still work."""
+    if meta.get("synthetic") and meta.get("model") in BUILTIN_DEMO_NAMES:
+        return None
+    spec = meta.get("model_path") or meta.get("model") or None
+    if spec and "fingerprint" not in meta and not os.path.isabs(spec) and not meta.get("revision"):
+        raise UserError(f"{flag} {run_dir} predates absolute model paths: it records its model as {spec!r}, relative "
+                        "to the folder it was made in (or a hub id: the two cannot be told apart); pass MODEL "
+                        "explicitly (checked against the run) or re-profile the model.")  # fmt: skip
+    return spec
 
 
 FORMAT = "superexperts.profile/1"
@@ -170,6 +208,4 @@ def model_of_run(run_dir: str | os.PathLike) -> str | None:
     only a run of the demo itself, by no MODEL or by name, means the built-in one."""
     data = read_json(Path(run_dir) / "profile.json", "profile")
     meta = data.get("meta", {}) if isinstance(data, dict) else {}
-    if meta.get("synthetic") and meta.get("model") in (None, "builtin demo", DEMO_SPEC):
-        return None
-    return meta.get("model_path") or meta.get("model") or None
+    return recorded_model(meta if isinstance(meta, dict) else {}, run_dir)

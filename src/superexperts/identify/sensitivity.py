@@ -68,27 +68,65 @@ def _diff(reference: str, other: str) -> str:
     return " ".join(added + removed)
 
 
+def capped_cells(grid: pd.DataFrame) -> list[dict[str, Any]]:
+    """The percentiles whose cap (`percentile_cap` of the pool they are taken over) is below the SE
+    count of the reference cell: those rows cannot find the reference's SEs whatever the data say.
+    One record per (percentile, pool): {"percentile", "pool", "cap", "cells"} (cells that differ)."""
+    reference, _ = _reference(grid)
+    count = len(list(filter(None, reference.split(","))))
+    out = []
+    for (p, pool), rows in grid.groupby(["percentile", "pool"], sort=True):
+        cap = percentile_cap(int(pool), float(p))
+        if cap < count:
+            out.append({"percentile": float(p), "pool": int(pool), "cap": cap,
+                        "cells": int((rows["super_experts"] != reference).sum())})  # fmt: skip
+    return out
+
+
+def unstable_by(grid: pd.DataFrame) -> str | None:
+    """Why cells differ from the reference: None (they do not), "percentile cap" (every one that differs is
+    at a percentile that cannot select as many experts, `capped_cells`) or "data"."""
+    reference, _ = _reference(grid)
+    differ = grid[grid["super_experts"] != reference]
+    if differ.empty:
+        return None
+    capped = [c["percentile"] for c in capped_cells(grid)]
+    return "percentile cap" if differ["percentile"].isin(capped).all() else "data"
+
+
+def _cells_text(rows: pd.DataFrame, reference: str) -> str:
+    """'P99.9/f0.07,0.08: 1 (-1:13); ...': cells of one percentile with the same outcome in one entry."""
+    groups: dict[tuple[float, int, str], list[float]] = {}
+    for r in rows.itertuples():
+        groups.setdefault((r.percentile, r.count, _diff(reference, r.super_experts)), []).append(r.max_fraction)
+    return "; ".join(f"P{p:g}/f{','.join(f'{f:g}' for f in fs)}: {n} ({diff})" for (p, n, diff), fs in groups.items())
+
+
 def sensitivity_verdict(grid: pd.DataFrame) -> str:
-    """One line: 'stable: the same N SEs (...) in all 16 cells' or which cells differ and how."""
+    """One line: 'stable: the same N SEs (...) in all 16 cells' or which cells differ and how; cells
+    whose percentile alone cannot select that many experts are said to differ by that cap, not by the data."""
     reference, where = _reference(grid)
     count = len(list(filter(None, reference.split(","))))
     differ = grid[grid["super_experts"] != reference]
     if differ.empty:
         return f"stable: the same {count} SEs ({reference or 'none'}) in all {len(grid)} cells"
-    cells = "; ".join(f"P{r.percentile:g}/f{r.max_fraction:g}: {r.count} "
-                      f"({_diff(reference, r.super_experts)})" for r in differ.itertuples())  # fmt: skip
-    capped = sorted({(r.percentile, r.pool) for r in differ.itertuples()
-                     if r.count < count and r.count == percentile_cap(r.pool, r.percentile)})  # fmt: skip
-    if capped:
-        notes = ", ".join(f"P{p:g} of {n} experts passes at most {percentile_cap(n, p)}" for p, n in capped)
-        cells += f" [the percentile alone caps these: {notes}]"
-    return (f"unstable: {len(differ)} of {len(grid)} cells differ "
-            f"from the {count} SEs ({reference or 'none'}) "
-            f"{where}: {cells}")  # fmt: skip
+    capped = capped_cells(grid)
+    by_cap = differ["percentile"].isin([c["percentile"] for c in capped])
+    caps = "; ".join(f"P{c['percentile']:g} of {c['pool']} experts can select at most {c['cap']}" for c in capped)
+    head = f"{len(differ)} of {len(grid)} cells differ from the {count} SEs ({reference or 'none'}) {where}"
+    if by_cap.all():
+        return (f"unstable, but only from the percentile's cap, not from the data: {head}, all at a percentile too high for "
+                f"{count} SEs ({caps}): {_cells_text(differ, reference)}")  # fmt: skip
+    line = f"unstable: {head}: {_cells_text(differ[~by_cap], reference)}"
+    if by_cap.any():
+        line += (f"; and from the percentile's cap, not from the data ({caps}): "
+                 f"{_cells_text(differ[by_cap], reference)}")  # fmt: skip
+    return line
 
 
 def sensitivity_json(grid: pd.DataFrame, *, criterion: str = "paper") -> dict[str, Any]:
-    """JSON form: {"criterion", "verdict", "stable", "cells": [{percentile, max_fraction, count,
+    """JSON form: {"criterion", "verdict", "stable", "unstable_by" (None, "data" or "percentile cap"),
+    "capped": [{percentile, pool, cap, cells}] (capped_cells), "cells": [{percentile, max_fraction, count,
     pool (experts the percentile is taken over), super_experts: [{"layer", "expert"}]}]}."""
     cells = []
     for r in grid.itertuples():
@@ -97,5 +135,6 @@ def sensitivity_json(grid: pd.DataFrame, *, criterion: str = "paper") -> dict[st
                       "pool": int(r.pool), "super_experts": experts})  # fmt: skip
     verdict = sensitivity_verdict(grid)
     stable = verdict.startswith("stable")
-    return {"criterion": criterion, "verdict": verdict, "stable": stable, "cells": cells}
+    return {"criterion": criterion, "verdict": verdict, "stable": stable, "unstable_by": unstable_by(grid),
+            "capped": capped_cells(grid), "cells": cells}  # fmt: skip
 

@@ -146,7 +146,7 @@ def run_super_experts(run_dir: str | os.PathLike, flag: str | None = None) -> li
     experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
     if not experts:
         fix = (f"pass the experts instead, e.g. {flag} 1:68,2:92" if flag else
-               f"re-identify them with `superexperts identify {run_dir} --criterion ...`")  # fmt: skip
+               f"re-identify them with `superexperts identify --from {run_dir} --criterion ...`")  # fmt: skip
         raise UserError(f"{run_dir}/super_experts.json lists no Super Experts; {fix}.")
     return experts
 

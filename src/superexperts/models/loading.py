@@ -40,14 +40,15 @@ class Loaded:
 
     def describe(self) -> dict[str, Any]:
         config = self.model.config
-        local = Path(self.path).is_dir()
+        # absolute path or hub id + snapshot commit, and the fingerprint: a run read from another
+        # working folder must find the same model, and other weights are told apart (issue 23)
+        identity = _identity(self.path)
         described = {
             "model": self.spec or "builtin demo",
-            # absolute: a run read from another working folder must find the same model (issue 23)
-            "model_path": os.path.abspath(self.path) if local else self.path,
-            "revision": getattr(config, "_commit_hash", None),
+            "model_path": identity["model_path"],
+            "revision": identity["revision"],
             "synthetic": self.synthetic,
-            "fingerprint": _fingerprint(os.path.abspath(self.path)) if local else None,
+            "fingerprint": identity["fingerprint"],
         }
         if is_vision_language(config):
             described["calibration_modality"] = "text only: the language model of a vision-language model"
@@ -59,10 +60,10 @@ class Loaded:
 
 
 @functools.lru_cache(maxsize=8)
-def _fingerprint(path: str) -> dict[str, str] | None:
-    from .checkpoints.files import checkpoint_fingerprint
+def _identity(path: str) -> dict[str, Any]:
+    from .identity import model_identity
 
-    return checkpoint_fingerprint(Path(path))
+    return model_identity(path)
 
 
 def check_dtype(dtype: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..capture.data import calibration, check_texts
-from ..evaluate.ablate.controls import check_planned_conditions, random_controls
+from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions, random_controls
 from ..evaluate.sinks.attention import attention_layers
 from ..evaluate.sinks.study import SinkStudy, sinks_study, study_files
 from ..evaluate.sinks.validate import (
@@ -23,13 +23,13 @@ from ..evaluate.sinks.validate import (
     config_sizes,
     default_map_layers,
 )
-from ..identify.profile_run import check_run_model
+from ..identify.profile_run import check_run_of, result_basis
 from ..models.adapters import input_device, map_model
 from ..models.experts import Expert, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.loading import load_config, warn_seq_len
 from ..runs.errors import UserError, check_at_least
-from ..runs.runfolder import base_metadata, computed_for, tensor_sha256, write_files
+from ..runs.runfolder import base_metadata, outside_basis, tensor_sha256, write_files
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 from ..scale.sinks import streamed_sinks_study
@@ -74,8 +74,11 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
         check_texts(self.data)
-        if self.model is not None and self.from_dir is not None:  # before the weights are read
-            check_run_model(self.from_dir, load_config(self.model, self.trust_remote_code), self.model)
+        if self.from_dir is not None:  # before the weights are read; None: the built-in demo
+            check_run_of(self.from_dir, self.model, self.trust_remote_code)
+        if self.model is not None:  # --random past the disjoint control sets, from the config numbers
+            check_controls_fit(load_config(self.model, self.trust_remote_code), self.experts(), self.n_random,
+                               layer_controlled=self.layer_controlled)
 
     def _check_stream(self) -> None:
         """--stream reads a local folder layer by layer; what needs the whole model is refused."""
@@ -116,7 +119,7 @@ def _check_sizes(sizes: tuple[int, int], req: SinksRequest) -> None:
 
 def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None) -> SinkStudy:
     """Load the model, measure every condition, write sinks.json and its figures, refresh a run's report."""
-    basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
+    basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
     if req.model is not None:  # range checks from the config alone, before loading the weights
         _check_sizes(config_sizes(load_config(req.model, req.trust_remote_code)), req)
@@ -150,6 +153,7 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
                                      trust_remote_code=req.trust_remote_code, prefetch=prefetch_of(req.prefetch))  # fmt: skip
     else:
         study = sinks_study(model, ids, **common, tokenizer=loaded.tokenizer)
+    basis = basis or outside_basis(experts, loaded.describe(), req.from_dir)
     meta = base_metadata(tool="sinks", seed=req.seed, **loaded.describe(), input=source,
                          input_shape=list(ids.shape), data_sha256=tensor_sha256(ids),
                          random_controls="layer-controlled" if req.layer_controlled else "global", computed_for=basis,

@@ -7,6 +7,7 @@ from profile.json (nothing is written into the runs). Optionally writes compare.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def load_run_ses(run_dir: str | os.PathLike, name: str, criterion: str | None = 
     prof = load_profile(run_dir)
     if criterion is None:
         if not (Path(run_dir) / "super_experts.json").is_file():
-            raise UserError(f"{run_dir} has no super_experts.json; re-create it with `superexperts identify "
+            raise UserError(f"{run_dir} has no super_experts.json; re-create it with `superexperts identify --from "
                             f"{run_dir}`, or pass --criterion to re-identify every run.")  # fmt: skip
         experts = experts_from_records(load_super_experts(run_dir), f"{run_dir}/super_experts.json")
     else:
@@ -61,9 +62,12 @@ def load_run_ses(run_dir: str | os.PathLike, name: str, criterion: str | None = 
     return RunSEs(name, prof.expert_stats, experts)
 
 
-def run_compare(req: CompareRequest) -> Comparison:
+def run_compare(req: CompareRequest, *, before_write: Callable[[Comparison], None] = lambda _: None) -> Comparison:
+    """Compare the runs; `before_write` sees the result before compare.json is written (the CLI prints
+    it there: a reader gone stops the write)."""
     runs = [load_run_ses(d, n, req.criterion, req.params) for d, n in zip(req.run_dirs, run_names(req.run_dirs))]
     result = compare(runs)
+    before_write(result)
     if req.out:
         how = {"name": req.criterion, **req.params} if req.criterion else "saved super_experts.json"
         meta = base_metadata(tool="compare", run_dirs=[str(d) for d in req.run_dirs], criterion=how)

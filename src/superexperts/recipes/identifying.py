@@ -8,6 +8,7 @@ re-created from profile.json when missing.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,14 @@ class IdentifyRequest:
         get_criterion(self.criterion)
 
 
-def run_identify(req: IdentifyRequest) -> tuple[Identification, Path | None]:
-    """(the identification, the refreshed report or None)."""
+def run_identify(req: IdentifyRequest, *, before_write: Callable[[Identification], None] = lambda _: None
+                 ) -> tuple[Identification, Path | None]:  # fmt: skip
+    """(the identification, the refreshed report or None). `before_write` sees the identification
+    before any file is written (the CLI prints it there: a reader gone stops the writes)."""
     prof = load_profile(req.run_dir)
     check_folder_writable(req.run_dir)
     ident = identification(prof, req.criterion, req.params, command="identify")
+    before_write(ident)
     files: dict[str, Any] = dict(ident.files)
     missing = [name for name in EXPORTS if not (Path(req.run_dir) / name).is_file()]
     if missing:

@@ -42,7 +42,7 @@ class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_
     state_dir: str | None = None
     resume: bool = False
     prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
-    out_flag: str = "--out"  # the flag that named `out` (protect profiles into --run-dir)
+    out_flag: str = "--out"  # the flag that named `out` (protect profiles into --profile-out)
     atoms: bool = True  # per-atom statistics (atom_stats, super atoms); False: --no-atoms
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..compress.names import checkpoint_keys, expert_modules
 from ..compress.protect import atom_entries, check_format, protected_entries, render
-from ..identify.profile_run import check_run_of, load_profile
+from ..identify.profile_run import check_run_of, load_profile, recorded_model
 from ..models.adapters import map_model
 from ..models.atoms import super_atoms_of, validate_atoms
 from ..models.experts import experts_from_records, format_experts, validate_experts
@@ -53,13 +53,15 @@ def is_run_folder(source: str | os.PathLike) -> bool:
     return (Path(source) / RUN_MARKER).is_file()
 
 
-def model_folder(meta: dict[str, Any], trust_remote_code: bool = False) -> Path:
-    """The checkpoint folder a run was profiled from: local, the demo, or config + index from the hub."""
-    if meta.get("synthetic"):
+def model_folder(meta: dict[str, Any], run_dir: str | os.PathLike = "RUN_DIR", trust_remote_code: bool = False) -> Path:
+    """The checkpoint folder a run was profiled from: local, the demo, or config + index from the hub
+    (a relative path of a run made before absolute paths is refused: `recorded_model`)."""
+    spec = recorded_model(meta, run_dir, "RUN_DIR")
+    if spec is None and meta.get("synthetic"):
         from ..models.demo import demo_checkpoint
 
         return demo_checkpoint()
-    spec = meta.get("model_path") or meta.get("model") or meta.get("name_or_path")
+    spec = spec or meta.get("name_or_path")
     if not spec:
         raise UserError("the run does not record its model; pass --checkpoint FOLDER.")
     if Path(os.path.expanduser(spec)).is_dir():
@@ -83,11 +85,11 @@ def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
     ses = experts_from_records(records, f"{run_dir}/super_experts.json")
     if not ses:
         raise UserError(f"{run_dir}/super_experts.json lists no Super Experts: nothing to protect "
-                        f"(try `superexperts identify {run_dir} --criterion ...`).")  # fmt: skip
+                        f"(try `superexperts identify --from {run_dir} --criterion ...`).")  # fmt: skip
     meta = load_profile(run_dir).meta
-    folder = Path(req.checkpoint) if req.checkpoint else model_folder(meta, req.trust_remote_code)
-    if not meta.get("synthetic"):  # the names must come from the model the run profiled
-        check_run_of(run_dir, str(folder), req.trust_remote_code, "--checkpoint" if req.checkpoint else "RUN_DIR")
+    folder = Path(req.checkpoint) if req.checkpoint else model_folder(meta, run_dir, req.trust_remote_code)
+    # the names must come from the model the run profiled (a changed copy of the demo is another model)
+    check_run_of(run_dir, str(folder), req.trust_remote_code, "--checkpoint" if req.checkpoint else "RUN_DIR")
     skeleton, _ = build_skeleton(folder, None, trust_remote_code=req.trust_remote_code, allow_quantized=True)
     model_map = map_model(skeleton)
     ses = validate_experts(model_map, ses)

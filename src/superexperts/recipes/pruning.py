@@ -27,11 +27,11 @@ from ..evaluate.ablate.conditions import (
     run_conditions,
     summarize,
 )
-from ..evaluate.ablate.controls import check_planned_conditions
+from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
-from ..identify.profile_run import check_run_model, load_profile
+from ..identify.profile_run import check_run_model, check_run_of, load_profile, result_basis
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
 from ..models.adapters import map_model
 from ..models.atoms import Atom, super_atoms_of, validate_atoms
@@ -41,7 +41,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json, vali
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config, warn_seq_len
 from ..runs.errors import UserError, did_you_mean
-from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
+from ..runs.runfolder import atomic_write_json, base_metadata, load_super_experts, outside_basis
 from ..runs.safety import check_record_out
 from ..scale.layerwise import check_prefetch, prefetch_of, prefetch_used
 
@@ -126,6 +126,11 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
                 check_experts_in_config(self.experts, config)
             if self.atoms is not None:
                 check_atoms_in_config(self.atoms, config)
+            if not self.on_atoms:  # --random past the disjoint control sets, from the config numbers
+                for controlled in (False, True)[: 1 + self.layer_controlled]:
+                    check_controls_fit(config, self.experts, self.n_random, layer_controlled=controlled)
+        elif self.from_dir is not None:  # the built-in demo: a run of a changed copy is another model
+            check_run_of(self.from_dir, None)
 
     def _check_atoms(self) -> None:
         """Atoms are zeroed in memory (the paper's pruning, one neuron at a time)."""
@@ -269,8 +274,11 @@ def _conditions(req: PruneEvalRequest, model_map, experts: list[Expert], stats):
 def _document(req: PruneEvalRequest, loaded: Loaded, results: list[dict], ppl, calib, experts, pruning) -> dict:
     # With --prune-by or --atoms each condition lists its own pruned set; `pruning` names the protected ones.
     pruned = [] if pruning or req.on_atoms else experts
-    return {"format": FORMAT, "conditions": results, "summary": summarize(results),
-            **_metadata(req, loaded, ppl, calib, pruned), **pruning}  # fmt: skip
+    meta = _metadata(req, loaded, ppl, calib, pruned)
+    # Replaced by the run's own basis when written into a profile run (run_prune_eval).
+    basis = outside_basis(experts, meta["model"], req.from_dir)
+    return {"format": FORMAT, "conditions": results, "summary": summarize(results), **meta, **pruning,
+            "computed_for": basis}  # fmt: skip
 
 
 def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) -> dict[str, Any]:
@@ -304,7 +312,7 @@ def evaluate_pruning_streamed(req: PruneEvalRequest, *, progress: bool = False) 
 def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambda _: None,
                    progress: bool = False) -> dict[str, Any]:
     """Load the model, evaluate every condition, write `out`/prune_eval.json, refresh a run's report."""
-    basis = computed_for(req.out)  # the SEs and profile the result rests on, read before the long part
+    basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     if req.stream:
         document = evaluate_pruning_streamed(req, progress=progress)
     else:
@@ -316,7 +324,8 @@ def run_prune_eval(req: PruneEvalRequest, *, echo: Callable[[str], None] = lambd
 
             echo(BANNER)
         document = evaluate_pruning(loaded, req, progress=progress)
-    document["computed_for"] = basis
+    if basis is not None:
+        document["computed_for"] = basis
     atomic_write_json(Path(req.out) / "prune_eval.json", document)
     from ..report import refresh_run_report
 

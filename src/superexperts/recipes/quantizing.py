@@ -24,9 +24,10 @@ from ..compress.quant_eval import (
     run_quant_conditions,
 )
 from ..evaluate.ablate.conditions import eval_plan
-from ..evaluate.ablate.controls import check_planned_conditions
+from ..evaluate.ablate.controls import check_controls_fit, check_planned_conditions
 from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import atom_scores, check_rho
+from ..identify.profile_run import result_basis
 from ..identify.rules import paper_super_experts
 from ..models.adapters import map_model
 from ..models.atoms import super_atoms_of, validate_atoms
@@ -36,7 +37,7 @@ from ..models.experts import Expert, check_experts_in_config, experts_json
 from ..models.fields import ModelFields
 from ..models.loading import Loaded, load_config
 from ..runs.errors import UserError, check_choice
-from ..runs.runfolder import atomic_write_json, base_metadata, computed_for, load_super_experts
+from ..runs.runfolder import atomic_write_json, base_metadata, load_super_experts, outside_basis
 
 SCHEMES = ("uniform", "camera-q")
 # Each condition re-profiles the calibration windows: fewer than profile's 128 by default.
@@ -120,9 +121,11 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
                    progress: bool = False) -> dict[str, Any]:  # fmt: skip
     """Load the model, evaluate every condition, write `out_dir`/quant_eval.json, refresh the run's report."""
     req.check()
-    basis = computed_for(out_dir)  # the SEs and profile the result rests on, read before the long part
+    basis = result_basis(out_dir, req.model)  # the SEs and profile the result rests on, read before the long part
     if req.model is not None and req.experts is not None:  # before reading the weights
-        check_experts_in_config(req.experts, load_config(req.model, req.trust_remote_code))
+        config = load_config(req.model, req.trust_remote_code)
+        check_experts_in_config(req.experts, config)
+        check_controls_fit(config, req.experts, req.n_random, layer_controlled=False)
     loaded = req.load(req.model)
     if loaded.synthetic:
         from ..models.demo import BANNER
@@ -153,7 +156,8 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
                                    reference, ses, batch_size=req.batch_size, progress=progress)  # fmt: skip
     windows = add_sinks(loaded.model, results, conditions, req.scheme, calib.input_ids)
     document = quant_eval_json(results, req.scheme, _metadata(req, loaded, ppl, calib, ses, windows))
-    document |= {"batching": batching, "computed_for": basis}
+    document |= {"batching": batching,
+                 "computed_for": basis or outside_basis(ses, loaded.describe(), req.from_dir)}  # fmt: skip
     if req.mixed == "camera-q":
         document["scheme"]["camera_q"] = {"bits": req.tier_bits, "ratios": req.tier_ratios, "rho": req.rho,
                                           "ranking": "per MoE layer, routed atoms; shared experts unquantized"}  # fmt: skip

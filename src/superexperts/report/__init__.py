@@ -51,7 +51,12 @@ SECTION_SOURCES: dict[SectionBuilder, str] = {
 }
 
 
-def mark_stale(section: Section, reason: str, rerun: str) -> Section:
+def mark_stale(section: Section, reason: str, rerun: str, *, foreign: bool = False) -> Section:
+    """The section under a "stale" banner; a result of another model (`foreign`) is left out: the
+    banner alone, its numbers and figures not shown beside this model's."""
+    if foreign:
+        banner = Raw(f'<div class="banner stale">Left out: {esc(reason)}; rerun <code>{esc(rerun)}</code>.</div>')
+        return replace(section, title=f"{section.title} (left out: another model)", body=banner, files={})
     banner = Raw(f'<div class="banner stale">Stale: {esc(reason)}: rerun <code>{esc(rerun)}</code>. '
                  "The numbers below are not those of this run's Super Experts.</div>")  # fmt: skip
     return replace(section, title=f"{section.title} (stale)", body=Raw(banner + section.body))
@@ -66,7 +71,7 @@ def build_sections(inputs: ReportInputs, builders: list[SectionBuilder] | None =
             continue
         source = SECTION_SOURCES.get(builder)
         stale = inputs.stale(source) if source is not None else None
-        parts.append(section if stale is None else mark_stale(section, *stale))
+        parts.append(section if stale is None else mark_stale(section, *stale, foreign=inputs.foreign(source)))
     return parts
 
 

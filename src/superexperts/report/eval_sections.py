@@ -1,6 +1,7 @@
 """Report sections for files other tools add to a run folder; each is left out when its file is absent.
 
-sensitivity.json  {"verdict", "stable", "cells": [{"percentile", "max_fraction", "count", "super_experts"}]}
+sensitivity.json  {"verdict", "stable", "unstable_by", "capped": [{"percentile", "pool", "cap"}],
+                   "cells": [{"percentile", "max_fraction", "count", "super_experts"}]}
 prune_eval.json   {"conditions": [{"name", "experts", "mode", "perplexity", "tasks", "generations"}]}
 sinks.json        {"conditions": [{"name", "sink_mass": [per layer], "sink_rate", "d_sink": [per layer]}]}
 Other spellings (`rows`, `fraction`, `experts`) are read too. A damaged file shows its error in place.
@@ -59,12 +60,21 @@ def sensitivity(inputs: ReportInputs) -> Section | None:
             continue  # a cell without its two thresholds cannot be placed
     percentiles, fractions = sorted({p for p, _ in grid}), sorted({f for _, f in grid})
     reference = _cell_text(grid.get(PAPER_CELL))
-    rows = [[f"P{p:g}"] + [_marked(_cell_text(grid.get((p, f))), reference) for f in fractions]
+    caps = {float(c["percentile"]): c for c in data.get("capped") or [] if isinstance(c, dict) and "percentile" in c}
+    rows = [[_percentile_label(p, caps.get(p))] + [_marked(_cell_text(grid.get((p, f))), reference) for f in fractions]
             for p in percentiles]  # fmt: skip
-    css = "answer" if data.get("stable") is not False else "warn"
+    # A grid unstable only because a percentile cannot select that many experts is no warning about the data.
+    css = "answer" if data.get("stable") is not False else "note" if data.get("unstable_by") == "percentile cap" else "warn"
     verdict = Raw(f'<p class="{css}">{esc(data.get("verdict", ""))}</p>')
     columns = ["percentile \\ max fraction"] + [f"max x {f:g}" for f in fractions]
     return Section("sensitivity", title, Raw(paragraphs(texts.SENSITIVITY) + verdict + table(columns, rows)))
+
+
+def _percentile_label(p: float, cap: dict[str, Any] | None) -> str:
+    """'P99.9', with the most experts it can select when that is fewer than the paper cell's SEs."""
+    if cap is None:
+        return f"P{p:g}"
+    return f"P{p:g} (selects at most {cap.get('cap', '?')} of {cap.get('pool', '?')}: capped)"
 
 
 def _marked(text: str, reference: str) -> Any:

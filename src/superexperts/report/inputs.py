@@ -18,7 +18,7 @@ from ..capture.profile import Profile
 from ..identify.profile_run import load_profile
 from ..identify.rules import Verdict, identify
 from ..runs.errors import UserError
-from ..runs.runfolder import RESULT_FILES, read_json, rerun_command, stale_reason
+from ..runs.runfolder import RESULT_FILES, model_mismatch, read_json, rerun_command, stale_reason
 
 
 @dataclass
@@ -61,6 +61,11 @@ class ReportInputs:
         command = next(f.command for f in RESULT_FILES if f.name == name)
         return reason, rerun_command(data, self.run_dir, command)
 
+    def foreign(self, name: str) -> bool:
+        """Whether result file `name` was computed on another model than the run profiled."""
+        data, _ = self.optional(name)
+        return data is not None and model_mismatch(self.run_dir, data) is not None
+
 
 def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:
     """The Verdict of super_experts.json, with rows taken from the expert table (no re-identification)."""
@@ -68,7 +73,7 @@ def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:
         criterion = dict(saved["criterion"])
         listed = {(int(e["layer"]), str(e["expert"])) for e in saved["super_experts"]}
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"super_experts.json is damaged ({e!r}); re-run `superexperts identify RUN_DIR`.")
+        raise UserError(f"super_experts.json is damaged ({e!r}); re-run `superexperts identify --from RUN_DIR`.")
     key = (
         table["layer"].astype(int).astype(str)
         + ":"
@@ -77,7 +82,7 @@ def verdict_from_saved(table: pd.DataFrame, saved: dict[str, Any]) -> Verdict:
     mask = key.isin({f"{layer}:{expert}" for layer, expert in listed})
     if int(mask.sum()) != len(listed):
         raise UserError("super_experts.json lists experts that are not in profile.json; "
-                        "re-run `superexperts identify RUN_DIR`.")  # fmt: skip
+                        "re-run `superexperts identify --from RUN_DIR`.")  # fmt: skip
     ses = table[mask].sort_values("max_abs_output", ascending=False, kind="stable").reset_index(drop=True)
     judged = criterion.get("layers_judged")
     pool = table[table["kind"] != "dense"]
@@ -107,6 +112,12 @@ def load_inputs(run_dir: str | os.PathLike) -> ReportInputs:
     if not run.is_dir():
         raise UserError(f"{run} is not a folder; pass a run folder written by `superexperts profile --out`.")
     if not (run / "profile.json").is_file():
+        results = [f.name for f in RESULT_FILES if (run / f.name).is_file()]
+        if results:  # written with --out outside a run: they record what they rest on, but no run to report
+            raise UserError(f"{run} holds {', '.join(results)} but no profile.json: these results do not rest on a "
+                            "profile run (computed_for in each says which experts and model they were computed "
+                            "for), and a report shows a run; write them into one: the same command with --from "
+                            "RUN_DIR and without --out.")  # fmt: skip
         raise UserError(
             f"{run} holds no profile.json; pass a run folder written by `superexperts profile --out`."
         )

@@ -111,17 +111,17 @@ def missing_levels(prune_eval: Mapping[str, Any] | None, quant_eval: Mapping[str
         )
     elif not any(isinstance(c, dict) and "atoms_pruned" in c for c in prune_eval.get("conditions") or []):
         notes.append("prune_eval.json has no atom-level pruning (it holds one prune-eval run): "
-                     f"`superexperts prune-eval --from {run} --criterion heapr --fraction 0.25 --protect super-atoms "
+                     f"`superexperts prune-eval --from {run} --prune-by heapr --fraction 0.25 --protect super-atoms "
                      "--overwrite` replaces it with HEAPr pruning with and without the super atoms.")  # fmt: skip
     if quant_eval is None:
         notes.append(f"No quant_eval.json: `superexperts quant-eval --from {run} --bits 4 --protect super-atoms` "
                      "adds quantization with whole SEs and with only their super atoms kept.")  # fmt: skip
     if "super atoms" not in protects:
         notes.append("No condition protects only the super atoms: add `--protect super-atoms` to prune-eval "
-                     "--criterion camera|heapr or to quant-eval.")  # fmt: skip
+                     "--prune-by camera|heapr or to quant-eval.")  # fmt: skip
     if "Super Experts" not in protects:
         notes.append(f"No condition protects whole Super Experts: `superexperts quant-eval --from {run} --bits 4` "
-                     "or prune-eval --criterion ... --protect super.")  # fmt: skip
+                     "or prune-eval --prune-by ... --protect super.")  # fmt: skip
     return notes
 
 

@@ -71,7 +71,10 @@ CAPTIONS = {
 SENSITIVITY = (
     "The same rule re-run with other thresholds (the paper's Table 9): rows are the percentile, columns "
     "the fraction of the largest value; each cell gives the number of Super Experts and which ones "
-    "(layer:expert). The same set everywhere means the verdict does not depend on the exact thresholds."
+    "(layer:expert). The same set everywhere means the verdict does not depend on the exact thresholds. "
+    "A high percentile of few experts can select only a few whatever the data: of N values, at most "
+    "N - 1 - floor((N - 1) p / 100) lie strictly above their linear P_p (P99.9 of 384 experts: 1). A row "
+    "whose cap is below the paper cell's SE count is marked 'capped'; its cells differ because of that cap."
 )
 
 PRUNE_EVAL = (

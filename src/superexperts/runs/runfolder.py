@@ -234,8 +234,54 @@ def computed_for(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return {"super_experts": se_labels(load_super_experts(run)), "profile_sha256": file_sha256(run / RUN_MARKER)}
 
 
+MODEL_KEYS = ("model", "model_path", "revision", "fingerprint")  # of Loaded.describe(): which weights
+
+
+def outside_basis(experts: Iterable[tuple[int, int | str]], model: Mapping[str, Any],
+                  from_dir: str | os.PathLike | None) -> dict[str, Any]:  # fmt: skip
+    """`computed_for` of a result written outside a profile run: the SE/expert set it was computed for
+    (the --from run's SEs, else the experts it evaluated), the model (name, path, revision, weights
+    fingerprint) and, with --from, that run and a hash of its profile.json. Such a result is never judged
+    stale against its own folder; a profile run it is copied into marks it (`stale_reason`)."""
+    run = computed_for(from_dir) if from_dir is not None else None
+    return {"profile_run": os.path.abspath(from_dir) if run is not None else None,
+            "profile_sha256": run["profile_sha256"] if run is not None else None,
+            "super_experts": run["super_experts"] if run is not None else [f"{layer}:{e}" for layer, e in experts],
+            "model": {k: model.get(k) for k in MODEL_KEYS}}  # fmt: skip
+
+
 def _se_text(labels: list[str]) -> str:
     return ", ".join(labels) if labels else "none"
+
+
+def _fingerprint_text(model: Mapping[str, Any]) -> str:
+    parts = model.get("fingerprint") if isinstance(model.get("fingerprint"), Mapping) else {}
+    named = ", ".join(f"{part} fingerprint {value}" for part, value in sorted(parts.items()))
+    return f"{model.get('model_path') or 'an unrecorded model'}" + (f", {named}" if named else "")
+
+
+def model_mismatch(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str | None:
+    """Why `document` (a result file of `run_dir`) was computed on another model than the run profiled,
+    e.g. copied in from another run folder; None when the models match or either is not recorded.
+    Compared: the config and weights fingerprints both record (`computed_for.model`, profile.json meta)."""
+    then = document.get("computed_for")
+    model = then.get("model") if isinstance(then, Mapping) else None
+    run = Path(run_dir)
+    if not isinstance(model, Mapping) or not isinstance(model.get("fingerprint"), Mapping):
+        return None
+    try:
+        meta = json.loads((run / RUN_MARKER).read_text()).get("meta")
+    except (OSError, ValueError, AttributeError):
+        return None  # no or a damaged profile.json: the report says so itself
+    profiled = meta.get("fingerprint") if isinstance(meta, Mapping) else None
+    if not isinstance(profiled, Mapping):
+        return None
+    differs = [p for p in ("config", "weights") if model["fingerprint"].get(p) and profiled.get(p)
+               and model["fingerprint"][p] != profiled[p]]  # fmt: skip
+    if not differs:
+        return None
+    return (f"computed on another model ({_fingerprint_text(model)}) than this run profiled "
+            f"({_fingerprint_text(meta)}); its numbers are not this model's")  # fmt: skip
 
 
 def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str | None:
@@ -247,8 +293,14 @@ def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str
     then = document.get("computed_for")
     if now is None:
         return None
+    foreign = model_mismatch(run_dir, document)
+    if foreign is not None:
+        return foreign
     if not isinstance(then, Mapping):
         return f"it does not record which SEs it was computed for (the run's SEs now: {_se_text(now['super_experts'])})"
+    if not then.get("profile_sha256"):  # written elsewhere and copied in: its experts were not this run's SEs
+        return (f"it does not rest on a profile run (computed outside one, for experts "
+                f"{_se_text(list(then.get('super_experts') or []))}; the run's SEs: {_se_text(now['super_experts'])})")
     if list(then.get("super_experts") or []) != now["super_experts"]:
         return f"computed for SEs {_se_text(list(then.get('super_experts') or []))}, now {_se_text(now['super_experts'])}"
     if then.get("profile_sha256") != now["profile_sha256"]:
@@ -257,8 +309,9 @@ def stale_reason(run_dir: str | os.PathLike, document: Mapping[str, Any]) -> str
 
 
 def rerun_command(document: Mapping[str, Any], run_dir: str | os.PathLike, command: str) -> str:
-    """The command line that re-creates a result: the recorded one with --overwrite, else the plain form."""
-    argv = document.get("command_line")
+    """The command line that re-creates a result: the recorded one with --overwrite, else the plain form
+    (also for a result of another model: its command line names that model or run)."""
+    argv = document.get("command_line") if model_mismatch(run_dir, document) is None else None
     if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
         argv = list(argv) if "--overwrite" in argv else [*argv, "--overwrite"]
         return shlex.join(argv)
@@ -315,4 +368,4 @@ def load_super_experts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     try:
         return list(data["super_experts"])
     except (KeyError, TypeError):
-        raise UserError(f"{run_dir}/super_experts.json is damaged; re-run `superexperts identify {run_dir}`.")
+        raise UserError(f"{run_dir}/super_experts.json is damaged; re-run `superexperts identify --from {run_dir}`.")

@@ -114,8 +114,12 @@ def owned_name(prefix: str) -> str:
 
 
 def lock_dir() -> Path:
-    """Where writer locks live: one shared folder, so a lock never adds a file to the user's folders."""
-    return Path(tempfile.gettempdir()) / "superexperts-locks"
+    """Where writer locks live: one folder shared by every process of the machine, so a lock never adds
+    a file to the user's folders. /tmp, not $TMPDIR: two shells (or batch jobs) with their own TMPDIR
+    writing one run folder must still see each other's lock."""
+    shared = Path("/tmp")
+    base = shared if os.name == "posix" and os.access(shared, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+    return base / "superexperts-locks"
 
 
 @contextlib.contextmanager

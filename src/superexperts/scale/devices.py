@@ -4,9 +4,13 @@ name with any figure overridden. Pure data, no torch: `plan --help` lists it in 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from ..runs.errors import UserError, did_you_mean
+
+# What --device means in the other subcommands (torch device strings); plan's --hardware is not one.
+TORCH_DEVICE = re.compile(r"(auto|cpu|cuda|mps|xpu|npu|hpu|meta)(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,10 @@ def device(name: str, *, memory_gb: float | None = None, bandwidth_gbs: float | 
     --activation-bandwidth)."""
     key = name.strip().lower()
     if key not in DEVICES:
-        raise UserError(f"unknown --device {name!r}. {did_you_mean(key, list(DEVICES))}"
+        if TORCH_DEVICE.fullmatch(key):  # `--device cuda` as in the other subcommands: say what plan takes
+            raise UserError(f"--hardware {name!r} is a torch device; plan takes a hardware profile name: "
+                            f"{', '.join(DEVICES)}; or give --memory, --bandwidth and --tflops.")  # fmt: skip
+        raise UserError(f"unknown --hardware {name!r}. {did_you_mean(key, list(DEVICES))}"
                         f"Known: {', '.join(DEVICES)}; or give --memory, --bandwidth and --tflops.")  # fmt: skip
     for flag, value in (("--memory", memory_gb), ("--bandwidth", bandwidth_gbs), ("--tflops", tflops),
                         ("--activation-bandwidth", activation_gbs)):  # fmt: skip

@@ -60,7 +60,7 @@ def check_measurable(kind: str) -> torch.device:
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available.get(kind, False):
         raise UserError(f"--measure measures this machine, which has no {kind} device; drop --measure "
-                        "(the table's figures) or plan for --device cpu.")  # fmt: skip
+                        "(the table's figures) or plan for --hardware cpu.")  # fmt: skip
     return torch.device(kind)
 
 

@@ -59,3 +59,22 @@ def test_more_controls_than_disjoint_sets_are_refused_with_that_number():
         random_controls(layers, ses, 4, layer_controlled=True)
     with pytest.raises(UserError, match="pass --random 7 or fewer"):  # at once, not after 10^20 draws
         random_controls(layers, ses, 10**20)
+
+
+def test_the_limit_from_config_numbers_bounds_the_exact_one():
+    from superexperts.evaluate.ablate.controls import check_controls_fit, disjoint_control_limit
+
+    ses = [(1, 0), (1, 1), (2, 0)]
+    # every layer an MoE layer: the same numbers random_controls refuses past
+    assert disjoint_control_limit(3, 8, ses, layer_controlled=False) == 7
+    assert disjoint_control_limit(3, 8, ses, layer_controlled=True) == 3
+    # a dense layer 0 the config numbers cannot see: an upper bound (8 + 21 = 29 experts -> 9 sets), never less
+    assert disjoint_control_limit(4, 8, ses, layer_controlled=False) == 9
+    assert disjoint_control_limit(3, 8, [(5, 0)], layer_controlled=False) is None  # the experts check says why
+    config = {"text_config": {"num_hidden_layers": 3, "num_experts": 8}}  # config.json as a dict, or an object
+    check_controls_fit(config, ses, 7, layer_controlled=False)
+    with pytest.raises(UserError, match="--random 4 is more than the 3 disjoint control sets .* in the SEs' layers"):
+        check_controls_fit(config, ses, 4, layer_controlled=True)
+    with pytest.raises(UserError, match="pass --random 7 or fewer"):
+        check_controls_fit(type("Config", (), {"num_hidden_layers": 3, "num_local_experts": 8})(), ses, 10**20,
+                           layer_controlled=False)  # fmt: skip
