@@ -154,14 +154,29 @@ def sweep(model, ids: torch.Tensor, sizes: list[str], repeats: int) -> dict:
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The synthetic model's sizes (also bench_atoms.py's)."""
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--experts", type=int, default=64)
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--moe-intermediate", type=int, default=256)
     p.add_argument("--tokens", type=int, default=256)
+
+
+def synthetic_model(args: argparse.Namespace, device: str = "cpu") -> Qwen3MoeForCausalLM:
+    """A seeded random Qwen3-MoE of `add_model_args`' sizes."""
+    config = Qwen3MoeConfig(vocab_size=1024, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
+                            moe_intermediate_size=args.moe_intermediate, num_hidden_layers=args.layers,
+                            num_attention_heads=8, num_key_value_heads=4, head_dim=args.hidden // 8,
+                            num_experts=args.experts, num_experts_per_tok=args.top_k)  # fmt: skip
+    torch.manual_seed(0)
+    return Qwen3MoeForCausalLM(config).to(device).eval()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(p)
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=7)
@@ -173,12 +188,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = Qwen3MoeConfig(vocab_size=1024, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                            moe_intermediate_size=args.moe_intermediate, num_hidden_layers=args.layers,
-                            num_attention_heads=8, num_key_value_heads=4, head_dim=args.hidden // 8,
-                            num_experts=args.experts, num_experts_per_tok=args.top_k)  # fmt: skip
-    torch.manual_seed(0)
-    model = Qwen3MoeForCausalLM(config).to(args.device).eval()
+    model = synthetic_model(args, args.device)
     ids = torch.randint(0, 1024, (args.samples, args.tokens), device=args.device)
     ExpertsInterface.register("bench_naive_capture", naive_capture_forward)
     result = {

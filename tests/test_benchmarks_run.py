@@ -39,6 +39,14 @@ def test_bench_profile(tmp_path):
     assert positive(result["batch_sweep"]["auto_over_best"])
 
 
+def test_bench_atoms(tmp_path):
+    out = run("bench_atoms.py", "--layers", "2", "--experts", "4", "--top-k", "2", "--hidden", "32",
+              "--moe-intermediate", "16", "--tokens", "8", "--batch", "2", "--repeats", "1", workdir=tmp_path)  # fmt: skip
+    result = json.loads(out)
+    assert result["setup"]["rows"] == 2 * 8 * 2 and result["setup"]["width"] == 16  # batch x tokens x top-k rows
+    assert all(positive(result[k]["median_ms"]) for k in ("first", "steady")) and positive(result["layer_forward_ms"])
+
+
 def test_bench_plan(tmp_path):
     out = run("bench_plan.py", "--layers", "1", "--hidden", "64", "--experts", "8", "--samples", "2", "--seq-len",
               "16", workdir=tmp_path)  # fmt: skip

@@ -95,3 +95,19 @@ def test_missing_tokenizer(demo_dir, tmp_path, capsys):
     (folder / "special_tokens_map.json").unlink(missing_ok=True)
     assert main(["profile", str(folder), "--out", str(tmp_path / "r")]) == 2
     assert "tokenizer" in capsys.readouterr().err
+
+
+def test_no_atoms_skips_the_atom_table_and_says_so(demo_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["profile", str(demo_dir), "--seq-len", "64", "--samples", "4", "--device", "cpu", "--out", str(out),
+                 "--no-atoms"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "2 Super Experts" in printed and "inside L1/13" not in printed
+    assert "atom statistics skipped (--no-atoms)" in printed
+    assert json.loads((out / "profile.json").read_text())["meta"]["atoms"] is False
+    assert not (out / "atom_stats.parquet").exists()
+    assert all("super_atoms" not in s for s in json.loads((out / "super_experts.json").read_text())["super_experts"])
+    assert "This run was profiled with --no-atoms" in (out / "report.html").read_text()
+    # what needs the super atoms says how to get them
+    assert main(["prune-eval", "--from", str(out), "--atoms", "super", "--device", "cpu"]) == 2
+    assert "re-run `superexperts profile` without --no-atoms" in capsys.readouterr().err

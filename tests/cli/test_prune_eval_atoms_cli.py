@@ -74,9 +74,29 @@ def test_atom_criterion_with_protection(atom_run, tmp_path, capsys, monkeypatch,
     (["--prune-by", "camra", "--fraction", "0.25"], "Did you mean 'camera'"),
     (["--prune-by", "reap", "--fraction", "0.25", "--protect", "super-atoms"], "atom criteria camera, heapr only"),
     (["--atoms", "1:13:0", "--rho", "2"], "--rho 2.0 must be in [0, 1]"),
+    (["--atoms", "1:13:0", "--experts", "2:41"], "--atoms and --experts each give the pruned set"),
+    (["--atoms", "1:13:0", "--experts", "super"], "--atoms and --experts each give the pruned set"),
 ])  # fmt: skip
 def test_bad_atom_input_writes_nothing(tmp_path, capsys, extra, message):
     assert main(["prune-eval", "--device", "cpu", "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "prune_eval.json").exists()
+
+
+@pytest.mark.parametrize("atoms, message", [
+    ("1:13:32", "atom 1:13:32 is out of range; expert 1:13 has atoms 0..31."),
+    ("1:64:0", "atom 1:64:0 is out of range; the model has experts 0..63."),
+    ("1:13:0,8:13:0", "atom 8:13:0 is out of range; the model has layers 0..7."),
+    ("1:13:-1", "atom 1:13:-1 is out of range; atoms count from 0."),
+])  # fmt: skip
+def test_atoms_beyond_the_model_are_refused_before_it_loads(demo_dir, tmp_path, capsys, monkeypatch, atoms, message):
+    from superexperts.models.fields import ModelFields
+
+    monkeypatch.setattr(ModelFields, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = ["prune-eval", str(demo_dir), "--atoms", atoms, "--ppl", "wikitext2", "--device", "cpu", "--out",
+            str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "prune_eval.json").exists()

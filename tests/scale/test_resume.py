@@ -67,6 +67,17 @@ def test_resume_state_from_other_data_is_refused(checkpoints, tmp_path):
         stream_profile(other, IDS, batch_size=2, state_dir=tmp_path / "state", resume=True)
 
 
+def test_no_atoms_streams_without_them_and_never_resumes_a_state_with_them(checkpoints, tmp_path):
+    _, folder = checkpoints("qwen3_moe", "hub")
+    full = stream_profile(folder, IDS, batch_size=2, state_dir=tmp_path / "state")
+    bare = stream_profile(folder, IDS, batch_size=2, atoms=False)
+    assert bare.atom_stats.empty and not full.atom_stats.empty
+    assert bare.meta["atoms"] is False and full.meta["atoms"] is True
+    pd.testing.assert_frame_equal(bare.expert_stats, full.expert_stats)
+    with pytest.raises(UserError, match="another model, data or settings"):  # its layers would lack atoms
+        stream_profile(folder, IDS, batch_size=2, state_dir=tmp_path / "state", resume=True, atoms=False)
+
+
 def test_state_dir_with_foreign_files_is_refused(checkpoints, tmp_path):
     _, folder = checkpoints("qwen3_moe", "hub")
     (tmp_path / "notes.txt").write_text("mine")

@@ -16,8 +16,10 @@ Memory is O(intermediate) per expert: a few (E, I) tensors per layer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 
 from ..models.device_map import host_check_is_free, parameter_values
@@ -26,6 +28,8 @@ from ..models.device_map import host_check_is_free, parameter_values
 DownRows = Callable[[torch.Tensor], torch.Tensor]
 # () -> (E, I): ||w_k||^2 of every atom.
 DownNorms = Callable[[], torch.Tensor]
+# dtypes numpy holds (the CPU search compares rows there)
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def squared_norms(matrices: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -74,14 +78,40 @@ def linear_down(linears: list[torch.nn.Linear]) -> tuple[DownRows, DownNorms]:
     return rows, norms
 
 
+class Scratch:
+    """Work buffers for the (S, I) passes of every AtomTracker of one capture, reused across layers and
+    batches. On a CPU a new tensor of a batch's rows cost more than the reductions that read it (first-touched
+    pages, capture/tracker.py): inside the profile benchmark the two new (S, I) tensors of each update took about
+    half of its time. One buffer per (use, device), grown to the largest chunk seen; `release` frees them."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def take(self, use: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        size = math.prod(shape) * dtype.itemsize
+        buffer = self._buffers.get((use, device))
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[(use, device)] = torch.empty(size, dtype=torch.uint8, device=device)
+        return buffer[:size].view(dtype).view(shape)
+
+    def release(self) -> None:
+        self._buffers.clear()
+
+
 class AtomTracker:
     """Per-atom statistics for E experts of width I (see the module docstring)."""
 
+    # Rows per pass are cut into chunks of at most this many (S, I) elements: bounds the scratch buffers
+    # (5 bytes an element) and keeps a chunk in cache across its passes: on the profile benchmark's rows (8192 x
+    # 256, cold from memory as after the down projection) 2^18-2^20 took 10-15% less than one chunk of 2^21.
+    CHUNK_ELEMENTS = 1 << 19
+
     def __init__(self, num_experts: int, down_rows: DownRows, down_norms: DownNorms,
-                 device: torch.device | str, *, routed: bool = True) -> None:  # fmt: skip
+                 device: torch.device | str, *, routed: bool = True, scratch: Scratch | None = None) -> None:  # fmt: skip
         self.num_experts = num_experts
         self.routed = routed  # routed rows need a routing weight; shared experts' r is 1
         self._down_rows, self._down_norms = down_rows, down_norms
+        self._scratch = Scratch() if scratch is None else scratch  # not a tensor: never saved in a state
         self.device = torch.device(device)
         self.width = 0  # I, known at the first update
         self.down_sq_norm = torch.empty(0, device=device)  # (E, I) ||w_k||^2, read once (weights are constant)
@@ -108,7 +138,7 @@ class AtomTracker:
     @torch.no_grad()
     def update(
         self,
-        expert_ids: torch.Tensor,  # (S,) expert of each (token, expert) row
+        expert_ids: torch.Tensor,  # (S,) expert of each (token, expert) row, in any order
         down_in: torch.Tensor,  # (S, I) a: the down projection's input
         token_index: torch.Tensor,  # (S,) global flat token index of each row
         weights: torch.Tensor | None,  # (S,) routing weight of each row; None = 1 (shared experts)
@@ -116,53 +146,75 @@ class AtomTracker:
         moved: torch.Tensor,  # (E,) bool: the expert's output maximum moved to a row of this batch
         row: torch.Tensor,  # (E,) that row (meaningful where `moved`)
         channel: torch.Tensor,  # (E,) its channel c*
-    ) -> None:
-        """Every pass over the (S, I) rows costs about as much as the reductions themselves would on a
-        CPU when it writes a new tensor (first-touched pages, capture/tracker.py): one new float32 tensor
-        here, (r a)^2, squared in place; the maxima of a come from reductions that only read it."""
+    ) -> torch.Tensor | None:
+        """No new (S, I) tensor in the common case: the maxima of a come from reductions that only read it,
+        (r a)^2 and the search for the row of each new maximum go through the shared scratch buffers.
+        Returns (E,) the batch's max |a| per expert (-inf without rows) when every row is finite (then it is
+        ExpertTracker's max_abs_input of the batch, which need not read the rows again); None otherwise."""
         if self.width == 0:
             self._start(down_in.shape[-1])
         a = down_in
-        if not host_check_is_free(a.device) or not bool(finite.all()):
-            # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
+        all_finite = host_check_is_free(a.device) and bool(finite.all())
+        if not all_finite:  # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
             a = torch.where(finite.unsqueeze(-1), a, torch.zeros((), dtype=a.dtype, device=a.device))
-        index = expert_ids.unsqueeze(-1).expand(-1, self.width)  # (S, I)
+        if weights is None and self.routed:
+            self.unweighted[expert_ids] = True
         # In the model's dtype (no float32 copy of a bf16 batch), exact: a max is one of the values.
+        index = expert_ids.unsqueeze(-1).expand(-1, self.width)  # (S, I)
         blank = torch.empty(self.num_experts, self.width, dtype=a.dtype, device=a.device)
-        top = blank.fill_(float("-inf")).scatter_reduce(0, index, a, "amax").float()  # (E, I)
-        bottom = blank.fill_(float("inf")).scatter_reduce(0, index, a, "amin").float()
-        if weights is None:
-            sq = a.float().square()  # (S, I) r = 1
-            if self.routed:
-                self.unweighted[expert_ids] = True
-        else:
-            sq = (a.float() * weights.float().unsqueeze(-1)).square_()  # (S, I) (r a)^2
-        # Per batch in float32 (a float64 copy of the rows cost as much again); across batches in float64.
-        self.sq_sum += torch.zeros_like(self.sq_max).index_add_(0, expert_ids, sq)
-        self.sq_max.scatter_reduce_(0, index, sq, "amax")
-        self._update_max_act(expert_ids, a, top, bottom, token_index)
-        if bool(moved.any()) if host_check_is_free(a.device) else True:  # on accelerators: never stall for it
-            new = a[row.clamp(min=0, max=a.shape[0] - 1)].float() * self._down_rows(channel).to(a.device)  # (E, I)
-            self.contribution = torch.where(moved.unsqueeze(-1), new, self.contribution)
-
-    def _update_max_act(self, expert_ids: torch.Tensor, a: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor,
-                        token_index: torch.Tensor) -> None:  # fmt: skip
-        """max |a| per atom (from the batch's max and min) and the first row that attains it, where it
-        beats the running maximum (ties keep the earlier token)."""
-        batch = torch.maximum(top, -bottom)  # (E, I) -inf for an expert without rows
+        top = blank.fill_(float("-inf")).scatter_reduce(0, index, a, "amax")  # (E, I)
+        bottom = blank.fill_(float("inf")).scatter_reduce(0, index, a, "amin")
+        batch = torch.maximum(top, -bottom).float()  # (E, I) max |a|, -inf for an expert without rows
         better = batch > self.max_abs_act
-        if host_check_is_free(a.device) and not bool(better.any()):
-            return
+        search = not host_check_is_free(a.device) or bool(better.any())  # on accelerators: never stall for it
         # The signed value to look for, NaN (never equal) where nothing improves.
-        target = torch.where(better, torch.where(top >= -bottom, top, bottom), float("nan")).to(a.dtype)
-        hit = a == target.index_select(0, expert_ids)  # (S, I)
+        target = torch.where(better, torch.where(top >= -bottom, top, bottom), float("nan"))
         s = a.shape[0]
-        first = torch.full((self.num_experts, self.width), s, device=a.device)  # first row of each atom's max
-        if host_check_is_free(a.device):  # few hits: read them out instead of writing (S, I) index tensors
-            rows, cols = hit.nonzero(as_tuple=True)
-            first.view(-1).scatter_reduce_(0, expert_ids[rows] * self.width + cols, rows, "amin")
-        else:  # no host sync: every row is a candidate, S where it misses
-            candidates = torch.where(hit, torch.arange(s, device=a.device).unsqueeze(-1), s)
-            first.scatter_reduce_(0, expert_ids.unsqueeze(-1).expand(-1, self.width), candidates, "amin")
-        self.max_abs_act = torch.where(better, batch, self.max_abs_act)
-        self.max_act_token = torch.where(better, token_index[first.clamp(max=s - 1)], self.max_act_token)
+        first = torch.full((self.num_experts, self.width), s, device=a.device)  # first row of each new maximum
+        sq_sum = torch.zeros_like(self.sq_max)  # per batch in float32; across batches in float64 (self.sq_sum)
+        step = max(1, self.CHUNK_ELEMENTS // self.width)
+        for lo in range(0, s, step):
+            ids, rows = expert_ids[lo : lo + step], a[lo : lo + step]
+            if host_check_is_free(a.device) and rows.dtype not in _NUMPY_FLOATS:
+                # numpy (the search below) has no bfloat16: an exact float32 copy, reused for the squares
+                rows = self._scratch.take("rows", tuple(rows.shape), torch.float32, a.device).copy_(rows)
+            self._add_squares(ids, rows, None if weights is None else weights[lo : lo + step], sq_sum)
+            if search:
+                self._find_first(ids, rows, target, lo, first)
+        self.sq_sum += sq_sum
+        if search:
+            self.max_abs_act = torch.where(better, batch, self.max_abs_act)
+            self.max_act_token = torch.where(better, token_index[first.clamp(max=s - 1)], self.max_act_token)
+        if bool(moved.any()) if host_check_is_free(a.device) else True:
+            new = a.index_select(0, row.clamp(min=0, max=s - 1)).float() * self._down_rows(channel).to(a.device)
+            self.contribution = torch.where(moved.unsqueeze(-1), new, self.contribution)
+        return batch.amax(dim=1) if all_finite else None
+
+    def _add_squares(self, ids: torch.Tensor, a: torch.Tensor, weights: torch.Tensor | None,
+                     sq_sum: torch.Tensor) -> None:  # fmt: skip
+        """(r a)^2 of a chunk of rows, in float32 in a scratch buffer: its sum into `sq_sum`, its max into sq_max."""
+        sq = self._scratch.take("squares", tuple(a.shape), torch.float32, a.device)  # (n, I)
+        if weights is None:  # r = 1
+            sq.copy_(a).square_()  # squared in float32, not in a bf16 a's own dtype
+        else:
+            torch.mul(a, weights.to(torch.float32).unsqueeze(-1), out=sq).square_()
+        sq_sum.index_add_(0, ids, sq)
+        self.sq_max.scatter_reduce_(0, ids.unsqueeze(-1).expand(-1, self.width), sq, "amax")
+
+    def _find_first(self, ids: torch.Tensor, a: torch.Tensor, target: torch.Tensor, offset: int,
+                    first: torch.Tensor) -> None:  # fmt: skip
+        """Lower `first` (E, I) to the first row (offset + row of this chunk) where a equals its expert's target."""
+        shape = tuple(a.shape)  # (n, I)
+        wanted = torch.index_select(target.to(a.dtype), 0, ids, out=self._scratch.take("target", shape, a.dtype, a.device))
+        hit = self._scratch.take("hit", shape, torch.bool, a.device)
+        if host_check_is_free(a.device):  # few hits: read them out instead of writing (n, I) index tensors
+            # numpy's compare and flatnonzero on the same memory (no copy): 1/4 and 1/2 the time of torch's on a CPU
+            np.equal(a.numpy(), wanted.numpy(), out=hit.numpy())
+            flat = torch.from_numpy(np.flatnonzero(hit.numpy()))
+            rows, cols = flat // self.width, flat % self.width
+            first.view(-1).scatter_reduce_(0, ids[rows] * self.width + cols, rows + offset, "amin")
+        else:  # no host sync: every row is a candidate, int64 max where it misses
+            torch.eq(a, wanted, out=hit)
+            rows = torch.arange(offset, offset + shape[0], device=a.device).unsqueeze(-1)
+            candidates = torch.where(hit, rows, torch.iinfo(torch.int64).max)
+            first.scatter_reduce_(0, ids.unsqueeze(-1).expand(-1, self.width), candidates, "amin")

@@ -272,6 +272,7 @@ def profile(
         **batch_meta,
         "profile_seconds": round(seconds, 3),
         "layer_stats_method": LAYER_STATS_METHOD,
+        "atoms": atoms,  # per-atom statistics recorded (atom_stats); False: --no-atoms
     }
     return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta,
                    atom_table(cap, all_ids.shape[1]))

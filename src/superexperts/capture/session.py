@@ -18,7 +18,7 @@ from torch import nn
 from ..models.adapters import ModelMap, MoEBlock, param_device
 from ..runs.errors import UserError
 from . import experts_fn
-from .atoms import AtomTracker, fused_down, linear_down
+from .atoms import AtomTracker, Scratch, fused_down, linear_down
 from .routing import routing_weights
 from .tracker import ExpertTracker, MassiveTracker, token_rows
 
@@ -133,9 +133,9 @@ def _layer_output_hook(tracker: MassiveTracker, cap: Capture):
     return hook
 
 
-def _attach_atoms(tracker: ExpertTracker, block: MoEBlock, kind: str) -> None:
-    """Per-atom statistics beside the expert maxima (capture/atoms.py). Llama4's dense-routed experts
-    have none: their down_proj input is not visible from outside the module."""
+def _attach_atoms(tracker: ExpertTracker, block: MoEBlock, kind: str, scratch: Scratch) -> None:
+    """Per-atom statistics beside the expert maxima (capture/atoms.py), with the capture's shared work
+    buffers. Llama4's dense-routed experts have none: their down_proj input is not visible from outside."""
     if kind == "shared":
         rows, norms = linear_down([block.shared_down])
     elif block.layout == "fused":
@@ -145,7 +145,7 @@ def _attach_atoms(tracker: ExpertTracker, block: MoEBlock, kind: str) -> None:
     else:
         return
     tracker.atoms = AtomTracker(tracker.num_experts, rows, norms, tracker.max_abs_output.device,
-                                routed=kind == "routed")  # fmt: skip
+                                routed=kind == "routed", scratch=scratch)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -164,12 +164,13 @@ def capture(
     cap = Capture(model_map=model_map)
     handles: list = []
     fused = [b for b in model_map.moe if b.layout == "fused"]
+    scratch = Scratch()  # one set of (S, I) work buffers for every layer's atoms
     try:
         for b in model_map.moe:
             tracker = ExpertTracker(b.num_experts, param_device(b.experts, device))
             cap.experts[(b.layer, "routed")] = tracker
             if atoms:
-                _attach_atoms(tracker, b, "routed")
+                _attach_atoms(tracker, b, "routed", scratch)
             if b.layout == "fused":
                 experts_fn.ACTIVE[id(b.experts)] = (tracker, cap.current_offset)
             elif b.layout == "modulelist":
@@ -180,7 +181,7 @@ def capture(
                 shared = ExpertTracker(1, param_device(b.shared, device))
                 cap.experts[(b.layer, "shared")] = shared
                 if atoms:
-                    _attach_atoms(shared, b, "shared")
+                    _attach_atoms(shared, b, "shared", scratch)
                 handles.append(b.shared_down.register_forward_hook(_linear_hook(shared, 0, cap)))
         for d in model_map.dense:
             dense = ExpertTracker(1, param_device(d.mlp, device))
@@ -192,6 +193,7 @@ def capture(
         with experts_fn.fused_implementation([b.experts for b in fused]):
             yield cap
     finally:
+        scratch.release()
         for h in handles:
             h.remove()
         for b in fused:

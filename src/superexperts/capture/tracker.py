@@ -78,12 +78,16 @@ class ExpertTracker:
         self.channel = torch.where(better, channel, self.channel)
         self.max_output = torch.where(better, down_out[row, channel].float(), self.max_output)
         self.token = torch.where(better, token_index[row], self.token)
-        in_abs = row_max_abs(down_in).float()
-        self.max_abs_input = self.max_abs_input.scatter_reduce(0, expert_ids, in_abs, "amax")
         self.tokens_routed += torch.bincount(expert_ids, minlength=e)
         self._update_criteria(expert_ids, down_out, row_top, finite, weights)
+        batch_in = None  # (E,) max |down_in| of the batch, when the atoms already reduced the rows to it
         if self.atoms is not None:
-            self.atoms.update(expert_ids, down_in, token_index, weights, finite, better, row, channel)
+            batch_in = self.atoms.update(expert_ids, down_in, token_index, weights, finite, better, row, channel)
+        if batch_in is None:
+            in_abs = row_max_abs(down_in).float()
+            self.max_abs_input = self.max_abs_input.scatter_reduce(0, expert_ids, in_abs, "amax")
+        else:  # two passes over the rows fewer
+            self.max_abs_input = torch.maximum(self.max_abs_input, batch_in)
 
     def _update_criteria(self, expert_ids: torch.Tensor, down_out: torch.Tensor, row_top: torch.Tensor,
                          finite: torch.Tensor, weights: torch.Tensor | None) -> None:  # fmt: skip

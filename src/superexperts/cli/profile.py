@@ -39,6 +39,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     add_criterion_args(p, "SE criterion (default paper; see `identify`)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--no-atoms", action="store_true", help="skip the per-atom statistics (atom_stats.parquet: "
+                   "CAMERA sums and maxima, max |a| per neuron of every expert), which add time to every batch: "
+                   "the run then has no super atoms (report's 'Inside each Super Expert', protect --atoms, "
+                   "prune-eval --atoms super) and prune-eval --prune-by camera cannot use it")  # fmt: skip
     p.add_argument("--stream", action="store_true", help="read the checkpoint one decoder layer at a time "
                    "(models larger than memory; under torchrun each rank takes a share of the data)")  # fmt: skip
     add_prefetch_arg(p)
@@ -59,7 +63,7 @@ def request(args: argparse.Namespace):
         seed=args.seed, device=args.device, device_map=args.device_map, dtype=args.dtype,
         trust_remote_code=args.trust_remote_code, allow_missing_weights=args.allow_missing_weights,
         overwrite=args.overwrite, criterion=criterion, params=params, report=not args.no_report, stream=args.stream,
-        state_dir=args.state_dir, resume=args.resume, prefetch=args.prefetch,
+        state_dir=args.state_dir, resume=args.resume, prefetch=args.prefetch, atoms=not args.no_atoms,
     )  # fmt: skip
 
 
@@ -96,6 +100,8 @@ def _print_summary(result, report: bool) -> None:
     print(se_table(verdict))
     for line in _inside_lines(verdict, prof.atom_stats):
         print(line)
+    if prof.meta.get("atoms") is False and len(verdict.super_experts):
+        print("atom statistics skipped (--no-atoms): no super atoms; profile without it to see them")
     top = prof.expert_stats.nlargest(5, "max_abs_output")
     print("top candidates: " + ", ".join(
         f"L{r.layer}/{r.expert if r.kind == 'routed' else r.kind}={r.max_abs_output:.4g}" for r in top.itertuples()

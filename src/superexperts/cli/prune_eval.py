@@ -34,9 +34,10 @@ def add_parser(subparsers) -> None:
         " and re-renders the folder's report.html (+ figures/) when it is a profile run.",
     )  # fmt: skip
     add_model_args(p, "local checkpoint folder or hub id (default: the model of --from, else the built-in demo)")
-    p.add_argument("--experts", default="super", metavar="super|LIST|FILE",
+    p.add_argument("--experts", metavar="super|LIST|FILE",
                    help="experts to ablate: 'super' (from --from, else profiled now), a list such as "
-                   "1:68,2:92,4:shared, or a file (JSON records or super_experts.json) (default super)")
+                   "1:68,2:92,4:shared, or a file (JSON records or super_experts.json) (default super; not with "
+                   "--atoms, which prunes atoms instead)")
     p.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="a profile run folder: its SEs are 'super'")
     p.add_argument("--mode", default="zero", help="zero (paper: routed, contributes nothing) | mean (output "
                    "replaced by its calibration mean) | skip (removed from routing) (default zero)")  # fmt: skip
@@ -105,13 +106,17 @@ def request(args: argparse.Namespace):
     """The validated request (nothing loaded yet; lm-eval tasks are checked here too)."""
     from ..models.demo_data import DEMO_PPL
     from ..models.experts import resolve_experts
-    from ..recipes.pruning import PruneEvalRequest
+    from ..recipes.pruning import PruneEvalRequest, check_atoms_alone
 
     tasks = task_names(args)
     from ..models.atoms import resolve_atoms
 
+    check_atoms_alone(args.atoms is not None, args.experts is not None)  # --experts super too, before reading files
     atoms, atoms_source = resolve_atoms(args.atoms, args.from_dir) if args.atoms is not None else (None, "custom")
-    experts, source = resolve_experts(args.experts, args.from_dir, "--experts")
+    if atoms is not None:
+        experts, source = None, "none"  # atoms are pruned, no expert
+    else:
+        experts, source = resolve_experts(args.experts or "super", args.from_dir, "--experts")
     model = model_of(args, args.from_dir)
     seq_len, samples = window_defaults(model is None, args.seq_len, args.samples)
     req = PruneEvalRequest(

@@ -166,7 +166,7 @@ def atom_pruning_plan(scores: pd.DataFrame, fraction: float, *, criterion: str =
         raise UserError("--protect super needs Super Experts: pass --from RUN_DIR with a super_experts.json.")
     if protect == "super-atoms" and not super_atoms:
         raise UserError("--protect super-atoms needs the super atoms of super_experts.json; re-run `superexperts "
-                        "profile` (older runs lack them) or use --protect super.")  # fmt: skip
+                        "profile` without --no-atoms (older runs lack them) or use --protect super.")  # fmt: skip
     table = routed_scores(scores)
     sizes = _group(table, scope).value_counts()
     counts = (sizes * fraction).astype(int)  # CAMERA: int(n * ratio) per layer; HEAPr: of all atoms
@@ -225,5 +225,5 @@ def atom_scores(prof: Any, criterion: str, *, rho: float = 0.9, model: Any = Non
     stats = getattr(prof, "atom_stats", None)
     if stats is None or len(stats) == 0:
         raise UserError("the profile has no atom statistics (atom_stats.parquet); re-run `superexperts profile` "
-                        "with this version to record them.")  # fmt: skip
+                        "with this version and without --no-atoms to record them.")  # fmt: skip
     return camera_scores(stats, rho).rename(columns={"camera": "score"})[[*KEYS, "score"]]

@@ -102,8 +102,8 @@ def resolve_atoms(spec: str, from_dir: str | None) -> tuple[list[Atom], str]:
 
     found = super_atoms_of(load_super_experts(from_dir))
     if not found:
-        raise UserError(f"{from_dir}/super_experts.json has no super atoms; re-run `superexperts profile` (older runs "
-                        "lack them) or list atoms like 1:68:3.")  # fmt: skip
+        raise UserError(f"{from_dir}/super_experts.json has no super atoms; re-run `superexperts profile` without "
+                        "--no-atoms (older runs lack them) or list atoms like 1:68:3.")  # fmt: skip
     return [(layer, expert, k) for (layer, expert), ks in found.items() for k, _ in ks], "super"
 
 

@@ -15,30 +15,70 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..runs.errors import UserError
 from .demo_data import DEMO_SPEC
 
 EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+# The routed experts' intermediate size I, first key present wins: MoE-specific where the family has dense
+# MLPs too (Qwen3-MoE, DeepSeek, GLM), else the only one (Mixtral, GPT-OSS, OLMoE, Llama4's experts).
+EXPERT_WIDTH_KEYS = ("moe_intermediate_size", "intermediate_size")
+
+
+def _get(config: Any, key: str) -> Any:
+    """A config field, from a transformers config, this module's attribute view or a config.json dict."""
+    return config.get(key) if isinstance(config, dict) else getattr(config, key, None)
 
 
 def _text(config) -> Any:
     """The language model's part of a config (a vision-language model nests it in text_config)."""
-    return getattr(config, "text_config", None) or config
+    return _get(config, "text_config") or config
 
 
 def config_layers(config) -> int | None:
     """The decoder layer count of a config (None: no config, or it does not say)."""
-    layers = getattr(_text(config), "num_hidden_layers", None)
+    layers = _get(_text(config), "num_hidden_layers")
     return layers if isinstance(layers, int) else None
 
 
 def experts_per_layer(config) -> int | None:
     """Routed experts per MoE layer, by the first key the config names (None: it names none)."""
     text = _text(config)
-    return next((getattr(text, k) for k in EXPERT_COUNT_KEYS if isinstance(getattr(text, k, None), int)), None)
+    return next((_get(text, k) for k in EXPERT_COUNT_KEYS if isinstance(_get(text, k), int)), None)
+
+
+def atoms_per_expert(config) -> int | None:
+    """A routed expert's intermediate size I (its atoms), by the first of EXPERT_WIDTH_KEYS the config
+    has; None when that is not one positive int (e.g. a width per modality: checked after loading)."""
+    text = _text(config)
+    value = next((_get(text, k) for k in EXPERT_WIDTH_KEYS if _get(text, k) is not None), None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def check_atoms_in_config(atoms: Iterable[tuple[int, int | str, int]], config: Any) -> None:
+    """Range-check (layer, expert, atom) triples against the config alone; a one-line UserError names the first
+    bad entry and the valid range. Shared experts' widths differ by family: their atoms are checked after loading,
+    as are layers without routed experts (dense or hybrid layers).
+
+    >>> check_atoms_in_config([(1, 68, 3)], {"num_hidden_layers": 48, "num_experts": 128, "moe_intermediate_size": 768})
+    """
+    layers, experts, width = config_layers(config), experts_per_layer(config), atoms_per_expert(config)
+    for layer, expert, k in atoms:
+        bad = f"atom {layer}:{expert}:{k} is out of range;"  # worded as models.atoms.validate_atoms after loading
+        if layers is not None and not 0 <= layer < layers:
+            raise UserError(f"{bad} the model has layers 0..{layers - 1}.")
+        if k < 0:
+            raise UserError(f"{bad} atoms count from 0.")
+        if expert == "shared":
+            continue
+        if experts is not None and not 0 <= int(expert) < experts:
+            raise UserError(f"{bad} the model has experts 0..{experts - 1}.")
+        if width is not None and k >= width:
+            raise UserError(f"{bad} expert {layer}:{expert} has atoms 0..{width - 1}.")
 
 
 def expert_count(config) -> int:

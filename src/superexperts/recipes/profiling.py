@@ -49,6 +49,7 @@ class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_
     resume: bool = False
     prefetch: str | None = None  # --prefetch auto|on|off with --stream (None: not given = auto)
     out_flag: str = "--out"  # the flag that named `out` (protect profiles into --profile-out)
+    atoms: bool = True  # per-atom statistics (atom_stats, super atoms); False: --no-atoms
 
     def __post_init__(self) -> None:
         check_window_args(self.seq_len, self.samples, 1 if self.batch_size == AUTO else self.batch_size)
@@ -82,18 +83,19 @@ class ProfileResult:
 
 def write_profile_run(loaded: Loaded, calib: Calibration, out_dir: str | os.PathLike, *, batch_size: int | str = AUTO,
                       criterion: str = "paper", params: dict[str, Any] | None = None, progress: bool = False,
-                      report: bool = True, profiler: Callable[..., Profile] | None = None
+                      report: bool = True, profiler: Callable[..., Profile] | None = None, atoms: bool = True
                       ) -> tuple[Profile, Identification]:
     """Profile, identify, and write the run folder all-or-nothing (then the report).
 
-    `profiler` replaces `superexperts.profile` (same signature), e.g. layer streaming.
+    `profiler` replaces `superexperts.profile` (same signature), e.g. layer streaming. `atoms`: also the
+    per-atom statistics (atom_stats.parquet, the SEs' super atoms).
     """
     from ..capture.profile import profile
     from ..identify.identification import identification
     from ..identify.profile_run import run_files
 
     prof = (profiler or profile)(loaded.model, calib.input_ids, batch_size=batch_size, tokenizer=loaded.tokenizer,
-                    progress=progress)
+                                 progress=progress, atoms=atoms)
     prof.meta |= loaded.describe() | {"data": calib.describe()} | base_metadata(tool="profile", seed=calib.seed)
     ident = identification(prof, criterion, params, command="profile")
     files = run_files(prof, ident.verdict) | ident.files
@@ -140,8 +142,9 @@ def run_profile(req: ProfileRequest, *, echo: Callable[[str], None] = lambda _: 
         echo(BANNER)
     echo(f"data: {calib.spec}: {calib.input_ids.shape[0]} x {calib.input_ids.shape[1]} tokens ({calib.sampling})")
     if profiler is not None and rank_and_world()[0] != 0:  # data-parallel streaming: rank 0 writes the run
-        profiler(loaded.model, calib.input_ids, batch_size=req.batch_size)
+        profiler(loaded.model, calib.input_ids, batch_size=req.batch_size, atoms=req.atoms)
         return None
     prof, ident = write_profile_run(loaded, calib, req.out, batch_size=req.batch_size, criterion=req.criterion,
-                                    params=req.params, progress=progress, report=req.report, profiler=profiler)
+                                    params=req.params, progress=progress, report=req.report, profiler=profiler,
+                                    atoms=req.atoms)
     return ProfileResult(prof, ident, sensitivity_verdict(ident.grid), Path(req.out), calib, loaded.synthetic)

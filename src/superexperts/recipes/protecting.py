@@ -99,8 +99,8 @@ def protect_run(run_dir: str | os.PathLike, req: ProtectRequest) -> str:
     if req.atoms:
         super_atoms = super_atoms_of(records)
         if not super_atoms:
-            raise UserError(f"{run_dir}/super_experts.json has no super atoms; re-run `superexperts profile` (older "
-                            "runs lack them) or drop --atoms.")  # fmt: skip
+            raise UserError(f"{run_dir}/super_experts.json has no super atoms; re-run `superexperts profile` without "
+                            "--no-atoms (older runs lack them) or drop --atoms.")  # fmt: skip
         validate_atoms(model_map, [(layer, e, k) for (layer, e), ks in super_atoms.items() for k, _ in ks])
         entries = atom_entries(super_atoms, names)
     else:

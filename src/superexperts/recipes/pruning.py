@@ -23,6 +23,7 @@ from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
 from ..identify.run_model import check_run_model, check_run_of, result_basis
 from ..models.atoms import Atom, super_atoms_of, validate_atoms
+from ..models.config_file import check_atoms_in_config
 from ..models.demo_data import DEMO_PPL
 from ..models.experts import Expert, check_experts_in_config, experts_json, validate_experts
 from ..models.fields import ModelFields
@@ -42,13 +43,20 @@ CAUSAL_SAMPLES = 4  # calibration windows for the causal check: a small batch is
 CAUSAL_THRESHOLD = 0.5  # causal = at least half of the MA a candidate writes is still missing a layer later
 
 
+def check_atoms_alone(atoms: bool, experts: bool) -> None:
+    """--atoms prunes the atoms it lists and nothing else: an explicit --experts beside it would be ignored."""
+    if atoms and experts:
+        raise UserError("--atoms and --experts each give the pruned set (single atoms or whole experts); pass "
+                        "one of them.")  # fmt: skip
+
+
 @dataclass
 class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, tasks, prompts, ...; device, dtype, ...
     """What `superexperts prune-eval` was asked; `check()` runs everything that needs no model."""
 
     model: str | None  # None = the built-in demo
     experts: list[Expert] | None  # None: profile the model and take the paper rule's SEs
-    experts_source: str  # custom | profiled | <run>/super_experts.json
+    experts_source: str  # custom | profiled | <run>/super_experts.json | none (--atoms: no expert is pruned)
     out: str | os.PathLike
     # Required here (the CLI fills the defaults); keyword-only, as EvalFields declares them.
     seq_len: int = field(kw_only=True)  # perplexity and calibration window length
@@ -107,6 +115,8 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
                 check_run_model(self.from_dir, config, self.model)
             if self.experts is not None:
                 check_experts_in_config(self.experts, config)
+            if self.atoms is not None:
+                check_atoms_in_config(self.atoms, config)
             if not self.on_atoms:  # --random past the disjoint control sets, from the config numbers
                 for controlled in (False, True)[: 1 + self.layer_controlled]:
                     check_controls_fit(config, self.experts, self.n_random, layer_controlled=controlled)
@@ -115,6 +125,7 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
 
     def _check_atoms(self) -> None:
         """Atoms are zeroed in memory (the paper's pruning, one neuron at a time)."""
+        check_atoms_alone(self.atoms is not None, self.experts is not None)
         for flag, given in (("--mode " + self.mode, self.mode != "zero"), ("--causal", self.causal is not None),
                             ("--stream", self.stream)):  # fmt: skip
             if given:

@@ -85,7 +85,7 @@ def _super_atoms(req: QuantEvalRequest, model_map) -> dict | None:
     found = super_atoms_of(load_super_experts(req.from_dir))
     if not found:
         raise UserError(f"{req.from_dir}/super_experts.json has no super atoms; re-run `superexperts profile` "
-                        "(older runs lack them) or drop --protect super-atoms.")  # fmt: skip
+                        "without --no-atoms (older runs lack them) or drop --protect super-atoms.")  # fmt: skip
     validate_atoms(model_map, [(layer, e, k) for (layer, e), ks in found.items() for k, _ in ks])
     return {x: [k for k, _ in ks] for x, ks in found.items()}
 

@@ -1,6 +1,7 @@
 """The "Inside each Super Expert" section: which atoms (intermediate units) write each SE's outlier.
 
-Read from the run's atom table (atom_stats.parquet); left out when the run has none or found no SE.
+Read from the run's atom table (atom_stats.parquet); left out when the run has none or found no SE (a run
+profiled with --no-atoms says so instead).
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ CAPTION = ("Each Super Expert's output at its maximum split over its atoms, larg
            "largest; the rest summed into one bar). Coloured: the super atoms, the fewest atoms that carry 90%.")
 
 
+SKIPPED = ("This run was profiled with --no-atoms: it recorded no atom statistics, so its Super Experts' super "
+           "atoms are unknown. Profile again without --no-atoms to see them.")
+
+
 def inside_super_experts(inputs: ReportInputs) -> Section | None:
     found = se_super_atoms(inputs.verdict.super_experts, inputs.profile.atom_stats)
+    if not found and inputs.profile.meta.get("atoms") is False and len(inputs.verdict.super_experts):
+        return Section("inside-super-experts", "Inside each Super Expert", Raw(paragraphs(SKIPPED)), {})
     if not found:
         return None
     for s in found:

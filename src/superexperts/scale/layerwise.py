@@ -273,12 +273,14 @@ def stream_profile(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     prefetch: bool | None = None,
+    atoms: bool = True,
 ) -> Profile:
     """Profile a safetensors checkpoint folder layer by layer; same result as `superexperts.profile`.
 
     Under torch.distributed (e.g. `torchrun --nproc_per_node 2`) each rank profiles a contiguous
     share of the batches and every rank returns the merged profile. `prefetch` reads the next
     layer from disk while the current one computes (`LayerReader`; None = on for accelerators).
+    `atoms`: also the per-atom statistics, as in `superexperts.profile`.
 
     >>> prof = stream_profile("Qwen3-30B-A3B/", input_ids, device="cuda", dtype=torch.bfloat16,
     ...                       state_dir="state/", resume=True)
@@ -300,6 +302,8 @@ def stream_profile(
     batches, offsets = _shard(list(input_ids.split(batch_size)), rank, world)
     settings = {"dtype": str(dtype), "batch_size": batch_size, "rank": rank, "world": world,
                 "attn": attn_implementation, "layers": model_map.num_layers}  # fmt: skip
+    if not atoms:  # a state saved with atoms resumes only a run with them (older states' fingerprints unchanged)
+        settings["atoms"] = False
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         state = None
@@ -307,7 +311,7 @@ def stream_profile(
             state_path = Path(state_dir) / (f"rank-{rank}" if world > 1 else "")
             state = RunState(state_path, fingerprint(folder, input_ids, settings))
         spill = state.folder if state else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="se-spill-")))
-        cap = stack.enter_context(capture(model_map, device=device))
+        cap = stack.enter_context(capture(model_map, device=device, atoms=atoms))
         stack.enter_context(torch.inference_mode())
         done = state.start(resume=resume) if state else {}
         for index, s in done.items():
@@ -323,7 +327,8 @@ def stream_profile(
                 restore_layer(cap, index, merged)
         all_ids = input_ids.cpu()
         meta = _meta(skeleton, model_map, device, dtype, all_ids, batch_size, world, store, time.perf_counter() - start)
-        meta |= batch_meta | {"layer_stats_method": LAYER_STATS_METHOD, "prefetch": prefetch_used(prefetch, device)}
+        meta |= batch_meta | {"layer_stats_method": LAYER_STATS_METHOD, "prefetch": prefetch_used(prefetch, device),
+                              "atoms": atoms}  # fmt: skip
         return Profile(expert_table(cap, all_ids, tokenizer), layer_table(cap, all_ids, tokenizer), meta,
                        atom_table(cap, all_ids.shape[1]))
 
@@ -341,10 +346,10 @@ def streaming_profiler(loaded: Loaded, device: torch.device, dtype: torch.dtype,
                        resume: bool = False, prefetch: bool | None = None) -> Callable[..., Profile]:  # fmt: skip
     """A drop-in for `superexperts.profile(model, input_ids, ...)` that streams `loaded.path`."""
 
-    def profiler(model, input_ids, *, batch_size: int | str = "auto", tokenizer=None, progress: bool = False
-                 ) -> Profile:
+    def profiler(model, input_ids, *, batch_size: int | str = "auto", tokenizer=None, progress: bool = False,
+                 atoms: bool = True) -> Profile:  # fmt: skip
         return stream_profile(loaded.path, input_ids, device=device, dtype=dtype, batch_size=batch_size,
                               state_dir=state_dir, resume=resume, tokenizer=tokenizer, progress=progress,
-                              prefetch=prefetch)  # fmt: skip
+                              prefetch=prefetch, atoms=atoms)  # fmt: skip
 
     return profiler
