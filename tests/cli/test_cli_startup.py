@@ -101,6 +101,27 @@ def test_a_refusal_needs_no_heavy_import(workspace, argv, message):
     assert tree_digest(workspace) == before, "created, changed or deleted files"
 
 
+DEMO_REFUSALS = [
+    (["prune-eval", "--experts", "1:99"], "expert 1:99 is out of range"),
+    (["prune-eval", "--atoms", "1:13:99"], "atom 1:13:99 is out of range"),
+    (["sinks", "--experts", "1:99"], "expert 1:99 is out of range"),
+    (["sinks", "--experts", "1:3", "--layers", "1,99"], "[99] out of range"),
+    (["profile", "--include-layers", "1,99"], "[99] out of range"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), DEMO_REFUSALS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_a_demo_refusal_needs_no_heavy_import_once_its_copy_exists(tmp_path, argv, message):
+    """The built-in demo's checks read its saved copy's config.json (built by the first demo command)."""
+    from superexperts.models.demo import demo_checkpoint
+
+    demo_checkpoint()
+    rc, heavy, err = _imported_after([*argv, "--out", "out"], cwd=tmp_path)
+    assert rc == 2 and message in err, err
+    assert heavy == [], f"imported {heavy} before refusing"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_version(capsys):
     from superexperts.runs.version import __version__
 

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..runs.errors import UserError
-from .demo_data import DEMO_SPEC
+from .demo_data import DEMO_SPEC, default_cache_dir
 
 EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 # The routed experts' intermediate size I, first key present wins: MoE-specific where the family has dense
@@ -95,6 +95,8 @@ def checkpoint_path(spec: str | None) -> str:
     """The local folder (or hub id) of MODEL; None or "demo" is the built-in demo's saved copy
     (built on first use: that imports torch)."""
     if spec is None or (spec == DEMO_SPEC and not os.path.exists(spec)):  # a folder named demo wins
+        if (default_cache_dir() / "config.json").is_file():  # built before: named without torch
+            return str(default_cache_dir())
         from .demo import demo_checkpoint
 
         return str(demo_checkpoint())

@@ -22,8 +22,6 @@ The model is synthetic; every output of a run on it says so.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import shutil
 import tempfile
@@ -34,10 +32,20 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-from .demo_data import DEMO_MARKER, DEMO_PPL, DEMO_SPEC, DEMO_WINDOWS, arithmetic_words, resource_dir  # noqa: F401 - DEMO_* are the demo's names
+from .demo_data import (  # noqa: F401 - DEMO_* and the cache's names are the demo's names
+    DEMO_MARKER,
+    DEMO_PPL,
+    DEMO_SPEC,
+    DEMO_VERSION,
+    DEMO_WINDOWS,
+    WEIGHTS_FILE,
+    arithmetic_words,
+    default_cache_dir,
+    resource_dir,
+    weights_path,
+)
 
 DEMO_NAME = "superexperts/demo-qwen3-moe-synthetic"
-DEMO_VERSION = 3  # bump when the planted recipe or the shipped weights change: it keys the cache folder
 DEMO_SEED = 1234
 DEMO_SUPER_EXPERTS: tuple[tuple[int, int], ...] = ((1, 13), (2, 41))
 DEMO_OUTLIER: tuple[int, int] = (7, 22)
@@ -56,7 +64,6 @@ PLANTED_EXPERTS: dict[tuple[int, int], tuple[int, int, float, float, float]] = {
     DEMO_SUPER_EXPERTS[1]: (DEMO_CHANNEL, DEMO_CHANNEL, 1.0, 8.0, 2.0),
     DEMO_OUTLIER: (COMMA_CHANNEL, OUTLIER_CHANNEL, 1.5, 100.0, 0.5),  # trained: above max/10, far below SE 1 x 10
 }
-WEIGHTS_FILE = "weights.safetensors"
 HELDOUT_FILE = "heldout.txt"
 PROMPTS_FILE = "prompts.txt"
 ARITHMETIC_FILE = "arithmetic.txt"  # the training addition lines: a second calibration domain
@@ -169,10 +176,6 @@ def planted_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
     return model, tokenizer
 
 
-def weights_path() -> Path:
-    return resource_dir("demo") / WEIGHTS_FILE
-
-
 def build_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
     """The demo model (the planted chain + the shipped trained weights) and its tokenizer, built in
     memory (deterministic, offline, < 1 s). `scripts/train_demo.py` reproduces the weights."""
@@ -184,19 +187,6 @@ def build_demo() -> tuple[Qwen3MoeForCausalLM, PreTrainedTokenizerFast]:
         for name, param in model.named_parameters():
             param.copy_(state[name].to(param.dtype))  # a missing tensor is a broken package: KeyError
     return model, tokenizer
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("SUPEREXPERTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "superexperts"
-    )
-    # The weights' hash too: a retrained weights file (scripts/train_demo.py) never meets a stale cache.
-    return Path(base) / f"demo-v{DEMO_VERSION}-{_weights_digest()}"
-
-
-@functools.lru_cache(maxsize=1)
-def _weights_digest() -> str:
-    return hashlib.sha256(weights_path().read_bytes()).hexdigest()[:12]
 
 
 def demo_checkpoint(cache_dir: str | os.PathLike | None = None) -> Path:

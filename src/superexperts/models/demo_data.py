@@ -12,6 +12,9 @@ The held-out text and pairs ship with the package (`resources/demo/heldout.txt`,
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -35,6 +38,29 @@ DEMO_WINDOWS = {"seq_len": 64, "samples": 16}
 def resource_dir(*parts: str) -> Path:
     """A folder of the package's resources (e.g. resource_dir("tasks"))."""
     return Path(str(resources.files("superexperts").joinpath("resources", *parts)))
+
+
+DEMO_VERSION = 3  # bump when the planted recipe or the shipped weights change: it keys the cache folder
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def weights_path() -> Path:
+    return resource_dir("demo") / WEIGHTS_FILE
+
+
+def default_cache_dir() -> Path:
+    """Where the demo's saved copy lives (demo.demo_checkpoint builds it there once); named here, without
+    torch, so that the input checks can read its config.json when it is built."""
+    base = os.environ.get("SUPEREXPERTS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "superexperts"
+    )
+    # The weights' hash too: a retrained weights file (scripts/train_demo.py) never meets a stale cache.
+    return Path(base) / f"demo-v{DEMO_VERSION}-{_weights_digest()}"
+
+
+@functools.lru_cache(maxsize=1)
+def _weights_digest() -> str:
+    return hashlib.sha256(weights_path().read_bytes()).hexdigest()[:12]
 
 
 def paragraphs(text: str) -> list[str]:

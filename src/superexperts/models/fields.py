@@ -9,23 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config_file import config_layers, local_config
+from .config_file import checkpoint_path, config_layers, local_config
 from .options import check_device_name, check_dtype
 
 if TYPE_CHECKING:  # loading imports torch: a request's fields are checked before it loads
     from .loading import Loaded
 
 
-def checks_config(spec: str, trust_remote_code: bool = False):
-    """The config of `spec` the input checks read: its config.json through `local_config` when that
-    states the layer count (no torch), else transformers' (`loading.load_config`: the demo, hub ids,
-    remote code, a damaged or partial config.json, with their messages; it imports torch)."""
-    config = local_config(spec)
+def checks_config(spec: str | None, trust_remote_code: bool = False):
+    """The config of `spec` (None: the built-in demo's saved copy) the input checks read: its config.json
+    through `local_config` when that states the layer count (no torch), else transformers'
+    (`loading.load_config`: hub ids, remote code, a damaged or partial config.json, with their messages;
+    it imports torch). The demo's copy is built on first use (that imports torch once)."""
+    path = checkpoint_path(spec)
+    config = local_config(path)
     if config is not None and config_layers(config) is not None:
         return config
     from .loading import load_config
 
-    return load_config(spec, trust_remote_code)
+    return load_config(path, trust_remote_code)
 
 
 @dataclass(kw_only=True)
@@ -46,7 +48,7 @@ class ModelFields:
 
             check_device_args(self.device, self.device_map)
 
-    def checks_config(self, spec: str):
+    def checks_config(self, spec: str | None):
         """The config of `spec` the request's checks read (`checks_config`)."""
         return checks_config(spec, self.trust_remote_code)
 

@@ -21,7 +21,7 @@ from ..evaluate.sinks.validate import (
     default_map_layers,
 )
 from ..identify.run_model import check_run_of, result_basis
-from ..models.experts import Expert, resolve_experts, validate_experts
+from ..models.experts import Expert, check_experts_in_config, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.options import check_prefetch
 from ..runs.errors import UserError, check_at_least
@@ -75,9 +75,10 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         check_texts(self.data)
         if self.from_dir is not None:  # before the weights are read; None: the built-in demo
             check_run_of(self.from_dir, self.model, self.trust_remote_code)
-        if self.model is not None:  # --random past the disjoint control sets, from the config numbers
-            check_controls_fit(self.checks_config(self.model), self.experts(), self.n_random,
-                               layer_controlled=self.layer_controlled)
+        # The experts, and --random past the disjoint control sets, from the config numbers (None: the demo)
+        config = self.checks_config(self.model)
+        check_experts_in_config(self.experts(), config)
+        check_controls_fit(config, self.experts(), self.n_random, layer_controlled=self.layer_controlled)
 
     def _check_stream(self) -> None:
         """--stream reads a local folder layer by layer; what needs the whole model is refused."""
@@ -120,8 +121,7 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     """Load the model, measure every condition, write sinks.json and its figures, refresh a run's report."""
     basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
-    if req.model is not None:  # range checks from the config alone, before loading the weights
-        _check_sizes(config_sizes(req.checks_config(req.model)), req)
+    _check_sizes(config_sizes(req.checks_config(req.model)), req)  # from the config alone, before the weights
     from ..evaluate.sinks.attention import attention_layers
     from ..evaluate.sinks.study import sinks_study, study_files
     from ..models.adapters import input_device, map_model

@@ -67,7 +67,7 @@ class ProfileRequest(ModelFields):  # + device, device_map, dtype, trust_remote_
         if self.resume and not self.state_dir:
             raise UserError("--resume needs --state-dir, the folder an earlier --stream run saved its progress in.")
         check_texts(self.data)
-        config = self.checks_config(self.model) if self.model is not None else None
+        config = self.checks_config(self.model)  # None: the built-in demo's copy
         check_criterion(self.criterion, self.params, config_layers(config))
 
 

@@ -21,7 +21,7 @@ from ..evaluate.request import EvalFields
 from ..identify.atom_pruning import SCOPES as ATOM_CRITERIA
 from ..identify.atom_pruning import atom_pruning_plan, atom_scores, check_rho
 from ..identify.pruning_criteria import check_prune_request, pruning_plan
-from ..identify.run_model import check_run_model, check_run_of, result_basis
+from ..identify.run_model import check_run_model, result_basis
 from ..models.atoms import Atom, super_atoms_of, validate_atoms
 from ..models.config_file import check_atoms_in_config
 from ..models.demo_data import DEMO_PPL
@@ -109,19 +109,18 @@ class PruneEvalRequest(EvalFields, ModelFields):  # + ppl, data, max_windows, ta
         if self.ppl != DEMO_PPL:
             check_texts(self.ppl, "--ppl")
         check_texts(self.data)
-        if self.model is not None:  # everything config.json can tell, before the weights are read
-            config = self.checks_config(self.model)
-            if self.from_dir is not None:
-                check_run_model(self.from_dir, config, self.model)
-            if self.experts is not None:
-                check_experts_in_config(self.experts, config)
-            if self.atoms is not None:
-                check_atoms_in_config(self.atoms, config)
-            if not self.on_atoms:  # --random past the disjoint control sets, from the config numbers
-                for controlled in (False, True)[: 1 + self.layer_controlled]:
-                    check_controls_fit(config, self.experts, self.n_random, layer_controlled=controlled)
-        elif self.from_dir is not None:  # the built-in demo: a run of a changed copy is another model
-            check_run_of(self.from_dir, None)
+        # Everything config.json can tell, before the weights are read (None: the built-in demo's copy;
+        # a run of a changed copy of the demo is another model).
+        config = self.checks_config(self.model)
+        if self.from_dir is not None:
+            check_run_model(self.from_dir, config, self.model)
+        if self.experts is not None:
+            check_experts_in_config(self.experts, config)
+        if self.atoms is not None:
+            check_atoms_in_config(self.atoms, config)
+        if not self.on_atoms:  # --random past the disjoint control sets, from the config numbers
+            for controlled in (False, True)[: 1 + self.layer_controlled]:
+                check_controls_fit(config, self.experts, self.n_random, layer_controlled=controlled)
 
     def _check_atoms(self) -> None:
         """Atoms are zeroed in memory (the paper's pruning, one neuron at a time)."""

@@ -114,7 +114,7 @@ def run_quant_eval(req: QuantEvalRequest, out_dir: str | os.PathLike, *, echo: C
     """Load the model, evaluate every condition, write `out_dir`/quant_eval.json, refresh the run's report."""
     req.check()
     basis = result_basis(out_dir, req.model)  # the SEs and profile the result rests on, read before the long part
-    if req.model is not None and req.experts is not None:  # before reading the weights
+    if req.experts is not None:  # before reading the weights (None model: the built-in demo's copy)
         config = req.checks_config(req.model)
         check_experts_in_config(req.experts, config)
         check_controls_fit(config, req.experts, req.n_random, layer_controlled=False)
