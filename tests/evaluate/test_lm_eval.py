@@ -65,9 +65,24 @@ def test_lm_eval_missing(monkeypatch, tiny_qwen3, char_tok):
 
 
 @pytest.mark.slow
-def test_unknown_task_lists_close_matches(offline):
-    with pytest.raises(UserError, match=f"Unknown lm-eval task 'superexperts_tiny_choise'.*{TASK}"):
+def test_unknown_task_lists_close_matches(offline, tmp_path, monkeypatch):
+    import lm_eval.tasks
+
+    monkeypatch.setenv("SUPEREXPERTS_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match=f"Unknown lm-eval task 'superexperts_tiny_choise'.*{TASK}") as first:
         check_tasks(["superexperts_tiny_choise"], include_path=str(TASK_DIR))
+    saved = json.loads(next(tmp_path.glob("lm_eval-tasks-*.json")).read_text())
+    assert "arc_easy" in saved and TASK not in saved  # lm-eval's own names; local tasks are indexed each time
+
+    class NoFullIndex(lm_eval.tasks.TaskManager):
+        def __init__(self, *args, include_defaults=True, **kwargs):
+            assert not include_defaults, "indexed lm-eval's registry again"
+            super().__init__(*args, include_defaults=include_defaults, **kwargs)
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", NoFullIndex)
+    with pytest.raises(UserError) as second:  # refused from the saved names, with the same message
+        check_tasks(["superexperts_tiny_choise"], include_path=str(TASK_DIR))
+    assert str(second.value) == str(first.value)
 
 
 def test_bad_task_arguments(tmp_path):

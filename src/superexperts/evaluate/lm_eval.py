@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.demo_data import resource_dir
+from ..runs.cache import cache_root
 from ..runs.errors import UserError
 
 INSTALL_HINT = "pip install 'superexperts[eval]'"
@@ -64,12 +66,50 @@ def check_tasks(tasks: list[str], *, include_path: str | None = None):
     if all(_known(local, name) for name in tasks):
         check_task_data(tasks, local)
         return local
+    registry = _saved_task_names()
+    if registry is not None:  # a name neither local nor in lm-eval's registry: refused without indexing it
+        for name in tasks:
+            if not _known(local, name) and name not in registry:
+                raise UserError(_unknown_task_message(name, sorted(registry | set(local.all_tasks))))
     manager = TaskManager(include_path=paths)
+    _save_task_names(set(manager.all_tasks) - set(local.all_tasks))
     for name in tasks:
         if not _known(manager, name):
             raise UserError(_unknown_task_message(name, manager.all_tasks))
     check_task_data(tasks, manager)
     return manager
+
+
+def _task_names_file() -> Path:
+    """The names of lm-eval's own tasks, saved after the first full index (seconds: ~15k YAMLs), keyed
+    by lm-eval's version and location: an upgrade or another install indexes again."""
+    import hashlib
+    from importlib.metadata import version
+
+    import lm_eval
+
+    key = hashlib.sha256(f"{version('lm_eval')}\0{Path(lm_eval.__file__).resolve().parent}".encode()).hexdigest()[:16]
+    return cache_root() / f"lm_eval-tasks-{key}.json"
+
+
+def _saved_task_names() -> set[str] | None:
+    try:
+        names = json.loads(_task_names_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return set(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
+def _save_task_names(names: set[str]) -> None:
+    """Best effort: a cache that cannot be written (read-only home) only costs the next run the index."""
+    from ..runs.runfolder import atomic_write
+
+    path = _task_names_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(sorted(names)))
+    except (OSError, UserError):
+        pass
 
 
 def _offline() -> bool:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import random
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from ..runs.cache import cache_root
 
 ARITH_MAX = 29  # operands 0..29, sums 0..58: one word-level token each
 HELDOUT_FRACTION = 0.2
@@ -51,11 +52,8 @@ def weights_path() -> Path:
 def default_cache_dir() -> Path:
     """Where the demo's saved copy lives (demo.demo_checkpoint builds it there once); named here, without
     torch, so that the input checks can read its config.json when it is built."""
-    base = os.environ.get("SUPEREXPERTS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "superexperts"
-    )
     # The weights' hash too: a retrained weights file (scripts/train_demo.py) never meets a stale cache.
-    return Path(base) / f"demo-v{DEMO_VERSION}-{_weights_digest()}"
+    return cache_root() / f"demo-v{DEMO_VERSION}-{_weights_digest()}"
 
 
 @functools.lru_cache(maxsize=1)
