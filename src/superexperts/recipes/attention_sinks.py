@@ -121,7 +121,9 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     """Load the model, measure every condition, write sinks.json and its figures, refresh a run's report."""
     basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
-    _check_sizes(config_sizes(req.checks_config(req.model)), req)  # from the config alone, before the weights
+    early = config_sizes(req.checks_config(req.model), loaded=False)  # from the config alone, before the weights
+    if early is not None:
+        _check_sizes(early, req)
     from ..evaluate.sinks.attention import attention_layers
     from ..evaluate.sinks.study import sinks_study, study_files
     from ..models.adapters import input_device, map_model

@@ -14,10 +14,14 @@ def check_layers(num_layers: int, layers: Sequence[int]) -> list[int]:
     return sorted(set(layers))
 
 
-def config_sizes(config) -> tuple[int, int]:
-    """(decoder layers, query heads per layer) from a model config (or its text_config)."""
+def config_sizes(config, *, loaded: bool = True) -> tuple[int, int] | None:
+    """(decoder layers, query heads per layer) from a model config (or its text_config). A config.json
+    read before loading (`loaded=False`) may leave a field to transformers' defaults: None then (the
+    loaded model's config is checked again)."""
     text = getattr(config, "text_config", None) or config
     layers, heads = getattr(text, "num_hidden_layers", None), getattr(text, "num_attention_heads", None)
+    if (layers is None or heads is None) and not loaded:
+        return None
     if layers is None or heads is None:
         raise UserError(f"{type(config).__name__} has no num_hidden_layers/num_attention_heads; "
                         "superexperts sinks needs a transformers decoder config.")
