@@ -63,7 +63,7 @@ def test_from_run_dir_gives_model_and_super_experts(tmp_path, monkeypatch):
 
     # The models named here do not exist: skip the config read and run/model check (the catalogue tests those).
     monkeypatch.setattr(attention_sinks.SinksRequest, "checks_config", lambda *a: None)
-    monkeypatch.setattr(attention_sinks, "check_run_of", lambda *a: None)
+    monkeypatch.setattr(attention_sinks, "check_run_model", lambda *a: None)
     from superexperts.models.adapters import map_model
     from superexperts.models.demo import build_demo
     from superexperts.models.experts import validate_experts

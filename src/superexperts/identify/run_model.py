@@ -96,5 +96,6 @@ def model_of_run(run_dir: str | os.PathLike) -> str | None:
     """The model a profile run folder was made from (None = the built-in demo); reads only its metadata.
     A saved copy of the demo is synthetic too but is its own folder (perhaps with planted changes):
     only a run of the demo itself, by no MODEL or by name, means the built-in one."""
-    read_json(Path(run_dir) / RUN_MARKER, "profile")  # a run folder without profile.json: one line
-    return recorded_model(run_meta(run_dir), run_dir)
+    data = read_json(Path(run_dir) / RUN_MARKER, "profile")  # a run folder without profile.json: one line
+    meta = data.get("meta") if isinstance(data, dict) else None
+    return recorded_model(meta if isinstance(meta, dict) else run_meta(run_dir), run_dir)

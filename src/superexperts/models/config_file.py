@@ -46,9 +46,14 @@ def config_layers(config) -> int | None:
 
 
 def experts_per_layer(config) -> int | None:
-    """Routed experts per MoE layer, by the first key the config names (None: it names none)."""
-    text = _text(config)
-    return next((_get(text, k) for k in EXPERT_COUNT_KEYS if isinstance(_get(text, k), int)), None)
+    """Routed experts per MoE layer, by the first key the config (its text_config first) names with a
+    positive count (None: it names none, not a Mixture-of-Experts config)."""
+    values = (_get(c, k) for c in (_text(config), config) for k in EXPERT_COUNT_KEYS)
+    return next((v for v in values if _positive_int(v)), None)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def atoms_per_expert(config) -> int | None:
@@ -56,7 +61,7 @@ def atoms_per_expert(config) -> int | None:
     has; None when that is not one positive int (e.g. a width per modality: checked after loading)."""
     text = _text(config)
     value = next((_get(text, k) for k in EXPERT_WIDTH_KEYS if _get(text, k) is not None), None)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return value if _positive_int(value) else None
 
 
 def check_atoms_in_config(atoms: Iterable[tuple[int, int | str, int]], config: Any) -> None:
@@ -82,13 +87,8 @@ def check_atoms_in_config(atoms: Iterable[tuple[int, int | str, int]], config: A
 
 
 def expert_count(config) -> int:
-    """Routed experts per layer from the config or its text_config (0: not a Mixture-of-Experts model)."""
-    for cfg in (config, getattr(config, "text_config", None)):
-        for key in EXPERT_COUNT_KEYS:
-            value = getattr(cfg, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-    return 0
+    """`experts_per_layer`, 0 for a config that names no routed experts (not a Mixture-of-Experts model)."""
+    return experts_per_layer(config) or 0
 
 
 def checkpoint_path(spec: str | None) -> str:

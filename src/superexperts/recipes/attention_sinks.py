@@ -20,7 +20,7 @@ from ..evaluate.sinks.validate import (
     config_sizes,
     default_map_layers,
 )
-from ..identify.run_model import check_run_of, result_basis
+from ..identify.run_model import check_run_model, result_basis
 from ..models.experts import Expert, check_experts_in_config, resolve_experts, validate_experts
 from ..models.fields import ModelFields
 from ..models.options import check_prefetch
@@ -73,12 +73,17 @@ class SinksRequest(ModelFields):  # + device, device_map, dtype, trust_remote_co
         # Written beside the --from run's files (its default), never into the model or a data file.
         check_record_out(self.out, [self.model, self.data], "sinks.json", overwrite=self.overwrite)
         check_texts(self.data)
-        if self.from_dir is not None:  # before the weights are read; None: the built-in demo
-            check_run_of(self.from_dir, self.model, self.trust_remote_code)
-        # The experts, and --random past the disjoint control sets, from the config numbers (None: the demo)
+        # Everything config.json can tell, before the weights are read (None: the built-in demo's copy):
+        # the run's model, the experts, --random past the disjoint control sets, --layers and --heads.
         config = self.checks_config(self.model)
-        check_experts_in_config(self.experts(), config)
-        check_controls_fit(config, self.experts(), self.n_random, layer_controlled=self.layer_controlled)
+        if self.from_dir is not None:
+            check_run_model(self.from_dir, config, self.model)
+        experts = self.experts()
+        check_experts_in_config(experts, config)
+        check_controls_fit(config, experts, self.n_random, layer_controlled=self.layer_controlled)
+        sizes = config_sizes(config, loaded=False)  # None: a size left to transformers' defaults
+        if sizes is not None:
+            _check_sizes(sizes, self)
 
     def _check_stream(self) -> None:
         """--stream reads a local folder layer by layer; what needs the whole model is refused."""
@@ -121,9 +126,6 @@ def run_sinks(req: SinksRequest, *, echo: Callable[[str], None] = lambda _: None
     """Load the model, measure every condition, write sinks.json and its figures, refresh a run's report."""
     basis = result_basis(req.out, req.model)  # the SEs and profile the result rests on, read before the long part
     experts = req.experts()
-    early = config_sizes(req.checks_config(req.model), loaded=False)  # from the config alone, before the weights
-    if early is not None:
-        _check_sizes(early, req)
     from ..evaluate.sinks.attention import attention_layers
     from ..evaluate.sinks.study import sinks_study, study_files
     from ..models.adapters import input_device, map_model

@@ -8,18 +8,10 @@ Owns layer-by-layer streaming (`layerwise`, `activations`, `scoring`, `sinks`), 
     >>> ppl = stream_perplexity("ckpt/", token_ids, experts=[(1, 68)], seq_len=2048)["perplexity"]
 """
 
-from importlib import import_module
-from typing import Any
+from ..runs.lazy import lazy_exports
 
 # Loaded on first use: `superexperts plan --help` reads the device table of `scale.plan` and must
 # not pay for torch and transformers (seconds) through this package's streaming modules.
-_LAZY = {"stream_profile": ".layerwise", "stream_perplexity": ".scoring", "spawn_stream_profile": ".spawn"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(__name__, {"stream_profile": "layerwise", "stream_perplexity": "scoring",
+                                      "spawn_stream_profile": "spawn"})  # fmt: skip
 __all__ = ["spawn_stream_profile", "stream_perplexity", "stream_profile"]
