@@ -12,7 +12,7 @@ import torch
 import families
 from superexperts import profile
 from superexperts.capture import tracker as tracker_mod
-from superexperts.capture.tracker import MassiveTracker, median_step, row_max_abs
+from superexperts.capture.tracker import MassiveTracker, lower_median, median_step, row_max_abs
 
 
 def _batches(seed: int, dtype=torch.float32, nonfinite: bool = False) -> list[torch.Tensor]:
@@ -80,6 +80,18 @@ def test_median_is_exact_for_small_batches_and_a_strided_sample_beyond():
     assert float(t.median_sum) == lower_middle
     # The estimate is close to the full median: its documented cost is a sampling error.
     assert float(t.median_sum) == pytest.approx(float(big.median()), rel=0.02)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 30_841])
+def test_lower_median_is_torch_median(n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g)
+    for values in (x, x.round(), x.flip(0), x.to(torch.float64)):  # ties, order, dtype
+        got = lower_median(values)
+        assert got.dtype == values.dtype and got.dim() == 0
+        assert got.item() == values.median().item() == np.sort(values.numpy())[(n - 1) // 2]
+    x[n // 2] = float("nan")  # torch.median propagates NaN
+    assert lower_median(x).isnan() and x.median().isnan()
 
 
 @pytest.mark.parametrize("elements,width,sample", [(100, 8, 1000), (115_200, 96, 65_536), (10**6, 512, 4096),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from ..models.device_map import host_check_is_free
@@ -129,7 +130,7 @@ class MassiveTracker:
     the values are the same.
 
     Estimated: the median |h|. `median_sum / batches` is the mean over batches of the median
-    (torch.median: the lower middle value) of a strided sample of each batch's |h|: every
+    (`lower_median`: torch.median's lower middle value) of a strided sample of each batch's |h|: every
     `step`-th element of the flattened (batch, seq, hidden) tensor, at most MEDIAN_SAMPLE
     elements, `step` the smallest integer >= elements / MEDIAN_SAMPLE that is coprime with the
     hidden size, so the sample cycles through every channel and is spread evenly over tokens.
@@ -173,7 +174,7 @@ class MassiveTracker:
         self.values, self.flat_index = merged_v[keep], merged_i[keep]
         flat = clean.reshape(-1)
         sample = flat[:: median_step(flat.numel(), width, self.MEDIAN_SAMPLE)]
-        self.median_sum += sample.abs().float().median()
+        self.median_sum += lower_median(sample.abs().float())
         self.batches += 1
 
 
@@ -202,6 +203,19 @@ def row_max_abs(x: torch.Tensor, row_top: torch.Tensor | None = None) -> torch.T
     (26 vs 2 x 1.9 ms on a 32768 x 512 float32 batch). `row_top`: x.amax(-1), when already taken."""
     top = x.amax(dim=-1) if row_top is None else row_top
     return torch.maximum(top, x.amin(dim=-1).neg())
+
+
+def lower_median(x: torch.Tensor) -> torch.Tensor:
+    """torch.median of a 1-D tensor (the lower middle value; NaN if any value is NaN), 0-dim on x's device.
+    On a CPU through numpy's selection: inside a profiling forward torch's median took 2.5-4 ms on a 30k-element
+    sample (a third of the whole capture's overhead on the profile benchmark), np.partition 0.4 ms."""
+    if x.device.type != "cpu" or x.numel() == 0:
+        return x.median()
+    values = x.contiguous().numpy()
+    if np.isnan(values).any():
+        return torch.tensor(float("nan"), dtype=x.dtype)
+    k = (values.size - 1) // 2
+    return torch.tensor(np.partition(values, k)[k], dtype=x.dtype)
 
 
 def median_step(elements: int, width: int, sample: int) -> int:
