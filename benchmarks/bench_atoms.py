@@ -21,7 +21,8 @@ import torch
 from bench_profile import add_model_args, synthetic_model
 
 import superexperts
-from superexperts.capture.atoms import AtomTracker, Scratch
+from superexperts.capture.atoms import AtomTracker
+from superexperts.capture.scratch import Scratch
 
 
 def record(model, ids: torch.Tensor, batch: int) -> list[tuple[AtomTracker, tuple]]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from superexperts.capture import atoms
-from superexperts.capture.atoms import AtomTracker, Scratch, fused_down
+from superexperts.capture.atoms import AtomTracker, fused_down
+from superexperts.capture.scratch import Scratch
 
 E, H, I = 3, 4, 5
 

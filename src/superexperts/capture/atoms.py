@@ -16,31 +16,30 @@ Memory is O(intermediate) per expert: a few (E, I) tensors per layer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 
 from ..models.device_map import host_check_is_free, parameter_values
+from .scratch import Scratch
 
 # (E,) channels -> (E, I): row `channel[e]` of expert e's down projection, w_k[c] for every k.
 DownRows = Callable[[torch.Tensor], torch.Tensor]
-# () -> (E, I): ||w_k||^2 of every atom.
-DownNorms = Callable[[], torch.Tensor]
+# scratch -> (E, I): ||w_k||^2 of every atom.
+DownNorms = Callable[[Scratch], torch.Tensor]
 # dtypes numpy holds (the CPU search compares rows there)
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
-def squared_norms(stacks: Iterable[torch.Tensor]) -> torch.Tensor:
+def squared_norms(stacks: Iterable[torch.Tensor], scratch: Scratch) -> torch.Tensor:
     """(n, I): ||w_k||^2 of every column k of n (H, I) matrices, given as (m, H, I) stacks. A stack at a time
-    through a reused float32 buffer of about NORM_CHUNK elements that stays in cache: 4x faster on a CPU than a
-    norm over the whole (E, H, I) stack, and a few experts per op rather than one, because inside a forward each
+    through a float32 buffer of about NORM_CHUNK elements that stays in cache: 4x faster on a CPU than a norm
+    over the whole (E, H, I) stack, and a few experts per op rather than one, because inside a forward each
     small op pays the CPU threads' wake-up (one per expert took 3 ms a layer on the profile benchmark)."""
-    out, buffer = [], None
+    out = []
     for m in stacks:
-        if buffer is None or buffer.shape != m.shape or buffer.device != m.device:
-            buffer = torch.empty(m.shape, dtype=torch.float32, device=m.device)
+        buffer = scratch.take("norms", tuple(m.shape), torch.float32, m.device)
         if m.dtype == torch.float32:
             torch.mul(m, m, out=buffer)
         else:  # squared in float32, not in the weights' own dtype
@@ -63,9 +62,9 @@ def fused_down(experts: torch.nn.Module) -> tuple[DownRows, DownNorms]:
         w = weight()
         return w[torch.arange(w.shape[0], device=channel.device), channel.clamp(min=0)].float()
 
-    def norms() -> torch.Tensor:
+    def norms(scratch: Scratch) -> torch.Tensor:
         w = weight()
-        return squared_norms(w.split(max(1, NORM_CHUNK // (w.shape[1] * w.shape[2]))))
+        return squared_norms(w.split(max(1, NORM_CHUNK // (w.shape[1] * w.shape[2]))), scratch)
 
     return rows, norms
 
@@ -83,30 +82,10 @@ def linear_down(linears: list[torch.nn.Linear]) -> tuple[DownRows, DownNorms]:
             picked.append(w.index_select(0, c[e : e + 1].to(w.device))[0].to(channel.device, torch.float32))
         return torch.stack(picked)
 
-    def norms() -> torch.Tensor:
-        return squared_norms(parameter_values(lin, "weight").unsqueeze(0) for lin in linears).cpu()
+    def norms(scratch: Scratch) -> torch.Tensor:
+        return squared_norms((parameter_values(lin, "weight").unsqueeze(0) for lin in linears), scratch).cpu()
 
     return rows, norms
-
-
-class Scratch:
-    """Work buffers for the (S, I) passes of every AtomTracker of one capture, reused across layers and
-    batches. On a CPU a new tensor of a batch's rows cost more than the reductions that read it (first-touched
-    pages, capture/tracker.py): inside the profile benchmark the two new (S, I) tensors of each update took about
-    half of its time. One buffer per (use, device), grown to the largest chunk seen; `release` frees them."""
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
-
-    def take(self, use: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        size = math.prod(shape) * dtype.itemsize
-        buffer = self._buffers.get((use, device))
-        if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[(use, device)] = torch.empty(size, dtype=torch.uint8, device=device)
-        return buffer[:size].view(dtype).view(shape)
-
-    def release(self) -> None:
-        self._buffers.clear()
 
 
 class AtomTracker:
@@ -139,12 +118,16 @@ class AtomTracker:
         e, dev = self.num_experts, self.device
         acc = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
         self.width = width
-        self.down_sq_norm = self._down_norms().to(dev)
+        self.down_sq_norm = self._down_norms(self._scratch).to(dev)
         self.sq_sum = torch.zeros(e, width, dtype=acc, device=dev)
         self.sq_max = torch.zeros(e, width, device=dev)
         self.max_abs_act = torch.full((e, width), -1.0, device=dev)
         self.max_act_token = torch.full((e, width), -1, dtype=torch.int64, device=dev)
         self.contribution = torch.zeros(e, width, device=dev)
+
+    def _work(self, use: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An (E, I) work tensor from the capture's scratch (no new memory per batch)."""
+        return self._scratch.take(use, (self.num_experts, self.width), dtype, device)
 
     @torch.no_grad()
     def update(
@@ -158,48 +141,63 @@ class AtomTracker:
         row: torch.Tensor,  # (E,) that row (meaningful where `moved`)
         channel: torch.Tensor,  # (E,) its channel c*
     ) -> torch.Tensor | None:
-        """No new (S, I) tensor in the common case: the maxima of a come from reductions that only read it,
-        (r a)^2 and the search for the row of each new maximum go through the shared scratch buffers.
+        """No new (S, I) or (E, I) tensor in the common case: every pass writes into the capture's scratch.
+        The rows are read in chunks that stay in cache: one pass for the maxima of a and (r a)^2, and, when
+        some atom's maximum grew, one for the first row that attains it.
         Returns (E,) the batch's max |a| per expert (-inf without rows) when every row is finite (then it is
         ExpertTracker's max_abs_input of the batch, which need not read the rows again); None otherwise."""
         if self.width == 0:
             self._start(down_in.shape[-1])
-        a = down_in
-        all_finite = host_check_is_free(a.device) and bool(finite.all())
+        a, dev, s = down_in, down_in.device, down_in.shape[0]
+        on_host = host_check_is_free(dev)
+        all_finite = on_host and bool(finite.all())
         if not all_finite:  # NaN/inf rows add nothing (ExpertTracker counts them in nonfinite_rows)
-            a = torch.where(finite.unsqueeze(-1), a, torch.zeros((), dtype=a.dtype, device=a.device))
+            a = torch.where(finite.unsqueeze(-1), a, torch.zeros((), dtype=a.dtype, device=dev))
         if weights is None and self.routed:
             self.unweighted[expert_ids] = True
-        # In the model's dtype (no float32 copy of a bf16 batch), exact: a max is one of the values.
-        index = expert_ids.unsqueeze(-1).expand(-1, self.width)  # (S, I)
-        blank = torch.empty(self.num_experts, self.width, dtype=a.dtype, device=a.device)
-        top = blank.fill_(float("-inf")).scatter_reduce(0, index, a, "amax")  # (E, I)
-        bottom = blank.fill_(float("inf")).scatter_reduce(0, index, a, "amin")
-        batch = torch.maximum(top, -bottom).float()  # (E, I) max |a|, -inf for an expert without rows
-        better = batch > self.max_abs_act
-        search = not host_check_is_free(a.device) or bool(better.any())  # on accelerators: never stall for it
-        # The signed value to look for, NaN (never equal) where nothing improves.
-        target = torch.where(better, torch.where(top >= -bottom, top, bottom), float("nan"))
-        s = a.shape[0]
-        first = torch.full((self.num_experts, self.width), s, device=a.device)  # first row of each new maximum
-        sq_sum = torch.zeros_like(self.sq_max)  # per batch in float32; across batches in float64 (self.sq_sum)
         step = max(1, self.CHUNK_ELEMENTS // self.width)
-        for lo in range(0, s, step):
-            ids, rows = expert_ids[lo : lo + step], a[lo : lo + step]
-            if host_check_is_free(a.device) and rows.dtype not in _NUMPY_FLOATS:
-                # numpy (the search below) has no bfloat16: an exact float32 copy, reused for the squares
-                rows = self._scratch.take("rows", tuple(rows.shape), torch.float32, a.device).copy_(rows)
+        chunks = [(lo, expert_ids[lo : lo + step], a[lo : lo + step]) for lo in range(0, s, step)]
+        # In the model's dtype (no float32 copy of a bf16 batch), exact: a max is one of the values.
+        top = self._work("top", a.dtype, dev).fill_(float("-inf"))
+        bottom = self._work("bottom", a.dtype, dev).fill_(float("inf"))
+        sq_sum = self._work("sq_sum", torch.float32, dev).zero_()  # per batch in float32; across batches float64
+        for lo, ids, rows in chunks:
+            index = ids.unsqueeze(-1).expand(-1, self.width)
+            top.scatter_reduce_(0, index, rows, "amax")
+            bottom.scatter_reduce_(0, index, rows, "amin")
             self._add_squares(ids, rows, None if weights is None else weights[lo : lo + step], sq_sum)
-            if search:
-                self._find_first(ids, rows, target, lo, first)
         self.sq_sum += sq_sum
-        if search:
-            self.max_abs_act = torch.where(better, batch, self.max_abs_act)
-            self.max_act_token = torch.where(better, token_index[first.clamp(max=s - 1)], self.max_act_token)
-        if bool(moved.any()) if host_check_is_free(a.device) else True:
-            new = a.index_select(0, row.clamp(min=0, max=s - 1)).float() * self._down_rows(channel).to(a.device)
+        batch = self._work("batch", torch.float32, dev).copy_(bottom).neg_()
+        torch.maximum(batch, top, out=batch)  # (E, I) max |a|, -inf for an expert without rows
+        better = torch.gt(batch, self.max_abs_act, out=self._work("better", torch.bool, dev))
+        if not on_host or bool(better.any()):  # on accelerators: never stall to find out
+            self._record_first_rows(chunks, top, bottom, batch, better, token_index)
+        if bool(moved.any()) if on_host else True:
+            new = a.index_select(0, row.clamp(min=0, max=s - 1)).float() * self._down_rows(channel).to(dev)
             self.contribution = torch.where(moved.unsqueeze(-1), new, self.contribution)
         return batch.amax(dim=1) if all_finite else None
+
+    def _record_first_rows(self, chunks: list, top: torch.Tensor, bottom: torch.Tensor, batch: torch.Tensor,
+                           better: torch.Tensor, token_index: torch.Tensor) -> None:  # fmt: skip
+        """Where `better`, the new max |a| and the token of the first row that attains it."""
+        dev, s = batch.device, token_index.shape[0]
+        # numpy (the CPU search) has no bfloat16: such rows are compared as exact float32 copies
+        dtype = torch.float32 if host_check_is_free(dev) and top.dtype not in _NUMPY_FLOATS else top.dtype
+        # The signed value to look for: top where |top| is the maximum, else bottom; NaN (never equal) where
+        # nothing improves.
+        is_top = torch.eq(batch, top, out=self._work("is_top", torch.bool, dev))
+        target = torch.where(is_top, top, bottom, out=self._work("target", top.dtype, dev))
+        if target.dtype != dtype:
+            target = self._work("target_copy", dtype, dev).copy_(target)
+        target.masked_fill_(torch.logical_not(better, out=self._work("not_better", torch.bool, dev)), float("nan"))
+        first = self._work("first", torch.int64, dev).fill_(s)  # first row of each new maximum
+        for lo, ids, rows in chunks:
+            if rows.dtype != dtype:
+                rows = self._scratch.take("rows", tuple(rows.shape), dtype, dev).copy_(rows)
+            self._find_first(ids, rows, target, lo, first)
+        torch.where(better, batch, self.max_abs_act, out=self.max_abs_act)
+        token = torch.take(token_index, first.clamp_(max=s - 1), out=self._work("token", torch.int64, dev))
+        torch.where(better, token, self.max_act_token, out=self.max_act_token)
 
     def _add_squares(self, ids: torch.Tensor, a: torch.Tensor, weights: torch.Tensor | None,
                      sq_sum: torch.Tensor) -> None:  # fmt: skip
@@ -216,7 +214,7 @@ class AtomTracker:
                     first: torch.Tensor) -> None:  # fmt: skip
         """Lower `first` (E, I) to the first row (offset + row of this chunk) where a equals its expert's target."""
         shape = tuple(a.shape)  # (n, I)
-        wanted = torch.index_select(target.to(a.dtype), 0, ids, out=self._scratch.take("target", shape, a.dtype, a.device))
+        wanted = torch.index_select(target, 0, ids, out=self._scratch.take("wanted", shape, a.dtype, a.device))
         hit = self._scratch.take("hit", shape, torch.bool, a.device)
         if host_check_is_free(a.device):  # few hits: read them out instead of writing (n, I) index tensors
             # numpy's compare and flatnonzero on the same memory (no copy): 1/4 and 1/2 the time of torch's on a CPU

@@ -18,8 +18,9 @@ from torch import nn
 from ..models.adapters import ModelMap, MoEBlock, param_device
 from ..runs.errors import UserError
 from . import experts_fn
-from .atoms import AtomTracker, Scratch, fused_down, linear_down
+from .atoms import AtomTracker, fused_down, linear_down
 from .routing import routing_weights
+from .scratch import Scratch
 from .tracker import ExpertTracker, MassiveTracker, token_rows
 
 UnitKey = tuple[int, str]  # (layer, kind) with kind in routed | shared | dense
@@ -164,7 +165,7 @@ def capture(
     cap = Capture(model_map=model_map)
     handles: list = []
     fused = [b for b in model_map.moe if b.layout == "fused"]
-    scratch = Scratch()  # one set of (S, I) work buffers for every layer's atoms
+    scratch = Scratch()  # one set of work buffers for every layer's trackers
     try:
         for b in model_map.moe:
             tracker = ExpertTracker(b.num_experts, param_device(b.experts, device))
@@ -188,7 +189,7 @@ def capture(
             cap.experts[(d.layer, "dense")] = dense
             handles.append(d.down.register_forward_hook(_linear_hook(dense, 0, cap)))
         for i, layer in enumerate(model_map.layers):
-            cap.massive[i] = MassiveTracker(top_k_massive, param_device(layer, device))
+            cap.massive[i] = MassiveTracker(top_k_massive, param_device(layer, device), scratch)
             handles.append(layer.register_forward_hook(_layer_output_hook(cap.massive[i], cap)))
         with experts_fn.fused_implementation([b.experts for b in fused]):
             yield cap
