@@ -61,15 +61,34 @@ def test_outputs_unchanged_by_profiling(family_model):
     profile(model, ids)
     with torch.no_grad():
         after = model(ids).logits
-    # The capturing implementation computes exactly what grouped_mm computes.
+    # The capturing implementation computes exactly what grouped_mm computes (bit for bit: it weights rows in
+    # place only where the product keeps out's dtype).
     from superexperts.capture.session import capture
 
     with capture(map_model(model)), torch.no_grad():
         during = model(ids).logits
-    torch.testing.assert_close(during, plain, rtol=1e-5, atol=1e-5)
+    assert torch.equal(during, plain)
     assert torch.equal(after, plain)
     assert model.config._experts_implementation == impl
     assert not ACTIVE  # no tracker left registered
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "gpt_oss", "deepseek_v3"])
+def test_capture_forward_is_grouped_mm_bit_for_bit_in_bfloat16(family):
+    """bf16 rows weighted by the router's weights, whatever their dtype: in place only when that is the same
+    product, so the logits equal transformers' grouped_mm forward exactly, with and without autograd."""
+    from superexperts.capture.experts_fn import fused_implementation
+
+    model = families.build(family, dtype=torch.bfloat16)
+    fused = [b.experts for b in map_model(model).moe if b.layout == "fused"]
+    model.set_experts_implementation("grouped_mm")
+    ids = families.random_ids(samples=2, seq_len=12)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            plain = model(ids).logits
+            with fused_implementation(fused):
+                ours = model(ids).logits
+        assert torch.equal(ours, plain), (family, grad)
 
 
 def test_shared_and_dense_units_match_their_modules():

@@ -3,7 +3,8 @@
 Registered in `ALL_EXPERTS_FUNCTIONS` under `CAPTURE_IMPLEMENTATION`. It is transformers'
 `grouped_mm` forward with one extra step: after the down projection (bias included, before
 the routing weight, paper Eq. 6) the per-row maxima go to the module's `ExpertTracker`.
-Modules without an active tracker run the plain grouped_mm forward.
+Modules without an active tracker run the plain grouped_mm forward. Without autograd the routing
+weight multiplies the rows in place (the same values, one (S, hidden) tensor fewer).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def output_edit(experts: nn.Module, edit: Callable[[torch.Tensor, torch.Tensor, 
                 ) -> contextlib.AbstractContextManager[None]:
     """Apply `edit(expert_ids, down_out, previous)` to a fused experts module's down_proj output (before
     the routing weight) while the context is open; `previous` is the edit already active there (or None),
-    so nested ablations compose. Restored on exit, also on exceptions. Takes effect with
+    so nested ablations compose. The tensor an edit returns belongs to the forward, which may scale it in
+    place. Restored on exit, also on exceptions. Takes effect with
     `fused_implementation` (the stock transformers forwards have no edit point)."""
     return _installed(_OUTPUT_EDITS, experts, edit)
 
@@ -125,7 +127,12 @@ def capture_experts_forward(
 
     if self.has_post_expert_norm:
         out = self.post_expert_norm(out)
-    weighted = out * row_weights.unsqueeze(-1)  # (S, hidden)
+    w = row_weights.unsqueeze(-1)
+    # Weighted in place when no backward needs `out` and the product keeps its dtype: the same values as
+    # `out * w` with one (S, hidden) tensor fewer, whose new memory made transformers' forward 6-10% slower on a
+    # CPU (profile benchmark).
+    in_place = not torch.is_grad_enabled() and torch.result_type(out, w) == out.dtype
+    weighted = out.mul_(w) if in_place else out * w  # (S, hidden)
     inv_perm = torch.empty_like(perm)
     inv_perm[perm] = torch.arange(perm.numel(), device=device)
     final = weighted[inv_perm].view(num_tokens, num_top_k, hidden_dim).sum(dim=1)
