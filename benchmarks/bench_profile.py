@@ -1,7 +1,7 @@
 """Profiling overhead, piece by piece, at equal batching; and the automatic batch size against the best.
 
     python benchmarks/bench_profile.py [--layers 8 --experts 64 --hidden 512 --tokens 256 --samples 4 --batch 4]
-                                       [--repeats 7] [--sweep 1,2,4,auto] [--naive] [--heapr]
+                                       [--repeats 7] [--sweep 1,2,4,auto] [--naive] [--heapr] [--keep-freed-memory]
 
 One synthetic Qwen3-MoE (random weights), --samples random windows of --tokens, forwarded in batches of
 --batch, on the device you pick. Each repeat runs every variant once (in a rotated order) and divides its
@@ -15,10 +15,14 @@ asserted anywhere). Variants, each adding one piece to the one before:
 - hidden_tracker: + hidden-state statistics (MassiveTracker): the whole capture
 - profile_no_atoms: superexperts.profile(model, ids, batch_size=--batch, atoms=False), tables included
 - profile:        superexperts.profile(model, ids, batch_size=--batch) with atoms, tables included (issue 20's
-                  "atom capture <= 1.10x plain" is profile / plain_last)
+                  "atom capture <= 1.10x a plain forward": profile / plain, and / plain_last, the forward profile
+                  itself runs; the README gives both)
 - heapr (--heapr): superexperts.heapr(model, ids, batch_size=--batch), one forward + one backward with the
                   loss; issue 20's "heapr <= 4x plain" is heapr / plain (a plain forward computes all logits too)
 - naive (--naive): a per-expert eager loop that syncs per expert (`.item()`), as the reference script does
+--keep-freed-memory (glibc only) tells the C allocator to keep freed memory instead of handing it back to the
+system: in a VM whose new pages are expensive (our 2-core CI machine) the forwards' own page faults otherwise
+move every ratio by up to +-0.1 from one run to the next; with it, the same code gives the same figures.
 The sweep times superexperts.profile at each batch size (and "auto", whose resolved batch it prints) and
 reports auto / best. Wall-clock seconds; on a CPU the process CPU seconds too (less sensitive to other load).
 """
@@ -26,6 +30,8 @@ reports auto / best. Wall-clock seconds; on a CPU the process CPU seconds too (l
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import statistics
 import time
@@ -154,6 +160,15 @@ def sweep(model, ids: torch.Tensor, sizes: list[str], repeats: int) -> dict:
     return out
 
 
+def keep_freed_memory() -> None:
+    """glibc's malloc keeps what is freed (no trimming, no mmap for large blocks); an error elsewhere."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # mallopt's parameters (malloc.h)
+    settings = ((m_trim_threshold, 1 << 30), (m_mmap_threshold, 1 << 30), (m_top_pad, 256 << 20))
+    if not all(libc.mallopt(param, value) for param, value in settings):
+        raise SystemExit("--keep-freed-memory needs glibc's mallopt; run without it.")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The synthetic model's sizes (also bench_atoms.py's)."""
     p.add_argument("--layers", type=int, default=8)
@@ -185,8 +200,12 @@ def main() -> None:
     p.add_argument("--heapr", action="store_true", help="also time superexperts.heapr (forward + backward)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="glibc keeps freed memory (steady figures where new pages are expensive, as in a VM)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        keep_freed_memory()
 
     model = synthetic_model(args, args.device)
     ids = torch.randint(0, 1024, (args.samples, args.tokens), device=args.device)

@@ -32,8 +32,9 @@ def positive(value) -> bool:
 def test_bench_profile(tmp_path):
     out = run("bench_profile.py", "--layers", "2", "--experts", "4", "--top-k", "2", "--hidden", "32",
               "--moe-intermediate", "16", "--tokens", "8", "--samples", "2", "--batch", "2", "--repeats", "1",
-              "--sweep", "1,auto", "--heapr", workdir=tmp_path)  # fmt: skip
+              "--sweep", "1,auto", "--heapr", "--keep-freed-memory", workdir=tmp_path)  # fmt: skip
     result = json.loads(out[out.index("{"):])
+    assert result["setup"]["keep_freed_memory"] is True
     pieces = ("experts_fn", "expert_tracker", "atom_tracker", "profile_no_atoms", "profile", "heapr")
     assert all(positive(result["pieces"][v]["over_plain"]) for v in pieces)
     assert positive(result["batch_sweep"]["auto_over_best"])
