@@ -23,13 +23,12 @@ import torch
 
 from ..models.device_map import host_check_is_free, parameter_values
 from .scratch import Scratch
+from .tracker import NUMPY_FLOATS
 
 # (E,) channels -> (E, I): row `channel[e]` of expert e's down projection, w_k[c] for every k.
 DownRows = Callable[[torch.Tensor], torch.Tensor]
 # scratch -> (E, I): ||w_k||^2 of every atom.
 DownNorms = Callable[[Scratch], torch.Tensor]
-# dtypes numpy holds (the CPU search compares rows there)
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def squared_norms(stacks: Iterable[torch.Tensor], scratch: Scratch) -> torch.Tensor:
@@ -182,7 +181,7 @@ class AtomTracker:
         """Where `better`, the new max |a| and the token of the first row that attains it."""
         dev, s = batch.device, token_index.shape[0]
         # numpy (the CPU search) has no bfloat16: such rows are compared as exact float32 copies
-        dtype = torch.float32 if host_check_is_free(dev) and top.dtype not in _NUMPY_FLOATS else top.dtype
+        dtype = torch.float32 if host_check_is_free(dev) and top.dtype not in NUMPY_FLOATS else top.dtype
         # The signed value to look for: top where |top| is the maximum, else bottom; NaN (never equal) where
         # nothing improves.
         is_top = torch.eq(batch, top, out=self._work("is_top", torch.bool, dev))

@@ -15,7 +15,7 @@ import torch
 from ..models.device_map import host_check_is_free
 from .scratch import Scratch
 
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # the dtypes numpy holds
+NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # the dtypes numpy holds (CPU paths go through it)
 
 if TYPE_CHECKING:
     from .atoms import AtomTracker
@@ -217,7 +217,7 @@ def lower_median_(x: torch.Tensor) -> torch.Tensor:
     On a CPU, numpy's selection in x's own memory: inside a profiling forward torch.median, and np.partition's
     copy, took 2.5-8 ms on a 30k-element sample where the selection itself takes 0.05 ms - the new memory they
     asked for was the cost, about a third of the capture's overhead on the profile benchmark."""
-    if x.device.type != "cpu" or x.numel() == 0 or not x.is_contiguous() or x.dtype not in _NUMPY_FLOATS:
+    if x.device.type != "cpu" or x.numel() == 0 or not x.is_contiguous() or x.dtype not in NUMPY_FLOATS:
         return x.median()
     values = x.numpy()
     if np.isnan(values.max()):  # a reduction, no new array: NaN propagates through max
