@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from ..models.device_map import host_check_is_free, parameter_values
+from ..models.device_map import NUMPY_FLOATS, host_check_is_free, parameter_values
 from .scratch import Scratch
-from .tracker import NUMPY_FLOATS
 
 # (E,) channels -> (E, I): row `channel[e]` of expert e's down projection, w_k[c] for every k.
 DownRows = Callable[[torch.Tensor], torch.Tensor]

@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..models.device_map import host_check_is_free
+from ..models.device_map import NUMPY_FLOATS, host_check_is_free
 from .scratch import Scratch
-
-NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # the dtypes numpy holds (CPU paths go through it)
 
 if TYPE_CHECKING:
     from .atoms import AtomTracker

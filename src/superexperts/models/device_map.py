@@ -230,3 +230,6 @@ def host_check_is_free(device: torch.device) -> bool:
     """On the CPU, reading a value on the host costs nothing and lets the all-finite case skip
     three passes; on accelerators it would stall the queue, so the masked path always runs."""
     return device.type == "cpu"
+
+
+NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # the float dtypes numpy holds (CPU paths through it)
