@@ -176,10 +176,9 @@ class MassiveTracker:
         self.values, self.flat_index = merged_v[keep], merged_i[keep]
         flat = clean.reshape(-1)
         sample = flat[:: median_step(flat.numel(), width, self.MEDIAN_SAMPLE)]
-        # |sample| into the capture's scratch, where the selection may reorder it
+        # |sample| in float32 in the capture's scratch, where the selection may reorder it
         buffer = self._scratch.take("median", tuple(sample.shape), torch.float32, sample.device)
-        self.median_sum += lower_median_(torch.abs(sample, out=buffer) if sample.dtype == torch.float32
-                                         else buffer.copy_(sample).abs_())  # fmt: skip
+        self.median_sum += lower_median_(buffer.copy_(sample).abs_())
         self.batches += 1
 
 
@@ -215,7 +214,7 @@ def lower_median_(x: torch.Tensor) -> torch.Tensor:
     On a CPU, numpy's selection in x's own memory: inside a profiling forward torch.median, and np.partition's
     copy, took 2.5-8 ms on a 30k-element sample where the selection itself takes 0.05 ms - the new memory they
     asked for was the cost, about a third of the capture's overhead on the profile benchmark."""
-    if x.device.type != "cpu" or x.numel() == 0 or not x.is_contiguous() or x.dtype not in NUMPY_FLOATS:
+    if not host_check_is_free(x.device) or x.numel() == 0 or not x.is_contiguous() or x.dtype not in NUMPY_FLOATS:
         return x.median()
     values = x.numpy()
     if np.isnan(values.max()):  # a reduction, no new array: NaN propagates through max
